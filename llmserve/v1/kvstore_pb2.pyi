@@ -1,0 +1,158 @@
+from llmserve.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RegisterPoolRequest(_message.Message):
+    __slots__ = ("worker_id", "num_blocks", "block_size", "bytes_per_block")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    NUM_BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    BYTES_PER_BLOCK_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    num_blocks: int
+    block_size: int
+    bytes_per_block: int
+    def __init__(self, worker_id: _Optional[str] = ..., num_blocks: _Optional[int] = ..., block_size: _Optional[int] = ..., bytes_per_block: _Optional[int] = ...) -> None: ...
+
+class RegisterPoolResponse(_message.Message):
+    __slots__ = ("lease_ttl_ms",)
+    LEASE_TTL_MS_FIELD_NUMBER: _ClassVar[int]
+    lease_ttl_ms: int
+    def __init__(self, lease_ttl_ms: _Optional[int] = ...) -> None: ...
+
+class LeaseSpec(_message.Message):
+    __slots__ = ("request_id", "service_class", "num_blocks")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_CLASS_FIELD_NUMBER: _ClassVar[int]
+    NUM_BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    service_class: _common_pb2.ServiceClass
+    num_blocks: int
+    def __init__(self, request_id: _Optional[str] = ..., service_class: _Optional[_Union[_common_pb2.ServiceClass, str]] = ..., num_blocks: _Optional[int] = ...) -> None: ...
+
+class ApplyRequest(_message.Message):
+    __slots__ = ("worker_id", "release_request_ids", "leases")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_REQUEST_IDS_FIELD_NUMBER: _ClassVar[int]
+    LEASES_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    release_request_ids: _containers.RepeatedScalarFieldContainer[str]
+    leases: _containers.RepeatedCompositeFieldContainer[LeaseSpec]
+    def __init__(self, worker_id: _Optional[str] = ..., release_request_ids: _Optional[_Iterable[str]] = ..., leases: _Optional[_Iterable[_Union[LeaseSpec, _Mapping]]] = ...) -> None: ...
+
+class Grant(_message.Message):
+    __slots__ = ("request_id", "block_ids")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_IDS_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    block_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, request_id: _Optional[str] = ..., block_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ApplyResponse(_message.Message):
+    __slots__ = ("grants", "num_released")
+    GRANTS_FIELD_NUMBER: _ClassVar[int]
+    NUM_RELEASED_FIELD_NUMBER: _ClassVar[int]
+    grants: _containers.RepeatedCompositeFieldContainer[Grant]
+    num_released: int
+    def __init__(self, grants: _Optional[_Iterable[_Union[Grant, _Mapping]]] = ..., num_released: _Optional[int] = ...) -> None: ...
+
+class HeartbeatRequest(_message.Message):
+    __slots__ = ("worker_id",)
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    def __init__(self, worker_id: _Optional[str] = ...) -> None: ...
+
+class HeartbeatResponse(_message.Message):
+    __slots__ = ("num_leases", "known")
+    NUM_LEASES_FIELD_NUMBER: _ClassVar[int]
+    KNOWN_FIELD_NUMBER: _ClassVar[int]
+    num_leases: int
+    known: bool
+    def __init__(self, num_leases: _Optional[int] = ..., known: _Optional[bool] = ...) -> None: ...
+
+class GetPoolStatsRequest(_message.Message):
+    __slots__ = ("worker_id",)
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    def __init__(self, worker_id: _Optional[str] = ...) -> None: ...
+
+class WatchCapacityRequest(_message.Message):
+    __slots__ = ("min_interval_ms",)
+    MIN_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    min_interval_ms: int
+    def __init__(self, min_interval_ms: _Optional[int] = ...) -> None: ...
+
+class PoolStats(_message.Message):
+    __slots__ = ("worker_id", "num_blocks", "num_free", "num_real_time", "num_best_effort", "num_leases", "num_expired_leases", "num_checkpoints", "host_tier_bytes")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    NUM_BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    NUM_FREE_FIELD_NUMBER: _ClassVar[int]
+    NUM_REAL_TIME_FIELD_NUMBER: _ClassVar[int]
+    NUM_BEST_EFFORT_FIELD_NUMBER: _ClassVar[int]
+    NUM_LEASES_FIELD_NUMBER: _ClassVar[int]
+    NUM_EXPIRED_LEASES_FIELD_NUMBER: _ClassVar[int]
+    NUM_CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
+    HOST_TIER_BYTES_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    num_blocks: int
+    num_free: int
+    num_real_time: int
+    num_best_effort: int
+    num_leases: int
+    num_expired_leases: int
+    num_checkpoints: int
+    host_tier_bytes: int
+    def __init__(self, worker_id: _Optional[str] = ..., num_blocks: _Optional[int] = ..., num_free: _Optional[int] = ..., num_real_time: _Optional[int] = ..., num_best_effort: _Optional[int] = ..., num_leases: _Optional[int] = ..., num_expired_leases: _Optional[int] = ..., num_checkpoints: _Optional[int] = ..., host_tier_bytes: _Optional[int] = ...) -> None: ...
+
+class KvChunk(_message.Message):
+    __slots__ = ("request_id", "block_index", "data", "offset", "block_bytes", "dtype", "shape", "num_tokens", "final")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_INDEX_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    NUM_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    block_index: int
+    data: bytes
+    offset: int
+    block_bytes: int
+    dtype: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    num_tokens: int
+    final: bool
+    def __init__(self, request_id: _Optional[str] = ..., block_index: _Optional[int] = ..., data: _Optional[bytes] = ..., offset: _Optional[int] = ..., block_bytes: _Optional[int] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., num_tokens: _Optional[int] = ..., final: _Optional[bool] = ...) -> None: ...
+
+class CheckpointResponse(_message.Message):
+    __slots__ = ("num_blocks", "bytes_stored")
+    NUM_BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_STORED_FIELD_NUMBER: _ClassVar[int]
+    num_blocks: int
+    bytes_stored: int
+    def __init__(self, num_blocks: _Optional[int] = ..., bytes_stored: _Optional[int] = ...) -> None: ...
+
+class RestoreRequest(_message.Message):
+    __slots__ = ("request_id",)
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    def __init__(self, request_id: _Optional[str] = ...) -> None: ...
+
+class DropCheckpointRequest(_message.Message):
+    __slots__ = ("request_id",)
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    def __init__(self, request_id: _Optional[str] = ...) -> None: ...
+
+class DropCheckpointResponse(_message.Message):
+    __slots__ = ("dropped",)
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    dropped: bool
+    def __init__(self, dropped: _Optional[bool] = ...) -> None: ...
