@@ -39,7 +39,13 @@ class ServiceServer:
     port: int
     health: health.aio.HealthServicer
     service_names: tuple[str, ...]
+    # Run after the server stopped (close peer channels, stop background tasks), in order.
+    cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
 
     async def set_serving(self, serving: bool = True) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -53,6 +59,11 @@ class ServiceServer:
             return
         await self.set_serving(False)
         await self.server.stop(grace_s)
+        for cleanup in self.cleanups:
+            try:
+                await cleanup()
+            except Exception:  # a failing cleanup must not keep the others from running
+                logger.exception("cleanup failed while stopping")
         self._stopped.set()
 
     async def wait_stopped(self) -> None:
