@@ -46,8 +46,17 @@ def _current_trace_id() -> str:
     return format(ctx.trace_id, "032x") if ctx.is_valid else ""
 
 
-def configure_logging(service: str, level: str = "INFO", json_format: bool = True) -> None:
-    """Sends the root logger's records to stderr, as JSON lines unless `json_format` is false."""
+def configure_logging(service: str, level: str | None = None, json_format: bool | None = None) -> None:
+    """Sends the root logger's records to stderr: JSON lines unless `json_format` is false.
+
+    Unset arguments come from LLMSERVE_LOG_LEVEL (default INFO) and LLMSERVE_LOG_FORMAT
+    (`json`, the default, or `text`).
+    """
+    import os
+
+    level = level or os.environ.get("LLMSERVE_LOG_LEVEL", "INFO")
+    if json_format is None:
+        json_format = os.environ.get("LLMSERVE_LOG_FORMAT", "json").lower() != "text"
     handler = logging.StreamHandler(sys.stderr)
     if json_format:
         handler.setFormatter(JsonFormatter(service))
