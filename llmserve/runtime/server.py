@@ -41,6 +41,8 @@ class ServiceServer:
     service_names: tuple[str, ...]
     # Run after the server stopped (close peer channels, stop background tasks), in order.
     cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # The servicer object, for in-process tests and tools that inspect it.
+    service: object | None = None
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
