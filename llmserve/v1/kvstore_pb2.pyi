@@ -26,14 +26,23 @@ class RegisterPoolResponse(_message.Message):
     def __init__(self, lease_ttl_ms: _Optional[int] = ...) -> None: ...
 
 class LeaseSpec(_message.Message):
-    __slots__ = ("request_id", "service_class", "num_blocks")
+    __slots__ = ("request_id", "service_class", "num_blocks", "trace_context")
+    class TraceContextEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SERVICE_CLASS_FIELD_NUMBER: _ClassVar[int]
     NUM_BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     service_class: _common_pb2.ServiceClass
     num_blocks: int
-    def __init__(self, request_id: _Optional[str] = ..., service_class: _Optional[_Union[_common_pb2.ServiceClass, str]] = ..., num_blocks: _Optional[int] = ...) -> None: ...
+    trace_context: _containers.ScalarMap[str, str]
+    def __init__(self, request_id: _Optional[str] = ..., service_class: _Optional[_Union[_common_pb2.ServiceClass, str]] = ..., num_blocks: _Optional[int] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ApplyRequest(_message.Message):
     __slots__ = ("worker_id", "release_request_ids", "leases")

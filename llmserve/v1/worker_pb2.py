@@ -26,27 +26,31 @@ from llmserve.v1 import common_pb2 as llmserve_dot_v1_dot_common__pb2
 from llmserve.v1 import scheduler_pb2 as llmserve_dot_v1_dot_scheduler__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18llmserve/v1/worker.proto\x12\x0bllmserve.v1\x1a\x18llmserve/v1/common.proto\x1a\x1bllmserve/v1/scheduler.proto\"\x11\n\x0f\x44\x65scribeRequest\"\xca\x01\n\nNewRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\x12\x19\n\x11num_prompt_tokens\x18\x03 \x01(\r\x12-\n\x08sampling\x18\x04 \x01(\x0b\x32\x1b.llmserve.v1.SamplingParams\x12\x30\n\rservice_class\x18\x05 \x01(\x0e\x32\x19.llmserve.v1.ServiceClass\x12\x19\n\x11num_output_tokens\x18\x06 \x01(\r\"g\n\x10ScheduledRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nnum_tokens\x18\x02 \x01(\r\x12\x1b\n\x13num_computed_tokens\x18\x03 \x01(\r\x12\x0e\n\x06sample\x18\x04 \x01(\x08\"\xba\x01\n\tBatchPlan\x12\x0f\n\x07step_id\x18\x01 \x01(\x04\x12-\n\x0cnew_requests\x18\x02 \x03(\x0b\x32\x17.llmserve.v1.NewRequest\x12\x30\n\tscheduled\x18\x03 \x03(\x0b\x32\x1d.llmserve.v1.ScheduledRequest\x12\x1c\n\x14\x66inished_request_ids\x18\x04 \x03(\t\x12\x1d\n\x15preempted_request_ids\x18\x05 \x03(\t\"4\n\x0cSampledToken\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\r\"\xa5\x01\n\nStepTiming\x12\x12\n\nforward_ns\x18\x01 \x01(\x04\x12\x11\n\tsample_ns\x18\x02 \x01(\x04\x12\r\n\x05kv_ns\x18\x03 \x01(\x04\x12\x10\n\x08total_ns\x18\x04 \x01(\x04\x12\x1a\n\x12num_prefill_tokens\x18\x05 \x01(\r\x12\x17\n\x0fnum_decode_seqs\x18\x06 \x01(\r\x12\x1a\n\x12num_kv_tokens_read\x18\x07 \x01(\x04\"\x81\x01\n\nStepResult\x12\x0f\n\x07step_id\x18\x01 \x01(\x04\x12*\n\x07sampled\x18\x02 \x03(\x0b\x32\x19.llmserve.v1.SampledToken\x12\'\n\x06timing\x18\x03 \x01(\x0b\x32\x17.llmserve.v1.StepTiming\x12\r\n\x05\x65rror\x18\x04 \x01(\t2\x8b\x01\n\x06Worker\x12\x41\n\x08\x44\x65scribe\x12\x1c.llmserve.v1.DescribeRequest\x1a\x17.llmserve.v1.WorkerInfo\x12>\n\x07\x45xecute\x12\x16.llmserve.v1.BatchPlan\x1a\x17.llmserve.v1.StepResult(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18llmserve/v1/worker.proto\x12\x0bllmserve.v1\x1a\x18llmserve/v1/common.proto\x1a\x1bllmserve/v1/scheduler.proto\"\x11\n\x0f\x44\x65scribeRequest\"\xc1\x02\n\nNewRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\x12\x19\n\x11num_prompt_tokens\x18\x03 \x01(\r\x12-\n\x08sampling\x18\x04 \x01(\x0b\x32\x1b.llmserve.v1.SamplingParams\x12\x30\n\rservice_class\x18\x05 \x01(\x0e\x32\x19.llmserve.v1.ServiceClass\x12\x19\n\x11num_output_tokens\x18\x06 \x01(\r\x12@\n\rtrace_context\x18\x07 \x03(\x0b\x32).llmserve.v1.NewRequest.TraceContextEntry\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"g\n\x10ScheduledRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nnum_tokens\x18\x02 \x01(\r\x12\x1b\n\x13num_computed_tokens\x18\x03 \x01(\r\x12\x0e\n\x06sample\x18\x04 \x01(\x08\"\xba\x01\n\tBatchPlan\x12\x0f\n\x07step_id\x18\x01 \x01(\x04\x12-\n\x0cnew_requests\x18\x02 \x03(\x0b\x32\x17.llmserve.v1.NewRequest\x12\x30\n\tscheduled\x18\x03 \x03(\x0b\x32\x1d.llmserve.v1.ScheduledRequest\x12\x1c\n\x14\x66inished_request_ids\x18\x04 \x03(\t\x12\x1d\n\x15preempted_request_ids\x18\x05 \x03(\t\"4\n\x0cSampledToken\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\r\"\xa5\x01\n\nStepTiming\x12\x12\n\nforward_ns\x18\x01 \x01(\x04\x12\x11\n\tsample_ns\x18\x02 \x01(\x04\x12\r\n\x05kv_ns\x18\x03 \x01(\x04\x12\x10\n\x08total_ns\x18\x04 \x01(\x04\x12\x1a\n\x12num_prefill_tokens\x18\x05 \x01(\r\x12\x17\n\x0fnum_decode_seqs\x18\x06 \x01(\r\x12\x1a\n\x12num_kv_tokens_read\x18\x07 \x01(\x04\"\x81\x01\n\nStepResult\x12\x0f\n\x07step_id\x18\x01 \x01(\x04\x12*\n\x07sampled\x18\x02 \x03(\x0b\x32\x19.llmserve.v1.SampledToken\x12\'\n\x06timing\x18\x03 \x01(\x0b\x32\x17.llmserve.v1.StepTiming\x12\r\n\x05\x65rror\x18\x04 \x01(\t2\x8b\x01\n\x06Worker\x12\x41\n\x08\x44\x65scribe\x12\x1c.llmserve.v1.DescribeRequest\x1a\x17.llmserve.v1.WorkerInfo\x12>\n\x07\x45xecute\x12\x16.llmserve.v1.BatchPlan\x1a\x17.llmserve.v1.StepResult(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llmserve.v1.worker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_NEWREQUEST_TRACECONTEXTENTRY']._loaded_options = None
+  _globals['_NEWREQUEST_TRACECONTEXTENTRY']._serialized_options = b'8\001'
   _globals['_DESCRIBEREQUEST']._serialized_start=96
   _globals['_DESCRIBEREQUEST']._serialized_end=113
   _globals['_NEWREQUEST']._serialized_start=116
-  _globals['_NEWREQUEST']._serialized_end=318
-  _globals['_SCHEDULEDREQUEST']._serialized_start=320
-  _globals['_SCHEDULEDREQUEST']._serialized_end=423
-  _globals['_BATCHPLAN']._serialized_start=426
-  _globals['_BATCHPLAN']._serialized_end=612
-  _globals['_SAMPLEDTOKEN']._serialized_start=614
-  _globals['_SAMPLEDTOKEN']._serialized_end=666
-  _globals['_STEPTIMING']._serialized_start=669
-  _globals['_STEPTIMING']._serialized_end=834
-  _globals['_STEPRESULT']._serialized_start=837
-  _globals['_STEPRESULT']._serialized_end=966
-  _globals['_WORKER']._serialized_start=969
-  _globals['_WORKER']._serialized_end=1108
+  _globals['_NEWREQUEST']._serialized_end=437
+  _globals['_NEWREQUEST_TRACECONTEXTENTRY']._serialized_start=386
+  _globals['_NEWREQUEST_TRACECONTEXTENTRY']._serialized_end=437
+  _globals['_SCHEDULEDREQUEST']._serialized_start=439
+  _globals['_SCHEDULEDREQUEST']._serialized_end=542
+  _globals['_BATCHPLAN']._serialized_start=545
+  _globals['_BATCHPLAN']._serialized_end=731
+  _globals['_SAMPLEDTOKEN']._serialized_start=733
+  _globals['_SAMPLEDTOKEN']._serialized_end=785
+  _globals['_STEPTIMING']._serialized_start=788
+  _globals['_STEPTIMING']._serialized_end=953
+  _globals['_STEPRESULT']._serialized_start=956
+  _globals['_STEPRESULT']._serialized_end=1085
+  _globals['_WORKER']._serialized_start=1088
+  _globals['_WORKER']._serialized_end=1227
 # @@protoc_insertion_point(module_scope)
