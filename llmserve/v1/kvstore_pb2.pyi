@@ -149,10 +149,14 @@ class CheckpointResponse(_message.Message):
     def __init__(self, num_blocks: _Optional[int] = ..., bytes_stored: _Optional[int] = ...) -> None: ...
 
 class RestoreRequest(_message.Message):
-    __slots__ = ("request_id",)
+    __slots__ = ("request_id", "dtype", "shape")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
-    def __init__(self, request_id: _Optional[str] = ...) -> None: ...
+    dtype: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, request_id: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class DropCheckpointRequest(_message.Message):
     __slots__ = ("request_id",)
