@@ -25,6 +25,10 @@ class AttentionMetadata:
     max_query_len: int
     max_context_len: int
     num_decodes: int  # leading sequences with exactly one query token
+    # Host copies of the per-sequence counts, so backends plan without device syncs.
+    query_start_host: tuple[int, ...]  # [B+1]
+    context_lens_host: tuple[int, ...]  # [B]
+    num_computed_host: tuple[int, ...]  # [B]
 
     @property
     def num_seqs(self) -> int:
@@ -33,3 +37,51 @@ class AttentionMetadata:
     @property
     def num_tokens(self) -> int:
         return int(self.slot_mapping.shape[0])
+
+
+def build_metadata(
+    query_lens: list[int],
+    num_computed: list[int],
+    block_tables: list[list[int]],
+    block_size: int,
+    device: torch.device | str = "cpu",
+) -> tuple[AttentionMetadata, torch.Tensor]:
+    """Metadata for sequences given in batch order (decodes, i.e. query length 1, first), and the
+    positions [T] of the flattened tokens. Each block table must cover `num_computed + query_len`
+    tokens."""
+    num_seqs = len(query_lens)
+    assert len(num_computed) == num_seqs == len(block_tables), "one entry per sequence"
+    num_decodes = 0
+    while num_decodes < num_seqs and query_lens[num_decodes] == 1:
+        num_decodes += 1
+    assert all(q > 1 for q in query_lens[num_decodes:]), "decodes (query length 1) must come first"
+    context_lens = [c + q for c, q in zip(num_computed, query_lens)]
+    for b, table in enumerate(block_tables):
+        assert len(table) * block_size >= context_lens[b], f"sequence {b}: block table too short"
+    max_blocks = max((len(t) for t in block_tables), default=0)
+    tables = torch.zeros(num_seqs, max(max_blocks, 1), dtype=torch.int32)
+    for b, table in enumerate(block_tables):
+        tables[b, : len(table)] = torch.tensor(table, dtype=torch.int32)
+    starts = [0]
+    for q in query_lens:
+        starts.append(starts[-1] + q)
+    q_lens = torch.tensor(query_lens, dtype=torch.int64)
+    seq_of_token = torch.repeat_interleave(torch.arange(num_seqs), q_lens)  # [T]
+    token_offset = torch.arange(starts[-1]) - torch.tensor(starts[:-1], dtype=torch.int64)[seq_of_token]
+    positions = torch.tensor(num_computed, dtype=torch.int64)[seq_of_token] + token_offset  # [T]
+    blocks = tables[seq_of_token, positions // block_size].long()
+    slot_mapping = blocks * block_size + positions % block_size  # [T]
+    meta = AttentionMetadata(
+        slot_mapping=slot_mapping.to(device),
+        block_tables=tables.to(device),
+        query_start_loc=torch.tensor(starts, dtype=torch.int32, device=device),
+        context_lens=torch.tensor(context_lens, dtype=torch.int32, device=device),
+        num_computed=torch.tensor(num_computed, dtype=torch.int32, device=device),
+        max_query_len=max(query_lens, default=0),
+        max_context_len=max(context_lens, default=0),
+        num_decodes=num_decodes,
+        query_start_host=tuple(starts),
+        context_lens_host=tuple(context_lens),
+        num_computed_host=tuple(num_computed),
+    )
+    return meta, positions.to(device)

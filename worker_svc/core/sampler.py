@@ -1,0 +1,84 @@
+"""Token sampling: greedy, temperature, top-k, top-p, batched across requests.
+
+Determinism: output token i of a request uses one uniform number from a counter-based generator
+keyed by (seed, i) (splitmix64), and inverse-CDF sampling over that request's own distribution.
+So the token depends only on the request's logits, parameters, seed and i: not on batch mates,
+preemption or which worker runs it. Order: temperature → top-k → top-p → sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from worker_svc.core.types import SamplingParams
+
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def uniform(seed: int, index: int) -> float:
+    """The index-th draw of the generator seeded by `seed`: a float in [0, 1) with 53 random bits."""
+    return (_splitmix64(_splitmix64(seed & _MASK64) ^ (index & _MASK64)) >> 11) / float(1 << 53)
+
+
+def sample(
+    logits: torch.Tensor,  # [S, V] float32
+    params: Sequence[SamplingParams],  # [S]
+    draw_indices: Sequence[int],  # [S]: output index i of each row's token
+) -> list[int]:
+    """One token id per row."""
+    num_rows = logits.shape[0]
+    assert len(params) == num_rows == len(draw_indices), "one SamplingParams and draw index per row"
+    tokens = [0] * num_rows
+    greedy = [r for r in range(num_rows) if params[r].greedy]
+    # A row's path depends only on its own parameters, never on batch mates.
+    filtered = [r for r in range(num_rows) if not params[r].greedy and (params[r].top_k > 0 or params[r].top_p < 1.0)]
+    special = set(filtered)
+    plain = [r for r in range(num_rows) if not params[r].greedy and r not in special]
+    if greedy:
+        for r, t in zip(greedy, logits[greedy].argmax(dim=-1).tolist()):
+            tokens[r] = t
+    for rows, fn in ((plain, _sample_plain), (filtered, _sample_filtered)):
+        if rows:
+            temps = torch.tensor([params[r].temperature for r in rows], dtype=logits.dtype, device=logits.device)
+            u = torch.tensor([uniform(params[r].seed, draw_indices[r]) for r in rows], dtype=torch.float64,
+                             device=logits.device)
+            scaled = logits[rows] / temps[:, None]  # [R, V]
+            for r, t in zip(rows, fn(scaled, [params[r] for r in rows], u).tolist()):
+                tokens[r] = t
+    return tokens
+
+
+def _inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    # probs [R, V] (unnormalized is fine), u [R] in [0, 1) → [R] index of the first cdf > u * total.
+    cdf = probs.double().cumsum(dim=-1)  # [R, V]
+    target = (u * cdf[:, -1]).unsqueeze(1)  # [R, 1]
+    idx = torch.searchsorted(cdf, target, right=True).squeeze(1)
+    return idx.clamp_(max=probs.shape[1] - 1)
+
+
+def _sample_plain(scaled: torch.Tensor, params: Sequence[SamplingParams], u: torch.Tensor) -> torch.Tensor:
+    return _inverse_cdf(torch.softmax(scaled, dim=-1), u)
+
+
+def _sample_filtered(scaled: torch.Tensor, params: Sequence[SamplingParams], u: torch.Tensor) -> torch.Tensor:
+    vocab = scaled.shape[1]
+    sorted_logits, order = scaled.sort(dim=-1, descending=True)  # [R, V]
+    ranks = torch.arange(vocab, device=scaled.device)
+    top_k = torch.tensor([p.top_k if p.top_k > 0 else vocab for p in params], device=scaled.device)
+    sorted_logits = sorted_logits.masked_fill(ranks[None, :] >= top_k[:, None], float("-inf"))
+    probs = torch.softmax(sorted_logits, dim=-1)
+    # top-p: drop a token when the mass ranked before it already reaches p (the first always stays).
+    top_p = torch.tensor([p.top_p for p in params], dtype=probs.dtype, device=scaled.device)
+    mass_before = probs.cumsum(dim=-1) - probs
+    probs = probs.masked_fill(mass_before >= top_p[:, None], 0.0)
+    picked = _inverse_cdf(probs, u)  # [R] rank
+    return order.gather(1, picked[:, None]).squeeze(1)
