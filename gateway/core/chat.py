@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llmserve.runtime.errors import InvalidRequestError
+from llmserve.errors import InvalidRequestError
 
 from gateway.core.tokenizer import Tokenizer
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from llmserve.runtime.errors import CapacityError, ConflictError
+from llmserve.errors import CapacityError, ConflictError
 
 H = TypeVar("H")
 
@@ -21,11 +21,15 @@ class RequestRegistry(Generic[H]):
         """Registers a request, or raises ConflictError (id already running) / CapacityError (full)."""
         if request_id in self.running:
             raise ConflictError(f"request_id {request_id!r} is already running: use a unique id or leave it empty")
+        self.ensure_room()
+        self.running[request_id] = handle
+
+    def ensure_room(self) -> None:
+        """Raises CapacityError when full: a cheap check before the work of preparing a request."""
         if len(self.running) >= self.max_running:
             raise CapacityError(
                 f"the gateway is at its limit of {self.max_running} concurrent requests: retry later"
             )
-        self.running[request_id] = handle
 
     def release(self, request_id: str) -> None:
         """Forgets a finished request (no-op when unknown)."""

@@ -7,7 +7,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 
-from llmserve.runtime.errors import InvalidRequestError
+from llmserve.errors import InvalidRequestError
 
 from gateway.core.types import (
     GenerateInput,

@@ -8,7 +8,7 @@ import pytest
 
 from gateway.core.chat import has_chat_template, tokenize_prompt
 from gateway.core.registry import RequestRegistry
-from llmserve.runtime.errors import CapacityError, ConflictError, InvalidRequestError
+from llmserve.errors import CapacityError, ConflictError, InvalidRequestError
 
 
 def test_chat_template_wraps_text_as_one_user_message(tiny_tokenizer: Any) -> None:

@@ -13,7 +13,7 @@ from gateway.core.ids import SEED_BITS, new_request_id, random_seed
 from gateway.core.prepare import prepare_request
 from gateway.core.types import GenerateInput, ModelLimits, SamplingInput, ServiceClass, SloInput, Workflow
 from gateway.core.validate import DEFAULT_MAX_TOKENS
-from llmserve.runtime.errors import InvalidRequestError
+from llmserve.errors import InvalidRequestError
 
 LIMITS = ModelLimits(model_name="tiny", max_context_length=64, vocab_size=300)
 BE = SloInput(service_class=ServiceClass.BEST_EFFORT)

@@ -1,0 +1,131 @@
+"""A small async client of the Gateway, for the CLI (`llmserve generate`), benchmarks and tests.
+
+    async with GatewayClient("127.0.0.1:50051") as client:
+        async for chunk in client.generate("The capital of France is", max_tokens=16):
+            print(chunk.text, end="")
+
+Errors come back as llmserve domain errors (InvalidRequestError for INVALID_ARGUMENT, ...), whose
+message is the server's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+
+import grpc
+
+from llmserve.runtime.channel import open_channel
+from llmserve.runtime.errors import error_for_status
+from llmserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+
+SERVICE_CLASSES = {
+    "real_time": common_pb2.SERVICE_CLASS_REAL_TIME,
+    "deadline": common_pb2.SERVICE_CLASS_DEADLINE,
+    "best_effort": common_pb2.SERVICE_CLASS_BEST_EFFORT,
+}
+
+
+def build_request(
+    prompt: str | Sequence[int],
+    *,
+    request_id: str = "",
+    max_tokens: int = 0,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    top_k: int = 0,
+    seed: int | None = None,
+    stop: Sequence[str] = (),
+    stop_token_ids: Sequence[int] = (),
+    ignore_eos: bool = False,
+    service_class: str = "best_effort",
+    ttft_ms: float | None = None,
+    tpot_ms: float | None = None,
+    deadline_ms: float | None = None,
+    priority: int = 0,
+    tenant: str = "",
+    apply_chat_template: bool = False,
+) -> gateway_pb2.GenerateRequest:
+    """A GenerateRequest: a str prompt is text, a sequence of ints is token ids. `service_class` is
+    real_time, deadline or best_effort; unset numbers are left unset (server defaults)."""
+    if service_class not in SERVICE_CLASSES:
+        raise ValueError(f"service_class must be one of {sorted(SERVICE_CLASSES)}, got {service_class!r}")
+    sampling = common_pb2.SamplingParams(
+        max_tokens=max_tokens, top_k=top_k, stop=list(stop), stop_token_ids=list(stop_token_ids), ignore_eos=ignore_eos
+    )
+    for name, value in (("temperature", temperature), ("top_p", top_p), ("seed", seed)):
+        if value is not None:
+            setattr(sampling, name, value)
+    slo = common_pb2.Slo(service_class=SERVICE_CLASSES[service_class], priority=priority)
+    for name, value in (("ttft_ms", ttft_ms), ("tpot_ms", tpot_ms), ("deadline_ms", deadline_ms)):
+        if value is not None:
+            setattr(slo, name, value)
+    request = gateway_pb2.GenerateRequest(
+        request_id=request_id, sampling=sampling, slo=slo, tenant=tenant, apply_chat_template=apply_chat_template
+    )
+    if isinstance(prompt, str):
+        request.text = prompt
+    else:
+        request.token_ids.ids.extend(prompt)
+    return request
+
+
+class GatewayClient:
+    """One channel to a gateway, shared by every call made through it."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._channel = open_channel(address)
+        self._stub = gateway_pb2_grpc.GatewayStub(self._channel)
+
+    async def __aenter__(self) -> GatewayClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def generate_request(
+        self, request: gateway_pb2.GenerateRequest, timeout_s: float | None = None
+    ) -> AsyncIterator[gateway_pb2.GenerateResponse]:
+        """Streams the responses of one request; closing the iterator early cancels it."""
+        call = self._stub.Generate(request, timeout=timeout_s)
+        try:
+            async for response in call:
+                yield response
+        except grpc.aio.AioRpcError as err:
+            raise error_for_status(err.code(), err.details() or err.code().name) from err
+        finally:
+            call.cancel()  # no-op once finished
+
+    async def generate(
+        self, prompt: str | Sequence[int], *, timeout_s: float | None = None, **options: object
+    ) -> AsyncIterator[gateway_pb2.GenerateResponse]:
+        """`build_request(prompt, **options)`, streamed."""
+        async for response in self.generate_request(build_request(prompt, **options), timeout_s):  # type: ignore[arg-type]
+            yield response
+
+    async def cancel(self, request_id: str) -> bool:
+        try:
+            reply = await self._stub.Cancel(gateway_pb2.CancelRequest(request_id=request_id))
+        except grpc.aio.AioRpcError as err:
+            raise error_for_status(err.code(), err.details() or err.code().name) from err
+        return reply.cancelled
+
+    async def model_info(self) -> gateway_pb2.ModelInfo:
+        try:
+            return await self._stub.GetModelInfo(gateway_pb2.GetModelInfoRequest())
+        except grpc.aio.AioRpcError as err:
+            raise error_for_status(err.code(), err.details() or err.code().name) from err
+
+
+async def generate(address: str, prompt: str | Sequence[int], **options: object) -> AsyncIterator[gateway_pb2.GenerateResponse]:
+    """One request over its own channel: yields GenerateResponse chunks (the last has
+    finish_reason and usage). Options are those of `build_request`, plus `timeout_s`."""
+    async with GatewayClient(address) as client:
+        async for response in client.generate(prompt, **options):  # type: ignore[arg-type]
+            yield response
