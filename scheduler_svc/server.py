@@ -1,0 +1,194 @@
+"""The Scheduler gRPC service: a thin shell over one scheduler core per worker.
+
+`Submit` routes a request to the least-loaded healthy worker's core and streams its token events
+from a per-request queue; cancelling the call aborts the request (its KV blocks are released by the
+next plan). Requests evicted from a failed worker are re-routed to another worker, or wait until
+one is healthy, so no accepted request is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import grpc
+
+from llmserve.runtime.errors import CapacityError, ConflictError, LlmServeError, UnavailableError, abort_with
+from llmserve.runtime.server import ServiceServer, service_full_name, start_server
+from llmserve.v1 import scheduler_pb2, scheduler_pb2_grpc
+from scheduler_svc import convert
+from scheduler_svc.config import SchedulerServiceConfig
+from scheduler_svc.core.clock import WallClock
+from scheduler_svc.core.plan import RequestOutput
+from scheduler_svc.core.policy import make_policy
+from scheduler_svc.core.request import Request
+from scheduler_svc.core.scheduler import Scheduler
+from scheduler_svc.worker_link import WorkerLink
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _OpenRequest:
+    """A request between Submit and its last event."""
+
+    request: Request
+    link: WorkerLink | None
+    events: asyncio.Queue[RequestOutput] = field(default_factory=asyncio.Queue)
+    finished: bool = False
+
+
+class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
+    def __init__(self, config: SchedulerServiceConfig) -> None:
+        self.config = config
+        self.clock = WallClock()
+        self.links: list[WorkerLink] = []
+        self._open: dict[str, _OpenRequest] = {}
+        # Requests evicted from a failed worker while no other worker was healthy.
+        self._orphans: list[Request] = []
+        self._draining = False
+
+    # ---- wiring ----------------------------------------------------------------------------
+    def make_core(self, info: scheduler_pb2.WorkerInfo) -> Scheduler:
+        core_config = convert.core_config_from_worker(info, max_num_waiting=self.config.max_num_waiting)
+        policy = make_policy(self.config.policy, **dict(self.config.policy_options))
+        return Scheduler(core_config, policy, self.clock)
+
+    async def connect_workers(self, client_interceptors: tuple[grpc.aio.ClientInterceptor, ...] = ()) -> None:
+        self.links = [
+            WorkerLink(
+                address,
+                self.make_core,
+                self._dispatch,
+                self._reroute,
+                max_inflight_plans=self.config.max_inflight_plans,
+                connect_timeout_s=self.config.worker_connect_timeout_s,
+                retry_interval_s=self.config.worker_retry_interval_s,
+                client_interceptors=client_interceptors,
+            )
+            for address in self.config.worker_addrs
+        ]
+        await asyncio.gather(*(link.connect() for link in self.links))
+        asyncio.get_running_loop().create_task(self._adopt_orphans_forever())
+
+    async def close(self) -> None:
+        await asyncio.gather(*(link.close() for link in self.links))
+
+    # ---- routing ---------------------------------------------------------------------------
+    def _pick_link(self) -> WorkerLink:
+        healthy = [link for link in self.links if link.healthy]
+        if not healthy:
+            raise UnavailableError("no healthy worker: retry shortly")
+        return min(healthy, key=lambda link: link.load())
+
+    def _dispatch(self, outputs: list[RequestOutput]) -> None:
+        for output in outputs:
+            entry = self._open.get(output.request_id)
+            if entry is not None:
+                entry.events.put_nowait(output)
+
+    def _reroute(self, failed: WorkerLink, requests: list[Request]) -> None:
+        for request in requests:
+            entry = self._open.get(request.request_id)
+            if entry is None or entry.finished:
+                continue  # its client is gone
+            try:
+                link = self._pick_link()
+                link.submit(request)
+                entry.link = link
+                logger.info("re-routed %s from %s to %s", request.request_id, failed.address, link.address)
+            except LlmServeError:
+                entry.link = None
+                self._orphans.append(request)
+
+    async def _adopt_orphans_forever(self) -> None:
+        while True:
+            await asyncio.sleep(0.2)
+            if not self._orphans:
+                continue
+            pending, self._orphans = self._orphans, []
+            for request in pending:
+                entry = self._open.get(request.request_id)
+                if entry is None or entry.finished:
+                    continue
+                try:
+                    link = self._pick_link()
+                    link.submit(request)
+                    entry.link = link
+                except LlmServeError:
+                    self._orphans.append(request)
+
+    # ---- RPCs ------------------------------------------------------------------------------
+    async def Submit(
+        self, request: scheduler_pb2.SubmitRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[scheduler_pb2.TokenEvent]:
+        if self._draining:
+            await abort_with(context, UnavailableError("scheduler is draining: retry on another replica"))
+        if request.request_id in self._open:
+            await abort_with(context, ConflictError(f"request_id {request.request_id!r} is already running"))
+        try:
+            core_request = convert.request_from_proto(request, self.clock)
+            link = self._pick_link()
+            entry = _OpenRequest(core_request, link)
+            self._open[core_request.request_id] = entry
+            link.submit(core_request)
+        except LlmServeError as err:
+            self._open.pop(request.request_id, None)
+            await abort_with(context, err)
+            return
+        try:
+            while True:
+                output = await entry.events.get()
+                yield convert.output_to_event(output)
+                if output.finish_reason is not None:
+                    entry.finished = True
+                    return
+        finally:
+            # Reached on normal finish, and on cancellation (client gone): abort unfinished work.
+            self._open.pop(core_request.request_id, None)
+            if not entry.finished and entry.link is not None:
+                entry.link.abort(core_request.request_id)
+
+    async def Abort(self, request: scheduler_pb2.AbortRequest, context: grpc.aio.ServicerContext) -> scheduler_pb2.AbortResponse:
+        entry = self._open.get(request.request_id)
+        if entry is None or entry.finished or entry.link is None:
+            return scheduler_pb2.AbortResponse(aborted=False)
+        return scheduler_pb2.AbortResponse(aborted=entry.link.abort(request.request_id))
+
+    async def GetStats(self, request: scheduler_pb2.GetStatsRequest, context: grpc.aio.ServicerContext) -> scheduler_pb2.SchedulerStats:
+        cores = [link.core for link in self.links if link.core is not None]
+        stats = scheduler_pb2.SchedulerStats(
+            policy=self.config.policy,
+            num_workers=sum(1 for link in self.links if link.healthy),
+            num_steps=sum(link.stats.num_steps for link in self.links),
+        )
+        for core in cores:
+            core_stats = core.stats()
+            stats.num_waiting += core_stats.num_waiting
+            stats.num_running += core_stats.num_running
+            stats.num_preemptions += core_stats.num_preemptions
+        infos = [link.info for link in self.links if link.info is not None]
+        if infos:
+            stats.model.CopyFrom(infos[0])
+        return stats
+
+
+async def start_scheduler(config: SchedulerServiceConfig, address: str = "127.0.0.1:0") -> ServiceServer:
+    """Starts the scheduler: connects to every worker (waiting until each is healthy), then serves."""
+    service = SchedulerService(config)
+    running = await start_server(
+        lambda server: scheduler_pb2_grpc.add_SchedulerServicer_to_server(service, server),
+        [service_full_name(scheduler_pb2.DESCRIPTOR, "Scheduler")],
+        address,
+    )
+    running.cleanups.append(service.close)
+    try:
+        await service.connect_workers()
+    except BaseException:
+        await running.stop(0)
+        raise
+    running.service = service
+    await running.set_serving(True)
+    return running

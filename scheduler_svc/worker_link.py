@@ -1,0 +1,212 @@
+"""One worker as the scheduler sees it: its scheduler core, its `Execute` stream, and the loop
+that keeps up to `max_inflight_plans` plans in flight on it.
+
+The sender plans step N+1 as soon as step N is on the wire (the core advances its counts
+optimistically; the worker holds the sampled tokens), so the worker never waits for a gRPC round
+trip or for `schedule()` between steps. The receiver applies each result to the core and hands the
+token outputs to the service. If the stream breaks, the link evicts every unfinished request
+(they carry all their known tokens) for the service to route elsewhere, then reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+
+from llmserve.runtime.channel import open_channel, wait_healthy
+from llmserve.v1 import scheduler_pb2, worker_pb2, worker_pb2_grpc
+from scheduler_svc import convert
+from scheduler_svc.core.plan import RequestOutput
+from scheduler_svc.core.request import Request
+from scheduler_svc.core.scheduler import Scheduler
+
+logger = logging.getLogger(__name__)
+
+CoreFactory = Callable[[scheduler_pb2.WorkerInfo], Scheduler]
+
+
+@dataclass
+class LinkStats:
+    num_steps: int = 0
+    num_failed_steps: int = 0
+    num_reconnects: int = 0
+    last_step_total_ns: int = 0
+
+
+class WorkerLink:
+    """Drives one worker. All methods run on the event loop; the core is only touched here."""
+
+    def __init__(
+        self,
+        address: str,
+        make_core: CoreFactory,
+        on_outputs: Callable[[list[RequestOutput]], None],
+        on_evicted: Callable[[WorkerLink, list[Request]], None],
+        max_inflight_plans: int = 2,
+        connect_timeout_s: float = 300.0,
+        retry_interval_s: float = 1.0,
+        client_interceptors: tuple[grpc.aio.ClientInterceptor, ...] = (),
+    ) -> None:
+        self.address = address
+        self._make_core = make_core
+        self._on_outputs = on_outputs
+        self._on_evicted = on_evicted
+        self._max_inflight = max_inflight_plans
+        self._connect_timeout_s = connect_timeout_s
+        self._retry_interval_s = retry_interval_s
+        self._interceptors = client_interceptors
+        self.core: Scheduler | None = None
+        self.info: scheduler_pb2.WorkerInfo | None = None
+        self.stats = LinkStats()
+        self._wake = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self.step_timings: collections.deque[worker_pb2.StepTiming] = collections.deque(maxlen=4096)
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    async def connect(self) -> None:
+        """Waits for the worker, describes it, builds the core, and starts the drive loop."""
+        await self._open()
+        self._task = asyncio.create_task(self._run_forever(), name=f"worker-link-{self.address}")
+
+    async def _open(self) -> None:
+        await wait_healthy(self.address, timeout_s=self._connect_timeout_s)
+        self._channel = open_channel(self.address, self._interceptors)
+        self._stub = worker_pb2_grpc.WorkerStub(self._channel)
+        self.info = await self._stub.Describe(worker_pb2.DescribeRequest(), timeout=30.0)
+        self.core = self._make_core(self.info)
+        self._ready.set()
+
+    @property
+    def healthy(self) -> bool:
+        return self._ready.is_set() and not self._closing
+
+    async def close(self) -> None:
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if getattr(self, "_channel", None) is not None:
+            await self._channel.close()
+
+    # ---- requests --------------------------------------------------------------------------
+    def submit(self, request: Request) -> None:
+        """Queues a request on this worker (raises the core's InvalidRequestError/CapacityError)."""
+        assert self.core is not None
+        self.core.add_request(request)
+        self._wake.set()
+
+    def abort(self, request_id: str) -> bool:
+        if self.core is None:
+            return False
+        aborted = self.core.abort_request(request_id)
+        if aborted and self.core.num_inflight_steps == 0:
+            # Nothing in flight would carry the CANCELLED event: deliver it now.
+            outputs = self.core.take_outputs()
+            if outputs:
+                self._on_outputs(outputs)
+        self._wake.set()
+        return aborted
+
+    def load(self) -> int:
+        """Outstanding work, for routing: tokens still to compute or generate on this worker."""
+        if self.core is None or not self.healthy:
+            return 1 << 62
+        return self.core.outstanding_tokens()
+
+    # ---- the drive loop --------------------------------------------------------------------
+    async def _run_forever(self) -> None:
+        while not self._closing:
+            try:
+                await self._drive()
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # the stream broke: the worker died or restarted
+                if self._closing:
+                    return
+                logger.warning("worker %s stream failed (%s): re-routing its requests", self.address, err)
+            if self._closing:
+                return
+            self._evict_all()
+            await self._reconnect()
+
+    def _evict_all(self) -> None:
+        self._ready.clear()
+        if self.core is not None:
+            evicted = self.core.evict_all()
+            if evicted:
+                self._on_evicted(self, evicted)
+
+    async def _reconnect(self) -> None:
+        self.stats.num_reconnects += 1
+        while not self._closing:
+            try:
+                await self._channel.close()
+                await self._open()
+                logger.info("worker %s is back", self.address)
+                return
+            except Exception as err:  # keep trying until closed
+                logger.info("worker %s not reachable yet (%s)", self.address, err)
+                await asyncio.sleep(self._retry_interval_s)
+
+    async def _drive(self) -> None:
+        assert self.core is not None
+        call = self._stub.Execute()
+        inflight: collections.deque[int] = collections.deque()
+        receiver = asyncio.create_task(self._receive(call, inflight))
+        try:
+            while not self._closing:
+                if receiver.done():
+                    receiver.result()  # re-raises the stream error
+                    raise ConnectionError("worker closed the Execute stream")
+                sent = False
+                while len(inflight) < self._max_inflight:
+                    plan = self.core.schedule()
+                    if plan.is_empty():
+                        break
+                    inflight.append(plan.step_id)
+                    await call.write(convert.plan_to_proto(plan))
+                    sent = True
+                if not sent:
+                    self._wake.clear()
+                    waiter = asyncio.create_task(self._wake.wait())
+                    await asyncio.wait({waiter, receiver}, return_when=asyncio.FIRST_COMPLETED)
+                    waiter.cancel()
+        finally:
+            receiver.cancel()
+            await asyncio.gather(receiver, return_exceptions=True)
+            call.cancel()
+
+    async def _receive(self, call: grpc.aio.StreamStreamCall, inflight: collections.deque[int]) -> None:
+        assert self.core is not None
+        while True:
+            message = await call.read()
+            if message is grpc.aio.EOF:
+                raise ConnectionError("worker ended the Execute stream")
+            expected = inflight.popleft()
+            if message.step_id != expected:
+                raise ConnectionError(f"worker answered step {message.step_id}, expected {expected}")
+            if message.error:
+                self.stats.num_failed_steps += 1
+                logger.error("worker %s failed step %d: %s", self.address, message.step_id, message.error)
+                outputs = self.core.fail_step(message.step_id, message.error)
+            else:
+                self.stats.num_steps += 1
+                self.stats.last_step_total_ns = message.timing.total_ns
+                self.step_timings.append(message.timing)
+                outputs = self.core.update(convert.result_from_proto(message))
+            if outputs:
+                self._on_outputs(outputs)
+            self._wake.set()
+
+
+def now_unix() -> float:
+    return time.time()
