@@ -241,7 +241,10 @@ async def _scheduler_model(stub: scheduler_pb2_grpc.SchedulerStub, timeout_s: fl
 
 
 async def start_gateway(
-    config: GatewayConfig, address: str = "127.0.0.1:0", metrics: ServiceMetrics | None = None
+    config: GatewayConfig,
+    address: str = "127.0.0.1:0",
+    metrics: ServiceMetrics | None = None,
+    tokenizer: Any | None = None,
 ) -> ServiceServer:
     """Serves the Gateway on `address` ("host:0" picks a free port) and returns once it is SERVING.
 
@@ -249,7 +252,8 @@ async def start_gateway(
     to be healthy and to report its workers' model (context length, vocabulary). Until then the
     health status is NOT_SERVING and Generate answers UNAVAILABLE. `stop()` on the result drains
     (NOT_SERVING, stop accepting, streams get the grace), then closes the scheduler channel and the
-    metrics endpoint. `metrics` defaults to a fresh registry (`result.service.metrics`).
+    metrics endpoint. `metrics` defaults to a fresh registry (`result.service.metrics`);
+    `tokenizer`, when given, is used instead of loading the model's (in-process stacks, tests).
     """
     metrics = metrics or ServiceMetrics.create("gateway")
     channel = open_channel(config.scheduler_addr, interceptors=client_interceptors())
@@ -267,11 +271,14 @@ async def start_gateway(
     if metrics_server is not None:
         running.cleanups.append(lambda: asyncio.to_thread(metrics_server.close))
     try:
-        source = resolve_model(config.model, config.load_format, config.tokenizer)  # type: ignore[arg-type]
-        tokenizer, _ = await asyncio.gather(
-            asyncio.to_thread(load_tokenizer, source),
-            wait_healthy(config.scheduler_addr, timeout_s=config.scheduler_timeout_s),
-        )
+        if tokenizer is None:
+            source = resolve_model(config.model, config.load_format, config.tokenizer)  # type: ignore[arg-type]
+            tokenizer, _ = await asyncio.gather(
+                asyncio.to_thread(load_tokenizer, source),
+                wait_healthy(config.scheduler_addr, timeout_s=config.scheduler_timeout_s),
+            )
+        else:
+            await wait_healthy(config.scheduler_addr, timeout_s=config.scheduler_timeout_s)
         service.set_model(tokenizer, await _scheduler_model(stub, config.scheduler_timeout_s))
     except BaseException:
         await running.stop(0)
