@@ -1,0 +1,34 @@
+"""Scheduling policies, one file each, built by name with `make_policy(name, **options)`."""
+
+from __future__ import annotations
+
+import importlib
+
+from scheduler_svc.core.policy.base import Policy, PreemptionMode
+
+# name -> (module, class). Modules load only when their policy is asked for.
+_POLICIES: dict[str, tuple[str, str]] = {
+    "fcfs": ("scheduler_svc.core.policy.fcfs", "FcfsPolicy"),
+    "priority": ("scheduler_svc.core.policy.priority", "PriorityPolicy"),
+    "edf": ("scheduler_svc.core.policy.edf", "EdfPolicy"),
+    "bros": ("scheduler_svc.core.policy.bros", "BrosPolicy"),
+    "tempo": ("scheduler_svc.core.policy.tempo", "TempoPolicy"),
+}
+
+POLICY_NAMES: tuple[str, ...] = tuple(_POLICIES)
+
+
+def make_policy(name: str, **options: object) -> Policy:
+    """Builds a policy by name. Options are the policy's keyword arguments (e.g. `aging_s`;
+    `cost_model` or `cost_model_path` for bros); an unknown name or option raises ValueError."""
+    entry = _POLICIES.get(name)
+    if entry is None:
+        raise ValueError(f"unknown scheduling policy {name!r}: choose one of {', '.join(POLICY_NAMES)}")
+    cls = getattr(importlib.import_module(entry[0]), entry[1])
+    try:
+        return cls(**options)
+    except TypeError as err:
+        raise ValueError(f"bad options for policy {name!r}: {err}") from err
+
+
+__all__ = ["POLICY_NAMES", "Policy", "PreemptionMode", "make_policy"]

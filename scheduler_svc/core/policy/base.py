@@ -1,0 +1,89 @@
+"""The one interface every scheduling policy implements.
+
+The scheduler walks requests in the order of their keys (smaller first) and gives each the tokens
+it lacks within the step's budgets; a policy changes *which* work runs only through these hooks,
+so adding a policy never adds a branch to `Scheduler.schedule()`:
+
+- `key(req, now)`: the ordering (required). Keys of one policy must be mutually comparable tuples.
+- `running_key_ttl` / `waiting_key_ttl`: how often keys are recomputed (0: computed when the
+  request enters a queue and kept; k: every k steps). Waiting keys of a ttl-0 policy must not
+  depend on `now`, because they stay in a heap.
+- `limit_tokens(...)`: trim (or zero) the tokens the next request would get this step (BROS's
+  iteration-time guard).
+- `on_scheduled(...)`: note what was added (tightest deadline in the step, ...).
+- `admission_may_preempt(beneficiary, victim)`: whether a *waiting* request may take KV blocks
+  from a running one to be admitted. A running request short of KV may always preempt
+  lower-ranked running requests (vLLM), so the best-ranked request always progresses.
+- `preemption_mode(victim)`: RECOMPUTE now; CHECKPOINT is the hook for saving BE KV to the store's
+  host tier (issue 4).
+- `kv_reserve(req)`: blocks a waiting request must leave free when admitted (headroom for RT).
+- `on_added` / `on_finished` / `observe_step`: learning hooks (length quantiles, step times).
+
+Anti-starvation (aging), common to every policy that sets `aging_s`: a request that has not been
+scheduled for `aging_s` seconds (waiting or running) is *promoted*: from then on, until it
+finishes, it ranks ahead of every non-promoted request (promoted ones in promotion order), it may
+take KV blocks from non-promoted requests to be admitted, and it is never a preemption victim of
+a non-promoted request. Bound: a request that fits the pool alone is scheduled at most `aging_s`
+plus one step after it was last scheduled, unless `max_num_seqs` or more requests were promoted
+before it (each of which is then itself being served in promotion order).
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+from scheduler_svc.core.plan import StepTiming
+from scheduler_svc.core.request import Request
+from scheduler_svc.core.step_draft import StepDraft
+
+
+class PreemptionMode(enum.Enum):
+    """What happens to a victim's KV."""
+
+    RECOMPUTE = "recompute"  # dropped; the request comes back with every known token
+    CHECKPOINT = "checkpoint"  # issue 4: saved to the store's host tier, restored on re-admission
+
+
+class Policy(ABC):
+    name: ClassVar[str] = ""
+    running_key_ttl: ClassVar[int] = 0
+    waiting_key_ttl: ClassVar[int] = 0
+
+    def __init__(self, *, aging_s: float | None = None) -> None:
+        if aging_s is not None and not aging_s > 0:
+            raise ValueError(f"aging_s must be > 0 seconds or None (got {aging_s})")
+        self.aging_s = aging_s
+
+    @abstractmethod
+    def key(self, req: Request, now: float) -> tuple:
+        """Ordering key: smaller runs first."""
+
+    def limit_tokens(self, req: Request, num_tokens: int, is_decode: bool, draft: StepDraft) -> int:
+        """Tokens `req` may get this step, at most `num_tokens` (0 skips it this step)."""
+        return num_tokens
+
+    def on_scheduled(self, req: Request, num_tokens: int, is_decode: bool, sample: bool, draft: StepDraft) -> None:
+        """Called after `req` was put in the step (`draft` already counts it)."""
+
+    def begin_step(self, draft: StepDraft) -> None:
+        """Called once per step before any request is considered."""
+
+    def admission_may_preempt(self, beneficiary: Request, victim: Request) -> bool:
+        return False
+
+    def preemption_mode(self, victim: Request) -> PreemptionMode:
+        return PreemptionMode.RECOMPUTE
+
+    def kv_reserve(self, req: Request) -> int:
+        return 0
+
+    def on_added(self, req: Request, now: float) -> None:
+        """A request entered this core (new, or moved from another worker's core)."""
+
+    def on_finished(self, req: Request, now: float) -> None:
+        """A request left this core: finished (its status says how) or evicted (still unfinished)."""
+
+    def observe_step(self, timing: StepTiming | None, now: float) -> None:
+        """A step's result arrived."""
