@@ -84,8 +84,8 @@ class RunStats:
     arrivals_end_s: float  # last arrival (end of the offered-load window)
     end_s: float  # when the run stopped
     num_steps: int
-    preemptions: int
-    kv_util_mean: float  # time-weighted mean fraction of KV blocks in use over busy steps
+    preemptions: int | None  # None where not observable (live replay)
+    kv_util_mean: float | None  # time-weighted mean fraction of KV blocks in use over busy steps
 
 
 ServiceGainFn = Callable[[Sequence[RequestRecord], float], float]
@@ -125,7 +125,8 @@ def summarize(records: Sequence[RequestRecord], stats: RunStats, service_gain: S
 
     BE throughput is BE output tokens generated inside the offered-load window [first arrival,
     last arrival] divided by its length, so a policy cannot look better by draining a backlog
-    after the load stops; goodput is SLO-attaining requests per second of the same window.
+    after the load stops; goodput is SLO-attaining requests per second of the same window, and
+    service gain (see service_gain.py) is per second of the window too.
     """
     rt = [r for r in records if r.request.cls == REAL_TIME]
     dl = [r for r in records if r.request.cls == DEADLINE]
@@ -145,7 +146,7 @@ def summarize(records: Sequence[RequestRecord], stats: RunStats, service_gain: S
         "be_throughput_tok_s": None if not be else be_tokens / window,
         "be_mean_completion_s": None if not be_done else sum(be_done) / len(be_done),
         "be_completed_fraction": _frac(len(be_done), len(be)),
-        "service_gain": service_gain(records, stats.end_s),
+        "service_gain": service_gain(records, stats.end_s) / window,
         "goodput_req_s": attained_in_window / window,
         "rt_ttft_p50_ms": _pct(ttfts, 0.50),
         "rt_ttft_p99_ms": _pct(ttfts, 0.99),

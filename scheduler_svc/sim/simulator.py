@@ -1,0 +1,222 @@
+"""The discrete-event simulator: the service's own scheduler core and the kvstore core's lease
+table, driven by a virtual clock and a simulated worker (worker.py).
+
+    loop:  submit every request released by now  ->  plan (up to `pipeline_depth` in flight, as
+           the service's worker link does)  ->  the worker executes the oldest plan, the clock
+           advances by its cost-model step time  ->  core.update(result)  ->  token times recorded,
+           finished workflow calls release their dependents (after their think time)
+    idle:  the clock jumps to the next release
+
+No scheduling logic lives here: every decision is the core's (`scheduler_svc.core`).
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from kvstore_svc.core.lease_table import LeaseTable
+from llmserve.errors import LlmServeError
+from scheduler_svc.core import Policy, Scheduler, make_policy
+from scheduler_svc.core.clock import ManualClock
+from scheduler_svc.core.config import SchedulerConfig
+from scheduler_svc.core.plan import BatchPlan
+from scheduler_svc.core.request import FinishReason, Request, SamplingParams, ServiceClass, Slo, WorkflowRef
+from scheduler_svc.sim.cost_model import CostModel
+from scheduler_svc.sim.metrics import RequestRecord, RunStats
+from scheduler_svc.sim.release import ReleaseTracker
+from scheduler_svc.sim.worker import SimWorker
+from scheduler_svc.sim.workload import BEST_EFFORT, DEADLINE, REAL_TIME, WorkloadRequest
+
+WORKER_ID = "sim-worker-0"
+EOS_TOKEN_ID = 2
+_CLASS = {REAL_TIME: ServiceClass.REAL_TIME, DEADLINE: ServiceClass.DEADLINE, BEST_EFFORT: ServiceClass.BEST_EFFORT}
+_REASON = {FinishReason.STOP: "stop", FinishReason.LENGTH: "length", FinishReason.CANCELLED: "cancelled",
+           FinishReason.ERROR: "error"}
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """The simulated deployment: one worker's KV geometry and budgets, and run limits."""
+
+    num_blocks: int = 24_000
+    block_size: int = 16
+    max_num_batched_tokens: int = 2048
+    max_num_seqs: int = 256
+    max_model_len: int = 8192
+    pipeline_depth: int = 1  # plans in flight (the service uses 2)
+    # Stop this long after the last arrival even if requests are unfinished (they count as missed).
+    drain_limit_s: float = 600.0
+    check_invariants_every: int = 0  # steps; 0: only at the end
+    policy_options: dict[str, object] = field(default_factory=dict)
+
+    @staticmethod
+    def from_cost_model(cost: CostModel, **overrides: object) -> SimConfig:
+        """Geometry from the cost-model JSON's deployment fields where present."""
+        keys = ("num_blocks", "block_size", "max_num_batched_tokens", "max_num_seqs", "max_model_len")
+        base = {k: int(cost.extra[k]) for k in keys if k in cost.extra}
+        return SimConfig(**{**base, **overrides})  # type: ignore[arg-type]
+
+
+@dataclass
+class SimResult:
+    """Records (one per workload request, workload order), run stats and the wall time it took."""
+
+    policy: str
+    records: list[RequestRecord]
+    stats: RunStats
+    wall_s: float
+    num_unfinished: int
+    num_failed_steps: int
+
+
+# Policies that price steps with a cost model get the simulator's own (the same coefficients the
+# simulated worker charges), unless the options name one.
+COST_AWARE_POLICIES = frozenset({"bros", "tempo"})
+
+
+def build_policy(name: str, cost: CostModel, options: dict[str, object]) -> Policy:
+    """`make_policy(name, **options)`, plus `cost_model=cost` for cost-aware policies."""
+    opts = dict(options)
+    if name in COST_AWARE_POLICIES and "cost_model" not in opts and "cost_model_path" not in opts:
+        opts["cost_model"] = cost
+    return make_policy(name, **opts)
+
+
+class Simulation:
+    """One run of one policy over one workload. Build, `run()`, read the result."""
+
+    def __init__(self, requests: Sequence[WorkloadRequest], policy: str, cost: CostModel, config: SimConfig,
+                 progress: Callable[[float], None] | None = None) -> None:
+        self._requests = list(requests)
+        self._policy_name = policy
+        self._config = config
+        self._cost = cost
+        self._progress = progress
+        self.clock = ManualClock(0.0)
+        core_config = SchedulerConfig(num_blocks=config.num_blocks, block_size=config.block_size,
+                                      max_num_batched_tokens=config.max_num_batched_tokens,
+                                      max_num_seqs=config.max_num_seqs, max_model_len=config.max_model_len,
+                                      eos_token_ids=(EOS_TOKEN_ID,), max_num_waiting=1 << 30)
+        self.core = Scheduler(core_config, build_policy(policy, cost, config.policy_options), self.clock)
+        self.leases = LeaseTable(ttl_s=1e12)  # the virtual clock jumps; nothing expires in a simulation
+        self.leases.register_pool(WORKER_ID, config.num_blocks, config.block_size, 1, now=0.0)
+        self.worker = SimWorker(WORKER_ID, self.leases, config.block_size, cost,
+                                {r.id: r.output_tokens for r in self._requests}, EOS_TOKEN_ID)
+        self.records: dict[str, RequestRecord] = {}
+        self._tracker = ReleaseTracker(self._requests)
+        self._heap: list[tuple[float, int, WorkloadRequest]] = []
+        self._seq = 0
+        self._wf_start: dict[str, float] = {}
+        self._prompts: dict[int, tuple[int, ...]] = {}
+        self.num_steps = 0
+        self._busy_s = 0.0
+        self._kv_block_s = 0.0
+
+    # ---- requests ----------------------------------------------------------------------------
+    def _push(self, at: float, req: WorkloadRequest) -> None:
+        heapq.heappush(self._heap, (at, self._seq, req))
+        self._seq += 1
+
+    def _prompt(self, n: int) -> tuple[int, ...]:
+        # Token ids do not matter to the simulated model; share one tuple per length.
+        if n not in self._prompts:
+            self._prompts[n] = (11,) * n
+        return self._prompts[n]
+
+    def _submit(self, at: float, req: WorkloadRequest) -> None:
+        rec = RequestRecord(req, at)
+        self.records[req.id] = rec
+        workflow = None
+        if req.workflow_id:
+            start = self._wf_start.setdefault(req.workflow_id, at)
+            workflow = WorkflowRef(req.workflow_id, req.application, req.stage, tuple(req.depends_on),
+                                   req.workflow_deadline_ms, start)
+        # max_tokens is only the context's room, as a client that sets none: the EOS the simulated
+        # model emits at the true length ends the request.
+        room = max(1, self._config.max_model_len - req.prompt_tokens)
+        sampling = SamplingParams(max_tokens=room, temperature=0.0, seed=self._seq)
+        slo = Slo(_CLASS[req.cls], req.ttft_ms, req.tpot_ms, req.deadline_ms, req.priority)
+        try:
+            self.core.add_request(Request(req.id, self._prompt(req.prompt_tokens), sampling, slo, req.tenant,
+                                          workflow, arrival_s=at))
+        except LlmServeError as err:  # too long for the context, queue full: the request fails
+            rec.finish_s, rec.finish_reason = at, "error"
+            self._finished(req.id, at)
+            del err
+
+    def _finished(self, request_id: str, at: float) -> None:
+        for release, child in self._tracker.finished(request_id, at):
+            self._push(release, child)
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def run(self) -> SimResult:
+        wall0 = time.perf_counter()
+        for at, req in self._tracker.initial():
+            self._push(at, req)
+        last_arrival = max((r.arrival_s for r in self._requests), default=0.0)
+        inflight: deque[BatchPlan] = deque()
+        while True:
+            now = self.clock.now()
+            while self._heap and self._heap[0][0] <= now:
+                at, _, req = heapq.heappop(self._heap)
+                self._submit(at, req)
+                last_arrival = max(last_arrival, at)
+            while len(inflight) < self._config.pipeline_depth:
+                plan = self.core.schedule()
+                if plan.is_empty():
+                    break
+                inflight.append(plan)
+            if not inflight:
+                if not self._heap:
+                    break  # nothing planned, nothing to come: done (or stuck)
+                self.clock.t = max(now, self._heap[0][0])
+                continue
+            if now > last_arrival + self._config.drain_limit_s and not self._heap:
+                break
+            self._step(inflight.popleft())
+            if self._progress and self.num_steps % 2000 == 0:
+                self._progress(self.clock.now())
+        self.worker.check_invariants()
+        end = self.clock.now()
+        arrivals = [r.arrival_s for r in self.records.values()] or [0.0]
+        stats = RunStats(start_s=min(arrivals), arrivals_end_s=max(arrivals), end_s=end, num_steps=self.num_steps,
+                         preemptions=self.core.num_preemptions,
+                         kv_util_mean=self._kv_block_s / (self._busy_s * self._config.num_blocks) if self._busy_s else 0.0)
+        records = [self.records.get(r.id) or RequestRecord(r, r.arrival_s) for r in self._requests]
+        unfinished = sum(1 for r in records if r.finish_s is None)
+        return SimResult(self._policy_name, records, stats, time.perf_counter() - wall0, unfinished,
+                         self.worker.num_failed_steps)
+
+    def _step(self, plan: BatchPlan) -> None:
+        result, dt = self.worker.execute(plan, self.clock.now())
+        if dt > 0:
+            used = self.leases.worker(WORKER_ID).pool
+            self._kv_block_s += (used.num_blocks - used.num_free) * dt
+            self._busy_s += dt
+        self.clock.advance(dt)
+        self.num_steps += 1
+        now = self.clock.now()
+        outputs = self.core.fail_step(plan.step_id, result.error) if result.error else self.core.update(result)
+        for out in outputs:
+            rec = self.records.get(out.request_id)
+            if rec is None:
+                continue
+            rec.token_times.extend([now] * len(out.new_token_ids))
+            if out.finish_reason is not None:
+                rec.finish_s = now
+                rec.finish_reason = _REASON[out.finish_reason]
+                rec.num_preemptions = out.num_preemptions
+                self._finished(out.request_id, now)
+        every = self._config.check_invariants_every
+        if every and self.num_steps % every == 0:
+            self.worker.check_invariants()
+
+
+def simulate(requests: Sequence[WorkloadRequest], policy: str, cost: CostModel, config: SimConfig | None = None,
+             progress: Callable[[float], None] | None = None) -> SimResult:
+    """Runs one policy over a workload; see `Simulation`."""
+    return Simulation(requests, policy, cost, config or SimConfig.from_cost_model(cost), progress).run()

@@ -1,0 +1,78 @@
+"""The simulated worker executes plans like worker_svc: leases through the kvstore core, releases
+before leasing, EOS at the true length, cost-model step time."""
+
+from __future__ import annotations
+
+import pytest
+
+from kvstore_svc.core.lease_table import LeaseTable
+from scheduler_svc.core import BatchPlan, NewRequestData, SamplingParams, ScheduledRequest, ServiceClass
+from scheduler_svc.sim.cost_model import CostModel
+from scheduler_svc.sim.worker import SimWorker
+
+COST = CostModel(0.01, 1e-4, 1e-3, 1e-6)
+EOS = 2
+
+
+def _worker(num_blocks: int = 8, true: dict[str, int] | None = None) -> tuple[SimWorker, LeaseTable]:
+    leases = LeaseTable(ttl_s=100.0)
+    leases.register_pool("w", num_blocks, 4, 1, now=0.0)
+    return SimWorker("w", leases, 4, COST, true or {"rt": 2, "be": 3}, EOS), leases
+
+
+def _new(rid: str, n: int, cls: ServiceClass, outputs: int = 0) -> NewRequestData:
+    return NewRequestData(rid, (5,) * n, n - outputs, SamplingParams(), cls, outputs)
+
+
+def test_prefill_then_decode_until_eos_at_true_length():
+    worker, leases = _worker()
+    plan = BatchPlan(0, (_new("rt", 6, ServiceClass.REAL_TIME), _new("be", 5, ServiceClass.BEST_EFFORT)),
+                     (ScheduledRequest("rt", 6, 0, True), ScheduledRequest("be", 4, 0, False)))
+    result, dt = worker.execute(plan, 0.0)
+    assert result.sampled == (("rt", 7),)  # not EOS yet: the true length is 2
+    assert dt == pytest.approx(COST.step_time(10, 0, 6 + 4))
+    assert result.timing.num_prefill_tokens == 10 and result.timing.num_decode_seqs == 0
+    # Real-time from the low end of the pool, best-effort from the high end.
+    assert leases.lease("w", "rt").block_ids == [0, 1]
+    assert leases.lease("w", "be").block_ids == [7]
+    result, dt = worker.execute(BatchPlan(1, (), (ScheduledRequest("rt", 1, 6, True), ScheduledRequest("be", 1, 4, True))), dt)
+    assert result.sampled == (("rt", EOS), ("be", 7))
+    assert result.timing.num_decode_seqs == 1 and result.timing.num_prefill_tokens == 1
+    worker.check_invariants()
+
+
+def test_finished_ids_are_released_before_new_leases():
+    worker, leases = _worker(num_blocks=3)
+    worker.execute(BatchPlan(0, (_new("rt", 8, ServiceClass.REAL_TIME),), (ScheduledRequest("rt", 8, 0, True),)), 0.0)
+    assert leases.worker("w").pool.num_free == 1
+    # "be" needs 3 blocks: only possible because "rt" is released first in the same apply.
+    result, _ = worker.execute(BatchPlan(1, (_new("be", 9, ServiceClass.BEST_EFFORT),), (ScheduledRequest("be", 9, 0, True),),
+                                         finished_request_ids=("rt",)), 1.0)
+    assert not result.error
+    assert leases.lease("w", "rt") is None and len(leases.lease("w", "be").block_ids) == 3
+    worker.check_invariants()
+
+
+def test_refused_lease_fails_the_step_but_keeps_the_releases():
+    worker, leases = _worker(num_blocks=2)
+    worker.execute(BatchPlan(0, (_new("rt", 4, ServiceClass.REAL_TIME),), (ScheduledRequest("rt", 4, 0, True),)), 0.0)
+    plan = BatchPlan(1, (_new("be", 12, ServiceClass.BEST_EFFORT),), (ScheduledRequest("be", 12, 0, True),),
+                     finished_request_ids=("rt",))
+    result, dt = worker.execute(plan, 1.0)
+    assert "KV lease refused" in result.error and dt == 0.0 and result.sampled == ()
+    assert leases.worker("w").pool.num_free == 2  # rt's block came back anyway
+
+
+def test_inconsistent_computed_count_fails_the_step():
+    worker, _ = _worker()
+    worker.execute(BatchPlan(0, (_new("rt", 4, ServiceClass.REAL_TIME),), (ScheduledRequest("rt", 4, 0, True),)), 0.0)
+    result, _ = worker.execute(BatchPlan(1, (), (ScheduledRequest("rt", 1, 3, True),)), 1.0)
+    assert "plan says 3 computed, worker has 4" in result.error
+
+
+def test_resumed_request_counts_outputs_from_before_the_preemption():
+    worker, _ = _worker(true={"be": 3})
+    # Re-admitted with 2 outputs already sampled: the next sample is its 3rd and last token.
+    plan = BatchPlan(0, (_new("be", 7, ServiceClass.BEST_EFFORT, outputs=2),), (ScheduledRequest("be", 7, 0, True),))
+    result, _ = worker.execute(plan, 0.0)
+    assert result.sampled == (("be", EOS),)
