@@ -1,0 +1,132 @@
+"""The services started as processes with exactly compose.yaml's commands and environment (compose
+DNS names swapped for loopback ports, the collector for an OTLP stub), in compose's depends_on
+order: every service becomes healthy, a request streams through the gateway, every service serves
+/metrics, and the request's spans from all four services arrive at the collector as ONE trace."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import urllib.request
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from llmserve.launch import ServiceSpec, free_port
+from llmserve.runtime.channel import open_channel
+from llmserve.supervisor import Stack
+from llmserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+
+from .conftest import GRPC_PORT, compose_config
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+SERVICE_NAMES = {"gateway", "scheduler", "worker", "kvstore"}
+
+
+class _Collector(trace_service_pb2_grpc.TraceServiceServicer):
+    """An OTLP/gRPC trace receiver: span (service.name, trace id, span name) triples."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[str, bytes, str]] = []
+
+    async def Export(self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.aio.ServicerContext) -> trace_service_pb2.ExportTraceServiceResponse:
+        for resource_spans in request.resource_spans:
+            service = next((a.value.string_value for a in resource_spans.resource.attributes if a.key == "service.name"), "")
+            for scope_spans in resource_spans.scope_spans:
+                self.spans.extend((service, span.trace_id, span.name) for span in scope_spans.spans)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+@pytest.fixture
+async def collector() -> AsyncIterator[tuple[_Collector, int]]:
+    servicer = _Collector()
+    server = grpc.aio.server()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield servicer, port
+    await server.stop(0)
+
+
+def _start_order(services: dict[str, Any]) -> list[str]:
+    """Compose's start order: each service after everything it depends on."""
+    order: list[str] = []
+
+    def visit(name: str) -> None:
+        if name not in order:
+            for dep in services[name].get("depends_on", {}):
+                if dep in services:
+                    visit(dep)
+            order.append(name)
+
+    for name in sorted(services):
+        visit(name)
+    return order
+
+
+def specs_from_compose(compose: dict[str, Any], otlp_port: int) -> tuple[list[ServiceSpec], dict[str, int]]:
+    """ServiceSpecs running compose's llmserve services on loopback, and their metrics ports."""
+    services = {n: s for n, s in compose["services"].items() if (s.get("command") or [])[:2] == ["python", "-m"]}
+    grpc_ports = {name: free_port() for name in services}
+    metrics_ports = {name: free_port() for name in services}
+
+    def local(value: str) -> str:
+        for name, port in grpc_ports.items():
+            value = re.sub(rf"(?<![\w.-]){re.escape(name)}:{GRPC_PORT}\b", f"127.0.0.1:{port}", value)
+        return value
+
+    specs = []
+    for name in _start_order(services):
+        env = {key: local(value) for key, value in services[name]["environment"].items()}
+        env["LLMSERVE_ADDRESS"] = f"127.0.0.1:{grpc_ports[name]}"
+        env["LLMSERVE_METRICS_PORT"] = str(metrics_ports[name])
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{otlp_port}"
+        env["OTEL_BSP_SCHEDULE_DELAY"] = "200"  # flush spans quickly
+        for key, value in env.items():
+            assert not any(re.search(rf"(?<![\w.-]){re.escape(n)}:", value) for n in compose["services"]), f"{name}: {key}={value} still names a compose host"
+        command = services[name]["command"]
+        spec = ServiceSpec(name, command[2], env["LLMSERVE_ADDRESS"], env, ready_timeout_s=300.0 if name.startswith("worker") else 120.0)
+        assert spec.argv(python="python") == command
+        specs.append(spec)
+    return specs, metrics_ports
+
+
+def test_compose_env_translates_to_loopback() -> None:
+    specs, _ = specs_from_compose(compose_config(), otlp_port=4317)
+    names = [s.name for s in specs]
+    assert names.index("kvstore") < min(names.index("worker-0"), names.index("worker-1")) < names.index("scheduler") < names.index("gateway")
+    scheduler = next(s for s in specs if s.name == "scheduler")
+    workers = [s.address for s in specs if s.name.startswith("worker-")]
+    assert scheduler.env["LLMSERVE_WORKER_ADDRS"].split(",") == workers
+
+
+async def test_compose_env_stack_is_healthy_and_traced(collector: tuple[_Collector, int], tmp_path: Path) -> None:
+    servicer, otlp_port = collector
+    specs, metrics_ports = specs_from_compose(compose_config(), otlp_port)
+    gateway = next(s for s in specs if s.name == "gateway")
+    async with Stack(specs, log_dir=str(tmp_path)):
+        async with open_channel(gateway.address) as channel:
+            request = gateway_pb2.GenerateRequest(
+                text="The capital of France is",
+                sampling=common_pb2.SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True),
+                slo=common_pb2.Slo(service_class=common_pb2.SERVICE_CLASS_REAL_TIME, ttft_ms=60_000, tpot_ms=10_000),
+            )
+            chunks = [chunk async for chunk in gateway_pb2_grpc.GatewayStub(channel).Generate(request, timeout=120)]
+        assert sum(len(c.token_ids) for c in chunks) == 4
+        bodies = {}
+        for name, port in metrics_ports.items():
+            bodies[name] = await asyncio.to_thread(lambda p=port: urllib.request.urlopen(f"http://127.0.0.1:{p}/metrics", timeout=10).read().decode())
+        assert 'llmserve_requests_total{finish_reason="length",service_class="real_time"} 1.0' in bodies["gateway"]
+    # The stack has drained: every service flushed its spans on the way out.
+    traces: dict[bytes, set[str]] = defaultdict(set)
+    for service, trace_id, _ in servicer.spans:
+        traces[trace_id].add(service)
+    generate = [t for s, t, name in servicer.spans if s == "gateway" and name == "/llmserve.v1.Gateway/Generate"]
+    assert len(generate) == 1, servicer.spans
+    assert traces[generate[0]] == SERVICE_NAMES, sorted((s, n) for s, t, n in servicer.spans if t == generate[0])
