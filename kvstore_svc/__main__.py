@@ -8,6 +8,7 @@ import sys
 
 from llmserve.runtime.logs import configure_logging
 from llmserve.runtime.server import install_signal_handlers
+from llmserve.runtime.tracing import configure_tracing, shutdown_tracing
 
 from kvstore_svc.config import build_parser, config_from_args
 from kvstore_svc.server import start_kvstore
@@ -23,9 +24,11 @@ async def _serve(argv: list[str]) -> int:
     except ValueError as err:
         print(f"kvstore_svc: {err}", file=sys.stderr)
         return 2
+    provider = configure_tracing("kvstore")
     running = await start_kvstore(config, args.address)
     install_signal_handlers(lambda: running.stop(config.drain_grace_s))
     await running.wait_stopped()
+    shutdown_tracing(provider)
     logger.info("kvstore stopped")
     return 0
 

@@ -6,6 +6,7 @@ import argparse
 from dataclasses import dataclass
 
 from llmserve.runtime.flags import add_flag
+from llmserve.runtime.metrics import add_metrics_flag
 from llmserve.runtime.server import MAX_MESSAGE_BYTES
 
 GIB = 1024**3
@@ -24,6 +25,8 @@ class KvStoreConfig:
     max_chunk_bytes: int = 4 * MIB
     # Time in-flight RPCs get to finish on a graceful stop.
     drain_grace_s: float = 5.0
+    # Port of Prometheus /metrics; 0 serves none.
+    metrics_port: int = 0
 
     def __post_init__(self) -> None:
         if not self.lease_ttl_s > 0:
@@ -46,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(parser, "--host-tier-gb", default=2.0, type=float, help="host tier capacity, GiB")
     add_flag(parser, "--max-chunk-mb", default=4.0, type=float, help="largest Restore chunk, MiB")
     add_flag(parser, "--drain-grace-s", default=5.0, type=float, help="grace for in-flight RPCs on stop")
+    add_metrics_flag(parser)
     add_flag(parser, "--log-level", default="INFO", help="DEBUG | INFO | WARNING | ERROR")
     add_flag(parser, "--log-format", default="json", help="json | text")
     return parser
@@ -58,4 +62,5 @@ def config_from_args(args: argparse.Namespace) -> KvStoreConfig:
         host_tier_bytes=int(args.host_tier_gb * GIB),
         max_chunk_bytes=int(args.max_chunk_mb * MIB),
         drain_grace_s=args.drain_grace_s,
+        metrics_port=args.metrics_port,
     )

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from llmserve.runtime import tracing
 from llmserve.runtime.errors import LlmServeError, abort_with
 from llmserve.v1 import kvstore_pb2, kvstore_pb2_grpc
 
@@ -47,6 +48,17 @@ def _unary(
     return wrapper
 
 
+def _trace_leases(request: kvstore_pb2.ApplyRequest) -> None:
+    """One `kvstore.lease` span per traced lease, in its request's trace (an Apply serves a whole
+    step, so the call's own span belongs to the worker's step trace, not to any request)."""
+    for lease in request.leases:
+        if lease.trace_context:
+            attrs = {**tracing.request_attributes(lease.request_id), tracing.Attr.NUM_BLOCKS: lease.num_blocks,
+                     tracing.Attr.WORKER_ID: request.worker_id}
+            with tracing.request_span(tracing.SpanNames.LEASE, attrs, context=tracing.extract_context(lease.trace_context)):
+                pass
+
+
 class KvStoreServicer(kvstore_pb2_grpc.KvStoreServicer):
     """Serves one `KvStore` core on the event loop (the core is never touched from another thread)."""
 
@@ -73,6 +85,7 @@ class KvStoreServicer(kvstore_pb2_grpc.KvStoreServicer):
         worker_id = convert.require_id(request.worker_id, "worker_id")
         result = self._store.apply(worker_id, request.release_request_ids, convert.lease_specs_from_pb(request))
         self._changes.notify()
+        _trace_leases(request)
         return convert.apply_response_to_pb(result)
 
     @_unary
