@@ -8,6 +8,7 @@ import sys
 
 from llmserve.runtime.logs import configure_logging
 from llmserve.runtime.server import install_signal_handlers
+from llmserve.runtime.tracing import configure_tracing, shutdown_tracing
 from scheduler_svc.config import build_parser, config_from_args
 from scheduler_svc.server import start_scheduler
 
@@ -21,10 +22,12 @@ async def _serve(argv: list[str]) -> int:
     except ValueError as err:
         print(f"scheduler_svc: {err}", file=sys.stderr)
         return 2
+    provider = configure_tracing("scheduler")
     running = await start_scheduler(config, args.address)
     logger.info("scheduler serving on %s (policy %s, %d workers)", args.address, config.policy, len(config.worker_addrs))
     install_signal_handlers(lambda: running.stop(config.drain_grace_s))
     await running.wait_stopped()
+    shutdown_tracing(provider)
     logger.info("scheduler stopped")
     return 0
 

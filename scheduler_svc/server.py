@@ -17,6 +17,7 @@ import grpc
 
 from llmserve.runtime.errors import CapacityError, ConflictError, LlmServeError, UnavailableError, abort_with
 from llmserve.runtime.server import ServiceServer, service_full_name, start_server
+from llmserve.runtime.tracing import client_interceptors, server_interceptors
 from llmserve.v1 import scheduler_pb2, scheduler_pb2_grpc
 from scheduler_svc import convert
 from scheduler_svc.config import SchedulerServiceConfig
@@ -182,10 +183,11 @@ async def start_scheduler(config: SchedulerServiceConfig, address: str = "127.0.
         lambda server: scheduler_pb2_grpc.add_SchedulerServicer_to_server(service, server),
         [service_full_name(scheduler_pb2.DESCRIPTOR, "Scheduler")],
         address,
+        interceptors=server_interceptors(),
     )
     running.cleanups.append(service.close)
     try:
-        await service.connect_workers()
+        await service.connect_workers(tuple(client_interceptors()))
     except BaseException:
         await running.stop(0)
         raise
