@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import grpc
@@ -248,11 +248,15 @@ def start_request_span(
     context: otel_context.Context | None = None,
     start_time_ns: int | None = None,
     kind: SpanKind = SpanKind.INTERNAL,
+    links: Sequence[Link] = (),
 ) -> Span:
     """Starts (does not activate) a span that the caller ends with `span.end()`: for phases that
     begin and end in different callbacks, such as `SpanNames.QUEUE` (enqueue → first schedule).
-    `context` is the request's context (default: the current one)."""
-    return tracer().start_span(name, context=context, kind=kind, attributes=dict(attributes or {}), start_time=start_time_ns)
+    `context` is the request's context (default: the current one); `links` e.g. the step span
+    (`Link(step.get_span_context())`) for a `SpanNames.PREFILL_CHUNK`."""
+    return tracer().start_span(
+        name, context=context, kind=kind, attributes=dict(attributes or {}), links=list(links), start_time=start_time_ns
+    )
 
 
 @contextmanager
@@ -261,11 +265,12 @@ def request_span(
     attributes: Mapping[str, str | float | int] | None = None,
     *,
     context: otel_context.Context | None = None,
+    links: Sequence[Link] = (),
 ) -> Iterator[Span]:
     """A span around a block, child of `context` (a request's extracted context) or of the current
     span, and current inside the block (so RPCs made there carry it, and logs show its trace id).
     An exception escaping the block is recorded on the span and re-raised."""
-    with tracer().start_as_current_span(name, context=context, attributes=dict(attributes or {})) as span:
+    with tracer().start_as_current_span(name, context=context, attributes=dict(attributes or {}), links=list(links)) as span:
         yield span
 
 

@@ -24,8 +24,6 @@ from llmserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 from .conftest import GRPC_PORT, compose_config
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
 SERVICE_NAMES = {"gateway", "scheduler", "worker", "kvstore"}
 
 
@@ -106,6 +104,8 @@ def test_compose_env_translates_to_loopback() -> None:
     assert scheduler.env["LLMSERVE_WORKER_ADDRS"].split(",") == workers
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 async def test_compose_env_stack_is_healthy_and_traced(collector: tuple[_Collector, int], tmp_path: Path) -> None:
     servicer, otlp_port = collector
     specs, metrics_ports = specs_from_compose(compose_config(), otlp_port)

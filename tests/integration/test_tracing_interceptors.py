@@ -211,3 +211,28 @@ def test_json_logs_carry_the_current_trace_id(exporter: InMemorySpanExporter) ->
     inside, outside = (json.loads(line) for line in stream.getvalue().splitlines())
     assert inside["trace_id"] == format(span.get_span_context().trace_id, "032x")
     assert "trace_id" not in outside
+
+
+def test_prefill_chunk_spans_join_the_request_and_link_the_step(exporter: InMemorySpanExporter) -> None:
+    """The worker's pattern: per step one `worker.step`; per scheduled request a span in its own trace
+    (from `NewRequest.trace_context`) that links back to the step."""
+    from opentelemetry.trace import Link
+
+    exporter.clear()
+    with tracing.request_span("scheduler.submit", tracing.request_attributes("rq")) as submit:
+        carrier = tracing.inject_context()
+    request_context = tracing.extract_context(carrier)
+    with tracing.step_span(3, [request_context]) as step:
+        chunk = tracing.start_request_span(
+            tracing.SpanNames.PREFILL_CHUNK,
+            {tracing.Attr.NUM_TOKENS: 64, tracing.Attr.NUM_COMPUTED_TOKENS: 128},
+            context=request_context,
+            links=[Link(step.get_span_context())],
+        )
+        chunk.end()
+    spans = exporter.get_finished_spans()
+    finished_chunk = _by_name(spans, tracing.SpanNames.PREFILL_CHUNK, SpanKind.INTERNAL)
+    assert finished_chunk.context.trace_id == submit.get_span_context().trace_id
+    assert finished_chunk.parent is not None and finished_chunk.parent.span_id == submit.get_span_context().span_id
+    assert [link.context.span_id for link in finished_chunk.links] == [step.get_span_context().span_id]
+    assert finished_chunk.attributes[tracing.Attr.NUM_COMPUTED_TOKENS] == 128
