@@ -236,12 +236,15 @@ class HostTier:
                 victims.append(victim)
                 freed += self._held_bytes(victim)
         if freed < overflow:
+            own = self._held_bytes(request_id) if request_id in self._checkpoints else 0
+            message = (
+                f"host tier full: a block of {nbytes} bytes for request {request_id} does not fit "
+                f"({self.bytes_used} of {self.capacity_bytes} bytes held, {own} by this request, "
+                f"{freed} evictable): recompute the request"
+            )
             self.num_refusals += 1
             self.drop(request_id)
-            raise HostTierFullError(
-                f"host tier full: {nbytes} more bytes for request {request_id} do not fit in "
-                f"{self.capacity_bytes} ({self.bytes_used} held, {freed} evictable): recompute the request"
-            )
+            raise HostTierFullError(message)
         for victim in victims:
             self.drop(victim)
             self.num_evictions += 1
