@@ -109,6 +109,8 @@ class FakeWorker:
     num_used_blocks: int = 0
     violations: list[str] = field(default_factory=list)
     last_step_id: int = -1
+    # Requests of a failed step: their later in-flight steps legitimately fail the count check.
+    tainted: set[str] = field(default_factory=set)
 
     def token(self, request_id: str, index: int) -> int:
         if self.eos_at.get(request_id) == index:
@@ -121,6 +123,7 @@ class FakeWorker:
         self.last_step_id = plan.step_id
         for rid in (*plan.finished_request_ids, *plan.preempted_request_ids):
             state = self.requests.pop(rid, None)
+            self.tainted.discard(rid)
             if state is not None:
                 self.num_used_blocks -= state.num_blocks
         for new in plan.new_requests:
@@ -128,6 +131,7 @@ class FakeWorker:
                 self.violations.append(f"{new.request_id} created twice")
             self.requests[new.request_id] = _WorkerRequest(list(new.token_ids), new.num_prompt_tokens)
         if plan.step_id in self.fail_steps:
+            self.tainted.update(s.request_id for s in plan.scheduled)
             return StepResult(plan.step_id, error="injected: kv store refused the leases")
         bs = self.config.block_size
         need_total = 0
@@ -146,7 +150,10 @@ class FakeWorker:
             elif s.sample != (s.num_computed_tokens + s.num_tokens == len(state.tokens)):
                 problem = f"{s.request_id}: sample flag {s.sample} inconsistent"
             if problem:
-                self.violations.append(problem)
+                if s.request_id in self.tainted:  # expected after a failed step: fail this one too
+                    self.tainted.update(x.request_id for x in plan.scheduled)
+                else:
+                    self.violations.append(problem)
                 return StepResult(plan.step_id, error=problem)
             seen.add(s.request_id)
             need_total += max(0, -(-(s.num_computed_tokens + s.num_tokens) // bs) - state.num_blocks)

@@ -160,9 +160,11 @@ class Scheduler:
         admission_open = True
         while draft.token_budget > 0:
             r = running[ri] if ri < len(running) else None
-            w = None
-            if admission_open and len(self._running) < self.config.max_num_seqs:
-                w = self._waiting.peek()
+            w = self._waiting.peek() if admission_open else None
+            if w is not None and len(self._running) >= self.config.max_num_seqs:
+                if w.promoted_at is None or not self._free_seq_slot(w, ri, ctx):
+                    w = None
+                    admission_open = False
             if w is None and r is None:
                 break
             if w is not None and (r is None or w.sched_key < r.sched_key):
@@ -280,6 +282,25 @@ class Scheduler:
                 ctx.victims.append(victim)
         ctx.preempted_any = True
         return self.ledger.can_allocate(need, reserve)
+
+    def _free_seq_slot(self, beneficiary: Request, start: int, ctx: _StepContext) -> bool:
+        """A promoted request may take the seat of the lowest-ranked non-promoted running request
+        when max_num_seqs is reached (the aging bound would not hold otherwise). True if a seat
+        is free now; a victim with a step in flight is drained and frees its seat a step later."""
+        running = ctx.running
+        for j in range(len(running) - 1, start - 1, -1):
+            victim = running[j]
+            if victim.status is not RequestStatus.RUNNING or victim.promoted_at is not None:
+                continue
+            if victim.preempt_when_drained:
+                return False  # a seat is already on its way
+            if victim.num_inflight_steps:
+                victim.preempt_when_drained = True
+                return False
+            self._preempt(victim, self.policy.preemption_mode(victim), counted=True, to_plan=ctx.preempted_ids)
+            ctx.victims.append(victim)
+            return True
+        return False
 
     # ---- results -------------------------------------------------------------------------------
     def update(self, result: StepResult) -> list[RequestOutput]:

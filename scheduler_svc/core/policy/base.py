@@ -22,10 +22,12 @@ so adding a policy never adds a branch to `Scheduler.schedule()`:
 Anti-starvation (aging), common to every policy that sets `aging_s`: a request that has not been
 scheduled for `aging_s` seconds (waiting or running) is *promoted*: from then on, until it
 finishes, it ranks ahead of every non-promoted request (promoted ones in promotion order), it may
-take KV blocks from non-promoted requests to be admitted, and it is never a preemption victim of
-a non-promoted request. Bound: a request that fits the pool alone is scheduled at most `aging_s`
-plus one step after it was last scheduled, unless `max_num_seqs` or more requests were promoted
-before it (each of which is then itself being served in promotion order).
+take KV blocks and, at `max_num_seqs`, the seat of non-promoted requests to be admitted, and it is
+never a victim of a non-promoted request; `limit_tokens` hooks must not zero it. Bound: a request
+that fits the pool alone is scheduled again at most `aging_s` + 3 steps after it was last
+scheduled (or queued): promotion happens at the first step planned `aging_s` after, and a victim
+with steps in flight frees its blocks or seat once those (at most two) steps are back, unless
+requests promoted earlier still fill the token budget, the seats or the pool.
 """
 
 from __future__ import annotations
