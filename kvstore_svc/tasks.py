@@ -31,7 +31,13 @@ async def publish_metrics_forever(store: KvStore, metrics: ServiceMetrics, perio
     """Copies pool usage into the gauges on the event loop (the core is never read from the
     metrics server's thread)."""
     expired_seen: dict[str, int] = {}
+    moved_seen = {"save": 0, "restore": 0}
     while True:
+        totals = store.metrics()
+        for direction, total in (("save", totals.checkpoint_bytes_total), ("restore", totals.restored_bytes_total)):
+            if total > moved_seen[direction]:
+                metrics.checkpoint_bytes_total.labels(direction).inc(total - moved_seen[direction])
+                moved_seen[direction] = total
         for stats in store.all_pool_stats():
             # Deadline leases come from the high end with best-effort ones: the pool counts them together.
             metrics.set_kv_blocks(stats.worker_id, {"real_time": stats.num_real_time, "best_effort": stats.num_best_effort}, stats.num_blocks)

@@ -83,6 +83,7 @@ class HostTier:
         # Counters since start (read by the metrics exporter).
         self.num_checkpoints_total = 0  # final chunks accepted
         self.bytes_stored_total = 0
+        self.bytes_restored_total = 0
         self.num_restores = 0
         self.num_evictions = 0
         self.num_refusals = 0
@@ -164,6 +165,7 @@ class HostTier:
         self._complete_lru.move_to_end(request_id)
         self.num_restores += 1
         blocks = tuple(bytes(checkpoint.blocks[index].data) for index in range(len(checkpoint.blocks)))
+        self.bytes_restored_total += len(blocks) * checkpoint.block_bytes
         return CheckpointData(
             request_id, checkpoint.dtype, checkpoint.shape, checkpoint.block_bytes, checkpoint.num_tokens, blocks
         )

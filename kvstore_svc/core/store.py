@@ -50,7 +50,8 @@ class KvStoreMetrics:
     host_tier_bytes: int
     host_tier_capacity_bytes: int
     checkpoints_total: int
-    checkpoint_bytes_total: int
+    checkpoint_bytes_total: int  # stored into the tier
+    restored_bytes_total: int  # handed out by restores
     restores_total: int
     evictions_total: int
     checkpoint_refusals_total: int
@@ -126,6 +127,7 @@ class KvStore:
             host_tier_capacity_bytes=tier.capacity_bytes,
             checkpoints_total=tier.num_checkpoints_total,
             checkpoint_bytes_total=tier.bytes_stored_total,
+            restored_bytes_total=tier.bytes_restored_total,
             restores_total=tier.num_restores,
             evictions_total=tier.num_evictions,
             checkpoint_refusals_total=tier.num_refusals,

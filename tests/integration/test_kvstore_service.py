@@ -17,6 +17,7 @@ import pytest
 from kvstore_svc.config import KvStoreConfig
 from kvstore_svc.server import start_kvstore
 from llmserve.runtime.channel import open_channel, wait_healthy
+from llmserve.runtime.metrics import ServiceMetrics
 from llmserve.runtime.server import ServiceServer
 from llmserve.v1 import common_pb2, kvstore_pb2, kvstore_pb2_grpc
 
@@ -41,10 +42,15 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def server(clock: FakeClock) -> AsyncIterator[ServiceServer]:
+def metrics() -> ServiceMetrics:
+    return ServiceMetrics.create("kvstore")
+
+
+@pytest.fixture
+async def server(clock: FakeClock, metrics: ServiceMetrics) -> AsyncIterator[ServiceServer]:
     # TTL 0.2 s: the expiry task runs every 50 ms of real time against the fake clock.
     config = KvStoreConfig(lease_ttl_s=0.2, host_tier_bytes=8 * 1024 * KIB, max_chunk_bytes=256 * KIB)
-    running = await start_kvstore(config, "127.0.0.1:0", clock=clock)
+    running = await start_kvstore(config, "127.0.0.1:0", clock=clock, metrics=metrics)
     yield running
     await running.stop(0.1)
 
@@ -225,7 +231,9 @@ async def send(stub: kvstore_pb2_grpc.KvStoreStub, chunks: list[kvstore_pb2.KvCh
     return await stub.Checkpoint(stream())
 
 
-async def test_multi_megabyte_checkpoint_is_chunked_and_restored_byte_exact(stub: kvstore_pb2_grpc.KvStoreStub) -> None:
+async def test_multi_megabyte_checkpoint_is_chunked_and_restored_byte_exact(
+    stub: kvstore_pb2_grpc.KvStoreStub, metrics: ServiceMetrics
+) -> None:
     blocks = {i: block_bytes_of(i) for i in range(5)}  # 2.5 MiB
     # Lazy checkpointing: full blocks early, in one call ...
     early = await send(stub, chunks_of("be-1", {i: blocks[i] for i in range(4)}, piece=200 * KIB))
@@ -254,6 +262,14 @@ async def test_multi_megabyte_checkpoint_is_chunked_and_restored_byte_exact(stub
     assert stats_worker.lease_ttl_ms > 0
     stats = await stub.GetPoolStats(kvstore_pb2.GetPoolStatsRequest(worker_id="w0"))
     assert (stats.num_checkpoints, stats.host_tier_bytes) == (1, 5 * BLOCK_BYTES)
+    # The bytes moved each way reach the Prometheus registry (published every second).
+    sample = metrics.registry.get_sample_value
+    for _ in range(60):
+        if sample("llmserve_checkpoint_bytes_total", {"direction": "restore"}):
+            break
+        await asyncio.sleep(0.05)
+    assert sample("llmserve_checkpoint_bytes_total", {"direction": "save"}) == 5 * BLOCK_BYTES
+    assert sample("llmserve_checkpoint_bytes_total", {"direction": "restore"}) == 5 * BLOCK_BYTES
 
     with pytest.raises(grpc.aio.AioRpcError) as info:
         async for _ in stub.Restore(kvstore_pb2.RestoreRequest(request_id="be-1", dtype="bfloat16")):

@@ -172,3 +172,14 @@ def test_checkpoint_writer_keeps_one_request_per_call_and_abort_drops() -> None:
         writer.finish()
     writer.write(chunk("r", 0, final=True, num_tokens=3))
     assert writer.finish() == 1 and writer.bytes_stored == BLOCK
+
+
+def test_counters_track_bytes_both_ways() -> None:
+    store = KvStore(10.0, 10 * BLOCK, clock=lambda: 0.0)
+    store_full(store.host_tier, "r", 2)
+    store.restore("r")
+    store.restore("r")
+    metrics = store.metrics()
+    assert (metrics.checkpoint_bytes_total, metrics.restored_bytes_total) == (2 * BLOCK, 4 * BLOCK)
+    assert (metrics.checkpoints_total, metrics.restores_total, metrics.num_checkpoints) == (1, 2, 1)
+    assert metrics.host_tier_bytes == 2 * BLOCK and metrics.host_tier_capacity_bytes == 10 * BLOCK
