@@ -344,6 +344,16 @@ class Scheduler:
         of their later steps already in flight are discarded."""
         entries = self._pop_inflight(step_id)
         self.num_failed_steps += 1
+        # A later step in flight that shares a request with this one is doomed (the worker's count
+        # check will fail it), and so is everything in it: stop scheduling all of those requests
+        # now, or every new plan would again mix healthy requests into a doomed step.
+        doomed = {req.request_id for req, _, _ in entries}
+        for later in self._inflight.values():
+            if any(req.request_id in doomed for req, _, _ in later):
+                for req, _, _ in later:
+                    doomed.add(req.request_id)
+                    if not req.is_finished:
+                        req.discard_inflight = req.preempt_when_drained = True
         for req, _, sample in entries:
             req.num_inflight_steps -= 1
             if sample:

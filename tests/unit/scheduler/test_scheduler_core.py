@@ -203,3 +203,19 @@ def test_stats_report_kv_by_class():
     assert stats.kv_blocks_by_class[ServiceClass.BEST_EFFORT] == 1
     assert stats.num_free_blocks == 61 and stats.policy == "priority"
     assert sched.get_request("rt").status is RequestStatus.RUNNING
+
+
+def test_a_failed_step_does_not_cascade_through_the_pipeline():
+    sched = make_scheduler(max_num_batched_tokens=5, max_num_seqs=3)
+    driver = make_driver(sched, fail_steps={2})
+    sched.add_request(make_request("a", prompt_len=1, max_tokens=6))
+    for rnd in range(60):
+        if rnd == 2:
+            sched.add_request(make_request("b", prompt_len=1, max_tokens=2))
+        if rnd == 3:
+            sched.add_request(make_request("c", prompt_len=1, max_tokens=2))
+        driver.step()
+    assert sched.num_failed_steps <= 2  # the failed step and the doomed one already in flight
+    assert driver.tokens_of("a") == [default_token("a", i) for i in range(6)]
+    assert all(driver.finish_of(r) is not None for r in "abc")
+    assert not driver.worker.violations
