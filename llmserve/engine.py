@@ -1,0 +1,181 @@
+"""The whole engine in one process, without gRPC: the scheduler core, the worker's step runner and
+the KV store core, wired by direct calls. The same objects the services run, so it serves as the
+in-process reference of the end-to-end tests, the baseline that isolates what the gRPC hops cost
+in `benchmarks/bench_stack.py`, and a source of per-step timings for the simulator's calibration.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from kvstore_svc.core import classes as kv_classes
+from kvstore_svc.core.lease_table import LeaseSpec as KvLeaseSpec
+from kvstore_svc.core.store import KvStore
+from llmserve.model_source import load_tokenizer, resolve_model
+from scheduler_svc.core import plan as sched_plan
+from scheduler_svc.core.clock import WallClock
+from scheduler_svc.core.config import SchedulerConfig
+from scheduler_svc.core.policy import make_policy
+from scheduler_svc.core.request import Request, SamplingParams, ServiceClass, Slo
+from scheduler_svc.core.scheduler import Scheduler
+from worker_svc.core import types as worker_types
+from worker_svc.core.runner import RunnerLimits, StepRunner
+from worker_svc.kernels.backend import default_backend_name, make_backend
+from worker_svc.model.kv_cache import KvCache, KvCacheSpec
+from worker_svc.model.loader import load_model
+
+_WORKER_ID = "in-process"
+_KV_CLASS = {
+    ServiceClass.REAL_TIME: kv_classes.ServiceClass.REAL_TIME,
+    ServiceClass.DEADLINE: kv_classes.ServiceClass.DEADLINE,
+    ServiceClass.BEST_EFFORT: kv_classes.ServiceClass.BEST_EFFORT,
+}
+
+
+@dataclass
+class GenerationResult:
+    """Tokens per request (submission order) and the latencies measured on the wall clock."""
+
+    token_ids: list[list[int]]
+    ttfts_ms: list[float]
+    tpots_ms: list[float]
+    wall_s: float
+    step_timings: list[sched_plan.StepTiming] = field(default_factory=list)
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(len(t) for t in self.token_ids)
+
+
+def _worker_plan(plan: sched_plan.BatchPlan) -> worker_types.BatchPlan:
+    return worker_types.BatchPlan(
+        step_id=plan.step_id,
+        new_requests=tuple(
+            worker_types.NewRequest(
+                request_id=n.request_id,
+                token_ids=n.token_ids,
+                num_prompt_tokens=n.num_prompt_tokens,
+                sampling=worker_types.SamplingParams(
+                    temperature=n.sampling.temperature, top_p=n.sampling.top_p, top_k=n.sampling.top_k,
+                    seed=n.sampling.seed or 0),
+                service_class=worker_types.ServiceClass(int(n.service_class)),
+                num_output_tokens=n.num_output_tokens,
+            )
+            for n in plan.new_requests
+        ),
+        scheduled=tuple(
+            worker_types.ScheduledRequest(s.request_id, s.num_tokens, s.num_computed_tokens, s.sample)
+            for s in plan.scheduled
+        ),
+        finished_request_ids=plan.finished_request_ids,
+        preempted_request_ids=plan.preempted_request_ids,
+    )
+
+
+class InProcessEngine:
+    """Scheduler core + step runner + KV store core in one process, one step at a time."""
+
+    def __init__(self, scheduler: Scheduler, runner: StepRunner, store: KvStore, tokenizer: object | None) -> None:
+        self.scheduler = scheduler
+        self.runner = runner
+        self.store = store
+        self.tokenizer = tokenizer
+        self._next_id = 0
+
+    @classmethod
+    def build(
+        cls,
+        model: str = "default",
+        load_format: str = "auto",
+        num_kv_blocks: int = 1024,
+        block_size: int = 16,
+        max_num_batched_tokens: int = 512,
+        max_num_seqs: int = 64,
+        policy: str = "fcfs",
+        dtype: torch.dtype = torch.float32,
+        device: str = "cpu",
+        attention_backend: str = "",
+        with_tokenizer: bool = True,
+    ) -> InProcessEngine:
+        source = resolve_model(model, load_format)  # type: ignore[arg-type]
+        net = load_model(source, make_backend(attention_backend or default_backend_name(device)), dtype, device)
+        spec = KvCacheSpec.for_model(net.config, block_size, dtype)
+        kv_cache = KvCache(spec, num_kv_blocks, device)
+        runner = StepRunner(net, kv_cache, RunnerLimits(max_num_batched_tokens, max_num_seqs))
+        store = KvStore(lease_ttl_s=1e9, host_tier_bytes=1, clock=time.monotonic)
+        store.register_pool(_WORKER_ID, num_kv_blocks, block_size, spec.bytes_per_block)
+        core = Scheduler(
+            SchedulerConfig(num_blocks=num_kv_blocks, block_size=block_size,
+                            max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs,
+                            max_model_len=net.config.max_model_len, eos_token_ids=net.config.eos_token_ids),
+            make_policy(policy),
+            WallClock(),
+        )
+        return cls(core, runner, store, load_tokenizer(source) if with_tokenizer else None)
+
+    def tokenize(self, text: str) -> list[int]:
+        assert self.tokenizer is not None, "built without a tokenizer"
+        return list(self.tokenizer(text).input_ids)  # type: ignore[operator]
+
+    def step(self) -> list[sched_plan.RequestOutput]:
+        """Plans, leases, runs and applies one step; returns its token events."""
+        plan = self.scheduler.schedule()
+        if plan.is_empty():
+            return self.scheduler.take_outputs()
+        started = time.perf_counter_ns()
+        delta = self.runner.begin_step(_worker_plan(plan))
+        kv_started = time.perf_counter_ns()
+        applied = self.store.apply(
+            _WORKER_ID, delta.release_request_ids,
+            [KvLeaseSpec(l.request_id, _KV_CLASS[ServiceClass(int(l.service_class))], l.num_blocks) for l in delta.leases],
+        )
+        kv_ns = time.perf_counter_ns() - kv_started
+        output = self.runner.finish_step([worker_types.Grant(g.request_id, g.block_ids) for g in applied.grants])
+        t = output.timing
+        timing = sched_plan.StepTiming(t.forward_ns, t.sample_ns, kv_ns, time.perf_counter_ns() - started,
+                                       t.num_prefill_tokens, t.num_decode_seqs, t.num_kv_tokens_read)
+        self._timings.append(timing)
+        return self.scheduler.update(sched_plan.StepResult(
+            plan.step_id, tuple((s.request_id, s.token_id) for s in output.sampled), timing))
+
+    def generate_all(
+        self,
+        prompts: list[list[int]],
+        max_tokens: int,
+        temperature: float = 0.0,
+        ignore_eos: bool = True,
+        slo: Slo | None = None,
+        seed: int = 0,
+    ) -> GenerationResult:
+        """Submits every prompt at once and steps until all finish (greedy by default)."""
+        self._timings: list[sched_plan.StepTiming] = []
+        start_wall = time.time()
+        ids = []
+        for prompt in prompts:
+            request_id = f"r{self._next_id}"
+            self._next_id += 1
+            ids.append(request_id)
+            self.scheduler.add_request(Request(
+                request_id=request_id, prompt_token_ids=tuple(prompt),
+                sampling=SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed, ignore_eos=ignore_eos),
+                slo=slo or Slo(service_class=ServiceClass.BEST_EFFORT), arrival_s=start_wall))
+        tokens: dict[str, list[int]] = {rid: [] for rid in ids}
+        times: dict[str, list[float]] = {rid: [] for rid in ids}
+        remaining = set(ids)
+        while remaining:
+            for out in self.step():
+                if out.request_id in tokens:
+                    now = time.time()
+                    tokens[out.request_id].extend(out.new_token_ids)
+                    times[out.request_id].extend([now] * len(out.new_token_ids))
+                    if out.finish_reason is not None:
+                        remaining.discard(out.request_id)
+        # Drain: one more plan releases the finished requests' blocks.
+        self.step()
+        wall = time.time() - start_wall
+        ttfts = [(times[rid][0] - start_wall) * 1000 for rid in ids if times[rid]]
+        tpots = [(times[rid][-1] - times[rid][0]) * 1000 / (len(times[rid]) - 1) for rid in ids if len(times[rid]) > 1]
+        return GenerationResult([tokens[rid] for rid in ids], ttfts, tpots, wall, self._timings)
