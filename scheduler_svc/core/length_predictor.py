@@ -1,0 +1,81 @@
+"""Online upper bounds on a request's output length (Tempo's conservative length estimates).
+
+The bound is the q-quantile (default 0.95) of the output lengths of recently *finished* requests
+of the same (tenant, prompt-length bucket), falling back to (tenant, any), (any, bucket), then
+all requests, and, with fewer than `min_samples` observations everywhere, to `max_tokens` (the
+only safe bound for a cold start). Buckets are powers of two of the prompt length.
+
+A request that outgrows its bound gets a new one: the q-quantile of the observed lengths that
+exceed what it has produced so far (a conditional quantile), or twice its current length when no
+observation is that long; always capped at its `max_tokens`. Only finished requests inform the
+bounds; the true length of a running request is never read.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+
+_ANY = "*"
+
+
+class _Window:
+    """The last `size` observations, also kept sorted for quantiles."""
+
+    __slots__ = ("recent", "ordered")
+
+    def __init__(self, size: int) -> None:
+        self.recent: deque[int] = deque(maxlen=size)
+        self.ordered: list[int] = []
+
+    def add(self, value: int) -> None:
+        if len(self.recent) == self.recent.maxlen:
+            old = self.recent[0]
+            del self.ordered[bisect.bisect_left(self.ordered, old)]
+        self.recent.append(value)
+        bisect.insort(self.ordered, value)
+
+    def quantile_above(self, q: float, floor: int) -> int | None:
+        """q-quantile of the observations > floor (None when there are none)."""
+        start = bisect.bisect_right(self.ordered, floor)
+        n = len(self.ordered) - start
+        if n <= 0:
+            return None
+        return self.ordered[start + min(n - 1, int(q * n))]
+
+
+class LengthPredictor:
+    def __init__(self, quantile: float = 0.95, min_samples: int = 20, window: int = 512) -> None:
+        if not 0 < quantile <= 1 or min_samples < 1 or window < min_samples:
+            raise ValueError("length predictor: 0 < quantile <= 1, min_samples >= 1, window >= min_samples")
+        self.quantile = quantile
+        self.min_samples = min_samples
+        self.window = window
+        self._windows: dict[tuple[str, object], _Window] = {}
+
+    @staticmethod
+    def bucket(num_prompt_tokens: int) -> int:
+        return max(1, num_prompt_tokens).bit_length()
+
+    def observe(self, tenant: str, num_prompt_tokens: int, num_output_tokens: int) -> None:
+        """Records the output length of a finished request."""
+        b = self.bucket(num_prompt_tokens)
+        for key in ((tenant, b), (tenant, _ANY), (_ANY, b), (_ANY, _ANY)):
+            window = self._windows.get(key)
+            if window is None:
+                window = self._windows[key] = _Window(self.window)
+            window.add(num_output_tokens)
+
+    def upper_bound(self, tenant: str, num_prompt_tokens: int, max_tokens: int, produced: int = 0) -> int:
+        """A bound on the total output length of a request that has produced `produced` tokens;
+        always in (produced, max_tokens] (at least produced + 1 while it is unfinished)."""
+        b = self.bucket(num_prompt_tokens)
+        for key in ((tenant, b), (tenant, _ANY), (_ANY, b), (_ANY, _ANY)):
+            window = self._windows.get(key)
+            if window is None or len(window.recent) < self.min_samples:
+                continue
+            estimate = window.quantile_above(self.quantile, produced)
+            if estimate is None:
+                estimate = 2 * max(produced, 1)
+            return max(produced + 1, min(max_tokens, estimate))
+        return max_tokens

@@ -1,0 +1,139 @@
+"""EDF and BROS decisions in hand-made situations."""
+
+from __future__ import annotations
+
+from scheduler_svc.core import LinearCostModel, RequestStatus, ServiceClass, StepResult
+from tests.factories import make_driver, make_request, make_scheduler
+
+RT, DL, BE = ServiceClass.REAL_TIME, ServiceClass.DEADLINE, ServiceClass.BEST_EFFORT
+
+
+def test_edf_orders_by_next_token_deadline():
+    sched = make_scheduler("edf", max_num_batched_tokens=12)
+    now = sched.clock.now()
+    sched.add_request(make_request("be", prompt_len=4, service_class=BE, arrival_s=now - 10))
+    sched.add_request(make_request("dl", prompt_len=4, service_class=DL, deadline_ms=500, arrival_s=now))
+    sched.add_request(make_request("rt", prompt_len=4, service_class=RT, ttft_ms=200, arrival_s=now))
+    sched.add_request(make_request("rt_loose", prompt_len=4, service_class=RT, ttft_ms=900, arrival_s=now))
+    plan = sched.schedule()
+    assert [s.request_id for s in plan.scheduled] == ["rt", "dl", "rt_loose"]
+
+
+def test_edf_running_keys_follow_the_token_index():
+    sched = make_scheduler("edf", max_num_batched_tokens=1)
+    now = sched.clock.now()
+    # a: token i due at now + 0.1 + 0.1 i; b: due at now + 0.15 + 0.5 i.
+    sched.add_request(make_request("a", prompt_len=1, max_tokens=8, service_class=RT, ttft_ms=100, tpot_ms=100,
+                                   arrival_s=now))
+    sched.add_request(make_request("b", prompt_len=1, max_tokens=8, service_class=RT, ttft_ms=150, tpot_ms=500,
+                                   arrival_s=now))
+    driver = make_driver(sched)
+    driver.max_inflight = 1
+    order = []
+    for _ in range(5):
+        driver.send()
+        order.append(driver.plans[-1].scheduled[0].request_id)
+        driver.receive()
+    # a (0.1) < b (0.15) < a#1 (0.2) < a#2 (0.3) < a#3 (0.4)... b#1 is due at 0.65.
+    assert order == ["a", "b", "a", "a", "a"]
+
+
+def _bros(**options):
+    cost = LinearCostModel(a_s=0.010, b_s_per_prefill_token=0.001, c_s_per_decode_seq=0.001, d_s_per_kv_token=0.0)
+    opts = {"cost_model": cost, "min_prefill_chunk": 4}
+    opts.update(options)
+    return opts
+
+
+def test_bros_ranks_rt_by_slack_then_deadline_then_be():
+    sched = make_scheduler("bros", max_num_batched_tokens=64, policy_options=_bros())
+    now = sched.clock.now()
+    sched.add_request(make_request("be", prompt_len=2, service_class=BE, arrival_s=now - 5))
+    sched.add_request(make_request("dl", prompt_len=2, service_class=DL, deadline_ms=100, arrival_s=now))
+    # Same TTFT, but the long prompt needs 30 ms more prefill: less slack, so it goes first.
+    sched.add_request(make_request("rt_short", prompt_len=2, service_class=RT, ttft_ms=1000, arrival_s=now))
+    sched.add_request(make_request("rt_long", prompt_len=32, service_class=RT, ttft_ms=1000, arrival_s=now))
+    plan = sched.schedule()
+    assert [s.request_id for s in plan.scheduled] == ["rt_long", "rt_short", "dl", "be"]
+
+
+def test_bros_trims_be_work_to_the_tightest_rt_deadline():
+    sched = make_scheduler("bros", max_num_batched_tokens=200, max_model_len=512, num_blocks=128,
+                           policy_options=_bros())
+    now = sched.clock.now()
+    # RT request already decoding: its next token (index 1) is due 45 ms from now.
+    rt = make_request("rt", prompt_len=4, max_tokens=20, service_class=RT, ttft_ms=5, tpot_ms=40, arrival_s=now)
+    sched.add_request(rt)
+    p0 = sched.schedule()
+    sched.update(StepResult(p0.step_id, (("rt", 7),)))
+    sched.add_request(make_request("be", prompt_len=150, max_tokens=4, service_class=BE, arrival_s=now))
+    p1 = sched.schedule()
+    by_id = {s.request_id: s for s in p1.scheduled}
+    assert by_id["rt"].num_tokens == 1
+    # start = now (nothing in flight); limit 45 ms: 10 + 1 (decode) + 1·m ≤ 45  ->  m = 34
+    assert by_id["be"].num_tokens == 34
+    assert not by_id["be"].sample
+
+
+def test_bros_without_rt_be_uses_the_whole_budget():
+    sched = make_scheduler("bros", max_num_batched_tokens=100, num_blocks=128, policy_options=_bros())
+    sched.add_request(make_request("be", prompt_len=150, max_tokens=4, service_class=BE))
+    assert sched.schedule().scheduled[0].num_tokens == 100
+
+
+def test_bros_rt_takes_be_blocks_at_admission():
+    sched = make_scheduler("bros", num_blocks=6, policy_options=_bros())
+    now = sched.clock.now()
+    sched.add_request(make_request("be1", prompt_len=12, max_tokens=4, service_class=BE, arrival_s=now))
+    sched.add_request(make_request("be2", prompt_len=12, max_tokens=4, service_class=BE, arrival_s=now + 1))
+    p0 = sched.schedule()
+    assert sched.ledger.num_free == 0
+    sched.update(StepResult(p0.step_id, (("be1", 5), ("be2", 6))))
+    sched.add_request(make_request("rt", prompt_len=8, max_tokens=4, service_class=RT, arrival_s=now))
+    p1 = sched.schedule()
+    assert p1.preempted_request_ids == ("be2",)  # the latest BE, nearest the boundary
+    assert [n.request_id for n in p1.new_requests] == ["rt"]
+    assert sched.get_request("be2").status is RequestStatus.PREEMPTED
+    assert sched.stats().kv_blocks_by_class[RT] == 2
+
+
+def test_priority_policies_do_not_let_waiting_requests_preempt():
+    sched = make_scheduler("edf", num_blocks=6)
+    now = sched.clock.now()
+    sched.add_request(make_request("be1", prompt_len=11, max_tokens=4, service_class=BE, arrival_s=now))
+    sched.add_request(make_request("be2", prompt_len=11, max_tokens=4, service_class=BE, arrival_s=now))
+    p0 = sched.schedule()
+    sched.update(StepResult(p0.step_id, (("be1", 5), ("be2", 6))))
+    sched.add_request(make_request("rt", prompt_len=8, max_tokens=4, service_class=RT, arrival_s=now))
+    p1 = sched.schedule()
+    assert p1.preempted_request_ids == () and p1.new_requests == ()
+
+
+def test_bros_be_admission_leaves_the_rt_reserve():
+    sched = make_scheduler("bros", num_blocks=8, policy_options=_bros(rt_reserve_blocks=3))
+    sched.add_request(make_request("be1", prompt_len=12, max_tokens=4, service_class=BE))  # 3 blocks
+    sched.add_request(make_request("be2", prompt_len=12, max_tokens=4, service_class=BE))  # would leave 2
+    plan = sched.schedule()
+    assert [n.request_id for n in plan.new_requests] == ["be1"]
+    sched.add_request(make_request("rt", prompt_len=12, max_tokens=4, service_class=RT))
+    plan = sched.schedule()
+    assert [n.request_id for n in plan.new_requests] == ["rt"]
+
+
+def test_bros_aging_lets_be_progress_under_saturating_rt_load():
+    # RT deadlines are always already missed, so the guard gives BE nothing...
+    sched = make_scheduler("bros", max_num_batched_tokens=64, num_blocks=128, max_model_len=1024,
+                           policy_options=_bros(aging_s=0.5))
+    clock = sched.clock
+    driver = make_driver(sched)
+    sched.add_request(make_request("be", prompt_len=40, max_tokens=2, service_class=BE, arrival_s=clock.now()))
+    be_first = None
+    for i in range(200):
+        if len([r for r in sched.running_requests() if r.service_class is RT]) < 4:
+            sched.add_request(make_request(f"rt{i}", prompt_len=2, max_tokens=30, service_class=RT, ttft_ms=1,
+                                           tpot_ms=1, arrival_s=clock.now() - 1))
+        driver.step()
+        if be_first is None and any(s.request_id == "be" for p in driver.plans for s in p.scheduled):
+            be_first = clock.now()
+    assert be_first is not None and be_first - 1.0 <= 0.5 + 4 * driver.step_s
+    assert driver.finish_of("be") is not None

@@ -1,0 +1,97 @@
+"""Tempo: length bounds learned online, service-gain density ordering, workflow deadline split."""
+
+from __future__ import annotations
+
+import pytest
+
+from scheduler_svc.core import ServiceClass, WorkflowRef
+from scheduler_svc.core.length_predictor import LengthPredictor
+from scheduler_svc.core.policy.tempo import TempoPolicy
+from scheduler_svc.core.workflow_graph import WorkflowTracker
+from tests.factories import make_driver, make_request, make_scheduler
+
+RT, DL, BE = ServiceClass.REAL_TIME, ServiceClass.DEADLINE, ServiceClass.BEST_EFFORT
+
+
+def test_length_bound_starts_at_max_tokens_and_learns_quantiles():
+    lp = LengthPredictor(quantile=0.9, min_samples=10)
+    assert lp.upper_bound("t", 100, max_tokens=500) == 500
+    for n in range(1, 101):  # lengths 1..100 for tenant t, prompts of ~100 tokens
+        lp.observe("t", 100, n)
+    assert lp.upper_bound("t", 100, max_tokens=500) == 91
+    assert lp.upper_bound("t", 100, max_tokens=50) == 50  # capped by max_tokens
+    # Outgrowing the bound: the quantile of the longer observations, then doubling.
+    assert lp.upper_bound("t", 100, max_tokens=500, produced=95) == 100
+    assert lp.upper_bound("t", 100, max_tokens=500, produced=150) == 300
+    # Another tenant falls back to the prompt-length bucket.
+    assert lp.upper_bound("other", 100, max_tokens=500) == 91
+    assert lp.upper_bound("other", 3, max_tokens=500) == 91  # then to everything
+
+
+def test_tempo_prefers_feasible_deadline_work_and_short_jobs():
+    sched = make_scheduler("tempo", max_num_batched_tokens=4, policy_options={"unit_time_s": 0.01})
+    now = sched.clock.now()
+    # max_tokens is the bound at cold start: 10 tokens ≈ 0.1 s of work.
+    sched.add_request(make_request("late", prompt_len=4, max_tokens=10, service_class=DL, deadline_ms=20,
+                                   arrival_s=now))
+    sched.add_request(make_request("ok", prompt_len=4, max_tokens=10, service_class=DL, deadline_ms=5000,
+                                   arrival_s=now))
+    sched.add_request(make_request("be_long", prompt_len=4, max_tokens=200, service_class=BE, arrival_s=now))
+    sched.add_request(make_request("be_short", prompt_len=4, max_tokens=10, service_class=BE, arrival_s=now))
+    order = [r.request_id for r in sorted(sched.waiting_requests(), key=lambda r: r.sched_key)]
+    assert order == ["ok", "be_short", "be_long", "late"]  # a hopeless deadline is worth ~nothing
+    assert sched.schedule().scheduled[0].request_id == "ok"
+
+
+def test_tempo_learns_short_outputs_per_tenant():
+    sched = make_scheduler("tempo", policy_options={"min_samples": 5}, max_model_len=512, num_blocks=256)
+    policy: TempoPolicy = sched.policy  # type: ignore[assignment]
+    eos_at = {f"chat{i}": 2 for i in range(8)}
+    driver = make_driver(sched, eos_at=eos_at)
+    for i in range(8):
+        sched.add_request(make_request(f"chat{i}", prompt_len=8, max_tokens=200, tenant="chat"))
+    driver.run()
+    assert policy.predictor.upper_bound("chat", 8, 200) == 3
+    fresh = make_request("new", prompt_len=8, max_tokens=200, tenant="chat")
+    sched.add_request(fresh)
+    assert fresh.policy_state.bound == 3
+
+
+def _close_workflow(tracker: WorkflowTracker, wid: str, stage_times: list[float], start: float = 0.0) -> None:
+    """Runs one call per stage; stage s's call finishes at start + stage_times[s]."""
+    for s, t in enumerate(stage_times):
+        req = make_request(f"{wid}-{s}", prompt_len=16, max_tokens=8, arrival_s=start,
+                           workflow=WorkflowRef(wid, "coding", stage=s, workflow_deadline_ms=10_000,
+                                                workflow_start_s=start))
+        tracker.on_added(req, start)
+        req.output_token_ids = [1] * 8
+        req.status = req.status.FINISHED_STOPPED
+        tracker.on_finished(req, start + t)
+    tracker.close_idle(start + stage_times[-1] + 100)
+
+
+def test_workflow_deadline_split_follows_the_matched_graph():
+    tracker = WorkflowTracker(default_num_stages=4, idle_close_s=1.0)
+    live = make_request("w-0", prompt_len=16, arrival_s=1000.0,
+                        workflow=WorkflowRef("w", "coding", stage=0, workflow_deadline_ms=10_000))
+    tracker.on_added(live, 1000.0)
+    assert tracker.stage_deadline_s(live) == pytest.approx(1000.0 + 10.0 * 0.25)  # uniform without history
+    for k in range(3):  # history: stage 0 takes 70% of the time, stage 1 the rest
+        _close_workflow(tracker, f"old{k}", [7.0, 10.0])
+    assert tracker.num_graphs("coding") == 3
+    assert tracker.stage_deadline_s(live) == pytest.approx(1000.0 + 10.0 * 0.7)
+    other_app = make_request("x-0", prompt_len=16, arrival_s=0.0,
+                             workflow=WorkflowRef("x", "chat", stage=1, workflow_deadline_ms=8_000))
+    tracker.on_added(other_app, 0.0)
+    assert tracker.stage_deadline_s(other_app) == pytest.approx(8.0 * 0.5)
+
+
+def test_workflow_members_share_one_key():
+    sched = make_scheduler("tempo")
+    now = sched.clock.now()
+    ref = dict(application="coding", workflow_deadline_ms=5_000)
+    a = make_request("a", prompt_len=4, max_tokens=4, arrival_s=now, workflow=WorkflowRef("w", stage=0, **ref))
+    b = make_request("b", prompt_len=30, max_tokens=50, arrival_s=now, workflow=WorkflowRef("w", stage=0, **ref))
+    sched.add_request(a)
+    sched.add_request(b)
+    assert a.sched_key[1:-1] == b.sched_key[1:-1]
