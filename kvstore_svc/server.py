@@ -138,6 +138,13 @@ class KvStoreServicer(kvstore_pb2_grpc.KvStoreServicer):
         try:
             async for chunk in request_iterator:
                 writer.write(convert.chunk_from_pb(chunk))
+            # grpc.aio ends the request stream the same way for a client's half-close and for its
+            # cancel; a cancel then cancels this task a few loop callbacks later. Yield so that it
+            # lands here (and drops the partial checkpoint) rather than after the reply. Best
+            # effort: one that slips through leaves an incomplete checkpoint, which is never
+            # restored and goes with DropCheckpoint or the request's next checkpoint.
+            for _ in range(3):
+                await asyncio.sleep(0)
             num_blocks = writer.finish()
         except KvStoreError as err:
             error = convert.service_error(err)

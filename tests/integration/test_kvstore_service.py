@@ -307,6 +307,35 @@ async def test_checkpoint_refusals_drop_the_request(stub: kvstore_pb2_grpc.KvSto
     assert stats.num_checkpoints == 0
 
 
+async def test_cancelled_checkpoint_keeps_nothing(stub: kvstore_pb2_grpc.KvStoreStub) -> None:
+    await register(stub, "w0", 4)
+    sent_all = asyncio.Event()
+    hold = asyncio.Event()
+
+    async def stream() -> AsyncIterator[kvstore_pb2.KvChunk]:
+        for chunk in chunks_of("gone", {0: block_bytes_of(0)}, piece=100 * KIB):
+            yield chunk
+        sent_all.set()
+        await hold.wait()  # the worker dies before closing its stream
+
+    call = stub.Checkpoint(stream())
+    await asyncio.wait_for(sent_all.wait(), 3)
+
+    async def stats() -> kvstore_pb2.PoolStats:
+        return await stub.GetPoolStats(kvstore_pb2.GetPoolStatsRequest(worker_id="w0"))
+
+    async def block_arrived() -> bool:
+        return (await stats()).host_tier_bytes == BLOCK_BYTES
+
+    await wait_for(block_arrived)
+    call.cancel()
+
+    async def dropped() -> bool:
+        return (await stats()).num_checkpoints == 0
+
+    await wait_for(dropped)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
