@@ -112,3 +112,21 @@ class StepOutput:
     step_id: int
     sampled: tuple[SampledToken, ...] = ()
     timing: StepTiming = field(default_factory=StepTiming)
+
+
+@dataclass(frozen=True)
+class WorkerDescription:
+    """What Worker.Describe reports (after the cache is sized)."""
+
+    worker_id: str
+    model_name: str
+    vocab_size: int
+    max_model_len: int
+    eos_token_ids: tuple[int, ...]
+    block_size: int
+    num_blocks: int
+    bytes_per_block: int
+    dtype: str
+    device: str
+    max_num_batched_tokens: int
+    max_num_seqs: int

@@ -1,0 +1,167 @@
+"""The real worker server with the real KV store server, both on 127.0.0.1:0: Describe, a
+pipelined Execute stream that prefills (chunked) and decodes a tiny Llama and matches Hugging
+Face's greedy tokens, blocks leased and released per the store's stats, and the failure paths
+(bad plan, refused lease, a second stream)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+import pytest_asyncio
+import torch
+
+from kvstore_svc.config import KvStoreConfig
+from kvstore_svc.server import start_kvstore
+from llmserve.runtime.channel import open_channel, wait_healthy
+from llmserve.runtime.server import ServiceServer
+from llmserve.v1 import common_pb2, kvstore_pb2, kvstore_pb2_grpc, worker_pb2, worker_pb2_grpc
+from tests.unit.worker.conftest import save_tiny_checkpoint
+from worker_svc.config import WorkerConfig
+from worker_svc.server import start_worker
+
+RT, BE = common_pb2.SERVICE_CLASS_REAL_TIME, common_pb2.SERVICE_CLASS_BEST_EFFORT
+NUM_BLOCKS, BLOCK = 24, 4
+
+
+@pytest_asyncio.fixture
+async def stack(tmp_path) -> AsyncIterator[tuple[ServiceServer, ServiceServer, torch.nn.Module]]:
+    hf = save_tiny_checkpoint("llama", tmp_path)
+    kvstore = await start_kvstore(KvStoreConfig(lease_ttl_s=2.0))
+    config = WorkerConfig(model=str(tmp_path), kvstore_addr=kvstore.address, worker_id="w-test", device="cpu",
+                          dtype="float32", num_kv_blocks=NUM_BLOCKS, block_size=BLOCK, max_num_batched_tokens=64,
+                          max_num_seqs=8)
+    worker = await start_worker(config)
+    try:
+        yield worker, kvstore, hf
+    finally:
+        await worker.stop(0.5)
+        await kvstore.stop(0.5)
+
+
+def _hf_greedy(hf, prompt: list[int], n: int) -> list[int]:
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(n):
+            ids.append(int(hf(torch.tensor([ids])).logits[0, -1].argmax()))
+    return ids[len(prompt):]
+
+
+def _new(rid: str, tokens: list[int], service_class: int) -> worker_pb2.NewRequest:
+    return worker_pb2.NewRequest(request_id=rid, token_ids=tokens, num_prompt_tokens=len(tokens), service_class=service_class,
+                                 sampling=common_pb2.SamplingParams(temperature=0.0, seed=1))
+
+
+def _sched(rid: str, n: int, computed: int, sample: bool = True) -> worker_pb2.ScheduledRequest:
+    return worker_pb2.ScheduledRequest(request_id=rid, num_tokens=n, num_computed_tokens=computed, sample=sample)
+
+
+async def _stats(stub: kvstore_pb2_grpc.KvStoreStub) -> kvstore_pb2.PoolStats:
+    return await stub.GetPoolStats(kvstore_pb2.GetPoolStatsRequest(worker_id="w-test"))
+
+
+async def test_describe_reports_model_and_pool(stack) -> None:
+    worker, kvstore, _ = stack
+    await wait_healthy(worker.address, timeout_s=5)
+    async with open_channel(worker.address) as channel:
+        info = await worker_pb2_grpc.WorkerStub(channel).Describe(worker_pb2.DescribeRequest())
+    assert (info.worker_id, info.vocab_size, info.block_size, info.num_blocks) == ("w-test", 96, BLOCK, NUM_BLOCKS)
+    assert info.bytes_per_block == 2 * 2 * BLOCK * 2 * 16 * 4  # layers, K/V, tokens, kv heads, head dim, fp32
+    assert (info.dtype, info.device, info.max_model_len, info.max_num_seqs) == ("float32", "cpu", 256, 8)
+    async with open_channel(kvstore.address) as channel:
+        stats = await _stats(kvstore_pb2_grpc.KvStoreStub(channel))
+    assert (stats.num_blocks, stats.num_free) == (NUM_BLOCKS, NUM_BLOCKS)  # the pool is registered
+
+
+async def test_pipelined_execute_matches_hf_greedy_and_leases_blocks(stack) -> None:
+    worker, kvstore, hf = stack
+    gen = torch.Generator().manual_seed(7)
+    a = torch.randint(0, 96, (10,), generator=gen).tolist()
+    b = torch.randint(0, 96, (5,), generator=gen).tolist()
+    steps = 8
+    expected = {"a": _hf_greedy(hf, a, steps), "b": _hf_greedy(hf, b, steps + 2)}
+    # Plans carry no sampled tokens: the worker feeds each request its own last token.
+    plans = [worker_pb2.BatchPlan(step_id=0, new_requests=[_new("a", a, BE), _new("b", b, RT)],
+                                  scheduled=[_sched("a", 6, 0, sample=False), _sched("b", 5, 0)]),
+             worker_pb2.BatchPlan(step_id=1, scheduled=[_sched("a", 4, 6), _sched("b", 1, 5)])]
+    for i in range(2, steps + 1):
+        plans.append(worker_pb2.BatchPlan(step_id=i, scheduled=[_sched("a", 1, 10 + i - 2), _sched("b", 1, 5 + i - 1)]))
+    plans.append(worker_pb2.BatchPlan(step_id=steps + 1, finished_request_ids=["a"], scheduled=[_sched("b", 1, 5 + steps)]))
+
+    got: dict[str, list[int]] = {"a": [], "b": []}
+    async with open_channel(worker.address) as wch, open_channel(kvstore.address) as kch:
+        kv = kvstore_pb2_grpc.KvStoreStub(kch)
+        call = worker_pb2_grpc.WorkerStub(wch).Execute()
+        # Plan 0 alone, so that the store's stats after it are exact.
+        await call.write(plans[0])
+        for i, plan in enumerate(plans):
+            if i == 1:
+                await call.write(plans[1])
+            if 1 <= i < len(plans) - 1:
+                await call.write(plans[i + 1])  # plan N+1 is in flight before result N is read
+            result = await call.read()
+            assert result.step_id == plan.step_id and not result.error, result.error
+            assert result.timing.forward_ns > 0 and result.timing.total_ns >= result.timing.forward_ns
+            for token in result.sampled:
+                got[token.request_id].append(token.token_id)
+            if i == 0:
+                assert (result.timing.num_prefill_tokens, result.timing.num_decode_seqs) == (11, 0)
+                stats = await _stats(kv)
+                # a: 6 tokens → 2 blocks (best-effort end); b: 5 tokens → 2 blocks (real-time end).
+                assert (stats.num_best_effort, stats.num_real_time, stats.num_leases) == (2, 2, 2)
+        stats = await _stats(kv)
+        # a was released by the last plan; b holds ceil((5 + 9) / 4) = 4 blocks.
+        assert (stats.num_best_effort, stats.num_real_time, stats.num_leases) == (0, 4, 1)
+        await call.done_writing()
+        assert await call.read() == grpc.aio.EOF
+        assert await call.code() == grpc.StatusCode.OK
+        # Closing the stream dropped b's state and released its blocks.
+        for _ in range(50):
+            stats = await _stats(kv)
+            if stats.num_leases == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert (stats.num_free, stats.num_leases) == (NUM_BLOCKS, 0)
+    assert got == {"a": expected["a"], "b": expected["b"]}
+
+
+async def test_failed_steps_answer_errors_and_the_stream_goes_on(stack) -> None:
+    worker, kvstore, _ = stack
+    async with open_channel(worker.address) as wch, open_channel(kvstore.address) as kch:
+        kv = kvstore_pb2_grpc.KvStoreStub(kch)
+        call = worker_pb2_grpc.WorkerStub(wch).Execute()
+        # Unknown request: the plan is rejected, nothing changes.
+        await call.write(worker_pb2.BatchPlan(step_id=0, scheduled=[_sched("ghost", 1, 3)]))
+        result = await call.read()
+        assert "ghost" in result.error and "unknown" in result.error and not result.sampled
+        # Wrong num_computed_tokens for a new request.
+        await call.write(worker_pb2.BatchPlan(step_id=1, new_requests=[_new("x", [1, 2, 3], BE)],
+                                              scheduled=[_sched("x", 3, 2)]))
+        assert "num_computed_tokens=2" in (await call.read()).error
+        # More blocks than the pool has: the store refuses, the step fails, the request is dropped.
+        long = list(range(1, 64)) * 2  # 126 tokens → 32 blocks > 24
+        await call.write(worker_pb2.BatchPlan(step_id=2, new_requests=[_new("big", long, BE)],
+                                              scheduled=[_sched("big", 60, 0, sample=False)]))
+        result = await call.read()
+        assert not result.error  # 60 tokens = 15 blocks fit
+        await call.write(worker_pb2.BatchPlan(step_id=3, scheduled=[_sched("big", 60, 60, sample=False)]))
+        result = await call.read()
+        assert "RESOURCE_EXHAUSTED" in result.error
+        assert (await _stats(kv)).num_leases == 1  # nothing changed in the store: big still holds 15
+        # The failed step dropped "big"; re-admitting it works and its old lease is released first.
+        await call.write(worker_pb2.BatchPlan(step_id=4, new_requests=[_new("big", long[:8], BE)],
+                                              scheduled=[_sched("big", 8, 0)]))
+        result = await call.read()
+        assert not result.error and [t.request_id for t in result.sampled] == ["big"]
+        stats = await _stats(kv)
+        assert (stats.num_best_effort, stats.num_leases) == (2, 1)
+        # One stream per worker: a second Execute is refused while this one is open.
+        second = worker_pb2_grpc.WorkerStub(wch).Execute()
+        await second.write(worker_pb2.BatchPlan(step_id=0))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await second.read()
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        await call.done_writing()
+        assert await call.read() == grpc.aio.EOF

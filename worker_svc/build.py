@@ -1,0 +1,83 @@
+"""Builds a worker's model, KV cache and step runner from its config (synchronous, slow: the
+service runs it in a thread)."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from llmserve.model_source import resolve_model
+from worker_svc.config import AUTO, WorkerConfig
+from worker_svc.core.runner import RunnerLimits, StepRunner
+from worker_svc.core.types import WorkerDescription
+from worker_svc.kernels.backend import default_backend_name, make_backend
+from worker_svc.model.kv_cache import KvCache, KvCacheSpec
+from worker_svc.model.loader import load_model, parse_dtype
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CPU_KV_GB = 1.0
+GPU_KV_FRACTION = 0.85  # of the GPU memory still free after loading the model
+
+
+def resolve_device(name: str) -> torch.device:
+    if name in AUTO:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name in AUTO:
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return parse_dtype(name)
+
+
+def build_runner(config: WorkerConfig) -> tuple[StepRunner, WorkerDescription]:
+    """Loads the model, sizes and allocates the KV cache, warms up; returns the runner and what
+    Describe reports."""
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    backend = make_backend(default_backend_name(device) if config.attention_backend in AUTO else config.attention_backend)
+    source = resolve_model(config.model, config.load_format)  # type: ignore[arg-type]
+    model = load_model(source, backend, dtype, device, seed=config.seed)
+    spec = KvCacheSpec.for_model(model.config, config.block_size, dtype)
+    num_blocks = config.num_kv_blocks or spec.num_blocks_for_memory(_kv_memory_gb(config, device))
+    kv_cache = KvCache(spec, num_blocks, device)
+    runner = StepRunner(model, kv_cache, RunnerLimits(config.max_num_batched_tokens, config.max_num_seqs))
+    if config.warmup:
+        runner.warm_up()
+    logger.info(
+        "worker %s: %s (%s) on %s/%s, backend %s, %d KV blocks of %d tokens (%d bytes each)",
+        config.worker_id, source.name, source.load_format, device, str(dtype).removeprefix("torch."), backend.name,
+        num_blocks, config.block_size, spec.bytes_per_block,
+    )
+    description = WorkerDescription(
+        worker_id=config.worker_id,
+        model_name=source.name,
+        vocab_size=model.config.vocab_size,
+        max_model_len=model.config.max_model_len,
+        eos_token_ids=model.config.eos_token_ids,
+        block_size=config.block_size,
+        num_blocks=num_blocks,
+        bytes_per_block=spec.bytes_per_block,
+        dtype=str(dtype).removeprefix("torch."),
+        device=str(device),
+        max_num_batched_tokens=config.max_num_batched_tokens,
+        max_num_seqs=config.max_num_seqs,
+    )
+    return runner, description
+
+
+def _kv_memory_gb(config: WorkerConfig, device: torch.device) -> float:
+    if config.kv_cache_memory_gb:
+        return config.kv_cache_memory_gb
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return GPU_KV_FRACTION * free / (1 << 30)
+    return DEFAULT_CPU_KV_GB

@@ -1,0 +1,135 @@
+"""The only module that sees both protobuf and the worker's domain types."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from llmserve.v1 import common_pb2, kvstore_pb2, scheduler_pb2, worker_pb2
+
+from worker_svc.core.types import (
+    BatchPlan,
+    Grant,
+    KvDelta,
+    NewRequest,
+    PlanError,
+    SamplingParams,
+    ScheduledRequest,
+    ServiceClass,
+    StepOutput,
+    WorkerDescription,
+)
+
+
+def plan_from_proto(plan: worker_pb2.BatchPlan) -> BatchPlan:
+    """Raises PlanError naming the field when a value is out of range."""
+    return BatchPlan(
+        step_id=plan.step_id,
+        new_requests=tuple(_new_request(n) for n in plan.new_requests),
+        scheduled=tuple(
+            ScheduledRequest(s.request_id, s.num_tokens, s.num_computed_tokens, s.sample) for s in plan.scheduled
+        ),
+        finished_request_ids=tuple(plan.finished_request_ids),
+        preempted_request_ids=tuple(plan.preempted_request_ids),
+    )
+
+
+def _new_request(new: worker_pb2.NewRequest) -> NewRequest:
+    rid = new.request_id
+    try:
+        service_class = ServiceClass(new.service_class)
+    except ValueError:
+        raise PlanError(f"new request {rid}: unknown service_class {new.service_class}") from None
+    return NewRequest(
+        request_id=rid,
+        token_ids=tuple(new.token_ids),
+        num_prompt_tokens=new.num_prompt_tokens,
+        sampling=sampling_from_proto(rid, new.sampling),
+        service_class=service_class,
+        num_output_tokens=new.num_output_tokens,
+        trace_context=tuple(sorted(new.trace_context.items())),
+    )
+
+
+def sampling_from_proto(request_id: str, sampling: common_pb2.SamplingParams) -> SamplingParams:
+    temperature = sampling.temperature if sampling.HasField("temperature") else 1.0
+    top_p = sampling.top_p if sampling.HasField("top_p") else 1.0
+    if not temperature >= 0.0:
+        raise PlanError(f"new request {request_id}: sampling.temperature must be >= 0, got {temperature}")
+    if not 0.0 < top_p <= 1.0:
+        raise PlanError(f"new request {request_id}: sampling.top_p must be in (0, 1], got {top_p}")
+    if sampling.top_k < 0:
+        raise PlanError(f"new request {request_id}: sampling.top_k must be >= 0, got {sampling.top_k}")
+    # The gateway always sets a seed; without one, derive it from the id so that a resumed
+    # request still draws the same tokens.
+    seed = sampling.seed if sampling.HasField("seed") else int.from_bytes(hashlib.sha256(request_id.encode()).digest()[:8], "little")
+    return SamplingParams(temperature=temperature, top_p=top_p, top_k=sampling.top_k, seed=seed)
+
+
+def apply_request(worker_id: str, delta: KvDelta) -> kvstore_pb2.ApplyRequest:
+    return kvstore_pb2.ApplyRequest(
+        worker_id=worker_id,
+        release_request_ids=list(delta.release_request_ids),
+        leases=[
+            kvstore_pb2.LeaseSpec(
+                request_id=lease.request_id,
+                service_class=int(lease.service_class),
+                num_blocks=lease.num_blocks,
+                trace_context=dict(lease.trace_context),
+            )
+            for lease in delta.leases
+        ],
+    )
+
+
+def grants_from_proto(response: kvstore_pb2.ApplyResponse) -> list[Grant]:
+    return [Grant(g.request_id, tuple(g.block_ids)) for g in response.grants]
+
+
+def step_result(output: StepOutput, kv_ns: int, total_ns: int) -> worker_pb2.StepResult:
+    t = output.timing
+    return worker_pb2.StepResult(
+        step_id=output.step_id,
+        sampled=[worker_pb2.SampledToken(request_id=s.request_id, token_id=s.token_id) for s in output.sampled],
+        timing=worker_pb2.StepTiming(
+            forward_ns=t.forward_ns,
+            sample_ns=t.sample_ns,
+            kv_ns=kv_ns,
+            total_ns=total_ns,
+            num_prefill_tokens=t.num_prefill_tokens,
+            num_decode_seqs=t.num_decode_seqs,
+            num_kv_tokens_read=t.num_kv_tokens_read,
+        ),
+    )
+
+
+def error_result(step_id: int, message: str, kv_ns: int = 0, total_ns: int = 0) -> worker_pb2.StepResult:
+    return worker_pb2.StepResult(step_id=step_id, error=message,
+                                 timing=worker_pb2.StepTiming(kv_ns=kv_ns, total_ns=total_ns))
+
+
+def worker_info(d: WorkerDescription) -> scheduler_pb2.WorkerInfo:
+    return scheduler_pb2.WorkerInfo(
+        worker_id=d.worker_id,
+        model_name=d.model_name,
+        vocab_size=d.vocab_size,
+        max_model_len=d.max_model_len,
+        eos_token_ids=list(d.eos_token_ids),
+        block_size=d.block_size,
+        num_blocks=d.num_blocks,
+        bytes_per_block=d.bytes_per_block,
+        dtype=d.dtype,
+        device=d.device,
+        max_num_batched_tokens=d.max_num_batched_tokens,
+        max_num_seqs=d.max_num_seqs,
+    )
+
+
+def register_pool_request(d: WorkerDescription) -> kvstore_pb2.RegisterPoolRequest:
+    return kvstore_pb2.RegisterPoolRequest(
+        worker_id=d.worker_id, num_blocks=d.num_blocks, block_size=d.block_size, bytes_per_block=d.bytes_per_block
+    )
+
+
+def release_all_request(worker_id: str, request_ids: Sequence[str]) -> kvstore_pb2.ApplyRequest:
+    return kvstore_pb2.ApplyRequest(worker_id=worker_id, release_request_ids=list(request_ids))

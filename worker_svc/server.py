@@ -1,0 +1,180 @@
+"""The worker service: `Worker.Describe` and `Worker.Execute`, and `start_worker`.
+
+Execute applies plans strictly in order. A reader task keeps taking plans off the stream while a
+step runs, and the forward pass runs in a thread (`asyncio.to_thread`), so the event loop stays
+free to receive plan N+1, answer health checks and heartbeat during step N. Each step makes at
+most one `KvStore.Apply`. When the stream ends, every request's state is dropped and all of its
+leases are released in one Apply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from llmserve.runtime import tracing
+from llmserve.runtime.metrics import ServiceMetrics, start_metrics_server
+from llmserve.runtime.server import ServiceServer, service_full_name, start_server
+from llmserve.v1 import scheduler_pb2, worker_pb2, worker_pb2_grpc
+
+from worker_svc import convert
+from worker_svc.build import build_runner
+from worker_svc.config import WorkerConfig
+from worker_svc.core.runner import StepRunner
+from worker_svc.core.types import PlanError, StepOutput, WorkerDescription
+from worker_svc.kv_client import KvLeaseClient
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = service_full_name(worker_pb2.DESCRIPTOR, "Worker")
+
+T = TypeVar("T")
+
+
+class WorkerServicer(worker_pb2_grpc.WorkerServicer):
+    """Serves one StepRunner to one Execute stream at a time (a worker has one scheduler)."""
+
+    def __init__(self, runner: StepRunner, description: WorkerDescription, kv: KvLeaseClient,
+                 metrics: ServiceMetrics | None = None) -> None:
+        self.runner = runner
+        self.description = description
+        self.kv = kv
+        self.metrics = metrics
+        self._stream_open = False
+        self._in_thread: asyncio.Future[Any] | None = None
+
+    async def Describe(self, request: worker_pb2.DescribeRequest, context: grpc.aio.ServicerContext) -> scheduler_pb2.WorkerInfo:
+        return convert.worker_info(self.description)
+
+    async def Execute(
+        self, request_iterator: AsyncIterator[worker_pb2.BatchPlan], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[worker_pb2.StepResult]:
+        if self._stream_open:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"worker {self.description.worker_id} already serves an Execute stream; one scheduler per worker")
+        self._stream_open = True
+        plans: asyncio.Queue[worker_pb2.BatchPlan | None] = asyncio.Queue()
+
+        async def read_plans() -> None:
+            try:
+                async for plan in request_iterator:
+                    plans.put_nowait(plan)
+            finally:
+                plans.put_nowait(None)
+
+        reader = asyncio.create_task(read_plans())
+        try:
+            while (plan := await plans.get()) is not None:
+                yield await self._run_plan(plan)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            await self._close_stream()
+
+    async def _close_stream(self) -> None:
+        # A step may still run in its thread (the stream was cancelled mid-step): let it finish
+        # before the runner's state is dropped.
+        if self._in_thread is not None and not self._in_thread.done():
+            await asyncio.wait([self._in_thread])
+        ids = self.runner.reset()
+        try:
+            released = await self.kv.release(ids)
+            logger.info("Execute stream closed: dropped %d requests, released %d blocks", len(ids), released)
+        except grpc.aio.AioRpcError as err:
+            # The runner has forgotten them, so nothing retries: the blocks stay leased until the
+            # store expires this worker's leases (only if it stops heart-beating). Log loudly.
+            logger.error("releasing %d requests' leases failed: %s %s", len(ids), err.code().name, err.details())
+        finally:
+            self._stream_open = False
+
+    async def _run_plan(self, plan_pb: worker_pb2.BatchPlan) -> worker_pb2.StepResult:
+        start = time.perf_counter_ns()
+        step_id = plan_pb.step_id
+        try:
+            plan = convert.plan_from_proto(plan_pb)
+            delta = self.runner.begin_step(plan)
+        except PlanError as err:
+            logger.warning("step %d rejected: %s", step_id, err)
+            return convert.error_result(step_id, f"invalid plan: {err}", total_ns=time.perf_counter_ns() - start)
+        with self._step_span(plan):
+            kv_start = time.perf_counter_ns()
+            try:
+                grants = await self.kv.apply(delta) if not delta.empty else []
+            except grpc.aio.AioRpcError as err:
+                dropped = self.runner.abort_step(kv_applied=False)
+                logger.warning("step %d: KV Apply failed (%s), dropped %d requests", step_id, err.code().name, len(dropped))
+                return convert.error_result(step_id, f"KV store refused the step's leases: {err.code().name}: {err.details()}",
+                                            kv_ns=time.perf_counter_ns() - kv_start, total_ns=time.perf_counter_ns() - start)
+            kv_ns = time.perf_counter_ns() - kv_start
+            try:
+                output: StepOutput = await self._thread(lambda: self.runner.finish_step(grants))
+            except Exception as err:  # noqa: BLE001 - any failure fails the step, not the stream
+                dropped = self.runner.abort_step(kv_applied=True)
+                logger.exception("step %d failed, dropped %d requests", step_id, len(dropped))
+                return convert.error_result(step_id, f"step failed: {type(err).__name__}: {err}", kv_ns=kv_ns,
+                                            total_ns=time.perf_counter_ns() - start)
+        total_ns = time.perf_counter_ns() - start
+        if self.metrics is not None:
+            t = output.timing
+            self.metrics.observe_step(self.description.worker_id, seconds=total_ns / 1e9, prefill_tokens=t.num_prefill_tokens,
+                                      decode_tokens=t.num_decode_seqs, batch_size=len(plan.scheduled))
+        return convert.step_result(output, kv_ns, total_ns)
+
+    async def _thread(self, fn: Callable[[], T]) -> T:
+        self._in_thread = asyncio.ensure_future(asyncio.to_thread(fn))
+        return await asyncio.shield(self._in_thread)
+
+    def _step_span(self, plan) -> contextlib.AbstractContextManager[Any]:
+        if not tracing.tracing_active():
+            return contextlib.nullcontext()
+        contexts = []
+        for item in plan.scheduled:
+            carrier = self.runner.state(item.request_id).trace_context
+            if carrier:
+                contexts.append(tracing.extract_context(dict(carrier)))
+        return tracing.step_span(plan.step_id, contexts, {tracing.Attr.WORKER_ID: self.description.worker_id})
+
+
+async def start_worker(config: WorkerConfig, address: str = "127.0.0.1:0",
+                       metrics: ServiceMetrics | None = None) -> ServiceServer:
+    """Loads the model and sizes the KV cache (in a thread), registers the pool with the KV store
+    (waiting up to `config.kvstore_connect_timeout_s` for it), starts heart-beating every TTL/3 and
+    serves on `address`. Health is SERVING once it returns; `stop()` stops serving, then the
+    heartbeat and the store channel."""
+    runner, description = await asyncio.to_thread(build_runner, config)
+    kv = KvLeaseClient(config.kvstore_addr, description)
+    try:
+        ttl_s = await kv.register(config.kvstore_connect_timeout_s)
+    except grpc.aio.AioRpcError as err:
+        await kv.close()
+        raise RuntimeError(f"could not register the KV pool with the store at {config.kvstore_addr}: "
+                           f"{err.code().name} {err.details()}") from err
+    kv.start_heartbeat()
+    metrics = metrics or ServiceMetrics.create("worker")
+    metrics.kv_blocks_total.labels(description.worker_id).set(description.num_blocks)
+    servicer = WorkerServicer(runner, description, kv, metrics)
+    try:
+        server = await start_server(lambda s: worker_pb2_grpc.add_WorkerServicer_to_server(servicer, s), [SERVICE_NAME],
+                                    address, interceptors=tracing.server_interceptors())
+    except Exception:
+        await kv.close()
+        raise
+    server.service = servicer
+    server.cleanups.append(kv.close)
+    metrics_server = start_metrics_server(config.metrics_port, metrics.registry)
+    if metrics_server is not None:
+        async def close_metrics() -> None:
+            metrics_server.close()
+
+        server.cleanups.append(close_metrics)
+    await server.set_serving(True)
+    logger.info("worker %s serving on %s (KV store %s, lease TTL %.1fs)", description.worker_id, server.address,
+                config.kvstore_addr, ttl_s)
+    return server
