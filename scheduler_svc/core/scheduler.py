@@ -28,6 +28,7 @@ from scheduler_svc.core.step_draft import StepDraft
 from scheduler_svc.core.waiting_queue import WaitingQueue
 
 _SORT_KEY = attrgetter("sched_key")
+_MAX_LAZY_REKEYS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,9 +159,23 @@ class Scheduler:
         ctx = _StepContext(draft, running)
         ri = 0
         admission_open = True
+        refresh = None
+        if policy.waiting_keys_only_worsen:
+            # At most _MAX_LAZY_REKEYS per step: when every waiting key decays at once, a full
+            # lazy pass would touch them all; beyond the cap the stored (optimistic) key stands
+            # until the policy's periodic full re-key.
+            rekeys = [0]
+
+            def refresh(req: Request) -> tuple | None:
+                if req.key_step == step_id or rekeys[0] >= _MAX_LAZY_REKEYS:
+                    return None
+                rekeys[0] += 1
+                req.key_step = step_id
+                req.sched_key = self._make_key(req, now)
+                return req.sched_key
         while draft.token_budget > 0:
             r = running[ri] if ri < len(running) else None
-            w = self._waiting.peek() if admission_open else None
+            w = self._waiting.peek(refresh) if admission_open else None
             if w is not None and len(self._running) >= self.config.max_num_seqs:
                 if w.promoted_at is None or not self._free_seq_slot(w, ri, ctx):
                     w = None

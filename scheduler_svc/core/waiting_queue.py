@@ -55,8 +55,14 @@ class WaitingQueue:
         if self._members.pop(req.request_id, None) is not None:
             req.queue_gen += 1
 
-    def peek(self) -> Request | None:
-        """The best queued request (promoted ones first), without removing it."""
+    def peek(self, refresh: Callable[[Request], tuple | None] | None = None) -> Request | None:
+        """The best queued request (promoted ones first), without removing it.
+
+        `refresh(req)` (for keys that only get worse with time) returns the request's current key,
+        or None when its stored key is current. The stored keys are then optimistic bounds, so a
+        top whose fresh key is still no worse than its stored key is truly the best: a worse one
+        is pushed down with its fresh key and the next top is examined (lazy re-keying, O(log n)
+        per re-keyed request instead of O(n) per step)."""
         promoted = self._promoted
         while promoted and (promoted[0][0] != promoted[0][1].queue_gen or promoted[0][1].status not in _QUEUED):
             promoted.popleft()
@@ -64,9 +70,13 @@ class WaitingQueue:
             return promoted[0][1]
         heap = self._heap
         while heap:
-            _, gen, req = heap[0]
+            key, gen, req = heap[0]
             if gen == req.queue_gen and req.promoted_at is None and req.status in _QUEUED:
-                return req
+                fresh = refresh(req) if refresh is not None else None
+                if fresh is None or not fresh > key:
+                    return req
+                heapq.heapreplace(heap, (fresh, gen, req))
+                continue
             heapq.heappop(heap)
         return None
 

@@ -8,6 +8,9 @@ so adding a policy never adds a branch to `Scheduler.schedule()`:
 - `running_key_ttl` / `waiting_key_ttl`: how often keys are recomputed (0: computed when the
   request enters a queue and kept; k: every k steps). Waiting keys of a ttl-0 policy must not
   depend on `now`, because they stay in a heap.
+- `waiting_keys_only_worsen`: promise that a waiting request's key never improves with time
+  (Tempo's density only decays while a request waits); the queue then re-keys lazily at its top
+  instead of all waiting requests every `waiting_key_ttl` steps.
 - `limit_tokens(...)`: trim (or zero) the tokens the next request would get this step (BROS's
   iteration-time guard).
 - `on_scheduled(...)`: note what was added (tightest deadline in the step, ...).
@@ -52,6 +55,7 @@ class Policy(ABC):
     name: ClassVar[str] = ""
     running_key_ttl: ClassVar[int] = 0
     waiting_key_ttl: ClassVar[int] = 0
+    waiting_keys_only_worsen: ClassVar[bool] = False
 
     def __init__(self, *, aging_s: float | None = None) -> None:
         if aging_s is not None and not aging_s > 0:

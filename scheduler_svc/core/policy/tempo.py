@@ -27,8 +27,12 @@ bucket) quantiles of finished requests; `max_tokens` until enough have finished;
 request outgrows it). The true output length is never read. Members of one workflow share one
 key: `Σ member rewards / max member remain_time` (siblings rise and fall together).
 
-Keys of running requests are refreshed every 10 steps and waiting keys every 50 (the artifact
-recomputes every `schedule_interval` iterations), which keeps `schedule()` cheap. Density favours
+Keys of running requests are refreshed every 10 steps (the artifact recomputes every
+`schedule_interval` iterations). A waiting request's density only decays while it waits (its
+bound is fixed, its deadline factor shrinks), so waiting keys are refreshed lazily at the top of
+the queue (`waiting_keys_only_worsen`, at most 32 per step), plus a full re-key every 200
+steps (workflow keys can improve when a long sibling finishes). This keeps `schedule()` cheap;
+the full re-key costs O(waiting) once per 200 steps (~40 ms at 10,000 waiting on a slow CPU). Density favours
 short and urgent work, so long best-effort requests rely on aging (default 60 s, `base.py`).
 Preemption only on KV shortage (running beneficiaries), victims are the lowest density.
 """
@@ -62,7 +66,8 @@ def _r(x: float, y: float) -> float:
 class TempoPolicy(Policy):
     name = "tempo"
     running_key_ttl = 10
-    waiting_key_ttl = 50
+    waiting_key_ttl = 200  # full re-key: the lazy one is capped per step, and workflow keys can improve
+    waiting_keys_only_worsen = True
 
     def __init__(
         self,
