@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-
 from llmserve.v1 import common_pb2, kvstore_pb2, scheduler_pb2, worker_pb2
 
 from worker_svc.core.types import (
@@ -129,7 +127,3 @@ def register_pool_request(d: WorkerDescription) -> kvstore_pb2.RegisterPoolReque
     return kvstore_pb2.RegisterPoolRequest(
         worker_id=d.worker_id, num_blocks=d.num_blocks, block_size=d.block_size, bytes_per_block=d.bytes_per_block
     )
-
-
-def release_all_request(worker_id: str, request_ids: Sequence[str]) -> kvstore_pb2.ApplyRequest:
-    return kvstore_pb2.ApplyRequest(worker_id=worker_id, release_request_ids=list(request_ids))

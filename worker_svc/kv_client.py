@@ -12,20 +12,19 @@ from llmserve.runtime.channel import open_channel
 from llmserve.runtime.tracing import client_interceptors
 from llmserve.v1 import kvstore_pb2, kvstore_pb2_grpc
 
-from worker_svc import convert
-from worker_svc.core.types import Grant, KvDelta, WorkerDescription
 
 logger = logging.getLogger(__name__)
 
 
 class KvLeaseClient:
-    """Owns the channel to the store. `apply` raises grpc.aio.AioRpcError when the store refuses
-    (RESOURCE_EXHAUSTED: nothing was granted or released) or is unreachable."""
+    """Owns the channel to the store; speaks protobuf only (server.py converts). `apply` raises
+    grpc.aio.AioRpcError when the store refuses (RESOURCE_EXHAUSTED: nothing was granted or
+    released) or is unreachable."""
 
-    def __init__(self, address: str, description: WorkerDescription) -> None:
+    def __init__(self, address: str, pool: kvstore_pb2.RegisterPoolRequest) -> None:
         self.address = address
-        self.description = description
-        self.worker_id = description.worker_id
+        self.pool = pool
+        self.worker_id = pool.worker_id
         self._channel = open_channel(address, interceptors=client_interceptors())
         self._stub = kvstore_pb2_grpc.KvStoreStub(self._channel)
         self._heartbeat: asyncio.Task[None] | None = None
@@ -34,21 +33,19 @@ class KvLeaseClient:
     async def register(self, timeout_s: float) -> float:
         """Registers (or re-attaches) the pool, waiting up to `timeout_s` for the store to come up;
         returns the lease TTL in seconds."""
-        reply = await self._stub.RegisterPool(
-            convert.register_pool_request(self.description), timeout=timeout_s, wait_for_ready=True
-        )
+        reply = await self._stub.RegisterPool(self.pool, timeout=timeout_s, wait_for_ready=True)
         self.lease_ttl_s = reply.lease_ttl_ms / 1000.0
         return self.lease_ttl_s
 
-    async def apply(self, delta: KvDelta) -> list[Grant]:
-        reply = await self._stub.Apply(convert.apply_request(self.worker_id, delta), timeout=30.0)
-        return convert.grants_from_proto(reply)
+    async def apply(self, request: kvstore_pb2.ApplyRequest) -> kvstore_pb2.ApplyResponse:
+        return await self._stub.Apply(request, timeout=30.0)
 
     async def release(self, request_ids: Sequence[str]) -> int:
         """Releases every listed request's blocks in one Apply; returns the blocks released."""
         if not request_ids:
             return 0
-        reply = await self._stub.Apply(convert.release_all_request(self.worker_id, request_ids), timeout=30.0)
+        request = kvstore_pb2.ApplyRequest(worker_id=self.worker_id, release_request_ids=list(request_ids))
+        reply = await self._stub.Apply(request, timeout=30.0)
         return reply.num_released
 
     def start_heartbeat(self) -> None:

@@ -106,7 +106,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         with self._step_span(plan):
             kv_start = time.perf_counter_ns()
             try:
-                grants = await self.kv.apply(delta) if not delta.empty else []
+                grants = [] if delta.empty else convert.grants_from_proto(
+                    await self.kv.apply(convert.apply_request(self.description.worker_id, delta)))
             except grpc.aio.AioRpcError as err:
                 dropped = self.runner.abort_step(kv_applied=False)
                 logger.warning("step %d: KV Apply failed (%s), dropped %d requests", step_id, err.code().name, len(dropped))
@@ -149,7 +150,7 @@ async def start_worker(config: WorkerConfig, address: str = "127.0.0.1:0",
     serves on `address`. Health is SERVING once it returns; `stop()` stops serving, then the
     heartbeat and the store channel."""
     runner, description = await asyncio.to_thread(build_runner, config)
-    kv = KvLeaseClient(config.kvstore_addr, description)
+    kv = KvLeaseClient(config.kvstore_addr, convert.register_pool_request(description))
     try:
         ttl_s = await kv.register(config.kvstore_connect_timeout_s)
     except grpc.aio.AioRpcError as err:
