@@ -9,6 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN_IN_CORE = {"grpc", "asyncio", "google.protobuf", "llmserve.v1", "llmserve.runtime"}
+SHELL_MODULES = {"server.py", "worker_link.py"}
 CORES = ["scheduler_svc/core", "kvstore_svc/core", "gateway/core", "worker_svc/core"]
 
 
@@ -50,6 +51,7 @@ def test_only_convert_modules_see_both_protobuf_and_core() -> None:
             names = _imports(path)
             sees_pb = any(n.startswith("llmserve.v1") for n in names)
             sees_core = any(n.startswith(f"{service}.core") for n in names)
-            if sees_pb and sees_core and path.name not in ("server.py",):
+            # The shells hand objects between the two worlds but convert only through convert.py.
+            if sees_pb and sees_core and path.name not in SHELL_MODULES:
                 offenders.append(str(path.relative_to(ROOT)))
     assert not offenders, "modules other than convert.py/server.py mixing protobuf and core types: " + ", ".join(offenders)
