@@ -18,7 +18,7 @@ from kvstore_svc.server import start_kvstore
 from llmserve.runtime.channel import open_channel, wait_healthy
 from llmserve.runtime.server import ServiceServer
 from llmserve.v1 import common_pb2, kvstore_pb2, kvstore_pb2_grpc, worker_pb2, worker_pb2_grpc
-from tests.unit.worker.conftest import save_tiny_checkpoint
+from tests.unit.worker.helpers import save_tiny_checkpoint
 from worker_svc.config import WorkerConfig
 from worker_svc.server import start_worker
 

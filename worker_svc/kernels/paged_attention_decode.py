@@ -1,9 +1,10 @@
 """Triton kernel: paged attention for decodes (one query token per sequence).
 
-One program per (sequence, KV head): it loads the GROUP query heads that share the KV head, walks
-the sequence's block table one KV block at a time with an online softmax (so the context length
-is unbounded), masks the partial last block, and writes the GROUP output rows. Loading each KV
-block once per group, not once per query head, is what makes GQA cheap here.
+One program per (sequence, KV head): it loads the GROUP query heads that share the KV head (the
+rows of a tl.dot, padded to 16 on a GPU), walks the context in tiles of TILE_N tokens, finding each
+token's slot through the block table (a tile spans several cache blocks, so loads are wide), with
+an online softmax (the context length is unbounded), masks the partial last tile, and writes the
+GROUP output rows. Loading each KV tile once per group, not once per query head, makes GQA cheap.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from worker_svc.kernels.triton_utils import check_cache_layout, next_pow2
+from worker_svc.kernels.triton_utils import check_cache_layout, dot_in_fp32, interpreting, next_pow2
 
 
 @triton.jit
@@ -31,10 +32,12 @@ def _paged_decode_kernel(
     bt_stride,
     NUM_KV_HEADS: tl.constexpr,
     GROUP: tl.constexpr,
-    GROUP_PAD: tl.constexpr,
+    GROUP_PAD: tl.constexpr,  # >= 16 on a GPU: the rows of tl.dot
     HEAD_DIM: tl.constexpr,
     D_PAD: tl.constexpr,
     BLOCK_SIZE: tl.constexpr,
+    TILE_N: tl.constexpr,  # KV tokens per iteration (may span several cache blocks)
+    DOT_FP32: tl.constexpr,
 ):
     b = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -42,31 +45,38 @@ def _paged_decode_kernel(
 
     g = tl.arange(0, GROUP_PAD)
     d = tl.arange(0, D_PAD)
-    s = tl.arange(0, BLOCK_SIZE)
+    n = tl.arange(0, TILE_N)
     g_mask = g < GROUP
     d_mask = d < HEAD_DIM
     heads = kv_head * GROUP + g
     q_mask = g_mask[:, None] & d_mask[None, :]
-    q = tl.load(q_ptr + b * q_stride_b + heads[:, None] * q_stride_h + d[None, :], mask=q_mask, other=0.0)
-    q = q.to(tl.float32) * scale  # [G, D]
+    q = tl.load(q_ptr + b * q_stride_b + heads[:, None] * q_stride_h + d[None, :], mask=q_mask, other=0.0)  # [G, D]
+    if DOT_FP32:
+        q = q.to(tl.float32)
 
     m_i = tl.full([GROUP_PAD], float("-inf"), tl.float32)
     l_i = tl.zeros([GROUP_PAD], tl.float32)
     acc = tl.zeros([GROUP_PAD, D_PAD], tl.float32)
     row: tl.constexpr = NUM_KV_HEADS * HEAD_DIM
-    for j in range(0, tl.cdiv(ctx, BLOCK_SIZE)):
-        block = tl.load(block_tables_ptr + b * bt_stride + j).to(tl.int64)
-        s_mask = j * BLOCK_SIZE + s < ctx  # partial last block
-        offs = (block * BLOCK_SIZE + s)[:, None] * row + kv_head * HEAD_DIM + d[None, :]
-        kv_mask = s_mask[:, None] & d_mask[None, :]
-        k = tl.load(k_cache_ptr + offs, mask=kv_mask, other=0.0).to(tl.float32)  # [S, D]
-        v = tl.load(v_cache_ptr + offs, mask=kv_mask, other=0.0).to(tl.float32)  # [S, D]
-        scores = tl.sum(q[:, None, :] * k[None, :, :], axis=2)  # [G, S]
-        scores = tl.where(s_mask[None, :], scores, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(scores, axis=1))  # finite: every visited block has a valid slot
+    for start in range(0, ctx, TILE_N):
+        pos = start + n
+        valid = pos < ctx  # partial last tile / block
+        # Each token's slot through the block table: block_table[p // bs] * bs + p % bs.
+        block = tl.load(block_tables_ptr + b * bt_stride + pos // BLOCK_SIZE, mask=valid, other=0).to(tl.int64)
+        slot = block * BLOCK_SIZE + pos % BLOCK_SIZE
+        offs = slot[:, None] * row + kv_head * HEAD_DIM + d[None, :]
+        kv_mask = valid[:, None] & d_mask[None, :]
+        k = tl.load(k_cache_ptr + offs, mask=kv_mask, other=0.0)  # [N, D]
+        v = tl.load(v_cache_ptr + offs, mask=kv_mask, other=0.0)
+        if DOT_FP32:
+            k = k.to(tl.float32)
+            v = v.to(tl.float32)
+        scores = tl.dot(q, tl.trans(k), input_precision="ieee") * scale  # [G, N] fp32
+        scores = tl.where(valid[None, :], scores, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(scores, axis=1))  # finite: every tile has a valid token
         alpha = tl.exp(m_i - m_new)
-        p = tl.exp(scores - m_new[:, None])  # [G, S]
-        acc = acc * alpha[:, None] + tl.sum(p[:, :, None] * v[None, :, :], axis=1)
+        p = tl.exp(scores - m_new[:, None])  # [G, N]
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
         l_i = l_i * alpha + tl.sum(p, axis=1)
         m_i = m_new
     out = acc / l_i[:, None]
@@ -100,7 +110,8 @@ def paged_attention_decode(
     _paged_decode_kernel[(num_seqs, num_kv_heads)](
         q, k_cache, v_cache, block_tables, context_lens.contiguous(), out, float(scale),
         q.stride(0), q.stride(1), out.stride(0), out.stride(1), block_tables.stride(0),
-        NUM_KV_HEADS=num_kv_heads, GROUP=group, GROUP_PAD=next_pow2(group),
+        NUM_KV_HEADS=num_kv_heads, GROUP=group, GROUP_PAD=next_pow2(group) if interpreting() else max(16, next_pow2(group)),
         HEAD_DIM=head_dim, D_PAD=next_pow2(head_dim), BLOCK_SIZE=k_cache.shape[1],
+        TILE_N=16 if interpreting() else 64, DOT_FP32=dot_in_fp32(q.dtype),
     )
     return out

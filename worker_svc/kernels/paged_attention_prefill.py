@@ -2,8 +2,9 @@
 
 A chunk's queries (positions `num_computed .. num_computed + q_len - 1`) attend to the cached
 prefix and causally within the chunk. The chunk's own KV is written to the cache first, so
-everything is read through the block table. One program per (sequence, query head, tile of
-BLOCK_M queries); it stops at the KV block that holds the tile's last position.
+everything is read through the block table, TILE_N tokens at a time (each token's slot looked up,
+so a tile may span several cache blocks). One program per (sequence, query head, tile of BLOCK_M
+queries); it stops at the KV tile that holds the query tile's last position.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def _paged_prefill_kernel(
     D_PAD: tl.constexpr,
     BLOCK_SIZE: tl.constexpr,
     BLOCK_M: tl.constexpr,
+    TILE_N: tl.constexpr,  # KV tokens per iteration (may span several cache blocks)
     DOT_FP32: tl.constexpr,
 ):
     b = tl.program_id(0)
@@ -50,7 +52,7 @@ def _paged_prefill_kernel(
 
     m_offs = m_block * BLOCK_M + tl.arange(0, BLOCK_M)
     d = tl.arange(0, D_PAD)
-    s = tl.arange(0, BLOCK_SIZE)
+    n = tl.arange(0, TILE_N)
     m_mask = m_offs < q_len
     d_mask = d < HEAD_DIM
     q_pos = computed + m_offs  # [M] absolute positions
@@ -64,24 +66,25 @@ def _paged_prefill_kernel(
     acc = tl.zeros([BLOCK_M, D_PAD], tl.float32)
     kv_end = computed + tl.minimum(q_len, (m_block + 1) * BLOCK_M)  # KV this tile can see
     row: tl.constexpr = NUM_KV_HEADS * HEAD_DIM
-    for j in range(0, tl.cdiv(kv_end, BLOCK_SIZE)):
-        block = tl.load(block_tables_ptr + b * bt_stride + j).to(tl.int64)
-        kv_pos = j * BLOCK_SIZE + s
+    for start in range(0, kv_end, TILE_N):
+        kv_pos = start + n
         s_mask = kv_pos < kv_end
-        offs = (block * BLOCK_SIZE + s)[:, None] * row + kv_head * HEAD_DIM + d[None, :]
+        # Each token's slot through the block table: block_table[p // bs] * bs + p % bs.
+        block = tl.load(block_tables_ptr + b * bt_stride + kv_pos // BLOCK_SIZE, mask=s_mask, other=0).to(tl.int64)
+        offs = (block * BLOCK_SIZE + kv_pos % BLOCK_SIZE)[:, None] * row + kv_head * HEAD_DIM + d[None, :]
         kv_mask = s_mask[:, None] & d_mask[None, :]
-        k = tl.load(k_cache_ptr + offs, mask=kv_mask, other=0.0)  # [S, D]
-        v = tl.load(v_cache_ptr + offs, mask=kv_mask, other=0.0)  # [S, D]
+        k = tl.load(k_cache_ptr + offs, mask=kv_mask, other=0.0)  # [N, D]
+        v = tl.load(v_cache_ptr + offs, mask=kv_mask, other=0.0)  # [N, D]
         if DOT_FP32:
             k = k.to(tl.float32)
             v = v.to(tl.float32)
-        scores = tl.dot(q, tl.trans(k), input_precision="ieee") * scale  # [M, S] fp32
+        scores = tl.dot(q, tl.trans(k), input_precision="ieee") * scale  # [M, N] fp32
         allowed = (kv_pos[None, :] <= q_pos[:, None]) & s_mask[None, :]
         scores = tl.where(allowed, scores, float("-inf"))
-        # Finite: position 0 of the first block is visible to every row.
+        # Finite: position 0 of the first tile is visible to every row.
         m_new = tl.maximum(m_i, tl.max(scores, axis=1))
         alpha = tl.exp(m_i - m_new)
-        p = tl.exp(scores - m_new[:, None])  # [M, S]
+        p = tl.exp(scores - m_new[:, None])  # [M, N]
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
         l_i = l_i * alpha + tl.sum(p, axis=1)
         m_i = m_new
@@ -112,7 +115,7 @@ def paged_attention_prefill(
     check_cache_layout(v_cache, num_kv_heads, head_dim)
     block_size = k_cache.shape[1]
     if not interpreting():
-        assert block_size >= 16 and head_dim >= 16, "tl.dot needs block_size and head_dim >= 16 on a GPU"
+        assert head_dim >= 16, "tl.dot needs head_dim >= 16 on a GPU"
     assert block_tables.dim() == 2 and block_tables.shape[0] == num_seqs and block_tables.stride(1) == 1
     assert query_start_loc.shape == (num_seqs + 1,), "query_start_loc must have B+1 entries"
     if out is None:
@@ -126,6 +129,6 @@ def paged_attention_prefill(
         q, k_cache, v_cache, block_tables, query_start_loc.contiguous(), num_computed.contiguous(), out,
         float(scale), q.stride(0), q.stride(1), out.stride(0), out.stride(1), block_tables.stride(0),
         NUM_KV_HEADS=num_kv_heads, GROUP=num_heads // num_kv_heads, HEAD_DIM=head_dim, D_PAD=next_pow2(head_dim),
-        BLOCK_SIZE=block_size, BLOCK_M=block_m, DOT_FP32=dot_in_fp32(q.dtype),
+        BLOCK_SIZE=block_size, BLOCK_M=block_m, TILE_N=16 if interpreting() else 64, DOT_FP32=dot_in_fp32(q.dtype),
     )
     return out

@@ -5,22 +5,17 @@ Tolerance: float32 logits within 1e-4 absolute (they agree to ~1e-6 in practice)
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
 
 from llmserve.model_source import resolve_model
-from tests.unit.worker.conftest import LocalBlockPool, make_runner, run_step
+from tests.unit.worker.helpers import LocalBlockPool, PagedSeq, make_runner, paged_cache, paged_forward, run_step
 from worker_svc.core.types import BatchPlan, NewRequest, SamplingParams, ScheduledRequest, ServiceClass
 from worker_svc.kernels.backend import make_backend
-from worker_svc.model.kv_cache import KvCache, KvCacheSpec
 from worker_svc.model.llama import LlamaModel
 from worker_svc.model.loader import load_model
-from worker_svc.model.metadata import build_metadata
 
 ATOL = 1e-4
-BLOCK = 4
 
 
 def _ours(folder, backend: str = "torch") -> LlamaModel:
@@ -32,38 +27,13 @@ def _hf_logits(hf, ids: list[int]) -> torch.Tensor:  # [len(ids), V]
         return hf(torch.tensor([ids])).logits[0].float()
 
 
-class _Seq:
-    """One sequence's blocks in a test cache (shuffled, so not contiguous)."""
-
-    def __init__(self, ids: list[int], free: list[int]) -> None:
-        self.ids = ids
-        self.computed = 0
-        self.table = [free.pop() for _ in range(-(-len(ids) // BLOCK) + 1)]
-
-
-def _forward(model: LlamaModel, kv: KvCache, seqs: list[_Seq], chunk_lens: list[int]) -> torch.Tensor:
-    """One forward over the given chunks (decodes first), logits for every row."""
-    meta, positions = build_metadata(chunk_lens, [s.computed for s in seqs], [s.table for s in seqs], BLOCK)
-    input_ids = torch.tensor([t for s, n in zip(seqs, chunk_lens) for t in s.ids[s.computed : s.computed + n]])
-    logits = model(input_ids, positions, meta, kv, torch.arange(len(input_ids)))
-    for s, n in zip(seqs, chunk_lens):
-        s.computed += n
-    return logits
-
-
-def _cache(model: LlamaModel, num_blocks: int = 64) -> tuple[KvCache, list[int]]:
-    free = list(range(num_blocks))
-    random.Random(0).shuffle(free)
-    return KvCache(KvCacheSpec.for_model(model.config, BLOCK, torch.float32), num_blocks, "cpu"), free
-
-
 @pytest.mark.parametrize("kind", ["llama", "qwen2"])
 def test_full_prefill_logits_match_hf(tiny_checkpoints, kind: str) -> None:
     folder, hf = tiny_checkpoints[kind]
     model = _ours(folder)
     ids = torch.randint(0, 96, (23,), generator=torch.Generator().manual_seed(1)).tolist()
-    kv, free = _cache(model)
-    got = _forward(model, kv, [_Seq(ids, free)], [len(ids)])
+    kv, free = paged_cache(model)
+    got = paged_forward(model, kv, [PagedSeq(ids, free)], [len(ids)])
     torch.testing.assert_close(got, _hf_logits(hf, ids), atol=ATOL, rtol=0)
 
 
@@ -73,10 +43,10 @@ def test_chunked_prefill_logits_match_hf(tiny_checkpoints, kind: str, backend: s
     folder, hf = tiny_checkpoints[kind]
     model = _ours(folder, backend)
     ids = torch.randint(0, 96, (21,), generator=torch.Generator().manual_seed(2)).tolist()
-    kv, free = _cache(model)
-    seq = _Seq(ids, free)
+    kv, free = paged_cache(model)
+    seq = PagedSeq(ids, free)
     # Chunks that start and end mid-block.
-    got = torch.cat([_forward(model, kv, [seq], [n]) for n in (5, 7, 1, 8)])
+    got = torch.cat([paged_forward(model, kv, [seq], [n]) for n in (5, 7, 1, 8)])
     torch.testing.assert_close(got, _hf_logits(hf, ids), atol=ATOL, rtol=0)
 
 
@@ -86,13 +56,13 @@ def test_mixed_batch_matches_per_sequence_references(tiny_checkpoints, backend: 
     model = _ours(folder, backend)
     gen = torch.Generator().manual_seed(3)
     a, b, c = (torch.randint(0, 96, (n,), generator=gen).tolist() for n in (17, 9, 14))
-    kv, free = _cache(model)
-    sa, sb, sc = _Seq(a, free), _Seq(b, free), _Seq(c, free)
-    _forward(model, kv, [sa], [6])
-    _forward(model, kv, [sb], [8])
-    _forward(model, kv, [sc], [13])
+    kv, free = paged_cache(model)
+    sa, sb, sc = PagedSeq(a, free), PagedSeq(b, free), PagedSeq(c, free)
+    paged_forward(model, kv, [sa], [6])
+    paged_forward(model, kv, [sb], [8])
+    paged_forward(model, kv, [sc], [13])
     # One forward: two decodes (b at position 8, c at 13) and a's middle chunk 6..15.
-    got = _forward(model, kv, [sb, sc, sa], [1, 1, 9])
+    got = paged_forward(model, kv, [sb, sc, sa], [1, 1, 9])
     torch.testing.assert_close(got[0], _hf_logits(hf, b)[8], atol=ATOL, rtol=0)
     torch.testing.assert_close(got[1], _hf_logits(hf, c)[13], atol=ATOL, rtol=0)
     torch.testing.assert_close(got[2:], _hf_logits(hf, a)[6:15], atol=ATOL, rtol=0)
@@ -113,16 +83,16 @@ def test_paged_decode_logits_and_greedy_tokens_match_hf(tiny_checkpoints, kind: 
     model = _ours(folder)
     prompt = torch.randint(0, 96, (11,), generator=torch.Generator().manual_seed(4)).tolist()
     expected, expected_rows = _hf_greedy(hf, prompt, 32)
-    kv, free = _cache(model)
-    seq = _Seq(list(prompt), free)
+    kv, free = paged_cache(model)
+    seq = PagedSeq(list(prompt), free)
     seq.table += [free.pop() for _ in range(10)]  # room for 32 more tokens
-    row = _forward(model, kv, [seq], [len(prompt)])[-1]
+    row = paged_forward(model, kv, [seq], [len(prompt)])[-1]
     got = []
     for i in range(32):
         torch.testing.assert_close(row, expected_rows[i], atol=ATOL, rtol=0)
         got.append(int(row.argmax()))
         seq.ids.append(got[-1])
-        row = _forward(model, kv, [seq], [1])[0]
+        row = paged_forward(model, kv, [seq], [1])[0]
     assert got == expected
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from llmserve.model_source import load_hf_config, resolve_model
-from tests.unit.worker.conftest import LocalBlockPool, make_runner, run_step
+from tests.unit.worker.helpers import LocalBlockPool, PagedSeq, make_runner, paged_cache, paged_forward, run_step
 from worker_svc.core.types import BatchPlan, NewRequest, SamplingParams, ScheduledRequest, ServiceClass
 from worker_svc.kernels.backend import make_backend
 from worker_svc.model.config import ModelConfig
@@ -54,14 +54,12 @@ def test_config_is_read_from_the_gguf(smollm2) -> None:
 
 def test_full_and_chunked_prefill_logits(smollm2) -> None:
     hf, ours = smollm2
-    from tests.unit.worker.test_model_parity import _cache, _forward, _Seq
-
     expected = _hf_logits(hf, PROMPT)
-    kv, free = _cache(ours, 32)
-    full = _forward(ours, kv, [_Seq(PROMPT, free)], [len(PROMPT)])
+    kv, free = paged_cache(ours, 32)
+    full = paged_forward(ours, kv, [PagedSeq(PROMPT, free)], [len(PROMPT)])
     torch.testing.assert_close(full, expected, atol=ATOL, rtol=0)
-    seq = _Seq(PROMPT, free)
-    chunked = torch.cat([_forward(ours, kv, [seq], [n]) for n in (7, 10, 2)])
+    seq = PagedSeq(PROMPT, free)
+    chunked = torch.cat([paged_forward(ours, kv, [seq], [n]) for n in (7, 10, 2)])
     torch.testing.assert_close(chunked, expected, atol=ATOL, rtol=0)
 
 
@@ -79,12 +77,10 @@ def test_greedy_32_tokens_and_decode_logits(smollm2) -> None:
         got.append(_step(runner, pool, i + 1, [], "r", 1, len(ids) + i, True).sampled[0].token_id)
     assert got == expected
     # Decode logits of the paged path against HF's at a few positions.
-    from tests.unit.worker.test_model_parity import _cache, _forward, _Seq
-
-    kv, free = _cache(ours, 32)
-    seq = _Seq(ids + got, free)
-    _forward(ours, kv, [seq], [len(ids)])
+    kv, free = paged_cache(ours, 32)
+    seq = PagedSeq(ids + got, free)
+    paged_forward(ours, kv, [seq], [len(ids)])
     reference = _hf_logits(hf, ids + got)
     for i in range(8):
-        row = _forward(ours, kv, [seq], [1])[0]
+        row = paged_forward(ours, kv, [seq], [1])[0]
         torch.testing.assert_close(row, reference[len(ids) + i], atol=ATOL, rtol=0)
