@@ -172,8 +172,12 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             span.set_attribute(Attr.FINISH_REASON, final.finish_reason.name.lower())
             span.end()
         if upstream_error is not None:
-            # The scheduler's status (RESOURCE_EXHAUSTED, UNAVAILABLE, ...) is the client's status.
-            await context.abort(upstream_error.code(), upstream_error.details() or "scheduler failed the request")
+            # The scheduler's status (RESOURCE_EXHAUSTED, UNAVAILABLE, ...) is the client's status,
+            # except CANCELLED: this client cancelled nothing, the scheduler went away.
+            code = upstream_error.code()
+            if code == grpc.StatusCode.CANCELLED:
+                code = grpc.StatusCode.UNAVAILABLE
+            await context.abort(code, f"scheduler: {upstream_error.details() or code.name}")
         if final.finish_reason == FinishReason.ERROR:
             await context.abort(grpc.StatusCode.INTERNAL, final.error_message or "the request failed")
 

@@ -50,7 +50,9 @@ class Stack:
 async def _start_worker(kvstore_addr: str) -> ServiceServer:
     from worker_svc.config import WorkerConfig
 
-    config = WorkerConfig(model="default", kvstore_addr=kvstore_addr, worker_id="w0", num_kv_blocks=256,
+    # Dummy (random) weights of the SmolLM2 architecture: loads in seconds; the gateway only needs
+    # real token ids from the real vocabulary, not sensible text.
+    config = WorkerConfig(model="default", load_format="dummy", warmup=False, kvstore_addr=kvstore_addr, worker_id="w0", num_kv_blocks=256,
                           block_size=16, max_num_batched_tokens=256, max_num_seqs=8, device="cpu", dtype="float32")
     return await worker_server.start_worker(config, "127.0.0.1:0")
 
@@ -65,13 +67,18 @@ async def stack() -> AsyncIterator[Stack]:
 
     servers: list[ServiceServer] = []
     try:
+        # transformers' lazy attribute imports race when two threads trigger them at once (seen as
+        # "cannot import name 'AutoConfig'"): resolve them here before the loader threads start.
+        from transformers import AutoConfig, AutoTokenizer  # noqa: F401
+
+        loading = asyncio.create_task(asyncio.to_thread(load_tokenizer, resolve_model("default")))
         kvstore = await start_kvstore(KvStoreConfig())
         servers.append(kvstore)
         worker = await _start_worker(kvstore.address)
         servers.append(worker)
         scheduler = await start_scheduler(SchedulerServiceConfig(worker_addrs=(worker.address,), kvstore_addr=kvstore.address))
         servers.append(scheduler)
-        tokenizer = await asyncio.to_thread(load_tokenizer, resolve_model("default"))
+        tokenizer = await loading
         gateway = await start_gateway(GatewayConfig(scheduler_addr=scheduler.address, max_concurrent_requests=64), tokenizer=tokenizer)
         servers.append(gateway)
         limits = gateway.service.model.limits  # type: ignore[union-attr]
@@ -169,18 +176,18 @@ async def test_every_bad_request_is_invalid_argument_with_its_fix(stack: Stack) 
 
 
 async def test_bad_requests_do_not_disturb_a_concurrent_good_one(stack: Stack, client: GatewayClient) -> None:
-    good = asyncio.create_task(collect(client, "The capital of France is", max_tokens=12, ignore_eos=True, temperature=0.0))
+    good = asyncio.create_task(collect(client, "The capital of France is", max_tokens=8, ignore_eos=True, temperature=0.0))
     rejected = 0
-    for _ in range(3):
+    for _ in range(2):
         for _, request, _ in _bad_cases(stack.vocab_size, stack.max_context):
             with pytest.raises(InvalidRequestError):
                 async for _ in client.generate_request(request):
                     pass
             rejected += 1
     responses = await good
-    assert rejected > 60
+    assert rejected > 40
     assert responses[-1].finish_reason == LENGTH
-    assert len(ids_of(responses)) == responses[-1].usage.completion_tokens == 12
+    assert len(ids_of(responses)) == responses[-1].usage.completion_tokens == 8
 
 
 # ---- good input --------------------------------------------------------------------------------
@@ -209,12 +216,14 @@ async def test_chat_template_is_applied(stack: Stack, client: GatewayClient) -> 
 
 
 async def test_seed_makes_sampling_reproducible_and_unset_seeds_differ(client: GatewayClient) -> None:
-    options = dict(max_tokens=12, temperature=1.0, ignore_eos=True)
+    options = dict(max_tokens=4, temperature=1.0, ignore_eos=True)
     a = ids_of(await collect(client, "Once upon a time", seed=1234, **options))
     b = ids_of(await collect(client, "Once upon a time", seed=1234, **options))
     assert a == b
-    unseeded = [tuple(ids_of(await collect(client, "Once upon a time", **options))) for _ in range(3)]
-    assert len(set(unseeded)) > 1  # each got its own random seed
+    # Each unseeded request gets its own random seed: over a 49k vocabulary at temperature 1, two
+    # 4-token samples agree by chance with negligible probability.
+    unseeded = [tuple(ids_of(await collect(client, "Once upon a time", **options))) for _ in range(2)]
+    assert unseeded[0] != unseeded[1]
 
 
 async def test_stop_string_ends_the_stream_before_it(stack: Stack, client: GatewayClient) -> None:
@@ -299,3 +308,16 @@ async def test_busy_gateway_answers_resource_exhausted_and_drains_gracefully(sta
                 await collect(c, "Hello", timeout_s=2.0)
     finally:
         await small.stop(0)
+
+
+# Runs last (file order): it stops the module's scheduler.
+async def test_losing_the_scheduler_is_unavailable_to_clients(stack: Stack, client: GatewayClient) -> None:
+    stream = client.generate("Hello", max_tokens=500, ignore_eos=True)
+    await stream.__anext__()
+    await stack.scheduler.stop(0)
+    with pytest.raises(UnavailableError, match="scheduler"):
+        async for _ in stream:
+            pass
+    with pytest.raises(UnavailableError, match="scheduler"):
+        await collect(client, "Hello")
+    assert len(stack.gateway.service.registry) == 0  # type: ignore[union-attr]
