@@ -1,0 +1,86 @@
+"""convert.py (proto ↔ domain, with field-naming errors) and WorkerConfig / flag parsing."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmserve.v1 import common_pb2, kvstore_pb2, worker_pb2
+from worker_svc import convert
+from worker_svc.config import WorkerConfig, build_parser, config_from_args
+from worker_svc.core.types import KvDelta, LeaseSpec, PlanError, SampledToken, ServiceClass, StepOutput, StepTiming
+
+
+def test_plan_from_proto_defaults_and_fields() -> None:
+    plan = worker_pb2.BatchPlan(
+        step_id=5,
+        new_requests=[worker_pb2.NewRequest(request_id="r", token_ids=[1, 2, 3], num_prompt_tokens=2,
+                                            service_class=common_pb2.SERVICE_CLASS_REAL_TIME, num_output_tokens=1,
+                                            sampling=common_pb2.SamplingParams(top_k=4, seed=9),
+                                            trace_context={"traceparent": "00-abc"})],
+        scheduled=[worker_pb2.ScheduledRequest(request_id="r", num_tokens=3, num_computed_tokens=0, sample=True)],
+        finished_request_ids=["x"], preempted_request_ids=["y"],
+    )
+    got = convert.plan_from_proto(plan)
+    new = got.new_requests[0]
+    assert (got.step_id, got.finished_request_ids, got.preempted_request_ids) == (5, ("x",), ("y",))
+    assert (new.token_ids, new.num_prompt_tokens, new.service_class, new.num_output_tokens) == ((1, 2, 3), 2, ServiceClass.REAL_TIME, 1)
+    # Unset temperature and top_p mean 1.0 (the proto's documented defaults), not 0.
+    assert (new.sampling.temperature, new.sampling.top_p, new.sampling.top_k, new.sampling.seed) == (1.0, 1.0, 4, 9)
+    assert new.trace_context == (("traceparent", "00-abc"),)
+    assert got.scheduled[0].sample and got.scheduled[0].num_tokens == 3
+
+
+def test_missing_seed_is_derived_from_the_request_id() -> None:
+    a = convert.sampling_from_proto("req-1", common_pb2.SamplingParams())
+    assert a.seed == convert.sampling_from_proto("req-1", common_pb2.SamplingParams()).seed
+    assert a.seed != convert.sampling_from_proto("req-2", common_pb2.SamplingParams()).seed
+
+
+@pytest.mark.parametrize(
+    "sampling, field",
+    [(common_pb2.SamplingParams(temperature=-1.0), "temperature"), (common_pb2.SamplingParams(top_p=0.0), "top_p"),
+     (common_pb2.SamplingParams(top_p=1.5), "top_p"), (common_pb2.SamplingParams(top_k=-2), "top_k")],
+)
+def test_bad_sampling_names_the_field(sampling, field: str) -> None:
+    with pytest.raises(PlanError, match=f"sampling.{field}"):
+        convert.sampling_from_proto("r", sampling)
+
+
+def test_unknown_service_class_is_a_plan_error() -> None:
+    plan = worker_pb2.BatchPlan(new_requests=[worker_pb2.NewRequest(request_id="r", token_ids=[1], num_prompt_tokens=1,
+                                                                    service_class=42)])
+    with pytest.raises(PlanError, match="service_class 42"):
+        convert.plan_from_proto(plan)
+
+
+def test_apply_request_grants_and_step_result() -> None:
+    delta = KvDelta(("old",), (LeaseSpec("r", ServiceClass.BEST_EFFORT, 3, (("traceparent", "t"),)),))
+    req = convert.apply_request("w0", delta)
+    assert (req.worker_id, list(req.release_request_ids)) == ("w0", ["old"])
+    assert (req.leases[0].service_class, req.leases[0].num_blocks, dict(req.leases[0].trace_context)) == (
+        common_pb2.SERVICE_CLASS_BEST_EFFORT, 3, {"traceparent": "t"})
+    grants = convert.grants_from_proto(kvstore_pb2.ApplyResponse(grants=[kvstore_pb2.Grant(request_id="r", block_ids=[9, 4, 7])]))
+    assert grants[0].block_ids == (9, 4, 7)
+    out = StepOutput(3, (SampledToken("r", 11),), StepTiming(forward_ns=10, sample_ns=2, num_prefill_tokens=4,
+                                                             num_decode_seqs=1, num_kv_tokens_read=20))
+    result = convert.step_result(out, kv_ns=5, total_ns=30)
+    assert (result.step_id, result.sampled[0].token_id, result.timing.kv_ns, result.timing.total_ns) == (3, 11, 5, 30)
+    assert (result.timing.forward_ns, result.timing.num_kv_tokens_read, result.error) == (10, 20, "")
+
+
+def test_flags_and_env_fallbacks(monkeypatch) -> None:
+    monkeypatch.setenv("LLMSERVE_NUM_KV_BLOCKS", "77")
+    args = build_parser().parse_args(["--worker-id", "w3", "--load-format", "dummy", "--block-size", "32", "--no-warmup"])
+    config = config_from_args(args)
+    assert (config.worker_id, config.load_format, config.block_size, config.num_kv_blocks, config.warmup) == (
+        "w3", "dummy", 32, 77, False)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"block_size": 12}, "power of two"), ({"num_kv_blocks": 4, "kv_cache_memory_gb": 1.0}, "not both"),
+     ({"max_num_seqs": 0}, "max-num-seqs"), ({"worker_id": ""}, "worker-id")],
+)
+def test_config_rejects_bad_values(kwargs, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        WorkerConfig(**kwargs)
