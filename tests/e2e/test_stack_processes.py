@@ -33,11 +33,17 @@ def hf_greedy_reference() -> list[int]:
     source = resolve_model("default")
     tokenizer = load_tokenizer(source)
     model = AutoModelForCausalLM.from_pretrained(source.folder, gguf_file=source.gguf_file, local_files_only=True,
-                                                 torch_dtype=torch.float32)
+                                                 dtype=torch.float32)
     ids = tokenizer(PROMPT, return_tensors="pt").input_ids
+    generated: list[int] = []
+    # A plain argmax loop: generate(min_new_tokens=...) would mask EOS, while the request below only
+    # ignores EOS as a stop condition (EOS may still be the argmax and is then emitted).
     with torch.no_grad():
-        out = model.generate(ids, max_new_tokens=NUM_TOKENS, min_new_tokens=NUM_TOKENS, do_sample=False)
-    return out[0, ids.shape[1]:].tolist()
+        for _ in range(NUM_TOKENS):
+            next_id = int(model(ids).logits[0, -1].argmax())
+            generated.append(next_id)
+            ids = torch.cat([ids, torch.tensor([[next_id]])], dim=1)
+    return generated
 
 
 async def _collect(stub: gateway_pb2_grpc.GatewayStub, request: gateway_pb2.GenerateRequest) -> tuple[list[int], str, list]:
