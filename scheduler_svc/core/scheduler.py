@@ -68,6 +68,10 @@ class Scheduler:
         self._next_seq = 0
         self._last_rekey_step = 0
         self._outstanding = 0
+        # Hooks the policy does not override are skipped on the per-request hot path.
+        overridden = lambda name: getattr(type(policy), name) is not getattr(Policy, name)  # noqa: E731
+        self._limit_tokens = policy.limit_tokens if overridden("limit_tokens") else None
+        self._on_scheduled = policy.on_scheduled if overridden("on_scheduled") else None
         self.num_steps = 0
         self.num_preemptions = 0
         self.num_failed_steps = 0
@@ -191,7 +195,7 @@ class Scheduler:
 
         for victim in ctx.victims:  # queued only now, so that no victim is re-admitted in its own step
             self._enqueue(victim, now)
-        if not (ctx.scheduled or finished_ids or preempted_ids):
+        if not (ctx.scheduled or finished_ids or preempted_ids or ctx.preempted_ids):
             return BatchPlan(step_id)
         self._next_step_id += 1
         self._inflight[step_id] = ctx.entries
@@ -223,42 +227,54 @@ class Scheduler:
 
     def _try_schedule(self, req: Request, start: int, ctx: _StepContext) -> None:
         """Gives a running request the tokens it lacks, if budgets and KV allow."""
-        if req.num_scheduled_outputs >= req.sampling.max_tokens:
+        # Hot path (runs for every running request every step): plain locals, no properties.
+        num_output = len(req.output_token_ids) + req.num_output_placeholders
+        if num_output >= req.sampling.max_tokens:
             return  # its last token is being sampled: nothing more to compute
-        missing = req.num_tokens_with_spec - req.num_computed_tokens
+        computed = req.num_computed_tokens
+        num_prompt = len(req.prompt_token_ids)
+        missing = num_prompt + num_output - computed
         if missing <= 0:
             return
-        is_decode = missing == 1 and req.num_computed_tokens >= req.num_prompt_tokens
-        num_tokens = self.policy.limit_tokens(req, min(missing, ctx.draft.token_budget), is_decode, ctx.draft)
-        if num_tokens <= 0:
-            return
-        cfg = self.config
-        need = cfg.blocks_for(req.num_computed_tokens + num_tokens) - self.ledger.held(req.request_id)
-        if need > 0 and not self.ledger.can_allocate(need):
+        is_decode = missing == 1 and computed >= num_prompt
+        budget = ctx.draft.token_budget
+        num_tokens = missing if missing < budget else budget
+        if self._limit_tokens is not None:
+            num_tokens = self._limit_tokens(req, num_tokens, is_decode, ctx.draft)
+            if num_tokens <= 0:
+                return
+        ledger = self.ledger
+        block_size = self.config.block_size
+        held = ledger.held(req.request_id)
+        need = -(-(computed + num_tokens) // block_size) - held
+        if need > 0 and not ledger.can_allocate(need):
             if not self._make_room(req, need, 0, start, ctx, admission=False):
                 # Take what the free blocks hold rather than nothing (a shorter prefill chunk).
-                fit = (self.ledger.held(req.request_id) + self.ledger.num_free) * cfg.block_size
-                num_tokens = min(num_tokens, fit - req.num_computed_tokens)
+                num_tokens = min(num_tokens, (held + ledger.num_free) * block_size - computed)
                 if num_tokens <= 0:
                     return
         self._commit(req, num_tokens, is_decode, ctx)
 
     def _commit(self, req: Request, num_tokens: int, is_decode: bool, ctx: _StepContext) -> None:
         computed = req.num_computed_tokens
-        need = self.config.blocks_for(computed + num_tokens) - self.ledger.held(req.request_id)
+        rid = req.request_id
+        need = -(-(computed + num_tokens) // self.config.block_size) - self.ledger.held(rid)
         if need > 0:
-            self.ledger.allocate(req.request_id, req.service_class, need)
-        sample = computed + num_tokens == req.num_tokens_with_spec
-        ctx.scheduled.append(ScheduledRequest(req.request_id, num_tokens, computed, sample))
+            self.ledger.allocate(rid, req.slo.service_class, need)
+        sample = computed + num_tokens == (
+            len(req.prompt_token_ids) + len(req.output_token_ids) + req.num_output_placeholders)
+        ctx.scheduled.append(ScheduledRequest(rid, num_tokens, computed, sample))
         ctx.entries.append((req, num_tokens, sample))
         req.num_computed_tokens = computed + num_tokens
         if sample:
             req.num_output_placeholders += 1
         req.num_inflight_steps += 1
-        req.last_progress_s = ctx.draft.now
-        req.last_scheduled_step = ctx.draft.step_id
-        ctx.draft.add(computed, num_tokens, is_decode)
-        self.policy.on_scheduled(req, num_tokens, is_decode, sample, ctx.draft)
+        draft = ctx.draft
+        req.last_progress_s = draft.now
+        req.last_scheduled_step = draft.step_id
+        draft.add(computed, num_tokens, is_decode)
+        if self._on_scheduled is not None:
+            self._on_scheduled(req, num_tokens, is_decode, sample, draft)
 
     def _make_room(self, beneficiary: Request, need: int, reserve: int, start: int, ctx: _StepContext,
                    admission: bool) -> bool:
