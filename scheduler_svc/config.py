@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> SchedulerServiceConfig:
     options: list[tuple[str, object]] = []
     if args.cost_model:
+        if args.policy != "bros":
+            raise ValueError(f"--cost-model is used by --policy bros only (got --policy {args.policy})")
         options.append(("cost_model_path", args.cost_model))
     return SchedulerServiceConfig(
         worker_addrs=tuple(a.strip() for a in args.worker_addrs.split(",") if a.strip()),
