@@ -87,6 +87,7 @@ def pool_stats_to_pb(stats: PoolStats) -> kvstore_pb2.PoolStats:
         num_expired_leases=stats.num_expired_leases,
         num_checkpoints=stats.num_checkpoints,
         host_tier_bytes=stats.host_tier_bytes,
+        live=stats.live,
     )
 
 

@@ -97,7 +97,7 @@ class WatchCapacityRequest(_message.Message):
     def __init__(self, min_interval_ms: _Optional[int] = ...) -> None: ...
 
 class PoolStats(_message.Message):
-    __slots__ = ("worker_id", "num_blocks", "num_free", "num_real_time", "num_best_effort", "num_leases", "num_expired_leases", "num_checkpoints", "host_tier_bytes")
+    __slots__ = ("worker_id", "num_blocks", "num_free", "num_real_time", "num_best_effort", "num_leases", "num_expired_leases", "num_checkpoints", "host_tier_bytes", "live")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     NUM_BLOCKS_FIELD_NUMBER: _ClassVar[int]
     NUM_FREE_FIELD_NUMBER: _ClassVar[int]
@@ -107,6 +107,7 @@ class PoolStats(_message.Message):
     NUM_EXPIRED_LEASES_FIELD_NUMBER: _ClassVar[int]
     NUM_CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
     HOST_TIER_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LIVE_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     num_blocks: int
     num_free: int
@@ -116,7 +117,8 @@ class PoolStats(_message.Message):
     num_expired_leases: int
     num_checkpoints: int
     host_tier_bytes: int
-    def __init__(self, worker_id: _Optional[str] = ..., num_blocks: _Optional[int] = ..., num_free: _Optional[int] = ..., num_real_time: _Optional[int] = ..., num_best_effort: _Optional[int] = ..., num_leases: _Optional[int] = ..., num_expired_leases: _Optional[int] = ..., num_checkpoints: _Optional[int] = ..., host_tier_bytes: _Optional[int] = ...) -> None: ...
+    live: bool
+    def __init__(self, worker_id: _Optional[str] = ..., num_blocks: _Optional[int] = ..., num_free: _Optional[int] = ..., num_real_time: _Optional[int] = ..., num_best_effort: _Optional[int] = ..., num_leases: _Optional[int] = ..., num_expired_leases: _Optional[int] = ..., num_checkpoints: _Optional[int] = ..., host_tier_bytes: _Optional[int] = ..., live: _Optional[bool] = ...) -> None: ...
 
 class KvChunk(_message.Message):
     __slots__ = ("request_id", "block_index", "data", "offset", "block_bytes", "dtype", "shape", "num_tokens", "final")

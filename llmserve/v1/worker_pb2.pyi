@@ -13,7 +13,7 @@ class DescribeRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class NewRequest(_message.Message):
-    __slots__ = ("request_id", "token_ids", "num_prompt_tokens", "sampling", "service_class", "num_output_tokens", "trace_context")
+    __slots__ = ("request_id", "token_ids", "num_prompt_tokens", "sampling", "service_class", "num_output_tokens", "trace_context", "restore_from_checkpoint", "num_computed_tokens")
     class TraceContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +28,8 @@ class NewRequest(_message.Message):
     SERVICE_CLASS_FIELD_NUMBER: _ClassVar[int]
     NUM_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_FROM_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    NUM_COMPUTED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     token_ids: _containers.RepeatedScalarFieldContainer[int]
     num_prompt_tokens: int
@@ -35,7 +37,9 @@ class NewRequest(_message.Message):
     service_class: _common_pb2.ServiceClass
     num_output_tokens: int
     trace_context: _containers.ScalarMap[str, str]
-    def __init__(self, request_id: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., num_prompt_tokens: _Optional[int] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., service_class: _Optional[_Union[_common_pb2.ServiceClass, str]] = ..., num_output_tokens: _Optional[int] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    restore_from_checkpoint: bool
+    num_computed_tokens: int
+    def __init__(self, request_id: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., num_prompt_tokens: _Optional[int] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., service_class: _Optional[_Union[_common_pb2.ServiceClass, str]] = ..., num_output_tokens: _Optional[int] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., restore_from_checkpoint: _Optional[bool] = ..., num_computed_tokens: _Optional[int] = ...) -> None: ...
 
 class ScheduledRequest(_message.Message):
     __slots__ = ("request_id", "num_tokens", "num_computed_tokens", "sample")
@@ -50,18 +54,22 @@ class ScheduledRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., num_tokens: _Optional[int] = ..., num_computed_tokens: _Optional[int] = ..., sample: _Optional[bool] = ...) -> None: ...
 
 class BatchPlan(_message.Message):
-    __slots__ = ("step_id", "new_requests", "scheduled", "finished_request_ids", "preempted_request_ids")
+    __slots__ = ("step_id", "new_requests", "scheduled", "finished_request_ids", "preempted_request_ids", "checkpoint_request_ids", "drop_checkpoint_request_ids")
     STEP_ID_FIELD_NUMBER: _ClassVar[int]
     NEW_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     SCHEDULED_FIELD_NUMBER: _ClassVar[int]
     FINISHED_REQUEST_IDS_FIELD_NUMBER: _ClassVar[int]
     PREEMPTED_REQUEST_IDS_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_REQUEST_IDS_FIELD_NUMBER: _ClassVar[int]
+    DROP_CHECKPOINT_REQUEST_IDS_FIELD_NUMBER: _ClassVar[int]
     step_id: int
     new_requests: _containers.RepeatedCompositeFieldContainer[NewRequest]
     scheduled: _containers.RepeatedCompositeFieldContainer[ScheduledRequest]
     finished_request_ids: _containers.RepeatedScalarFieldContainer[str]
     preempted_request_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, step_id: _Optional[int] = ..., new_requests: _Optional[_Iterable[_Union[NewRequest, _Mapping]]] = ..., scheduled: _Optional[_Iterable[_Union[ScheduledRequest, _Mapping]]] = ..., finished_request_ids: _Optional[_Iterable[str]] = ..., preempted_request_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    checkpoint_request_ids: _containers.RepeatedScalarFieldContainer[str]
+    drop_checkpoint_request_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, step_id: _Optional[int] = ..., new_requests: _Optional[_Iterable[_Union[NewRequest, _Mapping]]] = ..., scheduled: _Optional[_Iterable[_Union[ScheduledRequest, _Mapping]]] = ..., finished_request_ids: _Optional[_Iterable[str]] = ..., preempted_request_ids: _Optional[_Iterable[str]] = ..., checkpoint_request_ids: _Optional[_Iterable[str]] = ..., drop_checkpoint_request_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SampledToken(_message.Message):
     __slots__ = ("request_id", "token_id")
@@ -72,7 +80,7 @@ class SampledToken(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., token_id: _Optional[int] = ...) -> None: ...
 
 class StepTiming(_message.Message):
-    __slots__ = ("forward_ns", "sample_ns", "kv_ns", "total_ns", "num_prefill_tokens", "num_decode_seqs", "num_kv_tokens_read")
+    __slots__ = ("forward_ns", "sample_ns", "kv_ns", "total_ns", "num_prefill_tokens", "num_decode_seqs", "num_kv_tokens_read", "checkpoint_bytes", "restore_bytes", "checkpoint_ns", "restore_ns", "num_recomputed_tokens")
     FORWARD_NS_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_NS_FIELD_NUMBER: _ClassVar[int]
     KV_NS_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +88,11 @@ class StepTiming(_message.Message):
     NUM_PREFILL_TOKENS_FIELD_NUMBER: _ClassVar[int]
     NUM_DECODE_SEQS_FIELD_NUMBER: _ClassVar[int]
     NUM_KV_TOKENS_READ_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_NS_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_NS_FIELD_NUMBER: _ClassVar[int]
+    NUM_RECOMPUTED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     forward_ns: int
     sample_ns: int
     kv_ns: int
@@ -87,16 +100,25 @@ class StepTiming(_message.Message):
     num_prefill_tokens: int
     num_decode_seqs: int
     num_kv_tokens_read: int
-    def __init__(self, forward_ns: _Optional[int] = ..., sample_ns: _Optional[int] = ..., kv_ns: _Optional[int] = ..., total_ns: _Optional[int] = ..., num_prefill_tokens: _Optional[int] = ..., num_decode_seqs: _Optional[int] = ..., num_kv_tokens_read: _Optional[int] = ...) -> None: ...
+    checkpoint_bytes: int
+    restore_bytes: int
+    checkpoint_ns: int
+    restore_ns: int
+    num_recomputed_tokens: int
+    def __init__(self, forward_ns: _Optional[int] = ..., sample_ns: _Optional[int] = ..., kv_ns: _Optional[int] = ..., total_ns: _Optional[int] = ..., num_prefill_tokens: _Optional[int] = ..., num_decode_seqs: _Optional[int] = ..., num_kv_tokens_read: _Optional[int] = ..., checkpoint_bytes: _Optional[int] = ..., restore_bytes: _Optional[int] = ..., checkpoint_ns: _Optional[int] = ..., restore_ns: _Optional[int] = ..., num_recomputed_tokens: _Optional[int] = ...) -> None: ...
 
 class StepResult(_message.Message):
-    __slots__ = ("step_id", "sampled", "timing", "error")
+    __slots__ = ("step_id", "sampled", "timing", "error", "restore_failed_request_ids", "checkpoint_failed_request_ids")
     STEP_ID_FIELD_NUMBER: _ClassVar[int]
     SAMPLED_FIELD_NUMBER: _ClassVar[int]
     TIMING_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_FAILED_REQUEST_IDS_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FAILED_REQUEST_IDS_FIELD_NUMBER: _ClassVar[int]
     step_id: int
     sampled: _containers.RepeatedCompositeFieldContainer[SampledToken]
     timing: StepTiming
     error: str
-    def __init__(self, step_id: _Optional[int] = ..., sampled: _Optional[_Iterable[_Union[SampledToken, _Mapping]]] = ..., timing: _Optional[_Union[StepTiming, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
+    restore_failed_request_ids: _containers.RepeatedScalarFieldContainer[str]
+    checkpoint_failed_request_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, step_id: _Optional[int] = ..., sampled: _Optional[_Iterable[_Union[SampledToken, _Mapping]]] = ..., timing: _Optional[_Union[StepTiming, _Mapping]] = ..., error: _Optional[str] = ..., restore_failed_request_ids: _Optional[_Iterable[str]] = ..., checkpoint_failed_request_ids: _Optional[_Iterable[str]] = ...) -> None: ...
