@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from llmserve.errors import InvalidRequestError
 from llmserve.v1 import common_pb2, scheduler_pb2, worker_pb2
 from scheduler_svc.core.clock import Clock
@@ -100,7 +102,10 @@ def request_from_proto(message: scheduler_pb2.SubmitRequest, clock: Clock) -> Re
     )
 
 
-def plan_to_proto(plan: BatchPlan) -> worker_pb2.BatchPlan:
+def plan_to_proto(plan: BatchPlan, trace_contexts: Mapping[str, Mapping[str, str]] | None = None) -> worker_pb2.BatchPlan:
+    """`trace_contexts`: request_id -> W3C carrier of its Submit span; a new request listed there
+    carries it to the worker (`NewRequest.trace_context`), whose spans then join its trace."""
+    contexts = trace_contexts or {}
     message = worker_pb2.BatchPlan(
         step_id=plan.step_id,
         finished_request_ids=plan.finished_request_ids,
@@ -114,6 +119,7 @@ def plan_to_proto(plan: BatchPlan) -> worker_pb2.BatchPlan:
             sampling=sampling_to_proto(new.sampling),
             service_class=_CLASS_TO_PROTO[new.service_class],
             num_output_tokens=new.num_output_tokens,
+            trace_context=contexts.get(new.request_id, {}),
         ))
     for work in plan.scheduled:
         message.scheduled.append(worker_pb2.ScheduledRequest(
