@@ -22,6 +22,8 @@ class NewRequestData:
     service_class: ServiceClass
     # Outputs already sampled: the worker's generator skips this many draws.
     num_output_tokens: int
+    # > 0: resume from the host-tier checkpoint, whose KV covers this many tokens (not recomputed).
+    num_computed_tokens: int = 0
 
 
 class ScheduledRequest(NamedTuple):
@@ -43,10 +45,15 @@ class BatchPlan:
     scheduled: tuple[ScheduledRequest, ...] = ()
     finished_request_ids: tuple[str, ...] = ()
     preempted_request_ids: tuple[str, ...] = ()
+    # Of the preempted, those whose KV the worker saves to the host tier first (issue 4).
+    checkpoint_request_ids: tuple[str, ...] = ()
+    # Requests gone from the scheduler whose host-tier checkpoints the worker drops.
+    drop_checkpoint_request_ids: tuple[str, ...] = ()
 
     def is_empty(self) -> bool:
         """True when there is nothing to send (no work and no ids): the core did not count it."""
-        return not (self.scheduled or self.finished_request_ids or self.preempted_request_ids or self.new_requests)
+        return not (self.scheduled or self.finished_request_ids or self.preempted_request_ids or self.new_requests
+                    or self.drop_checkpoint_request_ids)
 
     @property
     def num_scheduled_tokens(self) -> int:
@@ -64,6 +71,13 @@ class StepTiming:
     num_prefill_tokens: int = 0
     num_decode_seqs: int = 0
     num_kv_tokens_read: int = 0
+    # Host-tier traffic (issue 4): bytes copied for checkpoints and restored, their wall times,
+    # and tokens recomputed because a restore failed.
+    checkpoint_bytes: int = 0
+    restore_bytes: int = 0
+    checkpoint_ns: int = 0
+    restore_ns: int = 0
+    num_recomputed_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +88,10 @@ class StepResult:
     sampled: tuple[tuple[str, int], ...] = ()
     timing: StepTiming | None = None
     error: str = ""
+    # Resumed requests whose prefix the worker recomputed because the restore failed.
+    restore_failed_request_ids: tuple[str, ...] = ()
+    # Requests whose checkpoint the store refused or lost (re-admit them by recompute).
+    checkpoint_failed_request_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

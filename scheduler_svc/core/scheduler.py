@@ -10,6 +10,9 @@ Lifecycle of a request:
                        ▲                  │  (listed in the next plan's finished ids; blocks freed)
                        └────preempt───────┘  PREEMPTED: KV dropped, listed in preempted ids,
                                              re-admitted later as a NewRequest with all known tokens
+With a `CheckpointBook` (issue 4), a victim the policy preempts with CHECKPOINT is also listed in
+the plan's `checkpoint_request_ids` (the worker saves its KV to the store's host tier first) and
+re-admission resumes from the checkpoint (`NewRequestData.num_computed_tokens`); see checkpoints.py.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from operator import attrgetter
 
 from llmserve.errors import CapacityError, InvalidRequestError
 from scheduler_svc.core.block_ledger import BlockLedger
+from scheduler_svc.core.checkpoints import CheckpointBook
 from scheduler_svc.core.clock import Clock
 from scheduler_svc.core.config import SchedulerConfig
 from scheduler_svc.core.plan import BatchPlan, NewRequestData, RequestOutput, ScheduledRequest, StepResult
@@ -51,8 +55,13 @@ _Entry = tuple[Request, int, bool]
 class Scheduler:
     """Plans steps for one worker. See the module docstring and `schedule()`."""
 
-    def __init__(self, config: SchedulerConfig, policy: Policy, clock: Clock) -> None:
+    def __init__(self, config: SchedulerConfig, policy: Policy, clock: Clock,
+                 checkpoints: CheckpointBook | None = None) -> None:
+        """`checkpoints`: the (shared) book of host-tier checkpoints; None preempts by recompute only."""
         self.config = config
+        self.checkpoints = checkpoints
+        self._checkpoint_ids: list[str] = []  # preempted by checkpoint since the last plan
+        self._drop_ids: list[str] = []  # left while holding a checkpoint: the next plan drops it
         self.policy = policy
         self.clock = clock
         self.ledger = BlockLedger(config.num_blocks)
@@ -195,34 +204,44 @@ class Scheduler:
 
         for victim in ctx.victims:  # queued only now, so that no victim is re-admitted in its own step
             self._enqueue(victim, now)
-        if not (ctx.scheduled or finished_ids or preempted_ids or ctx.preempted_ids):
+        if not (ctx.scheduled or finished_ids or preempted_ids or ctx.preempted_ids or self._drop_ids):
             return BatchPlan(step_id)
         self._next_step_id += 1
         self._inflight[step_id] = ctx.entries
+        checkpoint_ids, self._checkpoint_ids = tuple(self._checkpoint_ids), []
+        drop_ids, self._drop_ids = tuple(self._drop_ids), []
         return BatchPlan(step_id, tuple(ctx.new_requests), tuple(ctx.scheduled), tuple(finished_ids),
-                         tuple(preempted_ids + ctx.preempted_ids))
+                         tuple(preempted_ids + ctx.preempted_ids), checkpoint_ids, drop_ids)
 
     def _try_admit(self, req: Request, start: int, ctx: _StepContext) -> bool:
         """Admits the best waiting request if it fits; False closes admission for this step."""
         privileged = req.promoted_at is not None
         if ctx.preempted_any and not privileged:
             return False  # vLLM: no admission in a step that had to preempt (avoids thrashing)
-        num_tokens = min(req.num_tokens, ctx.draft.token_budget)
-        num_tokens = self.policy.limit_tokens(req, num_tokens, False, ctx.draft)
+        # Resume from a host-tier checkpoint when the book has one: its tokens are not recomputed.
+        resume = self.checkpoints.resume_point(req.request_id, req.num_tokens) if self.checkpoints else 0
+        req.num_computed_tokens = resume  # policies price the step from here (0 unless resuming)
+        num_tokens = min(req.num_tokens - resume, ctx.draft.token_budget)
+        is_decode = resume >= req.num_prompt_tokens and num_tokens == 1
+        num_tokens = self.policy.limit_tokens(req, num_tokens, is_decode, ctx.draft)
         if num_tokens <= 0:
+            req.num_computed_tokens = 0
             return False
-        need = self.config.blocks_for(num_tokens)
+        need = self.config.blocks_for(resume + num_tokens)
         reserve = 0 if privileged else self.policy.kv_reserve(req)
         if not self.ledger.can_allocate(need, reserve):
             if not self._make_room(req, need, reserve, start, ctx, admission=True):
+                req.num_computed_tokens = 0
                 return False
         self._waiting.remove(req)
         req.status = RequestStatus.RUNNING
         self._running[req.request_id] = req
         ctx.new_requests.append(NewRequestData(
             req.request_id, req.all_token_ids(), req.num_prompt_tokens, req.sampling, req.service_class,
-            req.num_output_tokens))
-        self._commit(req, num_tokens, False, ctx)
+            req.num_output_tokens, resume))
+        if resume:
+            self.checkpoints.on_restore(req.request_id, resume)  # type: ignore[union-attr]
+        self._commit(req, num_tokens, is_decode, ctx)
         return True
 
     def _try_schedule(self, req: Request, start: int, ctx: _StepContext) -> None:
@@ -337,6 +356,12 @@ class Scheduler:
     def update(self, result: StepResult) -> list[RequestOutput]:
         """Applies one step's result (steps in order); returns the token events it produced,
         at most one per request, plus any pending CANCELLED events."""
+        book = self.checkpoints
+        if book is not None:
+            for rid in result.checkpoint_failed_request_ids:
+                book.on_checkpoint_failed(rid)
+            for rid in result.restore_failed_request_ids:
+                book.on_restore_failed(rid, book.tokens(rid))
         if result.error:
             return self.fail_step(result.step_id, result.error)
         entries = self._pop_inflight(result.step_id)
@@ -420,6 +445,10 @@ class Scheduler:
         self._inflight.clear()
         self.ledger = BlockLedger(self.config.num_blocks)
         self._outstanding = 0
+        if self.checkpoints is not None:
+            for rid in self._checkpoint_ids:  # never sent: the worker will not write them
+                self.checkpoints.on_checkpoint_failed(rid)
+        self._checkpoint_ids.clear()
         return evicted
 
     # ---- queries -------------------------------------------------------------------------------
@@ -508,6 +537,8 @@ class Scheduler:
         req.status = FINISHED_STATUS[reason]
         req.finish_reason = reason
         self._outstanding -= req.num_prompt_tokens + req.sampling.max_tokens - req.num_output_tokens
+        if self.checkpoints is not None and self.checkpoints.forget(req.request_id):
+            self._drop_ids.append(req.request_id)
         if self._running.pop(req.request_id, None) is not None:
             self._to_finish[req.request_id] = req  # the worker holds state: list it in the next plan
         else:
@@ -539,13 +570,18 @@ class Scheduler:
     def _preempt(self, req: Request, mode: PreemptionMode, counted: bool, to_plan: list[str]) -> None:
         """Takes a running request with no step in flight off the worker.
 
-        NOTE: only RECOMPUTE exists yet. CHECKPOINT (issue 4) will put the request in a
-        `checkpoint_request_ids` list of the plan (the worker saves its KV to the store's host
-        tier before dropping it) and re-admission will restore instead of recomputing; the
-        victim choice above stays as it is.
+        CHECKPOINT (with a book, and KV to save) also lists it in the plan's
+        `checkpoint_request_ids`: the worker saves its KV to the store's host tier before dropping
+        it, and re-admission restores instead of recomputing. Otherwise the KV is recomputed.
         """
         assert req.num_inflight_steps == 0, "a request with a step in flight cannot be preempted"
-        del mode  # every mode recomputes for now (see NOTE)
+        book = self.checkpoints
+        if book is not None:
+            if mode is PreemptionMode.CHECKPOINT and req.num_computed_tokens > 0:
+                book.on_checkpoint(req.request_id, req.num_computed_tokens)
+                self._checkpoint_ids.append(req.request_id)
+            else:
+                book.on_recompute(req.request_id, req.num_computed_tokens)
         self.ledger.free(req.request_id)
         self._running.pop(req.request_id, None)
         req.reset_for_queue()

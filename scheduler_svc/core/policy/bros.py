@@ -19,8 +19,9 @@ What the paper's visible material fixes (papers.md §1) and how it is realised h
 - KV: RT blocks come from the low end of the pool, BE/DEADLINE from the high end (the ledger and
   store). A waiting RT request may take BE/DEADLINE blocks to be admitted (victims: lowest
   ranked first, i.e. the latest-arrived BE, nearest the boundary); BE admissions leave
-  `rt_reserve_blocks` free as headroom for RT arrivals. Victims are recomputed now;
-  `preemption_mode` is where issue 4 returns CHECKPOINT for BE victims.
+  `rt_reserve_blocks` free as headroom for RT arrivals. BE/DEADLINE victims are preempted by
+  CHECKPOINT (their KV is saved to the KV store's host tier and restored on resume; see
+  core/checkpoints.py), RT victims by recompute.
 - BE is served only with what RT leaves, so aging (default 30 s; bound in `policy/base.py`) keeps
   BE from starving under sustained RT load; promoted requests always get at least
   `min_prefill_chunk` tokens.
@@ -129,5 +130,6 @@ class BrosPolicy(Policy):
         return 0 if req.service_class is _RT else self.rt_reserve_blocks
 
     def preemption_mode(self, victim: Request) -> PreemptionMode:
-        # Issue 4: CHECKPOINT for BE victims once the plan can carry checkpoint/restore lists.
-        return PreemptionMode.RECOMPUTE
+        # Bidirectional KV: a BE/DEADLINE victim's KV goes to the host tier and comes back on
+        # resume (the core recomputes instead when it runs without a checkpoint book).
+        return PreemptionMode.RECOMPUTE if victim.service_class is _RT else PreemptionMode.CHECKPOINT
