@@ -13,13 +13,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
 import grpc
+from opentelemetry.trace import Link
 
 from llmserve.runtime import tracing
-from llmserve.runtime.metrics import ServiceMetrics, start_metrics_server
+from llmserve.runtime.metrics import ServiceMetrics, class_label, start_metrics_server
 from llmserve.runtime.server import ServiceServer, service_full_name, start_server
 from llmserve.v1 import scheduler_pb2, worker_pb2, worker_pb2_grpc
 
@@ -27,7 +28,7 @@ from worker_svc import convert
 from worker_svc.build import build_runner
 from worker_svc.config import WorkerConfig
 from worker_svc.core.runner import StepRunner
-from worker_svc.core.types import PlanError, StepOutput, WorkerDescription
+from worker_svc.core.types import BatchPlan, PlanError, StepOutput, WorkerDescription
 from worker_svc.kv_client import KvLeaseClient
 
 logger = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         except PlanError as err:
             logger.warning("step %d rejected: %s", step_id, err)
             return convert.error_result(step_id, f"invalid plan: {err}", total_ns=time.perf_counter_ns() - start)
-        with self._step_span(plan):
+        with self._traced_step(plan):
             kv_start = time.perf_counter_ns()
             try:
                 grants = [] if delta.empty else convert.grants_from_proto(
@@ -132,15 +133,40 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         self._in_thread = asyncio.ensure_future(asyncio.to_thread(fn))
         return await asyncio.shield(self._in_thread)
 
-    def _step_span(self, plan) -> contextlib.AbstractContextManager[Any]:
+    @contextlib.contextmanager
+    def _traced_step(self, plan: BatchPlan) -> Iterator[None]:
+        """Around the Apply and the forward pass of a begun step: the step's span (its own trace,
+        linked to every traced request it serves; current, so the Apply is its child) and one
+        `worker.prefill_chunk` span per prefill chunk, in that request's trace, linked to the step.
+        Free while tracing is off."""
         if not tracing.tracing_active():
-            return contextlib.nullcontext()
-        contexts = []
+            yield
+            return
+        traced = []  # (scheduled item, its state, its extracted context)
         for item in plan.scheduled:
-            carrier = self.runner.state(item.request_id).trace_context
-            if carrier:
-                contexts.append(tracing.extract_context(dict(carrier)))
-        return tracing.step_span(plan.step_id, contexts, {tracing.Attr.WORKER_ID: self.description.worker_id})
+            state = self.runner.state(item.request_id)
+            if state.trace_context:
+                traced.append((item, state, tracing.extract_context(dict(state.trace_context))))
+        attrs = {tracing.Attr.WORKER_ID: self.description.worker_id, tracing.Attr.NUM_REQUESTS: len(plan.scheduled),
+                 tracing.Attr.NUM_TOKENS: sum(item.num_tokens for item in plan.scheduled)}
+        with tracing.step_span(plan.step_id, [ctx for _, _, ctx in traced], attrs) as step:
+            links = [Link(step.get_span_context())]
+            chunks = []
+            for item, state, ctx in traced:
+                # The runner's rule: a decode is one token past the prompt; anything else is prefill.
+                if item.num_tokens == 1 and item.num_computed_tokens >= state.num_prompt_tokens:
+                    continue
+                chunk_attrs = {
+                    **tracing.request_attributes(item.request_id, class_label(int(state.service_class))),
+                    tracing.Attr.WORKER_ID: self.description.worker_id, tracing.Attr.STEP_ID: plan.step_id,
+                    tracing.Attr.NUM_TOKENS: item.num_tokens, tracing.Attr.NUM_COMPUTED_TOKENS: item.num_computed_tokens,
+                }
+                chunks.append(tracing.start_request_span(tracing.SpanNames.PREFILL_CHUNK, chunk_attrs, context=ctx, links=links))
+            try:
+                yield
+            finally:
+                for span in chunks:
+                    span.end()
 
 
 async def start_worker(config: WorkerConfig, address: str = "127.0.0.1:0",
