@@ -26,6 +26,8 @@ class SchedulerServiceConfig:
     worker_connect_timeout_s: float = 300.0
     worker_retry_interval_s: float = 1.0
     drain_grace_s: float = 10.0
+    # Port of Prometheus /metrics; 0 serves none.
+    metrics_port: int = 0
     extra: dict[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -63,4 +65,5 @@ def config_from_args(args: argparse.Namespace) -> SchedulerServiceConfig:
         policy_options=tuple(options),
         max_inflight_plans=args.max_inflight_plans,
         max_num_waiting=args.max_num_waiting,
+        metrics_port=args.metrics_port,
     )

@@ -4,6 +4,11 @@
 from a per-request queue; cancelling the call aborts the request (its KV blocks are released by the
 next plan). Requests evicted from a failed worker are re-routed to another worker, or wait until
 one is healthy, so no accepted request is lost.
+
+Observability lives in `observe.SchedulerObserver`: `Submit` opens a request's spans while its
+server span is current (that context also rides to the worker in the plan), the links report the
+plans and results they handle, and a loop publishes queue and KV gauges every
+`METRICS_PERIOD_S`; `start_scheduler` serves them on `config.metrics_port`.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from llmserve.runtime.errors import CapacityError, ConflictError, LlmServeError, UnavailableError, abort_with
+from llmserve.runtime.metrics import ServiceMetrics, start_metrics_server
 from llmserve.runtime.server import ServiceServer, service_full_name, start_server
 from llmserve.runtime.tracing import client_interceptors, server_interceptors
 from llmserve.v1 import scheduler_pb2, scheduler_pb2_grpc
@@ -26,9 +32,13 @@ from scheduler_svc.core.plan import RequestOutput
 from scheduler_svc.core.policy import make_policy
 from scheduler_svc.core.request import Request
 from scheduler_svc.core.scheduler import Scheduler
+from scheduler_svc.observe import SchedulerObserver
 from scheduler_svc.worker_link import WorkerLink
 
 logger = logging.getLogger(__name__)
+
+# How often the queue-length and KV-block gauges are refreshed from the cores.
+METRICS_PERIOD_S = 1.0
 
 
 @dataclass
@@ -42,14 +52,17 @@ class _OpenRequest:
 
 
 class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
-    def __init__(self, config: SchedulerServiceConfig) -> None:
+    def __init__(self, config: SchedulerServiceConfig, metrics: ServiceMetrics | None = None) -> None:
         self.config = config
+        self.metrics = metrics or ServiceMetrics.create("scheduler")
+        self.observer = SchedulerObserver(self.metrics)
         self.clock = WallClock()
         self.links: list[WorkerLink] = []
         self._open: dict[str, _OpenRequest] = {}
         # Requests evicted from a failed worker while no other worker was healthy.
         self._orphans: list[Request] = []
         self._draining = False
+        self._tasks: list[asyncio.Task[None]] = []
 
     # ---- wiring ----------------------------------------------------------------------------
     def make_core(self, info: scheduler_pb2.WorkerInfo) -> Scheduler:
@@ -64,6 +77,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
                 self.make_core,
                 self._dispatch,
                 self._reroute,
+                self.observer,
                 max_inflight_plans=self.config.max_inflight_plans,
                 connect_timeout_s=self.config.worker_connect_timeout_s,
                 retry_interval_s=self.config.worker_retry_interval_s,
@@ -72,10 +86,21 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             for address in self.config.worker_addrs
         ]
         await asyncio.gather(*(link.connect() for link in self.links))
-        asyncio.get_running_loop().create_task(self._adopt_orphans_forever())
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._adopt_orphans_forever()), loop.create_task(self._publish_metrics_forever())]
 
     async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*(link.close() for link in self.links))
+
+    async def _publish_metrics_forever(self) -> None:
+        while True:
+            for link in self.links:
+                if link.core is not None:
+                    self.observer.publish(link.worker_id, link.core)
+            await asyncio.sleep(METRICS_PERIOD_S)
 
     # ---- routing ---------------------------------------------------------------------------
     def _pick_link(self) -> WorkerLink:
@@ -85,6 +110,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         return min(healthy, key=lambda link: link.load())
 
     def _dispatch(self, outputs: list[RequestOutput]) -> None:
+        self.observer.outputs(outputs)
         for output in outputs:
             entry = self._open.get(output.request_id)
             if entry is not None:
@@ -95,6 +121,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             entry = self._open.get(request.request_id)
             if entry is None or entry.finished:
                 continue  # its client is gone
+            self.observer.requeued(request.request_id)
             try:
                 link = self._pick_link()
                 link.submit(request)
@@ -134,21 +161,26 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             link = self._pick_link()
             entry = _OpenRequest(core_request, link)
             self._open[core_request.request_id] = entry
+            self.observer.open_request(core_request)  # the Submit span is current here
             link.submit(core_request)
         except LlmServeError as err:
             self._open.pop(request.request_id, None)
+            self.observer.close_request(request.request_id, "rejected")
             await abort_with(context, err)
             return
+        finish_reason = "cancelled"
         try:
             while True:
                 output = await entry.events.get()
                 yield convert.output_to_event(output)
                 if output.finish_reason is not None:
                     entry.finished = True
+                    finish_reason = output.finish_reason.name.lower()
                     return
         finally:
             # Reached on normal finish, and on cancellation (client gone): abort unfinished work.
             self._open.pop(core_request.request_id, None)
+            self.observer.close_request(core_request.request_id, finish_reason)
             if not entry.finished and entry.link is not None:
                 entry.link.abort(core_request.request_id)
 
@@ -176,9 +208,13 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         return stats
 
 
-async def start_scheduler(config: SchedulerServiceConfig, address: str = "127.0.0.1:0") -> ServiceServer:
-    """Starts the scheduler: connects to every worker (waiting until each is healthy), then serves."""
-    service = SchedulerService(config)
+async def start_scheduler(
+    config: SchedulerServiceConfig, address: str = "127.0.0.1:0", metrics: ServiceMetrics | None = None
+) -> ServiceServer:
+    """Starts the scheduler: connects to every worker (waiting until each is healthy), then serves.
+    Metrics go to `metrics` (default: a fresh registry, `result.service.metrics`), served at
+    /metrics on `config.metrics_port` unless it is 0."""
+    service = SchedulerService(config, metrics)
     running = await start_server(
         lambda server: scheduler_pb2_grpc.add_SchedulerServicer_to_server(service, server),
         [service_full_name(scheduler_pb2.DESCRIPTOR, "Scheduler")],
@@ -192,5 +228,8 @@ async def start_scheduler(config: SchedulerServiceConfig, address: str = "127.0.
         await running.stop(0)
         raise
     running.service = service
+    metrics_server = start_metrics_server(config.metrics_port, service.metrics.registry)
+    if metrics_server is not None:
+        running.cleanups.append(lambda: asyncio.to_thread(metrics_server.close))
     await running.set_serving(True)
     return running

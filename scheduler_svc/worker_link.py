@@ -25,6 +25,7 @@ from scheduler_svc import convert
 from scheduler_svc.core.plan import RequestOutput
 from scheduler_svc.core.request import Request
 from scheduler_svc.core.scheduler import Scheduler
+from scheduler_svc.observe import SchedulerObserver
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class WorkerLink:
         make_core: CoreFactory,
         on_outputs: Callable[[list[RequestOutput]], None],
         on_evicted: Callable[[WorkerLink, list[Request]], None],
+        observer: SchedulerObserver,
         max_inflight_plans: int = 2,
         connect_timeout_s: float = 300.0,
         retry_interval_s: float = 1.0,
@@ -57,6 +59,7 @@ class WorkerLink:
         self._make_core = make_core
         self._on_outputs = on_outputs
         self._on_evicted = on_evicted
+        self._observer = observer
         self._max_inflight = max_inflight_plans
         self._connect_timeout_s = connect_timeout_s
         self._retry_interval_s = retry_interval_s
@@ -83,6 +86,11 @@ class WorkerLink:
         self.info = await self._stub.Describe(worker_pb2.DescribeRequest(), timeout=30.0)
         self.core = self._make_core(self.info)
         self._ready.set()
+
+    @property
+    def worker_id(self) -> str:
+        """The worker's id (its `Describe`), or its address before it answered; the metrics label."""
+        return self.info.worker_id if self.info is not None and self.info.worker_id else self.address
 
     @property
     def healthy(self) -> bool:
@@ -160,7 +168,7 @@ class WorkerLink:
     async def _drive(self) -> None:
         assert self.core is not None
         call = self._stub.Execute()
-        inflight: collections.deque[int] = collections.deque()
+        inflight: collections.deque[tuple[int, int]] = collections.deque()  # (step_id, batch size)
         receiver = asyncio.create_task(self._receive(call, inflight))
         try:
             while not self._closing:
@@ -172,8 +180,9 @@ class WorkerLink:
                     plan = self.core.schedule()
                     if plan.is_empty():
                         break
-                    inflight.append(plan.step_id)
-                    await call.write(convert.plan_to_proto(plan))
+                    inflight.append((plan.step_id, len(plan.scheduled)))
+                    self._observer.plan_sent(self.worker_id, plan, self.core)
+                    await call.write(convert.plan_to_proto(plan, self._observer.carriers))
                     sent = True
                 if not sent:
                     self._wake.clear()
@@ -185,13 +194,13 @@ class WorkerLink:
             await asyncio.gather(receiver, return_exceptions=True)
             call.cancel()
 
-    async def _receive(self, call: grpc.aio.StreamStreamCall, inflight: collections.deque[int]) -> None:
+    async def _receive(self, call: grpc.aio.StreamStreamCall, inflight: collections.deque[tuple[int, int]]) -> None:
         assert self.core is not None
         while True:
             message = await call.read()
             if message is grpc.aio.EOF:
                 raise ConnectionError("worker ended the Execute stream")
-            expected = inflight.popleft()
+            expected, batch_size = inflight.popleft()
             if message.step_id != expected:
                 raise ConnectionError(f"worker answered step {message.step_id}, expected {expected}")
             if message.error:
@@ -202,7 +211,9 @@ class WorkerLink:
                 self.stats.num_steps += 1
                 self.stats.last_step_total_ns = message.timing.total_ns
                 self.step_timings.append(message.timing)
-                outputs = self.core.update(convert.result_from_proto(message))
+                result = convert.result_from_proto(message)
+                self._observer.step_done(self.worker_id, result.timing, batch_size)
+                outputs = self.core.update(result)
             if outputs:
                 self._on_outputs(outputs)
             self._wake.set()
