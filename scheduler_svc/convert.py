@@ -110,6 +110,8 @@ def plan_to_proto(plan: BatchPlan, trace_contexts: Mapping[str, Mapping[str, str
         step_id=plan.step_id,
         finished_request_ids=plan.finished_request_ids,
         preempted_request_ids=plan.preempted_request_ids,
+        checkpoint_request_ids=plan.checkpoint_request_ids,
+        drop_checkpoint_request_ids=plan.drop_checkpoint_request_ids,
     )
     for new in plan.new_requests:
         message.new_requests.append(worker_pb2.NewRequest(
@@ -120,6 +122,8 @@ def plan_to_proto(plan: BatchPlan, trace_contexts: Mapping[str, Mapping[str, str
             service_class=_CLASS_TO_PROTO[new.service_class],
             num_output_tokens=new.num_output_tokens,
             trace_context=contexts.get(new.request_id, {}),
+            restore_from_checkpoint=new.num_computed_tokens > 0,
+            num_computed_tokens=new.num_computed_tokens,
         ))
     for work in plan.scheduled:
         message.scheduled.append(worker_pb2.ScheduledRequest(
@@ -133,7 +137,9 @@ def timing_from_proto(timing: worker_pb2.StepTiming) -> StepTiming:
     return StepTiming(
         forward_ns=timing.forward_ns, sample_ns=timing.sample_ns, kv_ns=timing.kv_ns, total_ns=timing.total_ns,
         num_prefill_tokens=timing.num_prefill_tokens, num_decode_seqs=timing.num_decode_seqs,
-        num_kv_tokens_read=timing.num_kv_tokens_read,
+        num_kv_tokens_read=timing.num_kv_tokens_read, checkpoint_bytes=timing.checkpoint_bytes,
+        restore_bytes=timing.restore_bytes, checkpoint_ns=timing.checkpoint_ns, restore_ns=timing.restore_ns,
+        num_recomputed_tokens=timing.num_recomputed_tokens,
     )
 
 
@@ -143,6 +149,8 @@ def result_from_proto(message: worker_pb2.StepResult) -> StepResult:
         sampled=tuple((s.request_id, s.token_id) for s in message.sampled),
         timing=timing_from_proto(message.timing) if message.HasField("timing") else None,
         error=message.error,
+        restore_failed_request_ids=tuple(message.restore_failed_request_ids),
+        checkpoint_failed_request_ids=tuple(message.checkpoint_failed_request_ids),
     )
 
 

@@ -36,6 +36,9 @@ class WorkerConfig:
     drain_grace_s: float = 5.0
     kvstore_connect_timeout_s: float = 60.0
     metrics_port: int = 0
+    # Lazy checkpointing: send full KV blocks of running non-real-time requests to the store's
+    # host tier this many at a time, so a preemption only copies the tail (0: at preemption only).
+    checkpoint_lazy_blocks: int = 4
 
     def __post_init__(self) -> None:
         if not self.worker_id:
@@ -50,6 +53,8 @@ class WorkerConfig:
             raise ValueError("--max-num-batched-tokens and --max-num-seqs must be >= 1")
         if self.num_threads < 0:
             raise ValueError("--num-threads must be >= 0")
+        if self.checkpoint_lazy_blocks < 0:
+            raise ValueError("--checkpoint-lazy-blocks must be >= 0 (0: checkpoint at preemption only)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(parser, "--seed", default=0, type=int, help="seed of dummy weights")
     add_flag(parser, "--num-threads", default=0, type=int, help="torch CPU threads (0: torch's default)")
     add_flag(parser, "--warmup", default=True, type=bool, help="run warm-up forward passes before serving")
+    add_flag(parser, "--checkpoint-lazy-blocks", default=4, type=int,
+             help="send full KV blocks of running BE requests to the host tier this many at a time (0: off)")
     add_flag(parser, "--log-level", default="INFO", help="log level")
     add_metrics_flag(parser)
     return parser
@@ -93,4 +100,5 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
         num_threads=args.num_threads,
         warmup=args.warmup,
         metrics_port=args.metrics_port,
+        checkpoint_lazy_blocks=args.checkpoint_lazy_blocks,
     )

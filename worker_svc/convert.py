@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator, Sequence
+
 from llmserve.v1 import common_pb2, kvstore_pb2, scheduler_pb2, worker_pb2
 
+from worker_svc.core.checkpoint import BlockFormat, CheckpointWrite, RestoredKv
 from worker_svc.core.types import (
     BatchPlan,
     Grant,
@@ -29,6 +32,8 @@ def plan_from_proto(plan: worker_pb2.BatchPlan) -> BatchPlan:
         ),
         finished_request_ids=tuple(plan.finished_request_ids),
         preempted_request_ids=tuple(plan.preempted_request_ids),
+        checkpoint_request_ids=tuple(plan.checkpoint_request_ids),
+        drop_checkpoint_request_ids=tuple(plan.drop_checkpoint_request_ids),
     )
 
 
@@ -46,6 +51,7 @@ def _new_request(new: worker_pb2.NewRequest) -> NewRequest:
         service_class=service_class,
         num_output_tokens=new.num_output_tokens,
         trace_context=tuple(sorted(new.trace_context.items())),
+        num_computed_tokens=new.num_computed_tokens if new.restore_from_checkpoint else 0,
     )
 
 
@@ -84,10 +90,13 @@ def grants_from_proto(response: kvstore_pb2.ApplyResponse) -> list[Grant]:
     return [Grant(g.request_id, tuple(g.block_ids)) for g in response.grants]
 
 
-def step_result(output: StepOutput, kv_ns: int, total_ns: int) -> worker_pb2.StepResult:
+def step_result(output: StepOutput, kv_ns: int, total_ns: int, restore_fetch_ns: int = 0,
+                checkpoint_failed: Sequence[str] = ()) -> worker_pb2.StepResult:
     t = output.timing
     return worker_pb2.StepResult(
         step_id=output.step_id,
+        restore_failed_request_ids=list(output.restore_failed_request_ids),
+        checkpoint_failed_request_ids=list(checkpoint_failed),
         sampled=[worker_pb2.SampledToken(request_id=s.request_id, token_id=s.token_id) for s in output.sampled],
         timing=worker_pb2.StepTiming(
             forward_ns=t.forward_ns,
@@ -97,6 +106,11 @@ def step_result(output: StepOutput, kv_ns: int, total_ns: int) -> worker_pb2.Ste
             num_prefill_tokens=t.num_prefill_tokens,
             num_decode_seqs=t.num_decode_seqs,
             num_kv_tokens_read=t.num_kv_tokens_read,
+            checkpoint_bytes=t.checkpoint_bytes,
+            restore_bytes=t.restore_bytes,
+            checkpoint_ns=t.checkpoint_ns,
+            restore_ns=t.restore_ns + restore_fetch_ns,
+            num_recomputed_tokens=t.num_recomputed_tokens,
         ),
     )
 
@@ -127,3 +141,46 @@ def register_pool_request(d: WorkerDescription) -> kvstore_pb2.RegisterPoolReque
     return kvstore_pb2.RegisterPoolRequest(
         worker_id=d.worker_id, num_blocks=d.num_blocks, block_size=d.block_size, bytes_per_block=d.bytes_per_block
     )
+
+
+def checkpoint_chunks(write: CheckpointWrite, fmt: BlockFormat, max_chunk_bytes: int) -> Iterator[kvstore_pb2.KvChunk]:
+    """One Checkpoint call's chunks: each block split under `max_chunk_bytes`; the last chunk
+    sets `final` (and `num_tokens`) when the write is final (a data-less chunk if it has no block)."""
+    shape = list(fmt.shape)
+    last = len(write.blocks) - 1
+    for i, block in enumerate(write.blocks):
+        view = memoryview(block)
+        for offset in range(0, len(block), max_chunk_bytes):
+            end = min(offset + max_chunk_bytes, len(block))
+            final = write.final and i == last and end == len(block)
+            yield kvstore_pb2.KvChunk(request_id=write.request_id, block_index=write.first_block_index + i,
+                                      data=bytes(view[offset:end]), offset=offset, block_bytes=fmt.nbytes,
+                                      dtype=fmt.dtype, shape=shape, num_tokens=write.num_tokens if final else 0,
+                                      final=final)
+    if write.final and not write.blocks:
+        yield kvstore_pb2.KvChunk(request_id=write.request_id, block_index=max(0, write.first_block_index - 1),
+                                  block_bytes=fmt.nbytes, dtype=fmt.dtype, shape=shape,
+                                  num_tokens=write.num_tokens, final=True)
+
+
+def restore_request(request_id: str, fmt: BlockFormat) -> kvstore_pb2.RestoreRequest:
+    """Asks for a checkpoint in this worker's cache format (the store refuses another)."""
+    return kvstore_pb2.RestoreRequest(request_id=request_id, dtype=fmt.dtype, shape=list(fmt.shape))
+
+
+def restored_from_chunks(chunks: Sequence[kvstore_pb2.KvChunk]) -> RestoredKv:
+    """Reassembles a Restore stream (blocks in order, each in offset order). Raises ValueError for
+    a stream that is empty, out of order or unfinished."""
+    if not chunks:
+        raise ValueError("the Restore stream carried no chunk")
+    blocks: list[bytearray] = []
+    for chunk in chunks:
+        if chunk.block_index == len(blocks) and chunk.offset == 0:
+            blocks.append(bytearray())
+        if chunk.block_index != len(blocks) - 1 or chunk.offset != len(blocks[-1]):
+            raise ValueError(f"Restore chunk of block {chunk.block_index} at offset {chunk.offset} is out of order")
+        blocks[-1] += chunk.data
+    last = chunks[-1]
+    if not last.final:
+        raise ValueError("the Restore stream ended without its final chunk")
+    return RestoredKv(last.dtype, tuple(last.shape), last.num_tokens, tuple(bytes(b) for b in blocks))

@@ -5,6 +5,11 @@ step runs, and the forward pass runs in a thread (`asyncio.to_thread`), so the e
 free to receive plan N+1, answer health checks and heartbeat during step N. Each step makes at
 most one `KvStore.Apply`. When the stream ends, every request's state is dropped and all of its
 leases are released in one Apply.
+
+Checkpoints (docs/bidirectional_kv.md): the runner snapshots the KV of requests preempted by
+checkpoint (and lazily, full blocks of running non-real-time requests) to host bytes; the
+`KvCheckpointClient` sends them to the store's host tier in the background, in order. Resumed
+requests' checkpoints are fetched between the Apply and the forward pass.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from llmserve.v1 import scheduler_pb2, worker_pb2, worker_pb2_grpc
 
 from worker_svc import convert
 from worker_svc.build import build_runner
+from worker_svc.checkpoint_client import KvCheckpointClient
+from worker_svc.core.checkpoint import RestoredKv, RestoreSpec
 from worker_svc.config import WorkerConfig
 from worker_svc.core.runner import StepRunner
 from worker_svc.core.types import BatchPlan, PlanError, StepOutput, WorkerDescription
@@ -42,11 +49,14 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
     """Serves one StepRunner to one Execute stream at a time (a worker has one scheduler)."""
 
     def __init__(self, runner: StepRunner, description: WorkerDescription, kv: KvLeaseClient,
-                 metrics: ServiceMetrics | None = None) -> None:
+                 metrics: ServiceMetrics | None = None, checkpoints: KvCheckpointClient | None = None,
+                 max_chunk_bytes: int = 4 << 20) -> None:
         self.runner = runner
         self.description = description
         self.kv = kv
         self.metrics = metrics
+        self.checkpoints = checkpoints
+        self._max_chunk_bytes = max_chunk_bytes
         self._stream_open = False
         self._in_thread: asyncio.Future[Any] | None = None
 
@@ -85,6 +95,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         if self._in_thread is not None and not self._in_thread.done():
             await asyncio.wait([self._in_thread])
         ids = self.runner.reset()
+        self._send_checkpoint_ops()
         try:
             released = await self.kv.release(ids)
             logger.info("Execute stream closed: dropped %d requests, released %d blocks", len(ids), released)
@@ -101,6 +112,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         try:
             plan = convert.plan_from_proto(plan_pb)
             delta = self.runner.begin_step(plan)
+            self._send_checkpoint_ops()
         except PlanError as err:
             logger.warning("step %d rejected: %s", step_id, err)
             return convert.error_result(step_id, f"invalid plan: {err}", total_ns=time.perf_counter_ns() - start)
@@ -111,14 +123,20 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                     await self.kv.apply(convert.apply_request(self.description.worker_id, delta)))
             except grpc.aio.AioRpcError as err:
                 dropped = self.runner.abort_step(kv_applied=False)
+                self._send_checkpoint_ops()
                 logger.warning("step %d: KV Apply failed (%s), dropped %d requests", step_id, err.code().name, len(dropped))
                 return convert.error_result(step_id, f"KV store refused the step's leases: {err.code().name}: {err.details()}",
                                             kv_ns=time.perf_counter_ns() - kv_start, total_ns=time.perf_counter_ns() - start)
             kv_ns = time.perf_counter_ns() - kv_start
+            fetch_start = time.perf_counter_ns()
+            restored = await self._fetch_restores(delta.restores) if delta.restores else {}
+            fetch_ns = time.perf_counter_ns() - fetch_start if delta.restores else 0
             try:
-                output: StepOutput = await self._thread(lambda: self.runner.finish_step(grants))
+                output: StepOutput = await self._thread(lambda: self.runner.finish_step(grants, restored))
+                self._send_checkpoint_ops()
             except Exception as err:  # noqa: BLE001 - any failure fails the step, not the stream
                 dropped = self.runner.abort_step(kv_applied=True)
+                self._send_checkpoint_ops()
                 logger.exception("step %d failed, dropped %d requests", step_id, len(dropped))
                 return convert.error_result(step_id, f"step failed: {type(err).__name__}: {err}", kv_ns=kv_ns,
                                             total_ns=time.perf_counter_ns() - start)
@@ -127,7 +145,41 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             t = output.timing
             self.metrics.observe_step(self.description.worker_id, seconds=total_ns / 1e9, prefill_tokens=t.num_prefill_tokens,
                                       decode_tokens=t.num_decode_seqs, batch_size=len(plan.scheduled))
-        return convert.step_result(output, kv_ns, total_ns)
+            self.metrics.observe_checkpoint_step(
+                saved_bytes=t.checkpoint_bytes, restored_bytes=t.restore_bytes, save_s=t.checkpoint_ns / 1e9,
+                restore_s=(t.restore_ns + fetch_ns) / 1e9,
+                restores=len(delta.restores) - len(output.restore_failed_request_ids),
+                recomputed_tokens=t.num_recomputed_tokens)
+        failed = self.checkpoints.take_failed() if self.checkpoints is not None else []
+        return convert.step_result(output, kv_ns, total_ns, fetch_ns, failed)
+
+    def _send_checkpoint_ops(self) -> None:
+        """Hands the runner's checkpoint writes and drops to the background sender, in order."""
+        ops = self.runner.take_checkpoint_ops()
+        if not ops or self.checkpoints is None:
+            return
+        fmt = self.runner.checkpoints.format
+        for op in ops:
+            if isinstance(op, str):
+                self.checkpoints.drop(op)
+            else:
+                self.checkpoints.write(op.request_id, list(convert.checkpoint_chunks(op, fmt, self._max_chunk_bytes)))
+
+    async def _fetch_restores(self, specs: tuple[RestoreSpec, ...]) -> dict[str, RestoredKv | None]:
+        """Fetches the checkpoints of resumed requests (None for one that cannot be had)."""
+        if self.checkpoints is None:
+            return {}
+        fmt = self.runner.checkpoints.format
+        replies = await asyncio.gather(*(self.checkpoints.restore(convert.restore_request(s.request_id, fmt))
+                                         for s in specs))
+        restored: dict[str, RestoredKv | None] = {}
+        for spec, chunks in zip(specs, replies):
+            try:
+                restored[spec.request_id] = convert.restored_from_chunks(chunks) if chunks else None
+            except ValueError as err:
+                logger.warning("restore of %s unusable (%s): recomputing it", spec.request_id, err)
+                restored[spec.request_id] = None
+        return restored
 
     async def _thread(self, fn: Callable[[], T]) -> T:
         self._in_thread = asyncio.ensure_future(asyncio.to_thread(fn))
@@ -184,16 +236,21 @@ async def start_worker(config: WorkerConfig, address: str = "127.0.0.1:0",
         raise RuntimeError(f"could not register the KV pool with the store at {config.kvstore_addr}: "
                            f"{err.code().name} {err.details()}") from err
     kv.start_heartbeat()
+    runner.checkpoints.lazy_blocks = config.checkpoint_lazy_blocks
+    checkpoints = KvCheckpointClient(config.kvstore_addr)
+    checkpoints.start()
     metrics = metrics or ServiceMetrics.create("worker")
     metrics.kv_blocks_total.labels(description.worker_id).set(description.num_blocks)
-    servicer = WorkerServicer(runner, description, kv, metrics)
+    servicer = WorkerServicer(runner, description, kv, metrics, checkpoints)
     try:
         server = await start_server(lambda s: worker_pb2_grpc.add_WorkerServicer_to_server(servicer, s), [SERVICE_NAME],
                                     address, interceptors=tracing.server_interceptors())
     except Exception:
+        await checkpoints.close()
         await kv.close()
         raise
     server.service = servicer
+    server.cleanups.append(checkpoints.close)
     server.cleanups.append(kv.close)
     metrics_server = start_metrics_server(config.metrics_port, metrics.registry)
     if metrics_server is not None:

@@ -14,7 +14,12 @@ Who records what (the labels in brackets):
              `kv_blocks_used[worker, service_class]`, `kv_blocks_total[worker]`,
              `preemptions_total[service_class, kind]`.
 - worker:    `step_seconds[worker]` (plan received → result sent), `tokens_per_step[worker, phase]`,
-             `checkpoint_bytes_total[direction]`, `restores_total`.
+             `checkpoint_bytes_total[direction]`, `restores_total`, `checkpoint_seconds[direction]`
+             (device↔host copies; restores include the fetch), `recomputed_tokens_total[reason]`
+             (`restore_failed`) through `observe_checkpoint_step()`.
+- scheduler (bidirectional KV): `preemptions_total[service_class, kind=checkpoint|recompute]`,
+             `recomputed_tokens_total[reason=preempted|restore_failed]`, `kv_pool_blocks[worker, state]`
+             and `kv_pool_live[worker]` from the store's capacity stream.
 - kvstore:   `kv_blocks_used[worker, service_class]`, `kv_blocks_total[worker]`,
              `expired_leases_total[worker]`, `checkpoint_bytes_total[direction]`.
 Class labels are `real_time`, `deadline`, `best_effort` (`class_label()` maps the proto enum names).
@@ -76,6 +81,10 @@ class ServiceMetrics:
     checkpoint_bytes_total: Counter
     restores_total: Counter
     expired_leases_total: Counter
+    checkpoint_seconds: Histogram
+    recomputed_tokens_total: Counter
+    kv_pool_blocks: Gauge
+    kv_pool_live: Gauge
 
     @classmethod
     def create(cls, service: str, registry: CollectorRegistry | None = None) -> ServiceMetrics:
@@ -112,6 +121,14 @@ class ServiceMetrics:
             checkpoint_bytes_total=counter("checkpoint_bytes", "KV bytes moved to/from the host tier.", ("direction",)),
             restores_total=counter("restores", "Checkpointed requests restored."),
             expired_leases_total=counter("expired_leases", "KV leases expired by a missed heartbeat.", ("worker",)),
+            checkpoint_seconds=histogram("checkpoint_seconds", "Time of a step's KV copies to/from the host tier.",
+                                         ("direction",), STEP_BUCKETS),
+            recomputed_tokens_total=counter("recomputed_tokens", "KV tokens computed again after losing them.",
+                                            ("reason",)),
+            kv_pool_blocks=gauge("kv_pool_blocks", "KV pool blocks as the store reports them (free, real_time, "
+                                 "best_effort).", ("worker", "state")),
+            kv_pool_live=gauge("kv_pool_live", "1 while the store holds the worker's leases, 0 once they expired.",
+                               ("worker",)),
         )
 
     def observe_finished(
@@ -150,6 +167,21 @@ class ServiceMetrics:
         for label in SERVICE_CLASSES:
             self.kv_blocks_used.labels(worker, label).set(used.get(label, 0))
         self.kv_blocks_total.labels(worker).set(total)
+
+    def observe_checkpoint_step(self, *, saved_bytes: int, restored_bytes: int, save_s: float, restore_s: float,
+                                restores: int, recomputed_tokens: int) -> None:
+        """Records one worker step's host-tier traffic (zeros record nothing)."""
+        if saved_bytes:
+            self.checkpoint_bytes_total.labels("save").inc(saved_bytes)
+            self.checkpoint_seconds.labels("save").observe(save_s)
+        if restored_bytes:
+            self.checkpoint_bytes_total.labels("restore").inc(restored_bytes)
+        if restore_s:
+            self.checkpoint_seconds.labels("restore").observe(restore_s)
+        if restores > 0:
+            self.restores_total.inc(restores)
+        if recomputed_tokens:
+            self.recomputed_tokens_total.labels("restore_failed").inc(recomputed_tokens)
 
     def observe_step(self, worker: str, *, seconds: float, prefill_tokens: int, decode_tokens: int, batch_size: int) -> None:
         """Records one step of `worker`: its wall time, tokens per phase and batch size."""

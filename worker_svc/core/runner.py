@@ -9,16 +9,23 @@ A step is split in two so that the async shell can lease KV blocks in between:
 If the Apply or the forward pass fails, the shell calls `abort_step(...)`: the step's requests
 are dropped (the planner re-queues them for recompute) and their leases released with the next
 Apply. Synchronous and single-threaded: one step at a time, in plan order.
+
+Checkpoints (core/checkpoint.py): a request preempted by checkpoint is copied to host bytes in
+`begin_step`, before its blocks are released; resumed requests list `delta.restores`, which the
+shell fetches between the Apply and `finish_step(grants, restored)`; a restore that cannot be done
+is recomputed in the step (the chunk then starts at 0). The writes and drops for the store pile up
+in the runner; the shell takes them with `take_checkpoint_ops()` and sends them in order.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
+from worker_svc.core.checkpoint import CheckpointTracker, CheckpointWrite, RestoredKv, RestoreSpec
 from worker_svc.core.request_state import RequestState
 from worker_svc.core.sampler import sample
 from worker_svc.core.types import (
@@ -49,6 +56,9 @@ class _PendingStep:
     plan: BatchPlan
     leases: tuple[LeaseSpec, ...]
     released: tuple[str, ...]
+    restores: tuple[RestoreSpec, ...] = ()
+    checkpoint_bytes: int = 0
+    checkpoint_ns: int = 0
 
 
 class StepRunner:
@@ -58,7 +68,10 @@ class StepRunner:
         kv_cache: KvCache,
         limits: RunnerLimits,
         clock_ns: Callable[[], int] = time.perf_counter_ns,
+        lazy_checkpoint_blocks: int = 0,
     ) -> None:
+        """`lazy_checkpoint_blocks`: send full blocks of running non-real-time requests to the host
+        tier this many at a time (0: only at preemption)."""
         self.model = model
         self.kv_cache = kv_cache
         self.limits = limits
@@ -68,6 +81,8 @@ class StepRunner:
         self._states: dict[str, RequestState] = {}
         self._pending: _PendingStep | None = None
         self._unreleased: list[str] = []  # ids whose leases still need a release (failed steps)
+        self.checkpoints = CheckpointTracker(kv_cache, lazy_checkpoint_blocks)
+        self._checkpoint_ops: list[CheckpointWrite | str] = []  # for the store, in order (str: a drop)
 
     @property
     def request_ids(self) -> tuple[str, ...]:
@@ -87,6 +102,9 @@ class StepRunner:
         dropped = set(plan.finished_request_ids) | set(plan.preempted_request_ids)
         self._validate(plan, dropped)
 
+        ckpt_start = self._clock_ns()
+        ckpt_bytes = self._checkpoint_dropped(plan)
+        ckpt_ns = self._clock_ns() - ckpt_start if ckpt_bytes else 0
         released = list(dict.fromkeys([*self._unreleased, *plan.finished_request_ids, *plan.preempted_request_ids]))
         for request_id in dropped:
             self._states.pop(request_id, None)  # an unknown id is fine: its lease may still exist
@@ -101,8 +119,35 @@ class StepRunner:
             extra = blocks_needed - len(state.block_table)
             if extra > 0:
                 leases.append(LeaseSpec(item.request_id, state.service_class, extra, state.trace_context))
-        self._pending = _PendingStep(plan, tuple(leases), tuple(released))
-        return KvDelta(tuple(released), tuple(leases))
+        restores = tuple(RestoreSpec(n.request_id, n.num_computed_tokens) for n in plan.new_requests
+                         if n.num_computed_tokens > 0)
+        self._pending = _PendingStep(plan, tuple(leases), tuple(released), restores, ckpt_bytes, ckpt_ns)
+        return KvDelta(tuple(released), tuple(leases), restores)
+
+    def _checkpoint_dropped(self, plan: BatchPlan) -> int:
+        """Queues the store ops of the requests this plan drops; returns the bytes copied."""
+        tracker = self.checkpoints
+        to_save = set(plan.checkpoint_request_ids)
+        nbytes = 0
+        for request_id in plan.preempted_request_ids:
+            state = self._states.get(request_id)
+            if state is None:
+                continue
+            write = tracker.preempt(state) if request_id in to_save else tracker.drop_state(request_id)
+            if write is not None:
+                self._checkpoint_ops.append(write)
+                nbytes += write.nbytes
+        explicit = set(plan.drop_checkpoint_request_ids)
+        for request_id in dict.fromkeys([*plan.finished_request_ids, *plan.drop_checkpoint_request_ids]):
+            if tracker.finish(request_id) or request_id in explicit:
+                self._checkpoint_ops.append(request_id)
+        return nbytes
+
+    def take_checkpoint_ops(self) -> list[CheckpointWrite | str]:
+        """Writes (`CheckpointWrite`) and drops (a request id) for the store since the last call,
+        in the order they must reach it."""
+        ops, self._checkpoint_ops = self._checkpoint_ops, []
+        return ops
 
     def _validate(self, plan: BatchPlan, dropped: set[str]) -> None:
         vocab = self.model.config.vocab_size
@@ -121,7 +166,14 @@ class StepRunner:
                 raise PlanError(f"new request {rid}: num_prompt_tokens {new.num_prompt_tokens} not in [1, {len(new.token_ids)}]")
             if max(new.token_ids) >= vocab:
                 raise PlanError(f"new request {rid} has token id {max(new.token_ids)} >= vocab size {vocab}")
+            if not 0 <= new.num_computed_tokens < len(new.token_ids):
+                raise PlanError(f"new request {rid}: num_computed_tokens {new.num_computed_tokens} to restore must be "
+                                f"below its {len(new.token_ids)} known tokens")
             new_by_id[rid] = new
+        preempted = set(plan.preempted_request_ids)
+        for rid in plan.checkpoint_request_ids:
+            if rid not in preempted:
+                raise PlanError(f"request {rid} is in checkpoint_request_ids but not in preempted_request_ids")
         if len(plan.scheduled) > self.limits.max_num_seqs:
             raise PlanError(f"{len(plan.scheduled)} scheduled requests exceed max_num_seqs {self.limits.max_num_seqs}")
         total = sum(item.num_tokens for item in plan.scheduled)
@@ -137,7 +189,7 @@ class StepRunner:
             raise PlanError(f"request {rid} is scheduled twice in one step")
         seen.add(rid)
         if rid in new_by_id:
-            num_tokens_known, computed = len(new_by_id[rid].token_ids), 0
+            num_tokens_known, computed = len(new_by_id[rid].token_ids), new_by_id[rid].num_computed_tokens
         elif rid in self._states and rid not in dropped:
             state = self._states[rid]
             num_tokens_known, computed = len(state.token_ids), state.num_computed
@@ -157,30 +209,46 @@ class StepRunner:
 
     # ---- phase 2 ----------------------------------------------------------------------------
 
-    def finish_step(self, grants: Sequence[Grant]) -> StepOutput:
-        """Extends block tables with the granted blocks, runs one forward pass over every
-        scheduled token, samples for the requests that asked, and appends their tokens."""
+    def finish_step(self, grants: Sequence[Grant], restored: Mapping[str, RestoredKv | None] | None = None) -> StepOutput:
+        """Extends block tables with the granted blocks, restores resumed requests' KV from
+        `restored` (fetched for `delta.restores`; a missing or unusable one is recomputed in this
+        step), runs one forward pass over every scheduled token, samples for the requests that
+        asked, and appends their tokens."""
         pending = self._pending
         if pending is None:
             raise PlanError("finish_step without begin_step")
         self._check_grants(pending.leases, grants)
         for grant in grants:
             self._states[grant.request_id].block_table.extend(grant.block_ids)
+        restore_start = self._clock_ns()
+        restore_failed: list[str] = []
+        recomputed = restore_bytes = 0
+        for spec in pending.restores:
+            data = (restored or {}).get(spec.request_id)
+            if self.checkpoints.apply_restore(self._states[spec.request_id], spec, data):
+                restore_bytes += -(-spec.num_tokens // self.block_size) * self.kv_cache.spec.bytes_per_block
+            else:
+                restore_failed.append(spec.request_id)
+                recomputed += spec.num_tokens
+        restore_ns = self._clock_ns() - restore_start if pending.restores else 0
         scheduled = pending.plan.scheduled
         if not scheduled:
             self._pending = None
-            return StepOutput(pending.plan.step_id)
+            return StepOutput(pending.plan.step_id, restore_failed_request_ids=tuple(restore_failed))
 
         # Decodes first (the backends batch them), then prefill chunks; plan order otherwise.
         order = sorted(range(len(scheduled)), key=lambda i: scheduled[i].num_tokens != 1)
         items = [scheduled[i] for i in order]
         states = [self._states[item.request_id] for item in items]
+        # A chunk starts at the worker's own count: the plan's, except after a failed restore.
+        starts = [state.num_computed for state in states]
+        ends = [item.num_computed_tokens + item.num_tokens for item in items]
         input_ids: list[int] = []
-        for item, state in zip(items, states):
-            input_ids.extend(state.token_ids[item.num_computed_tokens : item.num_computed_tokens + item.num_tokens])
+        for state, start, end in zip(states, starts, ends):
+            input_ids.extend(state.token_ids[start:end])
         meta, positions = build_metadata(
-            [item.num_tokens for item in items],
-            [item.num_computed_tokens for item in items],
+            [end - start for start, end in zip(starts, ends)],
+            starts,
             [state.block_table for state in states],
             self.block_size,
             self.device,
@@ -204,8 +272,8 @@ class StepRunner:
         tokens = sample(logits, [states[b].sampling for b in sampling_rows], [states[b].next_draw for b in sampling_rows])
         sample_ns = self._clock_ns() - start
 
-        for item, state in zip(items, states):
-            state.num_computed += item.num_tokens
+        for state, end in zip(states, ends):
+            state.num_computed = end
         token_of = {}
         for b, token in zip(sampling_rows, tokens):
             states[b].token_ids.append(token)
@@ -213,16 +281,28 @@ class StepRunner:
             token_of[items[b].request_id] = token
         self._pending = None
 
-        decodes = [item for item, state in zip(items, states) if item.num_tokens == 1 and item.num_computed_tokens >= state.num_prompt_tokens]
+        lazy_start = self._clock_ns()
+        lazy = self.checkpoints.lazy(states)
+        self._checkpoint_ops.extend(lazy)
+        lazy_bytes = sum(w.nbytes for w in lazy)
+        lazy_ns = self._clock_ns() - lazy_start if lazy else 0
+
+        decodes = [item for item, state, start, end in zip(items, states, starts, ends)
+                   if end - start == 1 and start >= state.num_prompt_tokens]
         timing = StepTiming(
             forward_ns=forward_ns,
             sample_ns=sample_ns,
-            num_prefill_tokens=sum(item.num_tokens for item in items) - len(decodes),
+            num_prefill_tokens=sum(end - start for start, end in zip(starts, ends)) - len(decodes),
             num_decode_seqs=len(decodes),
             num_kv_tokens_read=sum(meta.context_lens_host),
+            checkpoint_bytes=pending.checkpoint_bytes + lazy_bytes,
+            restore_bytes=restore_bytes,
+            checkpoint_ns=pending.checkpoint_ns + lazy_ns,
+            restore_ns=restore_ns,
+            num_recomputed_tokens=recomputed,
         )
         sampled = tuple(SampledToken(item.request_id, token_of[item.request_id]) for item in scheduled if item.sample)
-        return StepOutput(pending.plan.step_id, sampled, timing)
+        return StepOutput(pending.plan.step_id, sampled, timing, tuple(restore_failed))
 
     def _check_grants(self, leases: Sequence[LeaseSpec], grants: Sequence[Grant]) -> None:
         if len(grants) != len(leases):
@@ -265,6 +345,7 @@ class StepRunner:
         plan = pending.plan
         dropped = list(dict.fromkeys([item.request_id for item in plan.scheduled] + [n.request_id for n in plan.new_requests]))
         for request_id in dropped:
+            self._drop_checkpointed_state(request_id)
             self._states.pop(request_id, None)
         carry = [] if kv_applied else list(pending.released)
         self._unreleased = list(dict.fromkeys([*self._unreleased, *carry, *dropped]))
@@ -275,7 +356,14 @@ class StepRunner:
         ids = list(dict.fromkeys([*self._unreleased, *self._states]))
         if self._pending is not None:
             ids = list(dict.fromkeys([*ids, *self._pending.released]))
+        for request_id in self._states:
+            self._drop_checkpointed_state(request_id)
         self._states.clear()
         self._pending = None
         self._unreleased = []
         return tuple(ids)
+
+    def _drop_checkpointed_state(self, request_id: str) -> None:
+        write = self.checkpoints.drop_state(request_id)
+        if write is not None:
+            self._checkpoint_ops.append(write)

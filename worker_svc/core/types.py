@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from worker_svc.core.checkpoint import RestoreSpec
 
 
 class ServiceClass(IntEnum):
@@ -45,6 +49,7 @@ class NewRequest:
     service_class: ServiceClass
     num_output_tokens: int = 0  # draws already made: the next output token has this index
     trace_context: tuple[tuple[str, str], ...] = ()
+    num_computed_tokens: int = 0  # > 0: restore this many tokens' KV from the host tier
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,8 @@ class BatchPlan:
     scheduled: tuple[ScheduledRequest, ...] = ()
     finished_request_ids: tuple[str, ...] = ()
     preempted_request_ids: tuple[str, ...] = ()
+    checkpoint_request_ids: tuple[str, ...] = ()  # of the preempted: save KV to the host tier first
+    drop_checkpoint_request_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,8 @@ class KvDelta:
 
     release_request_ids: tuple[str, ...] = ()
     leases: tuple[LeaseSpec, ...] = ()
+    # Checkpoints to fetch after the Apply (their blocks are among the leases), for finish_step.
+    restores: tuple[RestoreSpec, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -105,6 +114,11 @@ class StepTiming:
     num_prefill_tokens: int = 0
     num_decode_seqs: int = 0
     num_kv_tokens_read: int = 0
+    checkpoint_bytes: int = 0  # copied out of the cache for checkpoints
+    restore_bytes: int = 0  # copied into the cache from checkpoints
+    checkpoint_ns: int = 0
+    restore_ns: int = 0  # the copy; the shell adds the fetch
+    num_recomputed_tokens: int = 0  # restores that failed and were recomputed in the step
 
 
 @dataclass(frozen=True)
@@ -112,6 +126,7 @@ class StepOutput:
     step_id: int
     sampled: tuple[SampledToken, ...] = ()
     timing: StepTiming = field(default_factory=StepTiming)
+    restore_failed_request_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
