@@ -12,7 +12,8 @@ captured in `Submit`, also travels to the worker in `NewRequest.trace_context`):
 - `scheduler.preempt`: an event-length span when a sent plan lists the request as preempted and
   the core counted it (a request whose step failed is re-queued too, without a preempt span).
 
-Metrics (`ServiceMetrics`, labels in brackets): `preemptions_total[service_class, kind]`,
+Metrics (`ServiceMetrics`, labels in brackets): `preemptions_total[service_class, kind]` (kind:
+`checkpoint` when the plan has the worker save the KV to the host tier, else `recompute`),
 `running_batch_size[worker]` (requests in the last sent plan), `step_seconds[worker]` and
 `tokens_per_step[worker, phase]` (the worker's StepTiming), and, every `publish()`,
 `queue_length[worker, service_class]` and `kv_blocks_used/total[worker, service_class]`.
@@ -33,10 +34,6 @@ from llmserve.runtime.metrics import SERVICE_CLASSES, ServiceMetrics, class_labe
 from scheduler_svc.core.plan import BatchPlan, RequestOutput, StepTiming
 from scheduler_svc.core.request import FinishReason, Request
 from scheduler_svc.core.scheduler import Scheduler
-
-# The core only recomputes for now (see Scheduler._preempt); checkpointing will add "checkpoint".
-PREEMPT_KIND = "recompute"
-
 
 @dataclass(slots=True)
 class _Tracked:
@@ -110,8 +107,10 @@ class SchedulerObserver:
     def plan_sent(self, worker: str, plan: BatchPlan, core: Scheduler) -> None:
         """A plan went to `worker`: preemptions it announces, and the queue spans it ends."""
         self.metrics.running_batch_size.labels(worker).set(len(plan.scheduled))
-        for request_id in plan.preempted_request_ids:
-            self._preempted(request_id, core)
+        if plan.preempted_request_ids:
+            checkpointed = set(plan.checkpoint_request_ids)
+            for request_id in plan.preempted_request_ids:
+                self._preempted(request_id, "checkpoint" if request_id in checkpointed else "recompute", core)
         if not self._carriers:
             return  # nothing traced: skip the per-request walk
         for item in plan.scheduled:
@@ -155,7 +154,7 @@ class SchedulerObserver:
         self.metrics.set_kv_blocks(worker, used, core.config.num_blocks)
 
     # ---- internals -------------------------------------------------------------------------------
-    def _preempted(self, request_id: str, core: Scheduler) -> None:
+    def _preempted(self, request_id: str, kind: str, core: Scheduler) -> None:
         tracked = self._requests.get(request_id)
         request = core.get_request(request_id)
         if tracked is None or request is None:
@@ -163,12 +162,12 @@ class SchedulerObserver:
         counted = request.num_preemptions > tracked.num_preemptions
         tracked.num_preemptions = request.num_preemptions
         if counted:
-            self.metrics.preemptions_total.labels(tracked.service_class, PREEMPT_KIND).inc()
+            self.metrics.preemptions_total.labels(tracked.service_class, kind).inc()
         if tracked.context is None:
             return
         self._end_decode(tracked)
         if counted:
-            attrs = {**tracked.attributes, tracing.Attr.PREEMPT_KIND: PREEMPT_KIND,
+            attrs = {**tracked.attributes, tracing.Attr.PREEMPT_KIND: kind,
                      tracing.Attr.NUM_TOKENS: request.num_tokens}  # to recompute
             tracing.start_request_span(tracing.SpanNames.PREEMPT, attrs, context=tracked.context).end()
         if tracked.queue is None:
