@@ -28,6 +28,9 @@ class SchedulerServiceConfig:
     drain_grace_s: float = 10.0
     # Port of Prometheus /metrics; 0 serves none.
     metrics_port: int = 0
+    # Bidirectional KV: victims the policy preempts by CHECKPOINT (bros: best-effort and deadline)
+    # go to the KV store's host tier and resume without recompute. False: recompute only.
+    checkpoint_preemption: bool = True
     extra: dict[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -49,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(parser, "--max-inflight-plans", default=2, type=int, help="plans in flight per worker")
     add_flag(parser, "--max-num-waiting", default=4096, type=int, help="queue cap per worker")
     add_flag(parser, "--metrics-port", default=0, type=int, help="Prometheus port (0: off)")
+    add_flag(parser, "--checkpoint-preemption", default=True, type=bool,
+             help="preempt BE by checkpoint to the KV store's host tier (false: recompute only)")
     return parser
 
 
@@ -66,4 +71,5 @@ def config_from_args(args: argparse.Namespace) -> SchedulerServiceConfig:
         max_inflight_plans=args.max_inflight_plans,
         max_num_waiting=args.max_num_waiting,
         metrics_port=args.metrics_port,
+        checkpoint_preemption=args.checkpoint_preemption,
     )

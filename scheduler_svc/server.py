@@ -33,6 +33,8 @@ from scheduler_svc.core.policy import make_policy
 from scheduler_svc.core.request import Request
 from scheduler_svc.core.scheduler import Scheduler
 from scheduler_svc.observe import SchedulerObserver
+from scheduler_svc.capacity_watch import CapacityWatcher
+from scheduler_svc.core.checkpoints import CheckpointBook
 from scheduler_svc.worker_link import WorkerLink
 
 logger = logging.getLogger(__name__)
@@ -63,12 +65,16 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         self._orphans: list[Request] = []
         self._draining = False
         self._tasks: list[asyncio.Task[None]] = []
+        # Host-tier checkpoints of every worker's requests (the tier is shared, so a request
+        # resumes from its checkpoint on whichever worker it lands).
+        self.checkpoints: CheckpointBook | None = CheckpointBook() if config.checkpoint_preemption else None
+        self.capacity: CapacityWatcher | None = None
 
     # ---- wiring ----------------------------------------------------------------------------
     def make_core(self, info: scheduler_pb2.WorkerInfo) -> Scheduler:
         core_config = convert.core_config_from_worker(info, max_num_waiting=self.config.max_num_waiting)
         policy = make_policy(self.config.policy, **dict(self.config.policy_options))
-        return Scheduler(core_config, policy, self.clock)
+        return Scheduler(core_config, policy, self.clock, checkpoints=self.checkpoints)
 
     async def connect_workers(self, client_interceptors: tuple[grpc.aio.ClientInterceptor, ...] = ()) -> None:
         self.links = [
@@ -88,8 +94,19 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         await asyncio.gather(*(link.connect() for link in self.links))
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._adopt_orphans_forever()), loop.create_task(self._publish_metrics_forever())]
+        if self.config.kvstore_addr:
+            self.capacity = CapacityWatcher(self.config.kvstore_addr, self.metrics, self._pool_lost)
+            self.capacity.start()
+
+    def _pool_lost(self, worker_id: str) -> None:
+        """The store expired a worker's leases: its requests must not keep using those blocks."""
+        for link in self.links:
+            if link.info is not None and link.info.worker_id == worker_id and link.healthy:
+                link.fail(f"the KV store expired the leases of worker {worker_id}")
 
     async def close(self) -> None:
+        if self.capacity is not None:
+            await self.capacity.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

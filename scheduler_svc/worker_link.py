@@ -70,6 +70,7 @@ class WorkerLink:
         self._wake = asyncio.Event()
         self._ready = asyncio.Event()
         self._closing = False
+        self._failure = ""  # set by fail(): end the stream at the next turn of the drive loop
         self._task: asyncio.Task[None] | None = None
         self.step_timings: collections.deque[worker_pb2.StepTiming] = collections.deque(maxlen=4096)
 
@@ -124,6 +125,13 @@ class WorkerLink:
         self._wake.set()
         return aborted
 
+    def fail(self, reason: str) -> None:
+        """Gives up on the worker's current state (e.g. the KV store expired its leases, so its
+        requests' blocks may be handed out again): the drive loop ends the Execute stream (the
+        worker drops every request), evicts the requests for re-routing, and reconnects."""
+        self._failure = reason
+        self._wake.set()
+
     def load(self) -> int:
         """Outstanding work, for routing: tokens still to compute or generate on this worker."""
         if self.core is None or not self.healthy:
@@ -172,6 +180,9 @@ class WorkerLink:
         receiver = asyncio.create_task(self._receive(call, inflight))
         try:
             while not self._closing:
+                if self._failure:
+                    reason, self._failure = self._failure, ""
+                    raise ConnectionError(reason)
                 if receiver.done():
                     receiver.result()  # re-raises the stream error
                     raise ConnectionError("worker closed the Execute stream")

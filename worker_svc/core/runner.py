@@ -234,7 +234,8 @@ class StepRunner:
         scheduled = pending.plan.scheduled
         if not scheduled:
             self._pending = None
-            return StepOutput(pending.plan.step_id, restore_failed_request_ids=tuple(restore_failed))
+            timing = StepTiming(checkpoint_bytes=pending.checkpoint_bytes, checkpoint_ns=pending.checkpoint_ns)
+            return StepOutput(pending.plan.step_id, timing=timing, restore_failed_request_ids=tuple(restore_failed))
 
         # Decodes first (the backends batch them), then prefill chunks; plan order otherwise.
         order = sorted(range(len(scheduled)), key=lambda i: scheduled[i].num_tokens != 1)

@@ -1,0 +1,73 @@
+"""The scheduler's view of the KV store's pools: it consumes `KvStore.WatchCapacity` (one stream,
+every worker's pool), keeps the latest stats per worker, exports them as metrics, and reports a
+worker whose pool stops being live (its leases expired: the worker stalled or died) so that the
+service can take that worker's requests off it before their KV is overwritten.
+
+The stream is re-opened after any error (the store restarting), after `retry_interval_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import grpc
+
+from llmserve.runtime.channel import open_channel
+from llmserve.runtime.metrics import ServiceMetrics
+from llmserve.v1 import kvstore_pb2, kvstore_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+
+class CapacityWatcher:
+    """Latest `PoolStats` by worker id, from the store's capacity stream."""
+
+    def __init__(self, address: str, metrics: ServiceMetrics | None, on_pool_lost: Callable[[str], None],
+                 min_interval_ms: int = 100, retry_interval_s: float = 1.0) -> None:
+        self.address = address
+        self.pools: dict[str, kvstore_pb2.PoolStats] = {}
+        self.num_updates = 0
+        self._metrics = metrics
+        self._on_pool_lost = on_pool_lost
+        self._min_interval_ms = min_interval_ms
+        self._retry_interval_s = retry_interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._watch_forever(), name="kvstore-capacity-watch")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def observe(self, stats: kvstore_pb2.PoolStats) -> None:
+        """Records one update; calls `on_pool_lost(worker_id)` when a live pool turns not live."""
+        previous = self.pools.get(stats.worker_id)
+        self.pools[stats.worker_id] = stats
+        self.num_updates += 1
+        if self._metrics is not None:
+            worker = stats.worker_id
+            for state, value in (("free", stats.num_free), ("real_time", stats.num_real_time),
+                                 ("best_effort", stats.num_best_effort)):
+                self._metrics.kv_pool_blocks.labels(worker, state).set(value)
+            self._metrics.kv_pool_live.labels(worker).set(1 if stats.live else 0)
+        if previous is not None and previous.live and not stats.live:
+            logger.warning("KV pool of worker %s is no longer live (%d leases expired): its requests move",
+                           stats.worker_id, stats.num_expired_leases - previous.num_expired_leases)
+            self._on_pool_lost(stats.worker_id)
+
+    async def _watch_forever(self) -> None:
+        request = kvstore_pb2.WatchCapacityRequest(min_interval_ms=self._min_interval_ms)
+        while True:
+            try:
+                async with open_channel(self.address) as channel:
+                    async for stats in kvstore_pb2_grpc.KvStoreStub(channel).WatchCapacity(request):
+                        self.observe(stats)
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError as err:
+                logger.info("capacity stream from %s ended (%s): re-opening", self.address, err.code().name)
+            await asyncio.sleep(self._retry_interval_s)
