@@ -29,7 +29,11 @@ def smollm2():
     ).eval()
     ours = model_from_hf_state_dict(ModelConfig.from_hf(load_hf_config(source)), hf.state_dict().items(),
                                     make_backend("torch"))
-    return hf, ours
+    # One thread: on a shared 2-core machine spinning OpenMP threads make these forwards ~5x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield hf, ours
+    torch.set_num_threads(threads)
 
 
 # "Once upon a time, in a small village by the sea, there lived an old fisherman who" (SmolLM2 tokenizer)
