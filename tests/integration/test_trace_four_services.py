@@ -157,15 +157,23 @@ async def test_one_request_is_one_trace_across_four_services(stack: Stack) -> No
     assert stack.sample("scheduler", "llmserve_step_seconds_count", {"worker": WORKER_ID}) >= 4
     assert stack.sample("scheduler", "llmserve_tokens_per_step_count", {"worker": WORKER_ID, "phase": "prefill"}) >= 1
     assert stack.sample("scheduler", "llmserve_tokens_per_step_count", {"worker": WORKER_ID, "phase": "decode"}) >= 3
-    # Gauges are published every second from the scheduler's core.
+    # Gauges are published every second from the scheduler's core: wait for a publication made
+    # after the request released its blocks.
+    gauges = {
+        ("llmserve_kv_blocks_total", (("worker", WORKER_ID),)): NUM_KV_BLOCKS,
+        ("llmserve_kv_blocks_used", (("worker", WORKER_ID), ("service_class", "real_time"))): 0,
+        ("llmserve_queue_length", (("worker", WORKER_ID), ("service_class", "real_time"))): 0,
+    }
+    get = stack.metrics["scheduler"].registry.get_sample_value
+
+    def published() -> dict:
+        return {key: get(key[0], dict(key[1])) for key in gauges}
+
     for _ in range(30):
-        if stack.sample("scheduler", "llmserve_kv_blocks_total", {"worker": WORKER_ID}) == NUM_KV_BLOCKS:
+        if published() == gauges:
             break
         await asyncio.sleep(0.1)
-    assert stack.sample("scheduler", "llmserve_kv_blocks_total", {"worker": WORKER_ID}) == NUM_KV_BLOCKS
-    labels = stack.metrics["scheduler"].registry.get_sample_value
-    assert labels("llmserve_queue_length", {"worker": WORKER_ID, "service_class": "real_time"}) == 0
-    assert labels("llmserve_kv_blocks_used", {"worker": WORKER_ID, "service_class": "real_time"}) == 0
+    assert published() == gauges
 
 
 async def test_a_preemption_shows_in_the_victims_trace_and_the_metrics(stack: Stack) -> None:
