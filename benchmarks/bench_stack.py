@@ -98,7 +98,7 @@ async def run_stack(args: argparse.Namespace, prompts: list[str]) -> Row:
 
     if args.address:
         return await bench_stack(args.address, prompts, args.max_tokens)
-    config = StackConfig(port=free_port(), model=args.model, num_kv_blocks=args.num_kv_blocks,
+    config = StackConfig(port=free_port(), model=args.model, load_format=args.load_format, num_kv_blocks=args.num_kv_blocks,
                          max_num_seqs=max(64, args.concurrency), max_num_batched_tokens=args.max_num_batched_tokens,
                          policy=args.policy, log_format="text")
     log_dir = Path(args.out) / "logs"
@@ -108,9 +108,13 @@ async def run_stack(args: argparse.Namespace, prompts: list[str]) -> Row:
 
 # ---- the same engine in-process --------------------------------------------------------------
 def run_in_process(args: argparse.Namespace, prompts: list[str]) -> Row:
+    import torch
+
     from llmserve.engine import InProcessEngine
 
-    engine = InProcessEngine.build(model=args.model, num_kv_blocks=args.num_kv_blocks,
+    torch.set_num_threads(args.threads)
+
+    engine = InProcessEngine.build(model=args.model, load_format=args.load_format, num_kv_blocks=args.num_kv_blocks,
                                    max_num_seqs=max(64, args.concurrency),
                                    max_num_batched_tokens=args.max_num_batched_tokens, policy=args.policy)
     engine.generate_all([engine.tokenize("Warm up.")], max_tokens=args.max_tokens)
@@ -127,10 +131,16 @@ def run_hf(args: argparse.Namespace, prompts: list[str]) -> list[Row]:
     from llmserve.model_source import load_tokenizer, resolve_model
 
     torch.set_num_threads(args.threads)
-    source = resolve_model(args.model)
+    source = resolve_model(args.model, args.load_format)
     tokenizer = load_tokenizer(source)
-    kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
-    model = AutoModelForCausalLM.from_pretrained(source.folder, local_files_only=True, torch_dtype=torch.float32, **kwargs)
+    if source.load_format == "dummy":  # same architecture and FLOPs, random weights
+        from llmserve.model_source import load_hf_config
+
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(load_hf_config(source), dtype=torch.float32)
+    else:
+        kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
+        model = AutoModelForCausalLM.from_pretrained(source.folder, local_files_only=True, dtype=torch.float32, **kwargs)
     model.eval()
     rows = []
     tokenizer.padding_side = "left"
@@ -172,7 +182,8 @@ def to_markdown(rows: list[Row], args: argparse.Namespace) -> str:
         return "—" if v is None else f"{v:.{digits}f}"
 
     lines = [
-        f"{args.concurrency} concurrent streams × {args.max_tokens} new tokens (greedy, EOS ignored), model {args.model}, "
+        f"{args.concurrency} concurrent streams × {args.max_tokens} new tokens (greedy, EOS ignored), model {args.model} "
+        f"({args.load_format} weights), "
         f"policy {args.policy}, {args.threads} torch threads",
         "",
         "| engine | output tok/s | TTFT p50 ms | TTFT p99 ms | TPOT p50 ms | TPOT p99 ms | wall s |",
@@ -199,6 +210,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--model", default="default")
+    parser.add_argument("--load-format", default="auto", help="dummy: random weights of the model's config")
     parser.add_argument("--policy", default="fcfs")
     parser.add_argument("--num-kv-blocks", type=int, default=1024)
     parser.add_argument("--max-num-batched-tokens", type=int, default=512)
