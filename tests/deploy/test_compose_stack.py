@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from llmserve.launch import ServiceSpec, free_port
 from llmserve.runtime.channel import open_channel
@@ -123,6 +124,12 @@ async def test_compose_env_stack_is_healthy_and_traced(collector: tuple[_Collect
         for name, port in metrics_ports.items():
             bodies[name] = await asyncio.to_thread(lambda p=port: urllib.request.urlopen(f"http://127.0.0.1:{p}/metrics", timeout=10).read().decode())
         assert 'llmserve_requests_total{finish_reason="length",service_class="real_time"} 1.0' in bodies["gateway"]
+        # Each service records its own part (the request ran on one of the two workers).
+        steps = {name: _samples(bodies[name], "llmserve_step_seconds_count") for name in ("scheduler", "worker-0", "worker-1")}
+        assert sum(steps["scheduler"].values()) >= 4, steps
+        assert sum(steps["worker-0"].values()) + sum(steps["worker-1"].values()) >= 4, steps
+        assert set(steps["scheduler"]) <= {(("worker", "worker-0"),), (("worker", "worker-1"),)}, steps
+        assert _samples(bodies["kvstore"], "llmserve_kv_blocks_total").keys() == {(("worker", "worker-0"),), (("worker", "worker-1"),)}
     # The stack has drained: every service flushed its spans on the way out.
     traces: dict[bytes, set[str]] = defaultdict(set)
     for service, trace_id, _ in servicer.spans:
@@ -130,3 +137,12 @@ async def test_compose_env_stack_is_healthy_and_traced(collector: tuple[_Collect
     generate = [t for s, t, name in servicer.spans if s == "gateway" and name == "/llmserve.v1.Gateway/Generate"]
     assert len(generate) == 1, servicer.spans
     assert traces[generate[0]] == SERVICE_NAMES, sorted((s, n) for s, t, n in servicer.spans if t == generate[0])
+    in_trace = {(s, n) for s, t, n in servicer.spans if t == generate[0]}
+    assert {("scheduler", "scheduler.queue"), ("scheduler", "scheduler.decode"), ("worker", "worker.prefill_chunk"),
+            ("kvstore", "kvstore.lease")} <= in_trace, sorted(in_trace)
+
+
+def _samples(body: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """The samples called `name` in a /metrics body, by their sorted labels."""
+    return {tuple(sorted(s.labels.items())): s.value for family in text_string_to_metric_families(body)
+            for s in family.samples if s.name == name}
