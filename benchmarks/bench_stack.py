@@ -71,7 +71,7 @@ async def _one_stream(stub, request) -> tuple[float, float, int]:  # type: ignor
     return ttft_ms, tpot_ms, count
 
 
-async def bench_stack(address: str, prompts: list[str], max_tokens: int) -> Row:
+async def bench_stack(address: str, prompts: list[str], max_tokens: int, sequential: bool = False) -> Row:
     from llmserve.runtime.channel import open_channel
     from llmserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
@@ -85,11 +85,15 @@ async def bench_stack(address: str, prompts: list[str], max_tokens: int) -> Row:
     async with open_channel(address) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
         await _one_stream(stub, request("Warm up."))  # first-call costs out of the measurement
-        start = time.perf_counter()
-        results = await asyncio.gather(*(_one_stream(stub, request(p)) for p in prompts))
+        if sequential:
+            start = time.perf_counter()
+            results = [await _one_stream(stub, request(p)) for p in prompts]
+        else:
+            start = time.perf_counter()
+            results = await asyncio.gather(*(_one_stream(stub, request(p)) for p in prompts))
         wall = time.perf_counter() - start
-    return _row("llmserve stack (gRPC, 4 processes)", [r[0] for r in results], [r[1] for r in results], wall,
-                sum(r[2] for r in results))
+    label = "llmserve stack (gRPC, 4 processes)" + (", one request at a time" if sequential else "")
+    return _row(label, [r[0] for r in results], [r[1] for r in results], wall, sum(r[2] for r in results))
 
 
 async def run_stack(args: argparse.Namespace, prompts: list[str]) -> Row:
@@ -97,13 +101,13 @@ async def run_stack(args: argparse.Namespace, prompts: list[str]) -> Row:
     from llmserve.supervisor import Stack
 
     if args.address:
-        return await bench_stack(args.address, prompts, args.max_tokens)
+        return await bench_stack(args.address, prompts, args.max_tokens, args.sequential)
     config = StackConfig(port=free_port(), model=args.model, load_format=args.load_format, num_kv_blocks=args.num_kv_blocks,
                          max_num_seqs=max(64, args.concurrency), max_num_batched_tokens=args.max_num_batched_tokens,
                          policy=args.policy, log_format="text")
     log_dir = Path(args.out) / "logs"
     async with Stack(service_specs(config), log_dir=str(log_dir)) as stack:
-        return await bench_stack(stack.specs[-1].address, prompts, args.max_tokens)
+        return await bench_stack(stack.specs[-1].address, prompts, args.max_tokens, args.sequential)
 
 
 # ---- the same engine in-process --------------------------------------------------------------
@@ -119,6 +123,10 @@ def run_in_process(args: argparse.Namespace, prompts: list[str]) -> Row:
                                    max_num_batched_tokens=args.max_num_batched_tokens, policy=args.policy)
     engine.generate_all([engine.tokenize("Warm up.")], max_tokens=args.max_tokens)
     token_prompts = [engine.tokenize(p) for p in prompts]
+    if args.sequential:
+        runs = [engine.generate_all([p], max_tokens=args.max_tokens) for p in token_prompts]
+        return _row("same engine in-process (no gRPC), one request at a time", [t for r in runs for t in r.ttfts_ms],
+                    [t for r in runs for t in r.tpots_ms], sum(r.wall_s for r in runs), sum(r.output_tokens for r in runs))
     result = engine.generate_all(token_prompts, max_tokens=args.max_tokens)
     return _row("same engine in-process (no gRPC)", result.ttfts_ms, result.tpots_ms, result.wall_s, result.output_tokens)
 
@@ -199,7 +207,11 @@ def to_markdown(rows: list[Row], args: argparse.Namespace) -> str:
     lines.append("")
     if stack and static:
         lines.append(f"- stack / transformers static throughput: **{stack.throughput_tok_s / static.throughput_tok_s:.2f}x**")
-    if stack and inproc and stack.ttft_p50_ms is not None and inproc.ttft_p50_ms is not None:
+    if stack and inproc and stack.ttft_p50_ms is not None and inproc.ttft_p50_ms is not None and not args.sequential:
+        lines.append(f"- TTFT p50 difference (stack − in-process) at {args.concurrency} concurrent streams: "
+                     f"{stack.ttft_p50_ms - inproc.ttft_p50_ms:+.1f} ms (includes arrival spread and CPU shared with "
+                     "the gateway and scheduler processes)")
+    if stack and inproc and stack.ttft_p50_ms is not None and inproc.ttft_p50_ms is not None and args.sequential:
         lines.append(f"- TTFT p50 added by the gRPC hops (stack − in-process): **{stack.ttft_p50_ms - inproc.ttft_p50_ms:+.1f} ms**")
     del by_name
     return "\n".join(lines) + "\n"
@@ -218,6 +230,8 @@ def main() -> int:
     parser.add_argument("--address", default="", help="bench an already running gateway instead of starting one")
     parser.add_argument("--engines", default="stack,inproc,hf", help="comma list of stack, inproc, hf")
     parser.add_argument("--skip-hf-continuous", action="store_true")
+    parser.add_argument("--sequential", action="store_true",
+                        help="one request at a time (isolates what the gRPC hops add to TTFT)")
     parser.add_argument("--out", default="bench_out/stack")
     args = parser.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)
