@@ -68,7 +68,13 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-num-seqs", type=int, default=0, help="sim: most sequences per step (0: from JSON)")
     p.add_argument("--address", default="", help="live: gateway host:port of a running stack")
     p.add_argument("--model", default="default", help="live without --address: model of the stacks to start")
+    p.add_argument("--load-format", default="auto", help="live without --address: auto | gguf | safetensors | dummy")
     p.add_argument("--live-timeout", type=float, default=1800.0, help="live: seconds per policy run")
+    p.add_argument("--live-stop", choices=("cancel", "max_tokens"), default="cancel",
+                   help="live: end each request at its true length by cancelling it client-side (no policy can see "
+                        "the length), or by max_tokens (an oracle for policies that read max_tokens, e.g. tempo)")
+    p.add_argument("--live-max-tokens", type=int, default=1024,
+                   help="live, cancel stop: the max_tokens every request carries (outputs are capped to it)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.set_defaults(func=run_bench)
 
@@ -117,13 +123,16 @@ def _live_one(requests: Sequence, policy: str, args: argparse.Namespace, label: 
     async def go() -> tuple:
         bar = _progress(label)
         if args.address:
-            return await replay(requests, LiveConfig(args.address, run_timeout_s=args.live_timeout), bar)
+            return await replay(requests, LiveConfig(args.address, run_timeout_s=args.live_timeout,
+                                                     stop=args.live_stop, max_tokens=args.live_max_tokens), bar)
         from llmserve.launch import StackConfig, free_port, service_specs
         from llmserve.supervisor import Stack
 
-        config = StackConfig(port=free_port(), policy=policy, model=args.model, log_format="json")
+        config = StackConfig(port=free_port(), policy=policy, model=args.model, load_format=args.load_format,
+                             log_format="json")
         async with Stack(service_specs(config), log_dir=str(Path(args.out) / f"logs-{policy}")) as stack:
-            return await replay(requests, LiveConfig(stack.specs[-1].address, run_timeout_s=args.live_timeout), bar)
+            return await replay(requests, LiveConfig(stack.specs[-1].address, run_timeout_s=args.live_timeout,
+                                                     stop=args.live_stop, max_tokens=args.live_max_tokens), bar)
 
     wall0 = time.perf_counter()
     records, stats = asyncio.run(go())
@@ -171,7 +180,10 @@ def run_bench(args: argparse.Namespace) -> int:
         requests = read_workload(args.workload)
         if args.max_requests:
             requests = transform.first_requests(requests, args.max_requests)
-        requests = transform.cap_lengths(requests, args.max_prompt_tokens or None, args.max_output_tokens or None)
+        max_output = args.max_output_tokens or None
+        if args.engine == "live" and args.live_stop == "cancel":
+            max_output = min(max_output or args.live_max_tokens, args.live_max_tokens)
+        requests = transform.cap_lengths(requests, args.max_prompt_tokens or None, max_output)
         requests = transform.stretch_time(requests, args.time_scale)
     except (WorkloadError, OSError, ValueError) as err:
         print(f"bench: {err}", file=sys.stderr)

@@ -103,18 +103,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="cost model JSON to write")
     p.add_argument("--name", default="cpu", help="name stored in the JSON")
     p.add_argument("--target", choices=("total", "forward"), default="total")
-    p.add_argument("--model", default="default", help="--measure: model to load (llmserve model source)")
+    p.add_argument("--model", default="default", help="--measure: model (llmserve model source; a config folder works)")
+    p.add_argument("--device", default="cpu", help="--measure: cpu or cuda")
+    p.add_argument("--dtype", default="float32", help="--measure: float32, bfloat16, ...")
+    p.add_argument("--backend", default="", help="--measure: attention backend (default: torch on CPU, triton on CUDA)")
+    p.add_argument("--grid", default="cpu", choices=("cpu", "gpu", "tiny"), help="--measure: step shapes to time")
+    p.add_argument("--repeats", type=int, default=3, help="--measure: runs per shape (the fastest is kept)")
     p.add_argument("--dump-timings", help="--measure: also write the measured rows as JSONL here")
     args = p.parse_args(argv)
     try:
         if args.measure:
             from scheduler_svc.sim.measure import measure_worker_steps
 
-            objs = measure_worker_steps(args.model)
+            objs = measure_worker_steps(args.model, device=args.device, dtype=args.dtype, backend=args.backend,
+                                        grid=args.grid, repeats=args.repeats)
             if args.dump_timings:
                 Path(args.dump_timings).write_text("".join(json.dumps(o) + "\n" for o in objs), encoding="utf-8")
             rows = rows_from_dicts(objs)
-            source = f"measured in-process on worker_svc (model {args.model!r})"
+            source = (f"measured in-process on worker_svc (model {args.model!r}, {args.device}, {args.dtype}, "
+                      f"grid {args.grid}, fastest of {args.repeats} runs per shape)")
         else:
             rows = read_timings(args.from_timings, args.target)
             source = f"fitted from {args.from_timings}"

@@ -1,11 +1,21 @@
 """Live replay: sends a workload to a running llmserve stack through the public Gateway API and
 measures every token's arrival on the client side.
 
-Each request's prompt is `prompt_tokens` seeded random token ids; its true output length is
-enforced with `max_tokens = output_tokens` and `ignore_eos = true`. The scheduler checks
-`max_tokens` only as a stop condition: no policy ranks by it (they see a predicted length), so the
-bench-only stop is not an oracle. Workflow calls are sent when their dependencies have finished,
-plus their think time (see release.py).
+Each request's prompt is `prompt_tokens` seeded random token ids, sampled with `ignore_eos` so
+that the model cannot stop early. How its true output length is enforced (`stop`):
+
+- "cancel" (default): every request carries the same `max_tokens` (`LiveConfig.max_tokens`, a
+  client's generic cap, within the context), and the client cancels the call once it has
+  received `output_tokens` tokens. No policy can learn the true length from the request. The
+  server may compute a token or two more before the cancel lands; the request counts as
+  finished at its last wanted token. Outputs longer than the cap end early (incomplete): the
+  bench caps output lengths to it beforehand.
+- "max_tokens": `max_tokens = output_tokens`. Simpler and exact, but an oracle for any policy
+  that reads `max_tokens`: tempo's length predictor caps its bound at `max_tokens` (and uses it
+  outright before it has seen 20 finished requests), so tempo would know every true length.
+
+Workflow calls are sent when their dependencies have finished, plus their think time
+(release.py).
 """
 
 from __future__ import annotations
@@ -39,6 +49,8 @@ class LiveConfig:
 
     address: str
     timeout_s: float = 600.0  # per request
+    stop: str = "cancel"  # "cancel" | "max_tokens" (see the module docstring)
+    max_tokens: int = 1024  # the generic cap of the "cancel" stop
     run_timeout_s: float = 1800.0  # whole replay; unfinished requests are cancelled and count as missed
 
 
@@ -51,7 +63,8 @@ def prompt_ids(request_id: str, length: int, vocab_size: int) -> list[int]:
     return [rng.randrange(lo, vocab_size) for _ in range(length)]
 
 
-def to_generate_request(req: WorkloadRequest, vocab_size: int, workflow_start_unix: float | None) -> gateway_pb2.GenerateRequest:
+def to_generate_request(req: WorkloadRequest, vocab_size: int, workflow_start_unix: float | None,
+                        max_tokens: int) -> gateway_pb2.GenerateRequest:
     slo = common_pb2.Slo(service_class=_CLASS[req.cls], priority=req.priority)
     if req.ttft_ms is not None:
         slo.ttft_ms = req.ttft_ms
@@ -62,7 +75,7 @@ def to_generate_request(req: WorkloadRequest, vocab_size: int, workflow_start_un
     msg = gateway_pb2.GenerateRequest(
         request_id=req.id,
         token_ids=common_pb2.TokenIds(ids=prompt_ids(req.id, req.prompt_tokens, vocab_size)),
-        sampling=common_pb2.SamplingParams(max_tokens=req.output_tokens, temperature=0.0, ignore_eos=True,
+        sampling=common_pb2.SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True,
                                            seed=int.from_bytes(hashlib.sha256(req.id.encode()).digest()[8:16], "little")),
         slo=slo, tenant=req.tenant)
     if req.workflow_id:
@@ -87,6 +100,9 @@ async def replay(requests: Sequence[WorkloadRequest], config: LiveConfig,
         stub = gateway_pb2_grpc.GatewayStub(channel)
         info = await stub.GetModelInfo(gateway_pb2.GetModelInfoRequest(), timeout=30.0)
         vocab = int(info.vocab_size) or 32_000
+        context = int(info.max_context_length) or 2048
+        if config.stop not in ("cancel", "max_tokens"):
+            raise ValueError(f"live stop must be 'cancel' or 'max_tokens', got {config.stop!r}")
         t0 = loop.time()
         unix0 = time.time()
         tracker = ReleaseTracker(requests)
@@ -105,11 +121,20 @@ async def replay(requests: Sequence[WorkloadRequest], config: LiveConfig,
             start_unix = None
             if req.workflow_id:
                 start_unix = unix0 + wf_start.setdefault(req.workflow_id, release_s)
+            if config.stop == "cancel":
+                max_tokens = max(1, min(config.max_tokens, context - req.prompt_tokens))
+            else:
+                max_tokens = req.output_tokens
             try:
-                call = stub.Generate(to_generate_request(req, vocab, start_unix), timeout=config.timeout_s)
+                call = stub.Generate(to_generate_request(req, vocab, start_unix, max_tokens), timeout=config.timeout_s)
                 async for chunk in call:
                     now = loop.time() - t0
-                    rec.token_times.extend([now] * len(chunk.token_ids))
+                    want = req.output_tokens - len(rec.token_times)
+                    rec.token_times.extend([now] * min(len(chunk.token_ids), want))
+                    if len(rec.token_times) >= req.output_tokens:
+                        rec.finish_reason, rec.finish_s = "stop", now
+                        call.cancel()  # the bench-only stop: the server aborts the request
+                        break
                     if chunk.finish_reason:
                         rec.finish_reason = _REASON.get(chunk.finish_reason, "stop")
                         rec.finish_s = now

@@ -1,16 +1,20 @@
-"""Service gain of a run (Tempo §2.3, the step-function form of the artifact's accounting, i.e.
-penalty exponent p → ∞: on time earns full value, late earns nothing).
+"""Service gain of a run: the formula of the tempo policy's module docstring
+(scheduler_svc/core/policy/tempo.py), applied to what was delivered.
 
-    real-time   prompt_tokens if the first token met its TTFT, plus W_DECODE per output token
-                delivered by its own deadline  arrival + ttft + i·tpot
-    deadline    prompt_tokens + W_DECODE · output_tokens if it completed by its deadline
-    workflow    every call of a workflow earns prompt + W_DECODE · output only if the whole
-                workflow completed within its end-to-end deadline (collective requests)
-    best-effort prompt_tokens + W_DECODE · output_tokens once completed (no deadline)
+With `r(x, y) = clamp(x / y, 1e-6, 1)`, penalty exponent `p` (2, the tempo policy's default),
+decode weight `W_DECODE = 8`, prefill weight 1, times in seconds after arrival:
 
-W_PREFILL = 1 and W_DECODE = 8 as in the Tempo artifact (a decoded token costs about 8 prefill
-tokens of GPU time). The result is in token units; `llmserve bench` reports it per second of the
-offered-load window.
+    real-time   the prompt earns `in · r(ttft_slo, ttft)^p` once the first token is out; token i
+                earns `W_DECODE · r(ttft_slo + i·tpot_slo, t_i)^p` (full credit when on time)
+    deadline    `(in + W_DECODE · out) · r(deadline, finish)^p` once complete
+    workflow    every completed call earns `(in + W_DECODE · out) · r(D, latency)^p`, with D the
+                workflow's end-to-end deadline and latency from its first call's arrival to its
+                last call's finish (the end of the run while a call is unfinished): collective
+                requests are judged as a whole, as the Tempo artifact's client does
+    best-effort `BEST_EFFORT_WEIGHT · (in + W_DECODE · out)` once complete (no deadline)
+
+Unfinished requests earn what they delivered (real-time tokens) or nothing. The total is in
+token units; `summarize` reports it per second of the offered-load window.
 """
 
 from __future__ import annotations
@@ -20,42 +24,54 @@ from collections.abc import Sequence
 from scheduler_svc.sim.metrics import RequestRecord
 from scheduler_svc.sim.workload import BEST_EFFORT, DEADLINE, REAL_TIME
 
-W_PREFILL = 1.0
 W_DECODE = 8.0
+BEST_EFFORT_WEIGHT = 0.5
+PENALTY = 2.0
 
 
-def _workflows_met(records: Sequence[RequestRecord]) -> dict[str, bool]:
+def _r(x: float, y: float) -> float:
+    if y <= 0:
+        return 1.0
+    return min(1.0, max(1e-6, x / y))
+
+
+def _workflow_factors(records: Sequence[RequestRecord], end_s: float, p: float) -> dict[str, float]:
     groups: dict[str, list[RequestRecord]] = {}
     for rec in records:
         if rec.request.workflow_id and rec.request.workflow_deadline_ms:
             groups.setdefault(rec.request.workflow_id, []).append(rec)
-    met = {}
+    factors = {}
     for wf, members in groups.items():
         start = min(m.arrival_s for m in members)
-        limit = members[0].request.workflow_deadline_ms / 1000.0  # type: ignore[operator]
-        met[wf] = all(m.complete for m in members) and max(m.finish_s for m in members) - start <= limit + 1e-9  # type: ignore[type-var]
-    return met
+        done = all(m.complete for m in members)
+        last = max((m.finish_s for m in members if m.finish_s is not None), default=end_s) if done else end_s
+        factors[wf] = _r(members[0].request.workflow_deadline_ms / 1000.0, last - start) ** p  # type: ignore[operator]
+    return factors
 
 
-def request_gain(rec: RequestRecord, workflow_met: bool | None) -> float:
-    """Gain of one request; `workflow_met` is its workflow's outcome (None outside workflows)."""
+def request_gain(rec: RequestRecord, workflow_factor: float | None, p: float = PENALTY) -> float:
+    """Gain of one request; `workflow_factor` is its workflow's `r(D, latency)^p` (None outside)."""
     r = rec.request
-    full = W_PREFILL * r.prompt_tokens + W_DECODE * r.output_tokens
-    if workflow_met is not None:
-        return full if workflow_met else 0.0
+    full = r.prompt_tokens + W_DECODE * r.output_tokens
+    if workflow_factor is not None:
+        return full * workflow_factor if rec.complete else 0.0
     if r.cls == REAL_TIME:
         if not rec.token_times:
             return 0.0
-        ttft_met = rec.token_times[0] - rec.arrival_s <= (r.ttft_ms or 0.0) / 1000.0 + 1e-9
-        return W_PREFILL * r.prompt_tokens * ttft_met + W_DECODE * rec.on_time_tokens()
+        ttft, tpot = (r.ttft_ms or 0.0) / 1000.0, (r.tpot_ms or 0.0) / 1000.0
+        gain = r.prompt_tokens * _r(ttft, rec.token_times[0] - rec.arrival_s) ** p
+        for i, t in enumerate(rec.token_times):
+            gain += W_DECODE * _r(ttft + i * tpot, t - rec.arrival_s) ** p
+        return gain
+    if not rec.complete or rec.finish_s is None:
+        return 0.0
     if r.cls == DEADLINE:
-        return full if rec.deadline_attained() else 0.0
+        return full * _r((r.deadline_ms or 0.0) / 1000.0, rec.finish_s - rec.arrival_s) ** p
     assert r.cls == BEST_EFFORT
-    return full if rec.complete else 0.0
+    return BEST_EFFORT_WEIGHT * full
 
 
-def service_gain(records: Sequence[RequestRecord], end_s: float) -> float:
+def service_gain(records: Sequence[RequestRecord], end_s: float, p: float = PENALTY) -> float:
     """Total service gain of a run (token units)."""
-    del end_s  # gains are judged per request against its own SLO
-    met = _workflows_met(records)
-    return sum(request_gain(rec, met.get(rec.request.workflow_id or "")) for rec in records)
+    factors = _workflow_factors(records, end_s, p)
+    return sum(request_gain(rec, factors.get(rec.request.workflow_id or ""), p) for rec in records)

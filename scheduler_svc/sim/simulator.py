@@ -75,7 +75,7 @@ class SimResult:
 
 # Policies that price steps with a cost model get the simulator's own (the same coefficients the
 # simulated worker charges), unless the options name one.
-COST_AWARE_POLICIES = frozenset({"bros", "tempo"})
+COST_AWARE_POLICIES = frozenset({"bros"})
 
 
 def build_policy(name: str, cost: CostModel, options: dict[str, object]) -> Policy:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from scheduler_svc.sim.metrics import RequestRecord, RunStats, summarize, workflow_attainment
-from scheduler_svc.sim.service_gain import W_DECODE, service_gain
+from scheduler_svc.sim.service_gain import BEST_EFFORT_WEIGHT, PENALTY, W_DECODE, service_gain
 from scheduler_svc.sim.workload import WorkloadRequest
 
 STATS = RunStats(start_s=0.0, arrivals_end_s=10.0, end_s=20.0, num_steps=5, preemptions=2, kv_util_mean=0.5)
@@ -49,21 +49,31 @@ def test_ttft_percentiles_are_censored_at_the_end():
     assert m["rt_ttft_p50_ms"] == pytest.approx(550.0)
 
 
-def test_workflow_attainment_and_gain_are_all_or_nothing():
+def test_workflow_attainment_and_gain_judge_the_whole_workflow():
     def call(rid: str, arrival: float, finish: float, deps: tuple[str, ...] = ()) -> RequestRecord:
         req = WorkloadRequest(rid, arrival, 4, 2, "deadline", deadline_ms=100_000.0, workflow_id=rid[0],
                               depends_on=deps, workflow_deadline_ms=5000.0)
         return RequestRecord(req, arrival, [finish - 0.1, finish], finish, "stop")
 
     ok = [call("a1", 0.0, 1.0), call("a2", 2.0, 4.9, ("a1",))]
-    late = [call("b1", 0.0, 1.0), call("b2", 2.0, 5.5, ("b1",))]
+    late = [call("b1", 0.0, 1.0), call("b2", 2.0, 10.0, ("b1",))]  # latency 10 s for a 5 s deadline
     assert workflow_attainment(ok + late) == 0.5
     full = 4 + W_DECODE * 2
-    assert service_gain(ok + late, 20.0) == pytest.approx(2 * full)
+    assert service_gain(ok, 20.0) == pytest.approx(2 * full)
+    assert service_gain(late, 20.0) == pytest.approx(2 * full * 0.5**PENALTY)
 
 
-def test_rt_gain_counts_on_time_tokens():
-    rec = rt("a", [0.5, 1.05, 5.0])  # tokens 0 and 1 on time, token 2 late
-    assert service_gain([rec], 20.0) == pytest.approx(10 + 2 * W_DECODE)
-    late_first = rt("b", [1.5, 1.55, 1.6])  # every token after its absolute deadline: nothing
-    assert service_gain([late_first], 20.0) == 0.0
+def test_rt_gain_decays_with_lateness():
+    on_time = rt("a", [0.5, 1.05, 1.2])
+    assert service_gain([on_time], 20.0) == pytest.approx(10 + 3 * W_DECODE)
+    # Token 2 is due at 1.2 s and arrives at 2.4 s: it earns (1.2 / 2.4)^p of its weight.
+    late_token = rt("b", [0.5, 1.05, 2.4])
+    assert service_gain([late_token], 20.0) == pytest.approx(10 + 2 * W_DECODE + W_DECODE * 0.5**PENALTY)
+    assert service_gain([rt("c", [], finish=None)], 20.0) == 0.0
+
+
+def test_deadline_and_best_effort_gain():
+    dl = RequestRecord(WorkloadRequest("d", 0.0, 5, 2, "deadline", deadline_ms=2000.0), 0.0, [1.0, 4.0], 4.0, "stop")
+    be = RequestRecord(WorkloadRequest("b", 0.0, 5, 2, "best_effort"), 0.0, [1.0, 9.0], 9.0, "stop")
+    assert service_gain([dl], 20.0) == pytest.approx((5 + 2 * W_DECODE) * 0.5**PENALTY)
+    assert service_gain([be], 20.0) == pytest.approx(BEST_EFFORT_WEIGHT * (5 + 2 * W_DECODE))
