@@ -36,6 +36,9 @@ class WorkerConfig:
     drain_grace_s: float = 5.0
     kvstore_connect_timeout_s: float = 60.0
     metrics_port: int = 0
+    # Forward passes in a thread keep the event loop responsive (heartbeats, reading the next plan)
+    # but every torch op then hands the GIL back and forth with the loop thread.
+    forward_in_thread: bool = True
     # Lazy checkpointing: send full KV blocks of running non-real-time requests to the store's
     # host tier this many at a time, so a preemption only copies the tail (0: at preemption only).
     checkpoint_lazy_blocks: int = 4
@@ -75,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(parser, "--seed", default=0, type=int, help="seed of dummy weights")
     add_flag(parser, "--num-threads", default=0, type=int, help="torch CPU threads (0: torch's default)")
     add_flag(parser, "--warmup", default=True, type=bool, help="run warm-up forward passes before serving")
+    add_flag(parser, "--forward-in-thread", default=True, type=bool,
+             help="run each forward pass in a thread (keeps the event loop free; off: on the loop thread, "
+                  "no GIL hand-offs per op)")
     add_flag(parser, "--checkpoint-lazy-blocks", default=4, type=int,
              help="send full KV blocks of running BE requests to the host tier this many at a time (0: off)")
     add_flag(parser, "--log-level", default="INFO", help="log level")
@@ -101,4 +107,5 @@ def config_from_args(args: argparse.Namespace) -> WorkerConfig:
         warmup=args.warmup,
         metrics_port=args.metrics_port,
         checkpoint_lazy_blocks=args.checkpoint_lazy_blocks,
+        forward_in_thread=args.forward_in_thread,
     )

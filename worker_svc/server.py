@@ -50,8 +50,9 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
 
     def __init__(self, runner: StepRunner, description: WorkerDescription, kv: KvLeaseClient,
                  metrics: ServiceMetrics | None = None, checkpoints: KvCheckpointClient | None = None,
-                 max_chunk_bytes: int = 4 << 20) -> None:
+                 max_chunk_bytes: int = 4 << 20, forward_in_thread: bool = True) -> None:
         self.runner = runner
+        self._forward_in_thread = forward_in_thread
         self.description = description
         self.kv = kv
         self.metrics = metrics
@@ -182,6 +183,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         return restored
 
     async def _thread(self, fn: Callable[[], T]) -> T:
+        if not self._forward_in_thread:
+            return fn()
         self._in_thread = asyncio.ensure_future(asyncio.to_thread(fn))
         return await asyncio.shield(self._in_thread)
 
@@ -241,7 +244,8 @@ async def start_worker(config: WorkerConfig, address: str = "127.0.0.1:0",
     checkpoints.start()
     metrics = metrics or ServiceMetrics.create("worker")
     metrics.kv_blocks_total.labels(description.worker_id).set(description.num_blocks)
-    servicer = WorkerServicer(runner, description, kv, metrics, checkpoints)
+    servicer = WorkerServicer(runner, description, kv, metrics, checkpoints,
+                              forward_in_thread=config.forward_in_thread)
     try:
         server = await start_server(lambda s: worker_pb2_grpc.add_WorkerServicer_to_server(servicer, s), [SERVICE_NAME],
                                     address, interceptors=tracing.server_interceptors())
