@@ -31,6 +31,7 @@ TABLE_COLUMNS = (
     ("deadline_slo_attainment", "DL SLO", "{:.1%}"),
     ("workflow_slo_attainment", "WF SLO", "{:.1%}"),
     ("be_throughput_tok_s", "BE tok/s", "{:.0f}"),
+    ("be_throughput_run_tok_s", "BE job tok/s", "{:.0f}"),
     ("be_mean_completion_s", "BE done s", "{:.1f}"),
     ("service_gain", "gain/s", "{:.0f}"),
     ("goodput_req_s", "good req/s", "{:.2f}"),

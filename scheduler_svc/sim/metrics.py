@@ -125,7 +125,8 @@ def summarize(records: Sequence[RequestRecord], stats: RunStats, service_gain: S
 
     BE throughput is BE output tokens generated inside the offered-load window [first arrival,
     last arrival] divided by its length, so a policy cannot look better by draining a backlog
-    after the load stops; goodput is SLO-attaining requests per second of the same window, and
+    after the load stops (`be_throughput_run_tok_s` is the whole-job view: all BE tokens over
+    first arrival -> last BE token); goodput is SLO-attaining requests per second of the same window, and
     service gain (see service_gain.py) is per second of the window too.
     """
     rt = [r for r in records if r.request.cls == REAL_TIME]
@@ -134,6 +135,8 @@ def summarize(records: Sequence[RequestRecord], stats: RunStats, service_gain: S
     window = max(stats.arrivals_end_s - stats.start_s, 1e-9)
     be_tokens = sum(1 for r in be for t in r.token_times if t <= stats.arrivals_end_s)
     be_done = [r.finish_s - r.arrival_s for r in be if r.complete and r.finish_s is not None]
+    be_last = max((t for r in be for t in r.token_times[-1:]), default=None)
+    be_all_tokens = sum(len(r.token_times) for r in be)
     ttfts = [r.ttft_s(stats.end_s) * 1000.0 for r in rt]
     tpots = [t * 1000.0 for r in rt if (t := r.mean_tpot_s()) is not None]
     attained_in_window = sum(1 for r in records if r.attained() and (r.finish_s or math.inf) <= stats.arrivals_end_s)
@@ -144,6 +147,8 @@ def summarize(records: Sequence[RequestRecord], stats: RunStats, service_gain: S
         "deadline_slo_attainment": _frac(sum(r.deadline_attained() for r in dl), len(dl)),
         "workflow_slo_attainment": workflow_attainment(records),
         "be_throughput_tok_s": None if not be else be_tokens / window,
+        # Over the whole job: every BE token over first arrival -> last BE token (drain included).
+        "be_throughput_run_tok_s": None if be_last is None else be_all_tokens / max(be_last - stats.start_s, 1e-9),
         "be_mean_completion_s": None if not be_done else sum(be_done) / len(be_done),
         "be_completed_fraction": _frac(len(be_done), len(be)),
         "service_gain": service_gain(records, stats.end_s) / window,

@@ -31,11 +31,17 @@ def plot_sweep(sweep: Mapping[float, Mapping[str, Mapping[str, object]]], out: s
         ("rt_slo_attainment", "real-time SLO attainment"),
         ("deadline_slo_attainment", "deadline SLO attainment"),
         ("workflow_slo_attainment", "workflow SLO attainment"),
-        ("be_throughput_tok_s", "best-effort throughput (tok/s)"),
+        ("be_throughput_tok_s", "BE throughput in the load window (tok/s)"),
+        ("be_throughput_run_tok_s", "BE throughput, whole job (tok/s)"),
         ("service_gain", "service gain"),
     ) if any(sweep[s][p].get(k) is not None for s in scales for p in policies)]
-    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.2 * max(len(panels), 1), 3.6), squeeze=False)
-    for ax, (key, label) in zip(axes[0], panels):
+    ncols = min(3, max(len(panels), 1))
+    nrows = -(-max(len(panels), 1) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols, 3.4 * nrows), squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (key, label) in zip(flat, panels):
         for policy in policies:
             ys = [sweep[s][policy].get(key) for s in scales]
             xs = [x for x, y in zip(scales, ys) if y is not None]
@@ -45,7 +51,7 @@ def plot_sweep(sweep: Mapping[float, Mapping[str, Mapping[str, object]]], out: s
         if "attainment" in key:
             ax.set_ylim(-0.03, 1.03)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    flat[0].legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
@@ -76,7 +82,8 @@ def plot_latency_cdf(records: Mapping[str, Sequence[RequestRecord]], end_s: Mapp
                 ax.step(values, ys, where="post", label=policy)
         ax.set_xlabel(label)
         ax.set_ylabel("CDF")
-        ax.set_xscale("log")
+        if "TPOT" not in label:
+            ax.set_xscale("log")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     if title:
