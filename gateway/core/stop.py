@@ -44,8 +44,11 @@ class StopStringMatcher:
         return out
 
     def _first_stop(self) -> int | None:
-        found = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
-        return min(found) if found else None
+        """Start of the stop string that ENDS first in the text (ties: the longer one). Ending
+        first, not starting first, is what makes the result independent of how the text was cut
+        into deltas: a stream cannot wait for a longer stop string that might still complete."""
+        found = [(i + len(s), i) for s, i in ((s, self.pending.find(s)) for s in self.stops) if i >= 0]
+        return min(found)[1] if found else None
 
     def _held_suffix_start(self) -> int:
         """Index of the earliest position whose suffix is a proper prefix of a stop string."""

@@ -71,6 +71,7 @@ def test_matches_a_whole_text_search_for_any_split(text: str, stops: list[str], 
     bounds = sorted({0, len(text), *(c for c in cuts if c <= len(text))})
     pieces = [text[a:b] for a, b in zip(bounds, bounds[1:])]
     out, stopped = run(tuple(stops), pieces)
-    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    # The stop string that ends first wins (ties: the one that starts first).
+    hits = [(i + len(s), i) for s, i in ((s, text.find(s)) for s in stops) if i >= 0]
     assert stopped == bool(hits)
-    assert "".join(out) == (text[: min(hits)] if hits else text)
+    assert "".join(out) == (text[: min(hits)[1]] if hits else text)
