@@ -1,7 +1,8 @@
 """Service gain of a run: the formula of the tempo policy's module docstring
 (scheduler_svc/core/policy/tempo.py), applied to what was delivered.
 
-With `r(x, y) = clamp(x / y, 1e-6, 1)`, penalty exponent `p` (2, the tempo policy's default),
+With `r(x, y) = clamp(x / y, 1e-6, 1)`, penalty exponent `p` (100, the tempo policy's default and the
+Tempo/JITServe artifact's benchmark scripts: on time earns full credit, late ≈ nothing),
 decode weight `W_DECODE = 8`, prefill weight 1, times in seconds after arrival:
 
     real-time   the prompt earns `in · r(ttft_slo, ttft)^p` once the first token is out; token i
@@ -26,7 +27,7 @@ from scheduler_svc.sim.workload import BEST_EFFORT, DEADLINE, REAL_TIME
 
 W_DECODE = 8.0
 BEST_EFFORT_WEIGHT = 0.5
-PENALTY = 2.0
+PENALTY = 100.0
 
 
 def _r(x: float, y: float) -> float:

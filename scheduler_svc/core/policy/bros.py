@@ -34,6 +34,7 @@ import math
 from scheduler_svc.core.cost_model import CostModel, LinearCostModel
 from scheduler_svc.core.plan import StepTiming
 from scheduler_svc.core.policy.base import Policy, PreemptionMode
+from scheduler_svc.core.policy.pacing import OtherWork, StepTimes, decode_may_yield
 from scheduler_svc.core.request import Request, ServiceClass
 from scheduler_svc.core.step_draft import StepDraft
 
@@ -53,19 +54,24 @@ class BrosPolicy(Policy):
         rt_reserve_blocks: int = 0,
         min_prefill_chunk: int = 16,
         step_time_ema: float = 0.2,
+        pace_rt_decodes: bool = False,
+        pace_margin_s: float = 0.02,
     ) -> None:
         super().__init__(aging_s=aging_s)
         if cost_model is None:
             cost_model = LinearCostModel.from_json_file(cost_model_path) if cost_model_path else LinearCostModel()
-        if rt_reserve_blocks < 0 or min_prefill_chunk < 1 or not 0 < step_time_ema <= 1:
-            raise ValueError("bros: rt_reserve_blocks >= 0, min_prefill_chunk >= 1 and 0 < step_time_ema <= 1")
+        if rt_reserve_blocks < 0 or min_prefill_chunk < 1 or not 0 < step_time_ema <= 1 or pace_margin_s < 0:
+            raise ValueError("bros: rt_reserve_blocks >= 0, min_prefill_chunk >= 1, 0 < step_time_ema <= 1 "
+                             "and pace_margin_s >= 0")
         self.cost = cost_model
         self.rt_reserve_blocks = rt_reserve_blocks
         self.min_prefill_chunk = min_prefill_chunk
-        self._ema = step_time_ema
+        self.pace_rt_decodes = pace_rt_decodes
+        self.pace_margin_s = pace_margin_s
         self._base_s = cost_model.step_time(0, 0, 0)
-        self.step_time_s = self._base_s  # measured step time (EMA), seeded by the model
+        self.steps = StepTimes(self._base_s, step_time_ema)  # measured step times, seeded by the model
         self._start_s = 0.0
+        self._other = OtherWork()
 
     # ---- ordering ------------------------------------------------------------------------------
     def key(self, req: Request, now: float) -> tuple:
@@ -80,11 +86,21 @@ class BrosPolicy(Policy):
 
     # ---- the iteration-time guard --------------------------------------------------------------
     def begin_step(self, draft: StepDraft) -> None:
-        self._start_s = draft.now + draft.num_steps_ahead * self.step_time_s
+        self._start_s = draft.now + draft.num_steps_ahead * self.steps.mean_s
+        self._other.begin_step()
+
+    @property
+    def step_time_s(self) -> float:
+        """Measured step time (EMA)."""
+        return self.steps.mean_s
 
     def limit_tokens(self, req: Request, num_tokens: int, is_decode: bool, draft: StepDraft) -> int:
         rt = req.service_class is _RT
         if rt and is_decode:
+            # Just enough: a stream ahead of its per-token pace skips this step (pacing.py).
+            if (self.pace_rt_decodes and self._other.may_yield and req.promoted_at is None
+                    and decode_may_yield(req, self._start_s, self.steps.max_s, self.pace_margin_s)):
+                return 0
             return num_tokens
         deadline = draft.tightest_deadline_s
         if rt:
@@ -113,6 +129,8 @@ class BrosPolicy(Policy):
         return lo
 
     def on_scheduled(self, req: Request, num_tokens: int, is_decode: bool, sample: bool, draft: StepDraft) -> None:
+        if self.pace_rt_decodes:
+            self._other.on_scheduled(req)
         if req.service_class is _RT:
             # The token this step samples (or, for a prefill chunk, the first token still due).
             index = req.num_scheduled_outputs - 1 if sample else req.num_scheduled_outputs
@@ -120,7 +138,7 @@ class BrosPolicy(Policy):
 
     def observe_step(self, timing: StepTiming | None, now: float) -> None:
         if timing is not None and timing.total_ns > 0:
-            self.step_time_s += self._ema * (timing.total_ns / 1e9 - self.step_time_s)
+            self.steps.observe(timing.total_ns / 1e9)
 
     # ---- KV ------------------------------------------------------------------------------------
     def admission_may_preempt(self, beneficiary: Request, victim: Request) -> bool:

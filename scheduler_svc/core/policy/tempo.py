@@ -45,9 +45,13 @@ from dataclasses import dataclass
 from scheduler_svc.core.length_predictor import LengthPredictor
 from scheduler_svc.core.plan import StepTiming
 from scheduler_svc.core.policy.base import Policy
-from scheduler_svc.core.request import FinishReason, Request, ServiceClass
+from scheduler_svc.core.request import FinishReason, Request, RequestStatus, ServiceClass
 from scheduler_svc.core.step_draft import StepDraft
 from scheduler_svc.core.workflow_graph import WorkflowTracker
+
+
+_RT = ServiceClass.REAL_TIME
+_RUNNING = RequestStatus.RUNNING
 
 
 @dataclass(slots=True)
@@ -73,7 +77,7 @@ class TempoPolicy(Policy):
         self,
         *,
         aging_s: float | None = 60.0,
-        penalty: float = 2.0,
+        penalty: float = 100.0,
         decode_weight: float = 8.0,
         best_effort_weight: float = 0.5,
         quantile: float = 0.95,
@@ -130,8 +134,16 @@ class TempoPolicy(Policy):
     def key(self, req: Request, now: float) -> tuple:
         if req.workflow is not None and req.workflow.workflow_id in self._members:
             return self._collective_key(req.workflow.workflow_id, now)
+        if req.slo.service_class is _RT:
+            # Urgency band: a stream's next token, or a first token still attainable, is due
+            # at a fixed time; earliest first, ahead of all density-ranked work.
+            if req.output_token_ids or req.status is _RUNNING:
+                return (0, req.next_token_deadline_s(), 0.0)
+            ttft_due = req.token_deadline_s(0)
+            if now <= ttft_due:
+                return (0, ttft_due, 0.0)
         reward, remain_time = self._reward(req, now)
-        return (-reward / remain_time, remain_time)
+        return (1, -reward / remain_time, remain_time)
 
     def _collective_key(self, workflow_id: str, now: float) -> tuple:
         cached = self._collective.get(workflow_id)
@@ -142,7 +154,7 @@ class TempoPolicy(Policy):
             reward, remain_time = self._reward(member, now)
             total += reward
             longest = max(longest, remain_time)
-        key = (-total / longest, longest)
+        key = (1, -total / longest, longest)
         self._collective[workflow_id] = (now, key)
         return key
 

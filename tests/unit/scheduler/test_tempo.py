@@ -95,3 +95,49 @@ def test_workflow_members_share_one_key():
     sched.add_request(a)
     sched.add_request(b)
     assert a.sched_key[1:-1] == b.sched_key[1:-1]
+
+
+def test_streaming_rt_decode_outranks_a_dense_deadline_prefill():
+    """Density alone once let a short deadline prefill take the whole budget and skip a stream's
+    decode; streams now rank in the urgency band, earliest next-token deadline first."""
+    sched = make_scheduler("tempo", max_num_batched_tokens=8)
+    now = sched.clock.now()
+    sched.add_request(make_request("rt", prompt_len=8, max_tokens=50, service_class=RT, arrival_s=now))
+    driver = make_driver(sched)
+    driver.max_inflight = 1
+    driver.send()
+    driver.receive()  # rt's prompt is in, its first token out: it is streaming
+    sched.add_request(make_request("dl", prompt_len=8, max_tokens=2, service_class=DL, deadline_ms=60_000,
+                                   arrival_s=sched.clock.now()))
+    plan = sched.schedule()
+    assert [s.request_id for s in plan.scheduled] == ["rt", "dl"]
+    assert {s.request_id: s.num_tokens for s in plan.scheduled} == {"rt": 1, "dl": 7}
+
+
+def test_waiting_rt_ranks_by_first_token_deadline_until_it_has_passed():
+    sched = make_scheduler("tempo")
+    policy: TempoPolicy = sched.policy  # type: ignore[assignment]
+    late = make_request("late", prompt_len=8, service_class=RT, ttft_ms=500, arrival_s=sched.clock.now())
+    be = make_request("be", prompt_len=8, service_class=BE, arrival_s=sched.clock.now())
+    sched.add_request(late)
+    sched.add_request(be)
+    sched.clock.advance(2.0)  # type: ignore[attr-defined]
+    now = sched.clock.now()
+    fresh = make_request("fresh", prompt_len=8, service_class=RT, ttft_ms=500, arrival_s=now)
+    sched.add_request(fresh)
+    assert policy.key(fresh, now) == (0, now + 0.5, 0.0)
+    # `late` missed its TTFT: attainment is lost, so it competes on service-gain density.
+    assert policy.key(late, now)[0] == 1 and policy.key(be, now)[0] == 1
+    assert policy.key(fresh, now) < policy.key(late, now)
+
+
+def test_penalty_100_makes_a_late_deadline_worth_almost_nothing():
+    policy = TempoPolicy(unit_time_s=0.01)
+    assert policy.p == 100.0
+    on_time = make_request("a", prompt_len=8, max_tokens=10, service_class=DL, deadline_ms=1_000)
+    late = make_request("b", prompt_len=8, max_tokens=10, service_class=DL, deadline_ms=95)  # needs ~0.1 s
+    policy.on_added(on_time, 0.0)
+    policy.on_added(late, 0.0)
+    full, _ = policy._reward(on_time, 0.0)
+    assert full == pytest.approx(8 + 8 * 10)
+    assert policy._reward(late, 0.0)[0] < 0.01 * full  # (0.95)^100 ≈ 0.006
