@@ -22,6 +22,9 @@ What the paper's visible material fixes (papers.md §1) and how it is realised h
   `rt_reserve_blocks` free as headroom for RT arrivals. BE/DEADLINE victims are preempted by
   CHECKPOINT (their KV is saved to the KV store's host tier and restored on resume; see
   core/checkpoints.py), RT victims by recompute.
+- Pacing (opt-in, `pace_rt_decodes`; `policy/pacing.py`): a stream ahead of its per-token pace
+  skips a step that other work fills. Off by default: in the simulator (docs/scheduling.md) the
+  stretched streams hold seats and KV longer, and RT attainment and BE throughput both dropped.
 - BE is served only with what RT leaves, so aging (default 30 s; bound in `policy/base.py`) keeps
   BE from starving under sustained RT load; promoted requests always get at least
   `min_prefill_chunk` tokens.

@@ -1,9 +1,12 @@
 """Tempo (arXiv 2504.20068, "JITServe" in v3): serve each request *just enough* to earn its
 service gain, highest gain per unit of GPU time first (papers.md §2.3–2.7).
 
-Service gain, with `r(x, y) = clamp(x / y, 1e-6, 1)`, penalty exponent `p` (default 2, the
-Tempo-era artifact value; its later scripts use 100, which turns the factor into a step),
-decode weight `w_d = 8`, prefill weight 1, all times in seconds after arrival:
+Service gain, with `r(x, y) = clamp(x / y, 1e-6, 1)`, penalty exponent `p` (default 100, the
+value of the Tempo/JITServe artifact's benchmark scripts, papers.md §2.3: a near step function,
+on time earns full credit and late earns ≈ nothing, e.g. 5% late keeps 0.6%; p = 2, the Tempo-era
+value, let late work keep most of its credit), decode weight `w_d = 8`, prefill weight 1, all
+times in seconds after arrival. `scheduler_svc/sim/service_gain.py` reports exactly this formula,
+with the same p, for every policy:
 
 - real-time: the prompt earns `in · r(ttft_slo, ttft)^p` once the first token is out; token i
   earns `w_d` if delivered by `ttft_slo + i·tpot_slo`, else `w_d · r(due_i, t_i)^p`;
@@ -12,7 +15,18 @@ decode weight `w_d = 8`, prefill weight 1, all times in seconds after arrival:
   workflow's end-to-end deadline (`WorkflowTracker`, graph matching);
 - best-effort: `best_effort_weight · (in + w_d · out)` (no deadline: the factor is 1).
 
-Priority = service gain density (§2.5): `reward / remain_time`, key `(−density, remain_time)`,
+Urgency band (the per-token deadlines of streams, ahead of density). A real-time request whose
+stream has started (or that is running) ranks in band 0 by the deadline of its next token,
+earliest first, as does a waiting one whose first-token deadline has not passed yet. Everything
+else, including a waiting RT request that already missed its TTFT (its SLO is lost; what it can
+still earn is its catch-up stream, which density prices), ranks in band 1 by density. Why: with
+density alone a short deadline/BE prefill could outrank a streaming decode, take the step's
+token budget and skip it (misses at tokens 150–300 of long outputs), and a late RT request's
+reward collapsed so it sank until aging. A decode is one token, so band 0 costs the density
+ranking little budget; a stream's band-0 key is fixed between its tokens, and a waiting key only
+moves from band 0 to band 1 (never better), which keeps `waiting_keys_only_worsen` true.
+
+Priority in band 1 = service gain density (§2.5): `reward / remain_time`, key `(1, −density, remain_time)`,
 where `remain_time = unit_time · (remain_len + prefill_left / prefill_tokens_per_step)`,
 `unit_time` is the measured step time (EMA over step results, seeded with `unit_time_s`),
 `remain_len = bound − produced`, and the reward is the gain the request earns from now on if
@@ -25,7 +39,7 @@ served at that pace plus what it has already earned:
 with `L` the request's output-length upper bound (`LengthPredictor`: online per-(tenant, prompt
 bucket) quantiles of finished requests; `max_tokens` until enough have finished; raised when a
 request outgrows it). The true output length is never read. Members of one workflow share one
-key: `Σ member rewards / max member remain_time` (siblings rise and fall together).
+key: `(1, −Σ member rewards / max member remain_time, ·)` (siblings rise and fall together).
 
 Keys of running requests are refreshed every 10 steps (the artifact recomputes every
 `schedule_interval` iterations). A waiting request's density only decays while it waits (its
