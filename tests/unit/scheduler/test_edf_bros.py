@@ -82,7 +82,8 @@ def test_bros_without_rt_be_uses_the_whole_budget():
 
 
 def test_bros_rt_takes_be_blocks_at_admission():
-    sched = make_scheduler("bros", num_blocks=6, policy_options=_bros())
+    # Classic BROS order (RT ahead of every BE request): a waiting RT may take a decoding BE's blocks.
+    sched = make_scheduler("bros", num_blocks=6, policy_options=_bros(decodes_first=False))
     now = sched.clock.now()
     sched.add_request(make_request("be1", prompt_len=12, max_tokens=4, service_class=BE, arrival_s=now))
     sched.add_request(make_request("be2", prompt_len=12, max_tokens=4, service_class=BE, arrival_s=now + 1))
@@ -95,6 +96,49 @@ def test_bros_rt_takes_be_blocks_at_admission():
     assert [n.request_id for n in p1.new_requests] == ["rt"]
     assert sched.get_request("be2").status is RequestStatus.PREEMPTED
     assert sched.stats().kv_blocks_by_class[RT] == 2
+
+
+def test_bros_decodes_first_rt_takes_blocks_of_be_still_in_prefill():
+    # be1 decodes, be2 is mid-prompt: a waiting RT ranks after decodes but ahead of every prefill,
+    # so it takes be2's blocks (the long prompt), not those of the stream that is producing tokens.
+    sched = make_scheduler("bros", num_blocks=6, max_num_batched_tokens=20, policy_options=_bros())
+    now = sched.clock.now()
+    sched.add_request(make_request("be1", prompt_len=8, max_tokens=4, service_class=BE, arrival_s=now))
+    sched.add_request(make_request("be2", prompt_len=16, max_tokens=4, service_class=BE, arrival_s=now + 1))
+    p0 = sched.schedule()
+    assert {s.request_id: s.num_tokens for s in p0.scheduled} == {"be1": 8, "be2": 12}  # 5 of 6 blocks
+    sched.update(StepResult(p0.step_id, (("be1", 5),)))
+    sched.add_request(make_request("rt", prompt_len=8, max_tokens=4, service_class=RT, arrival_s=now))
+    p1 = sched.schedule()
+    assert p1.preempted_request_ids == ("be2",)
+    assert [n.request_id for n in p1.new_requests] == ["rt"]
+    assert [s.request_id for s in p1.scheduled] == ["be1", "rt"]
+    assert sched.get_request("be1").status is RequestStatus.RUNNING
+
+
+def test_bros_decodes_first_keeps_streams_in_a_step_a_prefill_fills():
+    # A tight-TTFT RT prompt larger than the budget would take the whole step in slack order;
+    # decodes first, the RT and BE streams still get their token and the chunk takes the rest.
+    sched = make_scheduler("bros", max_num_batched_tokens=32, max_model_len=512, num_blocks=128,
+                           policy_options=_bros())
+    now = sched.clock.now()
+    sched.add_request(make_request("be", prompt_len=4, max_tokens=20, service_class=BE, arrival_s=now))
+    sched.add_request(make_request("rt", prompt_len=4, max_tokens=20, service_class=RT, ttft_ms=5000,
+                                   tpot_ms=5000, arrival_s=now))
+    p0 = sched.schedule()
+    sched.update(StepResult(p0.step_id, (("be", 5), ("rt", 6))))
+    sched.add_request(make_request("big", prompt_len=100, service_class=RT, ttft_ms=200, arrival_s=now))
+    p1 = sched.schedule()
+    assert [(s.request_id, s.num_tokens) for s in p1.scheduled] == [("rt", 1), ("be", 1), ("big", 30)]
+    off = make_scheduler("bros", max_num_batched_tokens=32, max_model_len=512, num_blocks=128,
+                         policy_options=_bros(decodes_first=False))
+    for r in ("be", "rt"):
+        off.add_request(make_request(r, prompt_len=4, max_tokens=20, service_class=RT if r == "rt" else BE,
+                                     ttft_ms=5000, tpot_ms=5000, arrival_s=now))
+    q0 = off.schedule()
+    off.update(StepResult(q0.step_id, (("be", 5), ("rt", 6))))
+    off.add_request(make_request("big", prompt_len=100, service_class=RT, ttft_ms=200, arrival_s=now))
+    assert [(s.request_id, s.num_tokens) for s in off.schedule().scheduled] == [("big", 32)]
 
 
 def test_priority_policies_do_not_let_waiting_requests_preempt():
