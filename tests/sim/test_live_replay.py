@@ -4,13 +4,12 @@ the results have the same schema as the simulator's."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
+import sys
 
 import pytest
 
-from llmserve.bench import add_bench_parser
 from llmserve.launch import StackConfig, free_port, service_specs
 from llmserve.supervisor import Stack
 from scheduler_svc.sim.live import LiveConfig, replay
@@ -38,15 +37,15 @@ async def test_live_replay_streams_true_lengths_and_orders_workflows(tmp_path):
     async with Stack(service_specs(config), log_dir=str(tmp_path / "logs")) as stack:
         address = stack.specs[-1].address
         records, stats = await replay(reqs, LiveConfig(address, run_timeout_s=240.0, max_tokens=256))
-        # The same workload through the CLI path, with the max_tokens stop.
+        # The same workload through the real command line, with the max_tokens stop. A separate
+        # process: run_bench owns its event loop, and grpc.aio serves one loop per process.
         workload = tmp_path / "w.jsonl"
         write_workload(workload, reqs)
-        parser = argparse.ArgumentParser()
-        add_bench_parser(parser.add_subparsers())
-        args = parser.parse_args(["bench", "--workload", str(workload), "--engine", "live", "--address", address,
-                                  "--policies", "bros", "--live-stop", "max_tokens", "--out", str(tmp_path / "out"),
-                                  "--no-plots", "--live-timeout", "240"])
-        assert await asyncio.to_thread(args.func, args) == 0  # run_bench runs its own event loop
+        bench = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "llmserve.cli", "bench", "--workload", str(workload), "--engine", "live",
+            "--address", address, "--policies", "bros", "--live-stop", "max_tokens", "--out", str(tmp_path / "out"),
+            "--no-plots", "--live-timeout", "240")
+        assert await asyncio.wait_for(bench.wait(), 300) == 0
     by_id = {r.request.id: r for r in records}
     for rec in records:
         assert rec.complete, f"{rec.request.id}: {len(rec.token_times)} tokens, {rec.finish_reason}"
