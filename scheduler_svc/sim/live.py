@@ -161,10 +161,12 @@ async def replay(requests: Sequence[WorkloadRequest], config: LiveConfig,
                     task.add_done_callback(tasks.discard)
                 wake.clear()
                 timeout = (heap[0][0] - now) if heap else None
-                try:
-                    await asyncio.wait_for(wake.wait(), timeout=timeout)
-                except asyncio.TimeoutError:
-                    pass
+                # Wait on the tasks too, not only on `wake`: a task's done-callback removes it from
+                # `tasks` only after its `finally` set `wake`, so the loop could otherwise see the
+                # last task still pending, clear `wake` and sleep until the run timeout.
+                waiter = asyncio.ensure_future(wake.wait())
+                await asyncio.wait({waiter, *tasks}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
 
         try:
             await asyncio.wait_for(drive(), timeout=config.run_timeout_s)
