@@ -25,6 +25,8 @@ def _add_up_parser(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--load-format", default="auto", choices=["auto", "safetensors", "gguf", "dummy"])
     up.add_argument("--tokenizer", default="", help="tokenizer folder (for dummy weights of another model)")
     up.add_argument("--policy", default="fcfs", help="scheduling policy: fcfs, priority, edf, bros, tempo")
+    up.add_argument("--cost-model", default="", help="bros: step-time coefficients JSON "
+                    "(e.g. scheduler_svc/sim/profiles/cpu_smollm2_135m.json on a CPU)")
     up.add_argument("--num-kv-blocks", type=int, default=0, help="KV blocks per worker (0: sized by the worker)")
     up.add_argument("--block-size", type=int, default=16)
     up.add_argument("--max-num-batched-tokens", type=int, default=512, help="per-step token budget")
@@ -60,7 +62,7 @@ async def _run_up(args: argparse.Namespace) -> int:
 
     config = StackConfig(
         port=args.port, host=args.host, num_workers=args.workers, model=args.model,
-        load_format=args.load_format, tokenizer=args.tokenizer, policy=args.policy,
+        load_format=args.load_format, tokenizer=args.tokenizer, policy=args.policy, cost_model=args.cost_model,
         num_kv_blocks=args.num_kv_blocks, block_size=args.block_size,
         max_num_batched_tokens=args.max_num_batched_tokens, max_num_seqs=args.max_num_seqs,
         dtype=args.dtype, device=args.device, log_format=args.log_format,

@@ -24,6 +24,7 @@ class StackConfig:
     load_format: str = "auto"
     tokenizer: str = ""
     policy: str = "fcfs"
+    cost_model: str = ""  # step-time coefficients JSON for bros (e.g. the simulator's CPU profile)
     num_kv_blocks: int = 0  # 0: the worker sizes its cache itself
     block_size: int = 16
     max_num_batched_tokens: int = 512
@@ -115,21 +116,16 @@ def service_specs(config: StackConfig, ports: dict[str, int] | None = None) -> l
             env["LLMSERVE_NUM_KV_BLOCKS"] = str(config.num_kv_blocks)
         specs.append(ServiceSpec(name, "worker_svc", worker_addr, env, ready_timeout_s=300.0))
     scheduler_addr = address("scheduler")
-    specs.append(
-        ServiceSpec(
-            "scheduler",
-            "scheduler_svc",
-            scheduler_addr,
-            {
-                **common,
-                "LLMSERVE_ADDRESS": scheduler_addr,
-                "LLMSERVE_WORKER_ADDRS": ",".join(worker_addrs),
-                "LLMSERVE_KVSTORE_ADDR": kvstore_addr,
-                "LLMSERVE_POLICY": config.policy,
-            },
-            ready_timeout_s=120.0,
-        )
-    )
+    scheduler_env = {
+        **common,
+        "LLMSERVE_ADDRESS": scheduler_addr,
+        "LLMSERVE_WORKER_ADDRS": ",".join(worker_addrs),
+        "LLMSERVE_KVSTORE_ADDR": kvstore_addr,
+        "LLMSERVE_POLICY": config.policy,
+    }
+    if config.cost_model:
+        scheduler_env["LLMSERVE_COST_MODEL"] = config.cost_model
+    specs.append(ServiceSpec("scheduler", "scheduler_svc", scheduler_addr, scheduler_env, ready_timeout_s=120.0))
     gateway_addr = address("gateway")
     gateway_env = {
         **common,
