@@ -17,8 +17,9 @@ What the paper's visible material fixes (papers.md §1) and how it is realised h
   (now is common), so waiting keys do not go stale. DEADLINE requests follow, earliest
   deadline first `(1, arrival + deadline)`, then BEST_EFFORT in arrival order `(2, arrival)`.
 - An iteration-time cost model (`CostModel.step_time(prefill_tokens, decode_seqs, kv_tokens)`,
-  linear `a + b·prefill + c·decode + d·kv`, coefficients from a JSON file or injected) decides how
-  much work fits before the tightest RT deadline in the step. The step starts after the plans
+  linear `a + b·prefill + c·decode + d·kv`, coefficients from a JSON file or injected, and by
+  default (`online_cost_model`) refit online from the worker's measured steps with those
+  coefficients as the prior: core/online_cost_model.py) decides how much work fits before the tightest RT deadline in the step. The step starts after the plans
   already in flight: `start = now + steps_in_flight × measured step time (EMA)`. RT decodes are
   always taken (never stalled); an RT prefill chunk and all BE/DEADLINE work are trimmed to keep
   `start + step_time(step) ≤ tightest RT deadline`, so BE fills what remains of the token budget
@@ -46,6 +47,7 @@ from __future__ import annotations
 import math
 
 from scheduler_svc.core.cost_model import CostModel, LinearCostModel
+from scheduler_svc.core.online_cost_model import OnlineLinearCostModel, linear_prior
 from scheduler_svc.core.plan import StepTiming
 from scheduler_svc.core.policy.base import Policy, PreemptionMode
 from scheduler_svc.core.policy.pacing import OtherWork, StepTimes, decode_may_yield
@@ -71,10 +73,18 @@ class BrosPolicy(Policy):
         pace_rt_decodes: bool = False,
         pace_margin_s: float = 0.02,
         decodes_first: bool = True,
+        online_cost_model: bool = True,
     ) -> None:
         super().__init__(aging_s=aging_s)
         if cost_model is None:
             cost_model = LinearCostModel.from_json_file(cost_model_path) if cost_model_path else LinearCostModel()
+        # Online (default): the given or default coefficients are only the prior; the worker's
+        # measured steps refine them (online_cost_model.py).
+        self.online_cost: OnlineLinearCostModel | None = None
+        if online_cost_model and not isinstance(cost_model, OnlineLinearCostModel):
+            cost_model = OnlineLinearCostModel(prior=linear_prior(cost_model))
+        if isinstance(cost_model, OnlineLinearCostModel):
+            self.online_cost = cost_model
         if rt_reserve_blocks < 0 or min_prefill_chunk < 1 or not 0 < step_time_ema <= 1 or pace_margin_s < 0:
             raise ValueError("bros: rt_reserve_blocks >= 0, min_prefill_chunk >= 1, 0 < step_time_ema <= 1 "
                              "and pace_margin_s >= 0")
@@ -96,7 +106,9 @@ class BrosPolicy(Policy):
         # Decodes first (module doc): phase 0 (one token to compute) before phase 1 (a prefill).
         phase = 1 if remaining_prefill or not self.decodes_first else 0
         if cls is _RT:
-            work = self.cost.step_time(remaining_prefill, 0, 0) - self._base_s if remaining_prefill else 0.0
+            # Prefill work net of the fixed per-step cost (the model may have been refit since).
+            cost = self.cost.step_time
+            work = cost(remaining_prefill, 0, 0) - cost(0, 0, 0) if remaining_prefill else 0.0
             return (phase, 0, req.next_token_deadline_s() - work, req.arrival_s)
         if cls is ServiceClass.DEADLINE:
             return (phase, 1, req.token_deadline_s(0), req.arrival_s)
@@ -157,6 +169,9 @@ class BrosPolicy(Policy):
     def observe_step(self, timing: StepTiming | None, now: float) -> None:
         if timing is not None and timing.total_ns > 0:
             self.steps.observe(timing.total_ns / 1e9)
+            if self.online_cost is not None:
+                self.online_cost.observe(timing.num_prefill_tokens, timing.num_decode_seqs,
+                                         timing.num_kv_tokens_read, timing.total_ns / 1e9)
 
     # ---- KV ------------------------------------------------------------------------------------
     def admission_may_preempt(self, beneficiary: Request, victim: Request) -> bool:
