@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(parser, "--worker-addrs", default="", help="comma-separated worker addresses")
     add_flag(parser, "--kvstore-addr", default="", help="KV store address (capacity stream)")
     add_flag(parser, "--policy", default="fcfs", help="fcfs | priority | edf | bros | tempo")
-    add_flag(parser, "--cost-model", default="", help="JSON file of step-time coefficients (bros, tempo)")
+    add_flag(parser, "--cost-model", default="", help="bros: JSON file of step-time coefficients, the prior of the cost model it refits online from step timings")
     add_flag(parser, "--max-inflight-plans", default=2, type=int, help="plans in flight per worker")
     add_flag(parser, "--max-num-waiting", default=4096, type=int, help="queue cap per worker")
     add_flag(parser, "--metrics-port", default=0, type=int, help="Prometheus port (0: off)")
