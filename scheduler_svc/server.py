@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from llmserve.runtime.errors import CapacityError, ConflictError, LlmServeError, UnavailableError, abort_with
+from llmserve.runtime.errors import ConflictError, LlmServeError, UnavailableError, abort_with
 from llmserve.runtime.metrics import ServiceMetrics, start_metrics_server
 from llmserve.runtime.server import ServiceServer, service_full_name, start_server
 from llmserve.runtime.tracing import client_interceptors, server_interceptors
@@ -63,7 +63,6 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         self._open: dict[str, _OpenRequest] = {}
         # Requests evicted from a failed worker while no other worker was healthy.
         self._orphans: list[Request] = []
-        self._draining = False
         self._tasks: list[asyncio.Task[None]] = []
         # Host-tier checkpoints of every worker's requests (the tier is shared, so a request
         # resumes from its checkpoint on whichever worker it lands).
@@ -135,42 +134,42 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
 
     def _reroute(self, failed: WorkerLink, requests: list[Request]) -> None:
         for request in requests:
-            entry = self._open.get(request.request_id)
-            if entry is None or entry.finished:
-                continue  # its client is gone
-            self.observer.requeued(request.request_id)
-            try:
-                link = self._pick_link()
-                link.submit(request)
-                entry.link = link
-                logger.info("re-routed %s from %s to %s", request.request_id, failed.address, link.address)
-            except LlmServeError:
-                entry.link = None
-                self._orphans.append(request)
+            if self._still_wanted(request):
+                self.observer.requeued(request.request_id)
+                link = self._place(request)
+                if link is not None:
+                    logger.info("re-routed %s from %s to %s", request.request_id, failed.address, link.address)
+
+    def _still_wanted(self, request: Request) -> bool:
+        entry = self._open.get(request.request_id)
+        return entry is not None and not entry.finished  # otherwise its client is gone
+
+    def _place(self, request: Request) -> WorkerLink | None:
+        """Submits a moved request to the least-loaded healthy worker, or parks it as an orphan
+        (adopted later) when none can take it now."""
+        entry = self._open[request.request_id]
+        try:
+            link = self._pick_link()
+            link.submit(request)
+        except LlmServeError:
+            entry.link = None
+            self._orphans.append(request)
+            return None
+        entry.link = link
+        return link
 
     async def _adopt_orphans_forever(self) -> None:
         while True:
             await asyncio.sleep(0.2)
-            if not self._orphans:
-                continue
             pending, self._orphans = self._orphans, []
             for request in pending:
-                entry = self._open.get(request.request_id)
-                if entry is None or entry.finished:
-                    continue
-                try:
-                    link = self._pick_link()
-                    link.submit(request)
-                    entry.link = link
-                except LlmServeError:
-                    self._orphans.append(request)
+                if self._still_wanted(request):
+                    self._place(request)
 
     # ---- RPCs ------------------------------------------------------------------------------
     async def Submit(
         self, request: scheduler_pb2.SubmitRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[scheduler_pb2.TokenEvent]:
-        if self._draining:
-            await abort_with(context, UnavailableError("scheduler is draining: retry on another replica"))
         if request.request_id in self._open:
             await abort_with(context, ConflictError(f"request_id {request.request_id!r} is already running"))
         try:

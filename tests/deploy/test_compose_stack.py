@@ -13,11 +13,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.otlp_collector import OtlpCollector, running_collector
 from llmserve.launch import ServiceSpec, free_port
 from llmserve.runtime.channel import open_channel
 from llmserve.supervisor import Stack
@@ -28,29 +27,10 @@ from .conftest import GRPC_PORT, compose_config
 SERVICE_NAMES = {"gateway", "scheduler", "worker", "kvstore"}
 
 
-class _Collector(trace_service_pb2_grpc.TraceServiceServicer):
-    """An OTLP/gRPC trace receiver: span (service.name, trace id, span name) triples."""
-
-    def __init__(self) -> None:
-        self.spans: list[tuple[str, bytes, str]] = []
-
-    async def Export(self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.aio.ServicerContext) -> trace_service_pb2.ExportTraceServiceResponse:
-        for resource_spans in request.resource_spans:
-            service = next((a.value.string_value for a in resource_spans.resource.attributes if a.key == "service.name"), "")
-            for scope_spans in resource_spans.scope_spans:
-                self.spans.extend((service, span.trace_id, span.name) for span in scope_spans.spans)
-        return trace_service_pb2.ExportTraceServiceResponse()
-
-
 @pytest.fixture
-async def collector() -> AsyncIterator[tuple[_Collector, int]]:
-    servicer = _Collector()
-    server = grpc.aio.server()
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    yield servicer, port
-    await server.stop(0)
+async def collector() -> AsyncIterator[tuple[OtlpCollector, int]]:
+    async with running_collector() as running:
+        yield running
 
 
 def _start_order(services: dict[str, Any]) -> list[str]:
@@ -107,7 +87,7 @@ def test_compose_env_translates_to_loopback() -> None:
 
 @pytest.mark.e2e
 @pytest.mark.slow
-async def test_compose_env_stack_is_healthy_and_traced(collector: tuple[_Collector, int], tmp_path: Path) -> None:
+async def test_compose_env_stack_is_healthy_and_traced(collector: tuple[OtlpCollector, int], tmp_path: Path) -> None:
     servicer, otlp_port = collector
     specs, metrics_ports = specs_from_compose(compose_config(), otlp_port)
     gateway = next(s for s in specs if s.name == "gateway")

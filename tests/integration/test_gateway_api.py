@@ -67,9 +67,6 @@ async def stack() -> AsyncIterator[Stack]:
 
     servers: list[ServiceServer] = []
     try:
-        # transformers' lazy attribute imports race when two threads trigger them at once (seen as
-        # "cannot import name 'AutoConfig'"): resolve them here before the loader threads start.
-        from transformers import AutoConfig, AutoTokenizer  # noqa: F401
 
         loading = asyncio.create_task(asyncio.to_thread(load_tokenizer, resolve_model("default")))
         kvstore = await start_kvstore(KvStoreConfig())

@@ -62,9 +62,6 @@ async def stack() -> AsyncIterator[Stack]:
     # Before any server starts: the interceptors bind to the provider present at start.
     exporter = InMemorySpanExporter()
     tracing.add_span_processor(SimpleSpanProcessor(exporter))
-    # transformers' lazy imports race when two threads trigger them at once: resolve them first.
-    from transformers import AutoConfig, AutoTokenizer  # noqa: F401
-
     from llmserve.model_source import load_tokenizer, resolve_model
 
     metrics = {name: ServiceMetrics.create(name) for name in ("gateway", "scheduler", "worker", "kvstore")}

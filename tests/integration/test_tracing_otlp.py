@@ -10,10 +10,9 @@ import os
 import sys
 from collections.abc import AsyncIterator
 
-import grpc
 import pytest
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
+from tests.otlp_collector import OtlpCollector, running_collector
 from llmserve.runtime import tracing
 
 # A service process in miniature: configure from env, a server-side span with request attributes,
@@ -29,24 +28,10 @@ tracing.shutdown_tracing(provider)
 """
 
 
-class _Collector(trace_service_pb2_grpc.TraceServiceServicer):
-    def __init__(self) -> None:
-        self.requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
-
-    async def Export(self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.aio.ServicerContext) -> trace_service_pb2.ExportTraceServiceResponse:
-        self.requests.append(request)
-        return trace_service_pb2.ExportTraceServiceResponse()
-
-
 @pytest.fixture
-async def collector() -> AsyncIterator[tuple[_Collector, int]]:
-    servicer = _Collector()
-    server = grpc.aio.server()
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    yield servicer, port
-    await server.stop(0)
+async def collector() -> AsyncIterator[tuple[OtlpCollector, int]]:
+    async with running_collector() as running:
+        yield running
 
 
 async def _run_service(env_overrides: dict[str, str]) -> str:
@@ -60,7 +45,7 @@ async def _run_service(env_overrides: dict[str, str]) -> str:
     return out.decode().strip()
 
 
-async def test_otlp_endpoint_exports_spans_with_service_name(collector: tuple[_Collector, int]) -> None:
+async def test_otlp_endpoint_exports_spans_with_service_name(collector: tuple[OtlpCollector, int]) -> None:
     servicer, port = collector
     assert await _run_service({"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"}) == "configured"
     spans = [
@@ -81,7 +66,7 @@ async def test_otlp_endpoint_exports_spans_with_service_name(collector: tuple[_C
     assert attrs[tracing.Attr.SLO_TTFT_MS].double_value == 250.0
 
 
-async def test_otel_service_name_overrides(collector: tuple[_Collector, int]) -> None:
+async def test_otel_service_name_overrides(collector: tuple[OtlpCollector, int]) -> None:
     servicer, port = collector
     env = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{port}", "OTEL_SERVICE_NAME": "scheduler-eu"}
     assert await _run_service(env) == "configured"
@@ -95,7 +80,7 @@ async def test_otel_service_name_overrides(collector: tuple[_Collector, int]) ->
     assert names == {"scheduler-eu"}
 
 
-async def test_off_by_default_and_when_disabled(collector: tuple[_Collector, int]) -> None:
+async def test_off_by_default_and_when_disabled(collector: tuple[OtlpCollector, int]) -> None:
     servicer, port = collector
     assert await _run_service({}) == "off"
     endpoint = f"http://127.0.0.1:{port}"

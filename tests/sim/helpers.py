@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 
 from scheduler_svc.sim.cost_model import CostModel
 from scheduler_svc.sim.workload import WorkloadRequest

@@ -53,7 +53,6 @@ Preemption only on KV shortage (running beneficiaries), victims are the lowest d
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from scheduler_svc.core.length_predictor import LengthPredictor

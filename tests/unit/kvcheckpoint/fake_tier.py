@@ -31,7 +31,6 @@ class CheckpointingWorker(FakeWorker):
     _failed_reports: list[str] = field(default_factory=list)
 
     def execute(self, plan: BatchPlan) -> StepResult:
-        bs = self.config.block_size
         for rid in plan.checkpoint_request_ids:
             if rid not in plan.preempted_request_ids:
                 self.violations.append(f"{rid} checkpointed but not preempted")

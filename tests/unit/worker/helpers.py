@@ -7,12 +7,10 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-import pytest
 import torch
 
 from worker_svc.core.runner import RunnerLimits, StepRunner
 from worker_svc.core.types import BatchPlan, Grant, KvDelta, StepOutput
-from worker_svc.kernels.backend import make_backend
 from worker_svc.model.kv_cache import KvCache, KvCacheSpec
 from worker_svc.model.llama import LlamaModel
 from worker_svc.model.metadata import build_metadata
