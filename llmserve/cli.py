@@ -11,9 +11,10 @@ import sys
 
 from llmserve.launch import StackConfig, service_specs
 
-CLASS_NAMES = {"rt": "SERVICE_CLASS_REAL_TIME", "real_time": "SERVICE_CLASS_REAL_TIME",
-               "deadline": "SERVICE_CLASS_DEADLINE", "be": "SERVICE_CLASS_BEST_EFFORT",
-               "best_effort": "SERVICE_CLASS_BEST_EFFORT"}
+# `--class` spellings -> gateway.client's service class names.
+CLASS_NAMES = {"rt": "real_time", "real_time": "real_time", "deadline": "deadline", "be": "best_effort",
+               "best_effort": "best_effort"}
+CLASS_SLO_DEFAULTS = {"real_time": {"ttft_ms": 2000.0, "tpot_ms": 200.0}, "deadline": {"deadline_ms": 30_000.0}}
 
 
 def _add_up_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -108,23 +109,21 @@ async def _run_up(args: argparse.Namespace) -> int:
 async def _run_generate(args: argparse.Namespace) -> int:
     import grpc
 
+    from gateway.client import build_request
     from llmserve.runtime.channel import open_channel
-    from llmserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+    from llmserve.v1 import common_pb2, gateway_pb2_grpc
 
-    slo = common_pb2.Slo(service_class=common_pb2.ServiceClass.Value(CLASS_NAMES[args.service_class]), priority=args.priority)
-    if slo.service_class == common_pb2.SERVICE_CLASS_REAL_TIME:
-        slo.ttft_ms = args.ttft_ms if args.ttft_ms is not None else 2000.0
-        slo.tpot_ms = args.tpot_ms if args.tpot_ms is not None else 200.0
-    if args.deadline_ms is not None or slo.service_class == common_pb2.SERVICE_CLASS_DEADLINE:
-        slo.deadline_ms = args.deadline_ms if args.deadline_ms is not None else 30_000.0
-    sampling = common_pb2.SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature,
-                                         top_k=args.top_k, stop=args.stop)
-    if args.top_p is not None:
-        sampling.top_p = args.top_p
-    if args.seed is not None:
-        sampling.seed = args.seed
-    request = gateway_pb2.GenerateRequest(text=args.prompt, sampling=sampling, slo=slo, tenant=args.tenant,
-                                          apply_chat_template=args.chat)
+    service_class = CLASS_NAMES[args.service_class]
+    # The SLO values a class needs get a default here, so `--class rt` alone is a valid request.
+    slo = {"ttft_ms": args.ttft_ms, "tpot_ms": args.tpot_ms, "deadline_ms": args.deadline_ms}
+    for name, default in CLASS_SLO_DEFAULTS.get(service_class, {}).items():
+        if slo[name] is None:
+            slo[name] = default
+    request = build_request(
+        args.prompt, max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+        seed=args.seed, stop=args.stop, service_class=service_class, priority=args.priority, tenant=args.tenant,
+        apply_chat_template=args.chat, **slo,
+    )
     async with open_channel(args.address) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
         try:
