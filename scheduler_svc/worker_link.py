@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -37,7 +36,6 @@ class LinkStats:
     num_steps: int = 0
     num_failed_steps: int = 0
     num_reconnects: int = 0
-    last_step_total_ns: int = 0
 
 
 class WorkerLink:
@@ -72,7 +70,6 @@ class WorkerLink:
         self._closing = False
         self._failure = ""  # set by fail(): end the stream at the next turn of the drive loop
         self._task: asyncio.Task[None] | None = None
-        self.step_timings: collections.deque[worker_pb2.StepTiming] = collections.deque(maxlen=4096)
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def connect(self) -> None:
@@ -220,8 +217,6 @@ class WorkerLink:
                 outputs = self.core.fail_step(message.step_id, message.error)
             else:
                 self.stats.num_steps += 1
-                self.stats.last_step_total_ns = message.timing.total_ns
-                self.step_timings.append(message.timing)
                 result = convert.result_from_proto(message)
                 self._observer.step_done(self.worker_id, result.timing, batch_size)
                 outputs = self.core.update(result)
@@ -229,6 +224,3 @@ class WorkerLink:
                 self._on_outputs(outputs)
             self._wake.set()
 
-
-def now_unix() -> float:
-    return time.time()
