@@ -84,6 +84,7 @@ class InProcessEngine:
         self.store = store
         self.tokenizer = tokenizer
         self._next_id = 0
+        self._timings: list[sched_plan.StepTiming] = []  # of the current generate_all
 
     @classmethod
     def build(
@@ -151,7 +152,7 @@ class InProcessEngine:
         seed: int = 0,
     ) -> GenerationResult:
         """Submits every prompt at once and steps until all finish (greedy by default)."""
-        self._timings: list[sched_plan.StepTiming] = []
+        self._timings = []
         start_wall = time.time()
         ids = []
         for prompt in prompts:
