@@ -18,8 +18,9 @@ from llmserve.model_source import resolve_model
 from worker_svc.kernels.backend import default_backend_name, make_backend
 from worker_svc.model.kv_cache import KvCache, KvCacheSpec
 from worker_svc.model.llama import LlamaModel
-from worker_svc.model.loader import load_model, parse_dtype
+from worker_svc.model.loader import load_model
 from worker_svc.model.metadata import build_metadata
+from worker_svc.model.precision import parse_dtype
 
 
 def time_decode(model: LlamaModel, kv: KvCache, batch: int, context: int, repeats: int) -> float:

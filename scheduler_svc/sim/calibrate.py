@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", choices=("total", "forward"), default="total")
     p.add_argument("--model", default="default", help="--measure: model (llmserve model source; a config folder works)")
     p.add_argument("--device", default="cpu", help="--measure: cpu or cuda")
-    p.add_argument("--dtype", default="float32", help="--measure: float32, bfloat16, ...")
+    p.add_argument("--dtype", default="auto", help="--measure: auto (what the worker picks), float32, bfloat16, ...")
     p.add_argument("--backend", default="", help="--measure: attention backend (default: torch on CPU, triton on CUDA)")
     p.add_argument("--grid", default="cpu", choices=("cpu", "gpu", "tiny"), help="--measure: step shapes to time")
     p.add_argument("--repeats", type=int, default=3, help="--measure: runs per shape (the fastest is kept)")

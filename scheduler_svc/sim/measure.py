@@ -56,7 +56,7 @@ GRIDS = {
 }
 
 
-def measure_worker_steps(model: str = "default", *, device: str = "cpu", dtype: str = "float32",
+def measure_worker_steps(model: str = "default", *, device: str = "cpu", dtype: str = "auto",
                          backend: str = "", grid: str = "cpu", repeats: int = 3, block_size: int = 16,
                          seed: int = 0) -> list[dict]:
     """Runs every shape of `GRIDS[grid]` `repeats` times on worker_svc in-process; returns one
@@ -70,10 +70,11 @@ def measure_worker_steps(model: str = "default", *, device: str = "cpu", dtype: 
     from worker_svc.core.types import BatchPlan, Grant, NewRequest, SamplingParams, ScheduledRequest, ServiceClass
     from worker_svc.kernels.backend import default_backend_name, make_backend
     from worker_svc.model.kv_cache import KvCache, KvCacheSpec
-    from worker_svc.model.loader import load_model, parse_dtype
+    from worker_svc.model.loader import load_model
+    from worker_svc.model.precision import resolve_dtype
 
     g = GRIDS[grid]
-    torch_dtype = parse_dtype(dtype)
+    torch_dtype = resolve_dtype(dtype, torch.device(device))
     net = load_model(resolve_model(model, load_format="dummy"), make_backend(backend or default_backend_name(device)),
                      torch_dtype, device, seed=seed)
     spec = KvCacheSpec.for_model(net.config, block_size, torch_dtype)
