@@ -10,8 +10,9 @@ prompts (`benchmarks/prompts.py`):
   benchmark client on the same machine (as a user's would be);
 - the same engine in-process (no gRPC, no extra processes): what the hops cost;
 - transformers static batching in float32 AND bfloat16; the faster is its "best mode".
-Each (engine, streams) runs `--repeats` times after a warm-up and keeps the fastest (on a shared
-machine the least disturbed run); the 1-minute load average is recorded with each row.
+Each (engine, streams) runs `--repeats` times after a warm-up, round-robin across the engines, and
+keeps the fastest (on a shared machine the least disturbed run); the 1-minute load average is
+recorded with each row.
 Then the time to first token of one `--prefill-tokens`-token prompt per engine (prefill
 throughput), and `gemm_ceiling.py`'s GEMM ceiling at the model's shapes with the engine's decode
 and prefill FLOP/s as fractions of it. Writes `results.json` and `results.md` under --out.
@@ -51,7 +52,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="torch threads of every engine (the worker's --num-threads)")
     parser.add_argument("--omp-wait-policy", default="PASSIVE", help="OMP_WAIT_POLICY of every engine (the worker's default)")
     parser.add_argument("--engines", default="stack,inproc,hf", help="comma list of stack, inproc, hf")
-    parser.add_argument("--repeats", type=int, default=2, help="runs per (engine, streams); the fastest is kept")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per (engine, streams); the fastest is kept")
     parser.add_argument("--prefill-tokens", type=int, default=1024)
     parser.add_argument("--hf-continuous", action="store_true", help="also run transformers' generate_batch")
     parser.add_argument("--skip-gemm", action="store_true")
@@ -63,23 +64,30 @@ def _prompts(streams: int, args: argparse.Namespace) -> list[str]:
     return benchmark_prompts(args.sequential_requests if streams == 1 else streams)
 
 
+async def _call(fn, *args):  # type: ignore[no-untyped-def]
+    result = fn(*args)
+    return await result if asyncio.iscoroutine(result) else result
+
+
 async def _measure(runners: list, args: argparse.Namespace, long_ids: list[int]) -> tuple[list[Row], list[PrefillRow]]:
+    """Every engine at every level, the repeats taken round-robin across engines so that a burst
+    of load on the shared machine hits one try of each engine rather than all tries of one."""
     rows, prefill = [], []
     for streams in args.streams:
         prompts = _prompts(streams, args)
-        for name, run, _ in runners:
-            tries = []
-            for _ in range(args.repeats):
-                result = run(prompts, streams)
-                tries.append(await result if asyncio.iscoroutine(result) else result)
-            rows.append(fastest(tries))
-            print(f"{name} x{streams}: {rows[-1].throughput_tok_s:.1f} tok/s (load {rows[-1].load1:.2f})", file=sys.stderr)
-    for name, _, first_token in runners:
-        times = []
+        tries: dict[str, list[Row]] = {name: [] for name, _, _ in runners}
         for _ in range(args.repeats):
-            result = first_token(long_ids)
-            times.append(await result if asyncio.iscoroutine(result) else result)
-        prefill.append(PrefillRow(name, len(long_ids), min(times), load1()))
+            for name, run, _ in runners:
+                tries[name].append(await _call(run, prompts, streams))
+        for name, _, _ in runners:
+            rows.append(fastest(tries[name]))
+            print(f"{name} x{streams}: {rows[-1].throughput_tok_s:.1f} tok/s (load {rows[-1].load1:.2f})", file=sys.stderr)
+    times: dict[str, list[float]] = {name: [] for name, _, _ in runners}
+    for _ in range(args.repeats):
+        for name, _, first_token in runners:
+            times[name].append(await _call(first_token, long_ids))
+    for name, _, _ in runners:
+        prefill.append(PrefillRow(name, len(long_ids), min(times[name]), load1()))
         print(f"{name} prefill {len(long_ids)}: {prefill[-1].tok_s:.0f} tok/s", file=sys.stderr)
     return rows, prefill
 
