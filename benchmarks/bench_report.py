@@ -69,14 +69,19 @@ def _tables(report: Report) -> list[str]:
     engines = list(dict.fromkeys(r.engine for r in report.rows))
     head = "| engine | " + " | ".join(f"{s} stream{'s' if s > 1 else ''}" for s in levels) + " |"
     sep = "|---|" + "---|" * len(levels)
-    lines = ["Output tokens/s (fastest of the repeats; 1-minute load average after the run in brackets):", "", head, sep]
-    for e in engines:
-        cells = [(f"{r.throughput_tok_s:.1f} [{r.load1:.1f}]" if (r := _get(report.rows, e, s)) else "—") for s in levels]
-        lines.append(f"| {e} | " + " | ".join(cells) + " |")
-    lines += ["", "TTFT p50 / TPOT p50, ms:", "", head, sep]
-    for e in engines:
-        cells = [(f"{_fmt(r.ttft_p50_ms)} / {_fmt(r.tpot_p50_ms)}" if (r := _get(report.rows, e, s)) else "—") for s in levels]
-        lines.append(f"| {e} | " + " | ".join(cells) + " |")
+    def throughput(r: Row) -> str:
+        return f"{r.throughput_tok_s:.1f} [{r.load1:.1f}]"
+
+    def latency(r: Row) -> str:
+        return f"{_fmt(r.ttft_p50_ms)} / {_fmt(r.tpot_p50_ms)}"
+
+    lines = []
+    for title, cell in (("Output tokens/s (fastest of the repeats; the 1-minute load average after it in brackets):",
+                         throughput), ("TTFT p50 / TPOT p50, ms:", latency)):
+        lines += ([""] if lines else []) + [title, "", head, sep]
+        for e in engines:
+            cells = [cell(r) if (r := _get(report.rows, e, s)) else "—" for s in levels]
+            lines.append(f"| {e} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -95,8 +100,9 @@ def _ratios(report: Report) -> list[str]:
     if stack and inproc and stack.ttft_p50_ms is not None and inproc.ttft_p50_ms is not None:
         allowed = 1.0 + 0.1 * inproc.ttft_p50_ms
         added = stack.ttft_p50_ms - inproc.ttft_p50_ms
-        lines += ["", f"- TTFT p50 at 1 stream: stack {stack.ttft_p50_ms:.1f} ms, in-process {inproc.ttft_p50_ms:.1f} ms: "
-                      f"the hops add **{added:+.1f} ms** (target: within 1 ms + 10% = {allowed:.1f} ms)"]
+        lines += ["", f"- TTFT p50 at 1 stream: stack {stack.ttft_p50_ms:.1f} ms, in-process "
+                      f"{inproc.ttft_p50_ms:.1f} ms: the hops add **{added:+.1f} ms** (target: within 1 ms + 10% = "
+                      f"{allowed:.1f} ms)"]
     return lines
 
 

@@ -49,8 +49,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--policy", default="fcfs")
     parser.add_argument("--num-kv-blocks", type=int, default=1024)
     parser.add_argument("--max-num-batched-tokens", type=int, default=512, help="as `llmserve up`")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads of every engine (the worker's --num-threads)")
-    parser.add_argument("--omp-wait-policy", default="PASSIVE", help="OMP_WAIT_POLICY of every engine (the worker's default)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch threads of every engine (the worker's --num-threads)")
+    parser.add_argument("--omp-wait-policy", default="PASSIVE",
+                        help="OMP_WAIT_POLICY of every engine (the worker's default)")
     parser.add_argument("--engines", default="stack,inproc,hf", help="comma list of stack, inproc, hf")
     parser.add_argument("--repeats", type=int, default=3, help="runs per (engine, streams); the fastest is kept")
     parser.add_argument("--prefill-tokens", type=int, default=1024)
@@ -81,7 +83,10 @@ async def _measure(runners: list, args: argparse.Namespace, long_ids: list[int])
                 tries[name].append(await _call(run, prompts, streams))
         for name, _, _ in runners:
             rows.append(fastest(tries[name]))
-            print(f"{name} x{streams}: {rows[-1].throughput_tok_s:.1f} tok/s (load {rows[-1].load1:.2f})", file=sys.stderr)
+            best = rows[-1]
+            print(f"{name} x{streams}: {best.throughput_tok_s:.1f} tok/s (load {best.load1:.2f})", file=sys.stderr)
+        # What is done survives a run cut short (a level at 128 streams can take long on a loaded machine).
+        (Path(args.out) / "partial.json").write_text(json.dumps([asdict(r) for r in rows], indent=2))
     times: dict[str, list[float]] = {name: [] for name, _, _ in runners}
     for _ in range(args.repeats):
         for name, _, first_token in runners:
@@ -125,7 +130,8 @@ async def run_all(args: argparse.Namespace) -> Report:
                                  num_kv_blocks=args.num_kv_blocks, max_num_seqs=max(128, *args.streams),
                                  max_num_batched_tokens=args.max_num_batched_tokens, policy=args.policy,
                                  log_format="text", extra_env=(("LLMSERVE_NUM_THREADS", str(args.threads)),))
-            stack = await stack_scope.enter_async_context(Stack(service_specs(config), log_dir=str(Path(args.out) / "logs")))
+            stack = await stack_scope.enter_async_context(
+                Stack(service_specs(config), log_dir=str(Path(args.out) / "logs")))
             channel = await stack_scope.enter_async_context(open_channel(stack.specs[-1].address))
             client = StackClient(gateway_pb2_grpc.GatewayStub(channel), args.max_tokens)
             await client.run(["Warm up."], 1)

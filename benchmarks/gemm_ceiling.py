@@ -140,7 +140,8 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     config = ModelConfig.from_hf(load_hf_config(resolve_model(args.model, "dummy")))
     rows = measure(config, tuple(args.rows), args.repeats)
-    print(f"{args.threads} threads, torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    capability = torch.backends.cpu.get_cpu_capability()
+    print(f"{args.threads} threads, torch {torch.__version__}, CPU capability {capability}")
     print(to_markdown(rows))
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(r) for r in rows], indent=2))

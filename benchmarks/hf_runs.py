@@ -76,7 +76,8 @@ class HfStaticRunner:
     def time_to_first_token(self, prompt_ids: list[int]) -> float:
         import torch
 
-        batch = {"input_ids": torch.tensor([prompt_ids]), "attention_mask": torch.ones(1, len(prompt_ids), dtype=torch.long)}
+        ids = torch.tensor([prompt_ids])
+        batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
         start = time.perf_counter()
         self._generate(batch, 1)
         return time.perf_counter() - start

@@ -56,7 +56,8 @@ class StackClient:
         else:
             results = await asyncio.gather(*(self._one(p, self.max_tokens) for p in prompts))
         wall = time.perf_counter() - start
-        return make_row(STACK, streams, [r[0] for r in results], [r[1] for r in results], wall, sum(r[2] for r in results))
+        ttfts, tpots, counts = zip(*results)
+        return make_row(STACK, streams, list(ttfts), list(tpots), wall, sum(counts))
 
     async def time_to_first_token(self, prompt_ids: list[int]) -> float:
         """Seconds from sending one request to its first token: its prefill plus the hops."""

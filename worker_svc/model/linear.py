@@ -1,11 +1,11 @@
 """Linear layers whose weights are laid out once for the machine's matrix units.
 
-On a CPU in bfloat16, `F.linear` re-reads the plain row-major weight every call and, at the few
-rows of a decode step, takes a path far below the hardware's rate (measured at the model's shapes
-on an AVX512-BF16 CPU: 20 vs 60 GFLOP/s at 1 row, 370 vs 630 at 32, 580 vs 890 at 128; see
-`benchmarks/gemm_ceiling.py`). oneDNN's linear over a weight reordered once into its blocked
-layout (what torch.compile's CPU freezing pass emits) reaches the ceiling at every row count, so
-the worker prepacks after loading. The elementwise work around the GEMMs (the residual adds,
+On a CPU in bfloat16, `F.linear` works from the plain row-major weight every call, and at the few
+rows of a decode step it runs well below what oneDNN reaches over a weight reordered once into its
+blocked layout (what torch.compile's CPU freezing pass emits). Measured on a decoder layer's
+projections, 2 threads of an AVX512-BF16 CPU (`benchmarks/gemm_ceiling.py`, docs/benchmarks.md):
+34 vs 65 GFLOP/s at 1 row, 218 vs 350 at 8, 531 vs 651 at 32, 828 vs 908 at 128, 963 vs 1008 at
+512. So the worker prepacks after loading. The elementwise work around the GEMMs (the residual adds,
 SiLU(gate) * up) then runs in oneDNN's epilogues instead of as separate passes over [T, 3072]
 activations: 1.45x on a decoder layer's MLP block at 1024 prefill rows, measured, the same as
 torch.compile with freezing gave, without its per-layer compiles.
@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 def prepack_supported(dtype: torch.dtype, device: torch.device | str) -> bool:
     """True where a prepacked oneDNN linear is the faster path: bfloat16 on a CPU whose oneDNN has
-    the ops (float32 gains nothing from packing, measured: MKL's sgemm already packs internally)."""
+    the ops (in float32, MKL's packed GEMM measured the same as `F.linear`)."""
     return (
         torch.device(device).type == "cpu"
         and dtype == torch.bfloat16
@@ -43,7 +43,9 @@ def pack_weight(weight: torch.Tensor) -> torch.Tensor:
     return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None)
 
 
-def packed_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, activation: str = "none") -> torch.Tensor:
+def packed_linear(
+    x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, activation: str = "none"
+) -> torch.Tensor:
     # x [T, K] → [T, N]; activation is a oneDNN eltwise name ("none", "swish" = SiLU)
     return torch.ops.mkldnn._linear_pointwise(x, packed, bias, activation, [], "")
 

@@ -29,7 +29,8 @@ def test_auto_on_cpu_is_bfloat16_exactly_where_the_cpu_has_bf16_instructions() -
     cpuinfo = Path("/proc/cpuinfo")
     if not cpuinfo.is_file():
         pytest.skip("no /proc/cpuinfo to check torch's CPU detection against")
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.read_text().splitlines() if line.startswith("flags")), [])
+    lines = cpuinfo.read_text().splitlines()
+    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
     native = "amx_bf16" in flags or "avx512_bf16" in flags
     assert cpu_has_native_bf16() == (native and torch.backends.mkldnn.is_available())
     assert resolve_dtype("auto", CPU) is (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
