@@ -3,7 +3,9 @@
 The forward pass takes the tokens of every scheduled sequence flattened into one dimension T
 (prefill chunks and decodes together), writes their K/V into the paged cache, attends through the
 cache, and computes logits only for the rows that sample. Projections are fused (q/k/v into one
-matrix, gate/up into one) so each layer runs two big matmuls instead of five.
+matrix, gate/up into one) so each layer runs two big matmuls instead of five. In bfloat16 on a CPU
+they run prepacked oneDNN weights, with the residual adds and SiLU * up in the GEMM epilogues
+(`linear.py`); elsewhere plain `F.linear`.
 """
 
 from __future__ import annotations
