@@ -22,6 +22,15 @@ so adding a policy never adds a branch to `Scheduler.schedule()`:
 - `kv_reserve(req)`: blocks a waiting request must leave free when admitted (headroom for RT).
 - `on_added` / `on_finished` / `observe_step`: learning hooks (length quantiles, step times).
 
+What a policy sees of a request: the public `Request` (its SLO, tokens, token counts, status;
+read-only for policies, except `policy_state`, the policy's own slot). The core's private
+bookkeeping lives on its ticket (core/ticket.py); the two hooks that run for each request put in
+a step, `limit_tokens` and `on_scheduled`, also get a `TicketView` of it, read-only, with exactly
+two fields: `promoted_at` (aging) and `preempt_when_drained` (chosen as a victim while in flight,
+so it will not be scheduled again before it is preempted). A policy may keep a view across steps
+(pacing does, for one step) but never writes through it. The view is an explicit argument rather
+than a lookup so that the per-request hot path stays free of dict lookups.
+
 Anti-starvation (aging), common to every policy that sets `aging_s`: a request that has not been
 scheduled for `aging_s` seconds (waiting or running) is *promoted*: from then on, until it
 finishes, it ranks ahead of every non-promoted request (promoted ones in promotion order), it may
@@ -37,7 +46,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 from scheduler_svc.core.plan import StepTiming
 from scheduler_svc.core.request import Request
@@ -49,6 +58,18 @@ class PreemptionMode(enum.Enum):
 
     RECOMPUTE = "recompute"  # dropped; the request comes back with every known token
     CHECKPOINT = "checkpoint"  # issue 4: saved to the store's host tier, restored on re-admission
+
+
+class TicketView(Protocol):
+    """The core's bookkeeping of one request, as policies may read it (see the module doc)."""
+
+    @property
+    def promoted_at(self) -> float | None:
+        """When the request was promoted for starving past `aging_s`; None if it is not."""
+
+    @property
+    def preempt_when_drained(self) -> bool:
+        """Chosen as a victim (or its step failed) while in flight: preempted once drained."""
 
 
 class Policy(ABC):
@@ -66,11 +87,13 @@ class Policy(ABC):
     def key(self, req: Request, now: float) -> tuple:
         """Ordering key: smaller runs first."""
 
-    def limit_tokens(self, req: Request, num_tokens: int, is_decode: bool, draft: StepDraft) -> int:
+    def limit_tokens(self, req: Request, num_tokens: int, is_decode: bool, draft: StepDraft,
+                     ticket: TicketView) -> int:
         """Tokens `req` may get this step, at most `num_tokens` (0 skips it this step)."""
         return num_tokens
 
-    def on_scheduled(self, req: Request, num_tokens: int, is_decode: bool, sample: bool, draft: StepDraft) -> None:
+    def on_scheduled(self, req: Request, num_tokens: int, is_decode: bool, sample: bool, draft: StepDraft,
+                     ticket: TicketView) -> None:
         """Called after `req` was put in the step (`draft` already counts it)."""
 
     def begin_step(self, draft: StepDraft) -> None:
