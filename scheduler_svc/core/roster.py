@@ -1,13 +1,14 @@
 """Every request on one scheduler core, where it is, and the moves between its states.
 
-    add ──▶ waiting ──admit──▶ running ──finish──▶ noted finished ──next plan──▶ dropped
-              ▲                   │ preempt (no step in flight): KV freed, noted preempted
-              └───────────────────┘
+    add ──▶ waiting ──admit──▶ running ──finish──▶ noted finished ──next plan, drained──▶ dropped
+              ▲   │                 │ preempt (no step in flight): KV freed, noted preempted
+              │   └─finish (abort): dropped at once (a waiting request has nothing in flight)
+              └─────────────────────┘
 
 The roster owns the state that the step planner (planner.py, step_builder.py) and the result
-handler (results.py) share: the tickets (`requests`: every request not yet dropped; `running`: admitted,
-holding or about to hold KV on the worker), the waiting queue, the block ledger, the plan notes,
-the steps in flight and the routing load. Each move keeps them consistent with one another and
+handler (results.py) share: the tickets (`requests`: every request not yet dropped; `running`:
+admitted, holding or about to hold KV on the worker), the waiting queue, the block ledger, the
+plan notes, the steps in flight and the routing load. Each move keeps them consistent with one another and
 tells the policy and the checkpoint book what they must know.
 """
 

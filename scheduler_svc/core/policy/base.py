@@ -17,8 +17,8 @@ so adding a policy never adds a branch to `Scheduler.schedule()`:
 - `admission_may_preempt(beneficiary, victim)`: whether a *waiting* request may take KV blocks
   from a running one to be admitted. A running request short of KV may always preempt
   lower-ranked running requests (vLLM), so the best-ranked request always progresses.
-- `preemption_mode(victim)`: RECOMPUTE now; CHECKPOINT is the hook for saving BE KV to the store's
-  host tier (issue 4).
+- `preemption_mode(victim)`: RECOMPUTE (the default) or CHECKPOINT (the victim's KV is saved to
+  the store's host tier and restored on re-admission, when the core has a checkpoint book; issue 4).
 - `kv_reserve(req)`: blocks a waiting request must leave free when admitted (headroom for RT).
 - `on_added` / `on_finished` / `observe_step`: learning hooks (length quantiles, step times).
 
@@ -33,13 +33,14 @@ than a lookup so that the per-request hot path stays free of dict lookups.
 
 Anti-starvation (aging), common to every policy that sets `aging_s`: a request that has not been
 scheduled for `aging_s` seconds (waiting or running) is *promoted*: from then on, until it
-finishes, it ranks ahead of every non-promoted request (promoted ones in promotion order), it may
-take KV blocks and, at `max_num_seqs`, the seat of non-promoted requests to be admitted, and it is
-never a victim of a non-promoted request; `limit_tokens` hooks must not zero it. Bound: a request
-that fits the pool alone is scheduled again at most `aging_s` + 3 steps after it was last
-scheduled (or queued): promotion happens at the first step planned `aging_s` after, and a victim
-with steps in flight frees its blocks or seat once those (at most two) steps are back, unless
-requests promoted earlier still fill the token budget, the seats or the pool.
+finishes (or moves to another core), it ranks ahead of every non-promoted request (promoted ones
+in promotion order), it may take KV blocks and, at `max_num_seqs`, the seat of non-promoted
+requests to be admitted, and it is never a victim of a non-promoted request; `limit_tokens` hooks
+must not zero it (`ticket.promoted_at` tells them). Bound: a request that fits the pool alone is
+scheduled again at most `aging_s` + 3 steps after it was last scheduled (or queued): promotion
+happens at the first step planned `aging_s` after, and a victim with steps in flight frees its
+blocks or seat once those (at most two) steps are back, unless requests promoted earlier still
+fill the token budget, the seats or the pool.
 """
 
 from __future__ import annotations
