@@ -111,13 +111,18 @@ class WorkflowRef:
 
 @dataclass(slots=True, eq=False)
 class Request:
-    """One request and the state the scheduler core keeps for it.
+    """One request: what the client asked for, its tokens, and the state every reader may see.
 
     Token accounting (vLLM-style): the known tokens are `prompt_token_ids + output_token_ids`;
     `num_output_placeholders` counts tokens sampled by steps still in flight (known only to the
     worker); `num_computed_tokens` counts tokens whose KV is (or will be, once the in-flight steps
     run) in the worker's cache. A request wants work while
     `num_computed_tokens < num_tokens_with_spec` and its scheduled outputs stay within max_tokens.
+
+    The scheduler core writes `status`, the token counts and the output fields; policies and the
+    service only read them. The core's private bookkeeping (orderings, aging, drain marks, steps
+    in flight) is not here: it lives in the core's `Ticket` (core/ticket.py) and stays on the core
+    when the request moves to another one.
     """
 
     request_id: str
@@ -131,23 +136,11 @@ class Request:
     status: RequestStatus = RequestStatus.WAITING
     output_token_ids: list[int] = field(default_factory=list)
     num_computed_tokens: int = 0
-    num_inflight_steps: int = 0
     num_output_placeholders: int = 0
     first_token_s: float | None = None
     token_times_s: list[float] = field(default_factory=list)
     num_preemptions: int = 0
     finish_reason: FinishReason | None = None
-
-    # ---- bookkeeping owned by the Scheduler (reset by add_request) ----
-    seq: int = 0  # admission order into this core; the final tie-breaker of every ordering
-    sched_key: tuple = ()  # effective ordering key: (band, *policy key, seq), smaller runs first
-    key_step: int = -1  # step at which sched_key was computed
-    queue_gen: int = 0  # bumped on every queue change; stale heap entries carry an older value
-    last_progress_s: float = 0.0  # last time it was scheduled (or queued): the aging clock
-    promoted_at: float | None = None  # set once it starved past the aging bound (sticky)
-    preempt_when_drained: bool = False  # chosen as a victim (or its step failed) while in flight
-    discard_inflight: bool = False  # its in-flight steps failed: their tokens must not be used
-    last_scheduled_step: int = -1
     policy_state: object = None  # free slot for the policy's per-request cache
 
     @property
@@ -201,7 +194,4 @@ class Request:
     def reset_for_queue(self) -> None:
         """Forget everything the worker held: the request restarts from its known tokens."""
         self.num_computed_tokens = 0
-        self.num_inflight_steps = 0
         self.num_output_placeholders = 0
-        self.preempt_when_drained = False
-        self.discard_inflight = False

@@ -49,7 +49,7 @@ import math
 from scheduler_svc.core.cost_model import CostModel, LinearCostModel
 from scheduler_svc.core.online_cost_model import OnlineLinearCostModel, linear_prior
 from scheduler_svc.core.plan import StepTiming
-from scheduler_svc.core.policy.base import Policy, PreemptionMode
+from scheduler_svc.core.policy.base import Policy, PreemptionMode, TicketView
 from scheduler_svc.core.policy.pacing import OtherWork, StepTimes, decode_may_yield
 from scheduler_svc.core.request import Request, ServiceClass
 from scheduler_svc.core.step_draft import StepDraft
@@ -124,11 +124,12 @@ class BrosPolicy(Policy):
         """Measured step time (EMA)."""
         return self.steps.mean_s
 
-    def limit_tokens(self, req: Request, num_tokens: int, is_decode: bool, draft: StepDraft) -> int:
+    def limit_tokens(self, req: Request, num_tokens: int, is_decode: bool, draft: StepDraft,
+                     ticket: TicketView) -> int:
         rt = req.service_class is _RT
         if rt and is_decode:
             # Just enough: a stream ahead of its per-token pace skips this step (pacing.py).
-            if (self.pace_rt_decodes and self._other.may_yield and req.promoted_at is None
+            if (self.pace_rt_decodes and self._other.may_yield and ticket.promoted_at is None
                     and decode_may_yield(req, self._start_s, self.steps.max_s, self.pace_margin_s)):
                 return 0
             return num_tokens
@@ -138,7 +139,7 @@ class BrosPolicy(Policy):
         if math.isinf(deadline):
             return num_tokens
         fits = self._max_fit(req, num_tokens, is_decode, draft, deadline - self._start_s)
-        if rt or req.promoted_at is not None:
+        if rt or ticket.promoted_at is not None:
             fits = max(fits, min(num_tokens, self.min_prefill_chunk))
         return fits
 
@@ -158,9 +159,10 @@ class BrosPolicy(Policy):
                 hi = mid - 1
         return lo
 
-    def on_scheduled(self, req: Request, num_tokens: int, is_decode: bool, sample: bool, draft: StepDraft) -> None:
+    def on_scheduled(self, req: Request, num_tokens: int, is_decode: bool, sample: bool, draft: StepDraft,
+                     ticket: TicketView) -> None:
         if self.pace_rt_decodes:
-            self._other.on_scheduled(req)
+            self._other.on_scheduled(req, ticket)
         if req.service_class is _RT:
             # The token this step samples (or, for a prefill chunk, the first token still due).
             index = req.num_scheduled_outputs - 1 if sample else req.num_scheduled_outputs

@@ -178,7 +178,7 @@ def test_worker_death_moves_requests_to_another_core_without_loss(sc):
         if rnd == kill_round and first in alive:
             # The first worker dies: results in flight are lost, its requests move (the service's
             # WorkerLink does exactly this: evict_all, then add_request on another core).
-            undropped = set(first.scheduler._drop_ids)  # finished there, drop never sent
+            undropped = set(first.scheduler.pending_checkpoint_drops())  # finished there, drop never sent
             first.inflight.clear()
             first.worker.drop_all()
             first.collect(first.scheduler.take_outputs())

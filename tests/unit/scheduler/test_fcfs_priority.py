@@ -35,7 +35,7 @@ def test_victim_in_flight_is_drained_then_preempted():
     p0 = sched.schedule()
     p1 = sched.schedule()  # every decode needs a new block; c (the victim) is still in flight
     assert p1.is_empty()
-    assert sched.get_request("c").preempt_when_drained
+    assert sched.ticket("c").preempt_when_drained
     sched.update(StepResult(p0.step_id, (("a", 50), ("b", 51), ("c", 52))))
     p1 = sched.schedule()
     assert p1.preempted_request_ids == ("c",)

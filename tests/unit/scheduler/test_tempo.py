@@ -38,7 +38,8 @@ def test_tempo_prefers_feasible_deadline_work_and_short_jobs():
                                    arrival_s=now))
     sched.add_request(make_request("be_long", prompt_len=4, max_tokens=200, service_class=BE, arrival_s=now))
     sched.add_request(make_request("be_short", prompt_len=4, max_tokens=10, service_class=BE, arrival_s=now))
-    order = [r.request_id for r in sorted(sched.waiting_requests(), key=lambda r: r.sched_key)]
+    ranked = sorted(sched.waiting_requests(), key=lambda r: sched.ticket(r.request_id).sched_key)
+    order = [r.request_id for r in ranked]
     assert order == ["ok", "be_short", "be_long", "late"]  # a hopeless deadline is worth ~nothing
     assert sched.schedule().scheduled[0].request_id == "ok"
 
@@ -94,7 +95,7 @@ def test_workflow_members_share_one_key():
     b = make_request("b", prompt_len=30, max_tokens=50, arrival_s=now, workflow=WorkflowRef("w", stage=0, **ref))
     sched.add_request(a)
     sched.add_request(b)
-    assert a.sched_key[1:-1] == b.sched_key[1:-1]
+    assert sched.ticket("a").sched_key[1:-1] == sched.ticket("b").sched_key[1:-1]
 
 
 def test_streaming_rt_decode_outranks_a_dense_deadline_prefill():
