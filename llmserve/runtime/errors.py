@@ -126,6 +126,10 @@ class ErrorStatusInterceptor(grpc.aio.ServerInterceptor):
     domain error and a bug never reaches the client as UNKNOWN with its exception text. Install it
     innermost (last), so that tracing interceptors see the status it sets."""
 
+    def __init__(self) -> None:
+        # method -> (its handler, the guarded one): built once per method, not once per call.
+        self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
@@ -134,11 +138,21 @@ class ErrorStatusInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        codec = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
-        if handler.request_streaming and handler.response_streaming:
-            return grpc.stream_stream_rpc_method_handler(_ends_stream(handler.stream_stream), **codec)
-        if handler.request_streaming:
-            return grpc.stream_unary_rpc_method_handler(_ends_unary(handler.stream_unary), **codec)
-        if handler.response_streaming:
-            return grpc.unary_stream_rpc_method_handler(_ends_stream(handler.unary_stream), **codec)
-        return grpc.unary_unary_rpc_method_handler(_ends_unary(handler.unary_unary), **codec)
+        known = self._guarded.get(handler_call_details.method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        guarded = _guard(handler)
+        self._guarded[handler_call_details.method] = (handler, guarded)
+        return guarded
+
+
+def _guard(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """`handler` with its behavior wrapped so that whatever it raises ends the RPC via `abort_with`."""
+    codec = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(_ends_stream(handler.stream_stream), **codec)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(_ends_unary(handler.stream_unary), **codec)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(_ends_stream(handler.unary_stream), **codec)
+    return grpc.unary_unary_rpc_method_handler(_ends_unary(handler.unary_unary), **codec)
