@@ -174,6 +174,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             return None
         except InvalidRequestError as err:
             logger.warning("cannot move %s: %s", request.request_id, err)
+            self._forget_checkpoint(request)
             self._deliver([RequestOutput(request.request_id, finish_reason=FinishReason.ERROR,
                                           num_prompt_tokens=request.num_prompt_tokens,
                                           num_preemptions=request.num_preemptions, error_message=str(err))])
@@ -188,6 +189,14 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         for request in pending:
             if self._still_wanted(request):
                 self._place(request)
+            else:
+                self._forget_checkpoint(request)
+
+    def _forget_checkpoint(self, request: Request) -> None:
+        """A parked request left without reaching a core again: its book entry goes (the tier's own
+        eviction takes the bytes, as no worker that wrote them is told to drop them)."""
+        if self.checkpoints is not None:
+            self.checkpoints.forget(request.request_id)
 
     # ---- RPCs ------------------------------------------------------------------------------
     async def Submit(
