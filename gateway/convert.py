@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from llmserve.v1 import common_pb2, gateway_pb2, scheduler_pb2
 
 from gateway.core.types import (
@@ -15,6 +17,9 @@ from gateway.core.types import (
     Usage,
     Workflow,
 )
+
+# The full name of the service, for health and reflection.
+SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name
 
 
 def _optional(msg: object, name: str) -> float | int | None:
@@ -131,8 +136,11 @@ def limits_from_worker_info(info: scheduler_pb2.WorkerInfo) -> ModelLimits:
     return ModelLimits(model_name=info.model_name, max_context_length=info.max_model_len, vocab_size=info.vocab_size)
 
 
-def model_info_to_pb(stats: scheduler_pb2.SchedulerStats, has_chat_template: bool) -> gateway_pb2.ModelInfo:
-    m = stats.model
+def model_info_to_pb(
+    stats: scheduler_pb2.SchedulerStats, has_chat_template: bool, served: scheduler_pb2.WorkerInfo
+) -> gateway_pb2.ModelInfo:
+    """The scheduler's stats; with no worker right now, `served` (the model served so far) describes the model."""
+    m = stats.model if stats.model.vocab_size else served
     return gateway_pb2.ModelInfo(
         model_name=m.model_name,
         max_context_length=m.max_model_len,
@@ -143,3 +151,29 @@ def model_info_to_pb(stats: scheduler_pb2.SchedulerStats, has_chat_template: boo
         kv_block_size=m.block_size,
         scheduling_policy=stats.policy,
     )
+
+
+def token_event_from_pb(event: scheduler_pb2.TokenEvent) -> tuple[Sequence[int], FinishReason, str]:
+    """A scheduler token event: its new token ids, its finish reason and its error message."""
+    return event.token_ids, finish_reason_from_pb(event.finish_reason), event.error_message
+
+
+def described_model_from_pb(stats: scheduler_pb2.SchedulerStats) -> scheduler_pb2.WorkerInfo | None:
+    """The model the scheduler's workers described, or None while none has (no vocabulary or context)."""
+    return stats.model if stats.model.vocab_size and stats.model.max_model_len else None
+
+
+def get_stats_request_to_pb() -> scheduler_pb2.GetStatsRequest:
+    return scheduler_pb2.GetStatsRequest()
+
+
+def cancel_id_from_pb(request: gateway_pb2.CancelRequest) -> str:
+    return request.request_id
+
+
+def cancel_response_to_pb(cancelled: bool) -> gateway_pb2.CancelResponse:
+    return gateway_pb2.CancelResponse(cancelled=cancelled)
+
+
+def abort_request_to_pb(request_id: str) -> scheduler_pb2.AbortRequest:
+    return scheduler_pb2.AbortRequest(request_id=request_id)

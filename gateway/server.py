@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -28,10 +28,10 @@ from gateway.core.stream import OutputStream
 from gateway.core.types import Delta, FinishReason, ModelLimits, PreparedRequest
 from llmserve.model_source import load_tokenizer, resolve_model
 from llmserve.runtime.channel import open_channel, wait_healthy
-from llmserve.runtime.errors import LlmServeError, UnavailableError, abort_with
+from llmserve.runtime.errors import LlmServeError, UnavailableError, error_for_status
 from llmserve.runtime.logs import REQUEST_ID
 from llmserve.runtime.metrics import ServiceMetrics, start_metrics_server
-from llmserve.runtime.server import ServiceServer, service_full_name, start_server
+from llmserve.runtime.server import ServiceServer, start_server
 from llmserve.runtime.tracing import (
     Attr,
     SpanNames,
@@ -41,7 +41,10 @@ from llmserve.runtime.tracing import (
     server_interceptors,
     start_request_span,
 )
-from llmserve.v1 import gateway_pb2, gateway_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
+from llmserve.v1 import gateway_pb2_grpc, scheduler_pb2_grpc
+
+if TYPE_CHECKING:
+    from llmserve.v1 import gateway_pb2, scheduler_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -94,27 +97,24 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
     ) -> AsyncIterator[gateway_pb2.GenerateResponse]:
         arrival_s, arrival_unix_s = self.clock(), self.wall_clock()
         model = self.model
-        try:
-            if model is None:
-                raise UnavailableError("the gateway is starting: retry shortly")
-            self.registry.ensure_room()
-            with request_span(SpanNames.VALIDATE, request_attributes(request.request_id or "(unassigned)")):
-                prepared = prepare_request(
-                    convert.generate_input_from_pb(request),
-                    model.tokenizer,
-                    model.limits,
-                    new_request_id=new_request_id,
-                    new_seed=lambda: random_seed(self._rng),
-                    arrival_unix_s=arrival_unix_s,
-                )
-            running = _Running()
-            self.registry.admit(prepared.request_id, running)
-        except LlmServeError as err:
-            await abort_with(context, err)
-            return
+        if model is None:
+            raise UnavailableError("the gateway is starting: retry shortly")
+        self.registry.ensure_room()
+        generate_input = convert.generate_input_from_pb(request)
+        with request_span(SpanNames.VALIDATE, request_attributes(generate_input.request_id or "(unassigned)")):
+            prepared = prepare_request(
+                generate_input,
+                model.tokenizer,
+                model.limits,
+                new_request_id=new_request_id,
+                new_seed=lambda: random_seed(self._rng),
+                arrival_unix_s=arrival_unix_s,
+            )
+        running = _Running()
+        self.registry.admit(prepared.request_id, running)
         REQUEST_ID.set(prepared.request_id)
         try:
-            async for message in self._stream(prepared, running, model, arrival_s, context):
+            async for message in self._stream(prepared, running, model, arrival_s):
                 yield message
         finally:
             self.registry.release(prepared.request_id)
@@ -125,8 +125,8 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         running: _Running,
         model: ServedModel,
         arrival_s: float,
-        context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[gateway_pb2.GenerateResponse]:
+        """The client's responses; a failure ends the stream with its domain error (raised)."""
         rid = prepared.request_id
         out = OutputStream.start(prepared, model.tokenizer, arrival_s)
         slo = prepared.slo
@@ -141,9 +141,8 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         try:
             try:
                 async for event in call:
-                    delta = out.on_tokens(
-                        event.token_ids, convert.finish_reason_from_pb(event.finish_reason), self.clock(), event.error_message
-                    )
+                    token_ids, finish_reason, error_message = convert.token_event_from_pb(event)
+                    delta = out.on_tokens(token_ids, finish_reason, self.clock(), error_message)
                     if delta.finished:
                         final = delta
                         break
@@ -172,14 +171,9 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             span.set_attribute(Attr.FINISH_REASON, final.finish_reason.name.lower())
             span.end()
         if upstream_error is not None:
-            # The scheduler's status (RESOURCE_EXHAUSTED, UNAVAILABLE, ...) is the client's status,
-            # except CANCELLED: this client cancelled nothing, the scheduler went away.
-            code = upstream_error.code()
-            if code == grpc.StatusCode.CANCELLED:
-                code = grpc.StatusCode.UNAVAILABLE
-            await context.abort(code, f"scheduler: {upstream_error.details() or code.name}")
+            raise _scheduler_error(upstream_error)
         if final.finish_reason == FinishReason.ERROR:
-            await context.abort(grpc.StatusCode.INTERNAL, final.error_message or "the request failed")
+            raise LlmServeError(final.error_message or "the request failed")  # INTERNAL, with the scheduler's reason
 
     def _record(self, prepared: PreparedRequest, final: Delta, arrival_s: float) -> None:
         usage = final.usage
@@ -196,36 +190,37 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
 
     # ---- Cancel / GetModelInfo ---------------------------------------------------------------
     async def Cancel(self, request: gateway_pb2.CancelRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.CancelResponse:
-        running = self.registry.get(request.request_id)
+        request_id = convert.cancel_id_from_pb(request)
+        running = self.registry.get(request_id)
         if running is None or running.finished or running.cancel_requested:
-            return gateway_pb2.CancelResponse(cancelled=False)
+            return convert.cancel_response_to_pb(False)
         running.cancel_requested = True
         if running.call is not None:
             running.call.cancel()
         try:
-            await self.scheduler.Abort(
-                scheduler_pb2.AbortRequest(request_id=request.request_id), timeout=self.config.abort_timeout_s
-            )
+            await self.scheduler.Abort(convert.abort_request_to_pb(request_id), timeout=self.config.abort_timeout_s)
         except grpc.aio.AioRpcError as err:
             # The cancelled Submit call aborts the request anyway; Abort only makes it sooner.
-            logger.warning("Scheduler.Abort(%s) failed: %s", request.request_id, err.details())
-        return gateway_pb2.CancelResponse(cancelled=True)
+            logger.warning("Scheduler.Abort(%s) failed: %s", request_id, err.details())
+        return convert.cancel_response_to_pb(True)
 
     async def GetModelInfo(
         self, request: gateway_pb2.GetModelInfoRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.ModelInfo:
         model = self.model
         if model is None:
-            await abort_with(context, UnavailableError("the gateway is starting: retry shortly"))
-            raise AssertionError("unreachable")
+            raise UnavailableError("the gateway is starting: retry shortly")
         try:
-            stats = await self.scheduler.GetStats(scheduler_pb2.GetStatsRequest(), timeout=10.0)
+            stats = await self.scheduler.GetStats(convert.get_stats_request_to_pb(), timeout=10.0)
         except grpc.aio.AioRpcError as err:
-            await context.abort(err.code(), f"scheduler: {err.details()}")
-            raise AssertionError("unreachable") from err
-        if not stats.model.vocab_size:  # no worker right now: describe the model served so far
-            stats.model.CopyFrom(model.worker_info)
-        return convert.model_info_to_pb(stats, model.has_chat_template)
+            raise _scheduler_error(err) from err
+        return convert.model_info_to_pb(stats, model.has_chat_template, served=model.worker_info)
+
+
+def _scheduler_error(err: grpc.aio.AioRpcError) -> LlmServeError:
+    """The scheduler's status as this client's (RESOURCE_EXHAUSTED, UNAVAILABLE, ...; CANCELLED, the
+    scheduler gone, is UNAVAILABLE), its message marked as the scheduler's."""
+    return error_for_status(err.code(), f"scheduler: {err.details() or err.code().name}")
 
 
 async def _scheduler_model(stub: scheduler_pb2_grpc.SchedulerStub, timeout_s: float) -> scheduler_pb2.WorkerInfo:
@@ -235,9 +230,9 @@ async def _scheduler_model(stub: scheduler_pb2_grpc.SchedulerStub, timeout_s: fl
     last = "no worker has described its model yet"
     while loop.time() < deadline:
         try:
-            stats = await stub.GetStats(scheduler_pb2.GetStatsRequest(), timeout=5.0)
-            if stats.model.vocab_size and stats.model.max_model_len:
-                return stats.model
+            described = convert.described_model_from_pb(await stub.GetStats(convert.get_stats_request_to_pb(), timeout=5.0))
+            if described is not None:
+                return described
         except grpc.aio.AioRpcError as err:
             last = f"{err.code().name}: {err.details()}"
         await asyncio.sleep(0.2)
@@ -265,7 +260,7 @@ async def start_gateway(
     service = GatewayService(config, stub, metrics)
     running = await start_server(
         lambda server: gateway_pb2_grpc.add_GatewayServicer_to_server(service, server),
-        [service_full_name(gateway_pb2.DESCRIPTOR, "Gateway")],
+        [convert.SERVICE_NAME],
         address,
         interceptors=server_interceptors(),
     )

@@ -1,51 +1,32 @@
-"""The one place where protobuf messages meet the KV store's domain types and errors."""
+"""The one place where protobuf messages meet the KV store's domain types: the servicer hands every
+message it receives here and sends only messages built here."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from llmserve.runtime.errors import CapacityError, ConflictError, InvalidRequestError, LlmServeError, NotFoundError
+from llmserve.errors import InvalidRequestError
 from llmserve.v1 import common_pb2, kvstore_pb2
 
 from kvstore_svc.core import (
     ApplyResult,
     CheckpointData,
-    GeometryConflictError,
-    HostTierFullError,
-    InvalidSpecError,
+    HeartbeatResult,
     KvChunk,
-    KvStoreError,
     LeaseSpec,
-    OutOfBlocksError,
+    PoolGeometry,
     PoolStats,
     ServiceClass,
-    UnknownCheckpointError,
-    UnknownWorkerError,
 )
+
+# The full name of the service, for health and reflection.
+SERVICE_NAME = kvstore_pb2.DESCRIPTOR.services_by_name["KvStore"].full_name
 
 _CLASS_OF_PB: dict[int, ServiceClass] = {
     common_pb2.SERVICE_CLASS_REAL_TIME: ServiceClass.REAL_TIME,
     common_pb2.SERVICE_CLASS_DEADLINE: ServiceClass.DEADLINE,
     common_pb2.SERVICE_CLASS_BEST_EFFORT: ServiceClass.BEST_EFFORT,
 }
-
-# Core error class -> the shared error class whose status code it gets.
-_SERVICE_ERROR_OF: tuple[tuple[type[KvStoreError], type[LlmServeError]], ...] = (
-    (InvalidSpecError, InvalidRequestError),
-    (UnknownWorkerError, NotFoundError),
-    (UnknownCheckpointError, NotFoundError),
-    (GeometryConflictError, ConflictError),
-    (OutOfBlocksError, CapacityError),
-    (HostTierFullError, CapacityError),
-)
-
-
-def service_error(error: KvStoreError) -> LlmServeError:
-    """The shared domain error (and so the gRPC status) of a core error; the message is kept."""
-    for core_cls, service_cls in _SERVICE_ERROR_OF:
-        if isinstance(error, core_cls):
-            return service_cls(str(error))
-    return LlmServeError(str(error))
 
 
 def require_id(value: str, field: str) -> str:
@@ -125,3 +106,55 @@ def checkpoint_to_pb_chunks(data: CheckpointData, max_chunk_bytes: int) -> Itera
                 num_tokens=data.num_tokens if final else 0,
                 final=final,
             )
+
+
+def register_pool_from_pb(request: kvstore_pb2.RegisterPoolRequest) -> tuple[str, PoolGeometry]:
+    """The worker id (InvalidRequestError when empty) and the pool geometry it registers."""
+    worker_id = require_id(request.worker_id, "worker_id")
+    return worker_id, PoolGeometry(request.num_blocks, request.block_size, request.bytes_per_block)
+
+
+def register_pool_response_to_pb(lease_ttl_s: float) -> kvstore_pb2.RegisterPoolResponse:
+    return kvstore_pb2.RegisterPoolResponse(lease_ttl_ms=round(lease_ttl_s * 1000))
+
+
+def apply_from_pb(request: kvstore_pb2.ApplyRequest) -> tuple[str, list[str], list[LeaseSpec]]:
+    """The worker id (InvalidRequestError when empty), the request ids to release, the lease specs."""
+    return require_id(request.worker_id, "worker_id"), list(request.release_request_ids), lease_specs_from_pb(request)
+
+
+def lease_traces_from_pb(request: kvstore_pb2.ApplyRequest) -> list[tuple[str, int, dict[str, str]]]:
+    """(request id, blocks asked, W3C carrier) of each lease that carries its request's trace context."""
+    return [(lease.request_id, lease.num_blocks, dict(lease.trace_context)) for lease in request.leases if lease.trace_context]
+
+
+def worker_id_from_pb(request: kvstore_pb2.HeartbeatRequest | kvstore_pb2.GetPoolStatsRequest) -> str:
+    """The named worker; empty stays empty (the core reports an unknown worker)."""
+    return request.worker_id
+
+
+def heartbeat_response_to_pb(result: HeartbeatResult) -> kvstore_pb2.HeartbeatResponse:
+    return kvstore_pb2.HeartbeatResponse(num_leases=result.num_leases, known=result.known)
+
+
+def watch_interval_s_from_pb(request: kvstore_pb2.WatchCapacityRequest, default_ms: int) -> float:
+    """The least time between two updates of one pool, in seconds (`default_ms` when unset)."""
+    return (request.min_interval_ms or default_ms) / 1000
+
+
+def checkpoint_response_to_pb(num_blocks: int, bytes_stored: int) -> kvstore_pb2.CheckpointResponse:
+    return kvstore_pb2.CheckpointResponse(num_blocks=num_blocks, bytes_stored=bytes_stored)
+
+
+def restore_from_pb(request: kvstore_pb2.RestoreRequest) -> tuple[str, str, tuple[int, ...]]:
+    """The request id (InvalidRequestError when empty), and the dtype and shape the restorer expects."""
+    return require_id(request.request_id, "request_id"), request.dtype, tuple(request.shape)
+
+
+def drop_checkpoint_from_pb(request: kvstore_pb2.DropCheckpointRequest) -> str:
+    """The request id (InvalidRequestError when empty)."""
+    return require_id(request.request_id, "request_id")
+
+
+def drop_checkpoint_response_to_pb(dropped: bool) -> kvstore_pb2.DropCheckpointResponse:
+    return kvstore_pb2.DropCheckpointResponse(dropped=dropped)

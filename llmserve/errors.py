@@ -1,11 +1,18 @@
 """Domain errors a client can act on. Pure (no grpc): cores raise these, and
-`llmserve.runtime.errors` maps them to gRPC status codes through one explicit table."""
+`llmserve.runtime.errors` maps them to gRPC status codes through one explicit table.
+
+A service's own errors subclass the one of these whose status they get (the KV store's
+`OutOfBlocksError` is a `CapacityError`), so the table needs no second mapping.
+"""
 
 from __future__ import annotations
 
 
 class LlmServeError(Exception):
-    """Base of the errors a client can act on. The message says what to fix."""
+    """Base of the errors a client can act on. The message says what to fix.
+
+    Raised as such (no subclass), it reports a failure with no more specific status (INTERNAL),
+    whose message is still safe to show: a request that failed on a worker, a peer's error."""
 
 
 class InvalidRequestError(LlmServeError):
@@ -17,7 +24,7 @@ class CapacityError(LlmServeError):
 
 
 class NotFoundError(LlmServeError):
-    """The named request, lease or checkpoint does not exist."""
+    """The named request, worker pool or checkpoint does not exist."""
 
 
 class UnavailableError(LlmServeError):
@@ -25,4 +32,9 @@ class UnavailableError(LlmServeError):
 
 
 class ConflictError(LlmServeError):
-    """The request conflicts with existing state (a duplicate id, an expired lease)."""
+    """The request conflicts with existing state (a duplicate id, another pool geometry)."""
+
+
+class PreconditionError(LlmServeError):
+    """The service is not in the state the call needs (a worker already serves another Execute
+    stream): retrying the same call fails until that state changes."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from llmserve.errors import InvalidRequestError
 from llmserve.v1 import common_pb2, scheduler_pb2, worker_pb2
@@ -10,6 +10,10 @@ from scheduler_svc.core.clock import Clock
 from scheduler_svc.core.config import SchedulerConfig
 from scheduler_svc.core.plan import BatchPlan, RequestOutput, StepResult, StepTiming
 from scheduler_svc.core.request import FinishReason, Request, SamplingParams, ServiceClass, Slo, WorkflowRef
+from scheduler_svc.core.scheduler import SchedulerStats
+
+# The full name of the service, for health and reflection.
+SERVICE_NAME = scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"].full_name
 
 _CLASS_FROM_PROTO = {
     common_pb2.SERVICE_CLASS_REAL_TIME: ServiceClass.REAL_TIME,
@@ -162,3 +166,39 @@ def output_to_event(output: RequestOutput) -> scheduler_pb2.TokenEvent:
         event.num_preemptions = output.num_preemptions
         event.error_message = output.error_message
     return event
+
+
+def describe_request_to_pb() -> worker_pb2.DescribeRequest:
+    return worker_pb2.DescribeRequest()
+
+
+def worker_id_from_info(info: scheduler_pb2.WorkerInfo) -> str:
+    """The id a worker described itself with (empty when it gave none)."""
+    return info.worker_id
+
+
+def abort_id_from_pb(request: scheduler_pb2.AbortRequest) -> str:
+    return request.request_id
+
+
+def abort_response_to_pb(aborted: bool) -> scheduler_pb2.AbortResponse:
+    return scheduler_pb2.AbortResponse(aborted=aborted)
+
+
+def stats_to_pb(
+    policy: str,
+    num_workers: int,
+    num_steps: int,
+    core_stats: Iterable[SchedulerStats],
+    model: scheduler_pb2.WorkerInfo | None,
+) -> scheduler_pb2.SchedulerStats:
+    """`GetStats`: queue counts summed over the cores; `model` is a worker's description (None
+    while no worker has described itself)."""
+    stats = scheduler_pb2.SchedulerStats(policy=policy, num_workers=num_workers, num_steps=num_steps)
+    for core in core_stats:
+        stats.num_waiting += core.num_waiting
+        stats.num_running += core.num_running
+        stats.num_preemptions += core.num_preemptions
+    if model is not None:
+        stats.model.CopyFrom(model)
+    return stats

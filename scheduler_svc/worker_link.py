@@ -5,7 +5,9 @@ The sender plans step N+1 as soon as step N is on the wire (the core advances it
 optimistically; the worker holds the sampled tokens), so the worker never waits for a gRPC round
 trip or for `schedule()` between steps. The receiver applies each result to the core and hands the
 token outputs to the service. If the stream breaks, the link evicts every unfinished request
-(they carry all their known tokens) for the service to route elsewhere, then reconnects.
+(they carry all their known tokens) for the service to route elsewhere, then reconnects; it tells
+the service each time the worker is ready (again), so requests waiting for a worker go to it.
+Messages are read and built by `convert` only.
 """
 
 from __future__ import annotations
@@ -15,20 +17,24 @@ import collections
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 
 from llmserve.runtime.channel import open_channel, wait_healthy
-from llmserve.v1 import scheduler_pb2, worker_pb2, worker_pb2_grpc
+from llmserve.v1 import worker_pb2_grpc
 from scheduler_svc import convert
 from scheduler_svc.core.plan import RequestOutput
 from scheduler_svc.core.request import Request
 from scheduler_svc.core.scheduler import Scheduler
 from scheduler_svc.observe import SchedulerObserver
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from llmserve.v1 import scheduler_pb2
 
-CoreFactory = Callable[[scheduler_pb2.WorkerInfo], Scheduler]
+    CoreFactory = Callable[[scheduler_pb2.WorkerInfo], Scheduler]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,6 +53,7 @@ class WorkerLink:
         make_core: CoreFactory,
         on_outputs: Callable[[list[RequestOutput]], None],
         on_evicted: Callable[[WorkerLink, list[Request]], None],
+        on_ready: Callable[[WorkerLink], None],
         observer: SchedulerObserver,
         max_inflight_plans: int = 2,
         connect_timeout_s: float = 300.0,
@@ -57,13 +64,15 @@ class WorkerLink:
         self._make_core = make_core
         self._on_outputs = on_outputs
         self._on_evicted = on_evicted
+        self._on_ready = on_ready
         self._observer = observer
         self._max_inflight = max_inflight_plans
         self._connect_timeout_s = connect_timeout_s
         self._retry_interval_s = retry_interval_s
         self._interceptors = client_interceptors
         self.core: Scheduler | None = None
-        self.info: scheduler_pb2.WorkerInfo | None = None
+        self.info: scheduler_pb2.WorkerInfo | None = None  # its Describe, held for GetStats
+        self._worker_id = ""
         self.stats = LinkStats()
         self._wake = asyncio.Event()
         self._ready = asyncio.Event()
@@ -81,14 +90,16 @@ class WorkerLink:
         await wait_healthy(self.address, timeout_s=self._connect_timeout_s)
         self._channel = open_channel(self.address, self._interceptors)
         self._stub = worker_pb2_grpc.WorkerStub(self._channel)
-        self.info = await self._stub.Describe(worker_pb2.DescribeRequest(), timeout=30.0)
+        self.info = await self._stub.Describe(convert.describe_request_to_pb(), timeout=30.0)
+        self._worker_id = convert.worker_id_from_info(self.info)
         self.core = self._make_core(self.info)
         self._ready.set()
+        self._on_ready(self)
 
     @property
     def worker_id(self) -> str:
         """The worker's id (its `Describe`), or its address before it answered; the metrics label."""
-        return self.info.worker_id if self.info is not None and self.info.worker_id else self.address
+        return self._worker_id or self.address
 
     @property
     def healthy(self) -> bool:
@@ -209,15 +220,15 @@ class WorkerLink:
             if message is grpc.aio.EOF:
                 raise ConnectionError("worker ended the Execute stream")
             expected, batch_size = inflight.popleft()
-            if message.step_id != expected:
-                raise ConnectionError(f"worker answered step {message.step_id}, expected {expected}")
-            if message.error:
+            result = convert.result_from_proto(message)
+            if result.step_id != expected:
+                raise ConnectionError(f"worker answered step {result.step_id}, expected {expected}")
+            if result.error:
                 self.stats.num_failed_steps += 1
-                logger.error("worker %s failed step %d: %s", self.address, message.step_id, message.error)
-                outputs = self.core.fail_step(message.step_id, message.error)
+                logger.error("worker %s failed step %d: %s", self.address, result.step_id, result.error)
+                outputs = self.core.fail_step(result.step_id, result.error)
             else:
                 self.stats.num_steps += 1
-                result = convert.result_from_proto(message)
                 self._observer.step_done(self.worker_id, result.timing, batch_size)
                 outputs = self.core.update(result)
             if outputs:

@@ -21,6 +21,14 @@ from worker_svc.core.types import (
     WorkerDescription,
 )
 
+# The full name of the service, for health and reflection.
+SERVICE_NAME = worker_pb2.DESCRIPTOR.services_by_name["Worker"].full_name
+
+
+def step_id_from_proto(plan: worker_pb2.BatchPlan) -> int:
+    """The step a plan asks for, readable even when the rest of the plan is not (its error result names it)."""
+    return plan.step_id
+
 
 def plan_from_proto(plan: worker_pb2.BatchPlan) -> BatchPlan:
     """Raises PlanError naming the field when a value is out of range."""

@@ -19,15 +19,16 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from opentelemetry.trace import Link
 
 from llmserve.runtime import tracing
+from llmserve.runtime.errors import PreconditionError
 from llmserve.runtime.metrics import ServiceMetrics, class_label, start_metrics_server
-from llmserve.runtime.server import ServiceServer, service_full_name, start_server
-from llmserve.v1 import scheduler_pb2, worker_pb2, worker_pb2_grpc
+from llmserve.runtime.server import ServiceServer, start_server
+from llmserve.v1 import worker_pb2_grpc
 
 from worker_svc import convert
 from worker_svc.build import build_runner
@@ -38,9 +39,10 @@ from worker_svc.core.runner import StepRunner
 from worker_svc.core.types import BatchPlan, PlanError, StepOutput, WorkerDescription
 from worker_svc.kv_client import KvLeaseClient
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from llmserve.v1 import scheduler_pb2, worker_pb2
 
-SERVICE_NAME = service_full_name(worker_pb2.DESCRIPTOR, "Worker")
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -68,8 +70,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         self, request_iterator: AsyncIterator[worker_pb2.BatchPlan], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[worker_pb2.StepResult]:
         if self._stream_open:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                f"worker {self.description.worker_id} already serves an Execute stream; one scheduler per worker")
+            raise PreconditionError(
+                f"worker {self.description.worker_id} already serves an Execute stream; one scheduler per worker")
         self._stream_open = True
         plans: asyncio.Queue[worker_pb2.BatchPlan | None] = asyncio.Queue()
 
@@ -109,7 +111,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
 
     async def _run_plan(self, plan_pb: worker_pb2.BatchPlan) -> worker_pb2.StepResult:
         start = time.perf_counter_ns()
-        step_id = plan_pb.step_id
+        step_id = convert.step_id_from_proto(plan_pb)
         try:
             plan = convert.plan_from_proto(plan_pb)
             delta = self.runner.begin_step(plan)
@@ -247,7 +249,7 @@ async def start_worker(config: WorkerConfig, address: str = "127.0.0.1:0",
     servicer = WorkerServicer(runner, description, kv, metrics, checkpoints,
                               forward_in_thread=config.forward_in_thread)
     try:
-        server = await start_server(lambda s: worker_pb2_grpc.add_WorkerServicer_to_server(servicer, s), [SERVICE_NAME],
+        server = await start_server(lambda s: worker_pb2_grpc.add_WorkerServicer_to_server(servicer, s), [convert.SERVICE_NAME],
                                     address, interceptors=tracing.server_interceptors())
     except Exception:
         await checkpoints.close()

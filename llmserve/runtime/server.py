@@ -1,7 +1,8 @@
 """Builds and runs a grpc.aio server the same way for every service.
 
 Every server gets the standard health service (NOT_SERVING until the service says it is ready),
-server reflection, optional extra interceptors (tracing) and a graceful stop on SIGTERM/SIGINT:
+server reflection, the interceptor that maps errors to statuses (`errors.ErrorStatusInterceptor`),
+optional extra interceptors (tracing) and a graceful stop on SIGTERM/SIGINT:
 health goes NOT_SERVING first, then the server stops accepting and gives in-flight RPCs `grace_s`.
 """
 
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
+from llmserve.runtime.errors import ErrorStatusInterceptor
 
 logger = logging.getLogger(__name__)
 
@@ -80,11 +83,15 @@ async def start_server(
 ) -> ServiceServer:
     """Starts a server on `address` ("host:0" picks a free port) with health and reflection.
 
+    An error that escapes a handler ends its RPC through `errors.abort_with` (the one table; INTERNAL
+    for anything that is not a domain error), so servicers raise domain errors and never abort.
+
     `service_names` are the full names of the services `add_servicers` registers
     (e.g. `gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name`). The health status starts
     NOT_SERVING; call `set_serving()` once the service is ready.
     """
-    server = grpc.aio.server(interceptors=list(interceptors), options=list(SERVER_OPTIONS))
+    # Innermost, so that the tracing interceptors record the status it sets.
+    server = grpc.aio.server(interceptors=[*interceptors, ErrorStatusInterceptor()], options=list(SERVER_OPTIONS))
     add_servicers(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
