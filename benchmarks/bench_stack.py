@@ -96,8 +96,8 @@ async def bench_stack(address: str, prompts: list[str], max_tokens: int, sequent
 
 
 async def run_stack(args: argparse.Namespace, prompts: list[str]) -> Row:
-    from llmserve.launch import StackConfig, free_port, service_specs
-    from llmserve.supervisor import Stack
+    from llmserve_stack.launch import StackConfig, free_port, service_specs
+    from llmserve_stack.supervisor import Stack
 
     if args.address:
         return await bench_stack(args.address, prompts, args.max_tokens, args.sequential)
@@ -113,7 +113,7 @@ async def run_stack(args: argparse.Namespace, prompts: list[str]) -> Row:
 def run_in_process(args: argparse.Namespace, prompts: list[str]) -> Row:
     import torch
 
-    from llmserve.engine import InProcessEngine
+    from llmserve_stack.engine import InProcessEngine
 
     torch.set_num_threads(args.threads)
 

@@ -1,5 +1,5 @@
 """Shared helpers of the deployment tests: the resolved compose file, kustomize output, and the
-mapping from `llmserve.launch` specs (loopback addresses) to in-cluster/in-compose names."""
+mapping from `llmserve_stack.launch` specs (loopback addresses) to in-cluster/in-compose names."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """compose.yaml: valid for Compose v2 (`docker-compose config`), the same commands and LLMSERVE_*
-environment as `llmserve up --workers 2` (llmserve.launch), health-gated start order, restart
+environment as `llmserve up --workers 2` (llmserve_stack.launch), health-gated start order, restart
 policies, and only the gateway's port published."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from llmserve.launch import StackConfig, service_specs
+from llmserve_stack.launch import StackConfig, service_specs
 
 from .conftest import COMPOSE_FILE, DEPLOY_ONLY_VARS, GRPC_PORT, METRICS_PORT, REPO, clean_env, compose_config, tool, translate_addresses
 

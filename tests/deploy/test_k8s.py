@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from llmserve.launch import StackConfig, service_specs
+from llmserve_stack.launch import StackConfig, service_specs
 
 from .conftest import DEPLOY_ONLY_VARS, GRPC_PORT, K8S, METRICS_PORT, OVERLAYS, by_kind_name, kustomize, tool, translate_addresses
 

@@ -13,8 +13,8 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from llmserve.launch import ServiceSpec
 from llmserve.runtime.channel import wait_healthy
+from llmserve_stack.launch import ServiceSpec
 
 logger = logging.getLogger(__name__)
 

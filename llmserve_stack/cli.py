@@ -9,7 +9,7 @@ import logging
 import signal
 import sys
 
-from llmserve.launch import StackConfig, service_specs
+from llmserve_stack.launch import StackConfig, service_specs
 
 # `--class` spellings -> gateway.client's service class names.
 CLASS_NAMES = {"rt": "real_time", "real_time": "real_time", "deadline": "deadline", "be": "best_effort",
@@ -59,7 +59,7 @@ def _add_generate_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 async def _run_up(args: argparse.Namespace) -> int:
-    from llmserve.supervisor import Stack, print_err
+    from llmserve_stack.supervisor import Stack, print_err
 
     config = StackConfig(
         port=args.port, host=args.host, num_workers=args.workers, model=args.model,
@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_up_parser(subparsers)
     _add_generate_parser(subparsers)
     try:
-        from llmserve.bench import add_bench_parser
+        from llmserve_stack.bench import add_bench_parser
     except ImportError:  # the bench module is optional at import time
         add_bench_parser = None
     if add_bench_parser is not None:
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "generate":
         return asyncio.run(_run_generate(args))
     if args.command == "bench":
-        from llmserve.bench import run_bench
+        from llmserve_stack.bench import run_bench
 
         return run_bench(args)
     raise AssertionError(f"unknown command {args.command}")

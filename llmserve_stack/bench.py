@@ -117,7 +117,7 @@ def _sim_one(args: tuple) -> dict:
 def _live_one(requests: Sequence, policy: str, args: argparse.Namespace, label: str) -> dict:
     import asyncio
 
-    from scheduler_svc.sim.live import LiveConfig, replay
+    from llmserve_stack.live import LiveConfig, replay
     from scheduler_svc.sim.metrics import summarize
     from scheduler_svc.sim.service_gain import service_gain
 
@@ -126,8 +126,8 @@ def _live_one(requests: Sequence, policy: str, args: argparse.Namespace, label: 
         if args.address:
             return await replay(requests, LiveConfig(args.address, run_timeout_s=args.live_timeout,
                                                      stop=args.live_stop, max_tokens=args.live_max_tokens), bar)
-        from llmserve.launch import StackConfig, free_port, service_specs
-        from llmserve.supervisor import Stack
+        from llmserve_stack.launch import StackConfig, free_port, service_specs
+        from llmserve_stack.supervisor import Stack
 
         config = StackConfig(port=free_port(), policy=policy, model=args.model, load_format=args.load_format,
                              log_format="json")
@@ -256,7 +256,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m llmserve.bench ...` (the same as `llmserve bench ...`)."""
+    """`python -m llmserve_stack.bench ...` (the same as `llmserve bench ...`)."""
     parser = argparse.ArgumentParser(prog="llmserve")
     add_bench_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)])
