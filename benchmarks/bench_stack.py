@@ -23,6 +23,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from scheduler_svc.core.policy import POLICY_NAMES
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from prompts import benchmark_prompts  # noqa: E402
@@ -222,7 +224,7 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--model", default="default")
     parser.add_argument("--load-format", default="auto", help="dummy: random weights of the model's config")
-    parser.add_argument("--policy", default="fcfs")
+    parser.add_argument("--policy", default="fcfs", choices=POLICY_NAMES)
     parser.add_argument("--num-kv-blocks", type=int, default=1024)
     parser.add_argument("--max-num-batched-tokens", type=int, default=512)
     parser.add_argument("--threads", type=int, default=2, help="torch threads for the in-process and HF runs")

@@ -290,6 +290,12 @@ def to_env(config: Any, names: Iterable[str] | None = None) -> dict[str, str]:
     }
 
 
+def values_env(cls: type, **values: Any) -> dict[str, str]:
+    """LLMSERVE_* variables that give a child process of config class `cls` these values."""
+    by_name = {spec.name: spec for spec in specs(cls)}
+    return {by_name[name].env: by_name[name].render(value) for name, value in values.items()}
+
+
 def check_choices(config: Any) -> None:
     """Raises ValueError naming the flag when a setting of `config` is not one of its choices (for
     configs built in code, which skip the flag parser)."""

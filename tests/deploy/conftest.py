@@ -14,6 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
+from llmserve.settings import config_from_env, env_names
+from llmserve_stack.launch import SERVICE_CONFIGS
+
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "compose.yaml"
 K8S = REPO / "deploy" / "k8s"
@@ -88,3 +91,13 @@ def translate_addresses(env: dict[str, str], address_to_name: dict[str, str], ow
         else:
             out[key] = value
     return out
+
+
+def assert_settings_of(module: str, env: dict[str, str], where: str) -> None:
+    """Every LLMSERVE_* variable in `env` is a setting of the service `module` runs (a misspelt or
+    dead one would be ignored there), and the service's config builds from them."""
+    config_cls = SERVICE_CONFIGS[module]
+    ours = {k: v for k, v in env.items() if k.startswith("LLMSERVE_")}
+    unknown = set(ours) - env_names(config_cls)
+    assert not unknown, f"{where}: {sorted(unknown)} configure nothing in {module}"
+    config_from_env(config_cls, ours)

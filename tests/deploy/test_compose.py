@@ -14,7 +14,18 @@ import yaml
 
 from llmserve_stack.launch import StackConfig, service_specs
 
-from .conftest import COMPOSE_FILE, DEPLOY_ONLY_VARS, GRPC_PORT, METRICS_PORT, REPO, clean_env, compose_config, tool, translate_addresses
+from .conftest import (
+    COMPOSE_FILE,
+    DEPLOY_ONLY_VARS,
+    GRPC_PORT,
+    METRICS_PORT,
+    REPO,
+    assert_settings_of,
+    clean_env,
+    compose_config,
+    tool,
+    translate_addresses,
+)
 
 # The stack compose.yaml stands for: `llmserve up --workers 2` with every other default.
 COMPOSE_STACK = StackConfig(num_workers=2)
@@ -78,6 +89,11 @@ def test_commands_and_env_match_llmserve_up(services: dict[str, Any]) -> None:
         launched = {k: v for k, v in env.items() if k not in DEPLOY_ONLY_VARS and not k.startswith("OTEL_")}
         expected = translate_addresses(spec.env, address_to_name, f"0.0.0.0:{GRPC_PORT}", dns)
         assert launched == expected, spec.name
+
+
+def test_every_variable_is_a_setting_of_its_service(services: dict[str, Any]) -> None:
+    for spec in service_specs(COMPOSE_STACK):
+        assert_settings_of(spec.module, services[spec.name]["environment"], f"compose.yaml {spec.name}")
 
 
 def test_start_order_is_health_gated(services: dict[str, Any]) -> None:

@@ -15,7 +15,18 @@ import yaml
 
 from llmserve_stack.launch import StackConfig, service_specs
 
-from .conftest import DEPLOY_ONLY_VARS, GRPC_PORT, K8S, METRICS_PORT, OVERLAYS, by_kind_name, kustomize, tool, translate_addresses
+from .conftest import (
+    DEPLOY_ONLY_VARS,
+    GRPC_PORT,
+    K8S,
+    METRICS_PORT,
+    OVERLAYS,
+    assert_settings_of,
+    by_kind_name,
+    kustomize,
+    tool,
+    translate_addresses,
+)
 
 # The `llmserve up` each overlay stands for.
 OVERLAY_STACKS = {
@@ -87,6 +98,14 @@ def test_pods_run_what_llmserve_up_runs(overlay: tuple[str, dict]) -> None:
         env = _pod_env(docs, workload, pod_name=spec.name)
         launched = {k: v for k, v in env.items() if k not in DEPLOY_ONLY_VARS and not k.startswith("OTEL_")}
         assert launched == translate_addresses(spec.env, address_to_name, f"0.0.0.0:{GRPC_PORT}", dns), spec.name
+
+
+def test_every_variable_is_a_setting_of_its_service(overlay: tuple[str, dict]) -> None:
+    name, docs = overlay
+    for spec in service_specs(OVERLAY_STACKS[name]):
+        workload_name = "worker" if spec.name.startswith("worker-") else spec.name
+        env = _pod_env(docs, docs[(WORKLOADS[workload_name], workload_name)], pod_name=spec.name)
+        assert_settings_of(spec.module, env, f"{name} overlay {spec.name}")
 
 
 def test_scheduler_addresses_every_worker_pod(overlay: tuple[str, dict]) -> None:
