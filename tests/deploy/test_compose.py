@@ -20,6 +20,7 @@ from .conftest import (
     GRPC_PORT,
     METRICS_PORT,
     REPO,
+    SERVICE_EXTRAS,
     assert_settings_of,
     clean_env,
     compose_config,
@@ -94,6 +95,14 @@ def test_commands_and_env_match_llmserve_up(services: dict[str, Any]) -> None:
 def test_every_variable_is_a_setting_of_its_service(services: dict[str, Any]) -> None:
     for spec in service_specs(COMPOSE_STACK):
         assert_settings_of(spec.module, services[spec.name]["environment"], f"compose.yaml {spec.name}")
+
+
+def test_each_service_builds_its_own_image(services: dict[str, Any]) -> None:
+    for spec in service_specs(COMPOSE_STACK):
+        service, extras = services[spec.name], SERVICE_EXTRAS[spec.module]
+        assert service["build"]["args"] == {"EXTRAS": extras}, spec.name
+        assert service["build"]["dockerfile"] == "deploy/docker/Dockerfile", spec.name
+        assert service["image"] == f"llmserve:cpu-{extras}", spec.name
 
 
 def test_start_order_is_health_gated(services: dict[str, Any]) -> None:

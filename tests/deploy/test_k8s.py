@@ -21,6 +21,7 @@ from .conftest import (
     K8S,
     METRICS_PORT,
     OVERLAYS,
+    SERVICE_EXTRAS,
     assert_settings_of,
     by_kind_name,
     kustomize,
@@ -172,8 +173,16 @@ def test_gpus_only_on_gpu_workers(overlay: tuple[str, dict]) -> None:
         else:
             assert gpus is None, (name, workload_name)
         assert "memory" in resources["limits"] and "cpu" in resources["requests"], workload_name
-    image = _container(docs[("StatefulSet", "worker")])["image"]
-    assert image == {"cpu": "llmserve:cpu", "gpu": "llmserve:cuda"}[name]
+
+def test_each_service_runs_its_own_image(overlay: tuple[str, dict]) -> None:
+    """One image per service (its pyproject extra): only the workers' carries torch, and only on the
+    GPU overlay is it the CUDA build."""
+    name, docs = overlay
+    for spec in service_specs(OVERLAY_STACKS[name]):
+        workload_name = "worker" if spec.name.startswith("worker-") else spec.name
+        image = _container(docs[(WORKLOADS[workload_name], workload_name)])["image"]
+        variant = "cuda" if name == "gpu" and workload_name == "worker" else "cpu"
+        assert image == f"llmserve:{variant}-{SERVICE_EXTRAS[spec.module]}", spec.name
 
 
 def test_disruption_budgets_select_workloads(overlay: tuple[str, dict]) -> None:
