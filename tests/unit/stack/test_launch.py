@@ -13,6 +13,7 @@ from kvstore_svc.config import GIB
 from llmserve.settings import add_settings, config_from_args, config_from_env, specs
 from llmserve_stack.cli import build_parser
 from llmserve_stack.launch import SERVICE_CONFIGS, StackConfig, service_specs
+from scheduler_svc.core.policy import POLICY_NAMES
 
 STACK_OWN = {"port", "host", "num_workers", "log_dir"}
 
@@ -78,4 +79,4 @@ def test_up_help_shows_the_services_defaults() -> None:
     add_settings(parser, StackConfig, env={})
     text = " ".join(parser.format_help().split())
     assert "--max-num-seqs MAX_NUM_SEQS most sequences per step (auto: 64 on CPU, 128 on CUDA) (default: auto;" in text
-    assert "--policy {fcfs,priority,edf,bros,tempo}" in text and "--workers WORKERS" in text
+    assert "--policy {" + ",".join(POLICY_NAMES) + "}" in text and "--workers WORKERS" in text
