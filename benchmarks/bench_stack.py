@@ -23,6 +23,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from scheduler_svc.core.policy import POLICY_NAMES
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from prompts import benchmark_prompts  # noqa: E402
@@ -96,8 +98,8 @@ async def bench_stack(address: str, prompts: list[str], max_tokens: int, sequent
 
 
 async def run_stack(args: argparse.Namespace, prompts: list[str]) -> Row:
-    from llmserve.launch import StackConfig, free_port, service_specs
-    from llmserve.supervisor import Stack
+    from llmserve_stack.launch import StackConfig, free_port, service_specs
+    from llmserve_stack.supervisor import Stack
 
     if args.address:
         return await bench_stack(args.address, prompts, args.max_tokens, args.sequential)
@@ -113,7 +115,7 @@ async def run_stack(args: argparse.Namespace, prompts: list[str]) -> Row:
 def run_in_process(args: argparse.Namespace, prompts: list[str]) -> Row:
     import torch
 
-    from llmserve.engine import InProcessEngine
+    from llmserve_stack.engine import InProcessEngine
 
     torch.set_num_threads(args.threads)
 
@@ -222,7 +224,7 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--model", default="default")
     parser.add_argument("--load-format", default="auto", help="dummy: random weights of the model's config")
-    parser.add_argument("--policy", default="fcfs")
+    parser.add_argument("--policy", default="fcfs", choices=POLICY_NAMES)
     parser.add_argument("--num-kv-blocks", type=int, default=1024)
     parser.add_argument("--max-num-batched-tokens", type=int, default=512)
     parser.add_argument("--threads", type=int, default=2, help="torch threads for the in-process and HF runs")

@@ -10,8 +10,8 @@ ENGINE_CPUS=${ENGINE_CPUS:-0,1}
 CLIENT_CPUS=${CLIENT_CPUS:-2}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
-PORT=$($PY -c "from llmserve.launch import free_port; print(free_port())")
-taskset -c "$ENGINE_CPUS" $PY -m llmserve.cli up --port "$PORT" --model "$MODEL" --load-format "$FORMAT" \
+PORT=$($PY -c "from llmserve_stack.launch import free_port; print(free_port())")
+taskset -c "$ENGINE_CPUS" $PY -m llmserve_stack up --port "$PORT" --model "$MODEL" --load-format "$FORMAT" \
   --num-kv-blocks 1024 --max-num-seqs 64 --log-dir "$OUT/logs" --log-format text > "$OUT/up.out" 2> "$OUT/up.err" &
 UP=$!
 trap 'kill -TERM $UP 2>/dev/null; wait $UP 2>/dev/null || true' EXIT

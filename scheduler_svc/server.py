@@ -77,7 +77,10 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     # ---- wiring ----------------------------------------------------------------------------
     def make_core(self, info: scheduler_pb2.WorkerInfo) -> Scheduler:
         core_config = convert.core_config_from_worker(info, max_num_waiting=self.config.max_num_waiting)
-        policy = make_policy(self.config.policy, **dict(self.config.policy_options))
+        options = dict(self.config.policy_options)
+        if self.config.cost_model:
+            options["cost_model_path"] = self.config.cost_model
+        policy = make_policy(self.config.policy, **options)
         return Scheduler(core_config, policy, self.clock, checkpoints=self.checkpoints)
 
     async def connect_workers(self, client_interceptors: tuple[grpc.aio.ClientInterceptor, ...] = ()) -> None:

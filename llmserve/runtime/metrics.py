@@ -28,14 +28,11 @@ SLO attainment of a class = `rate(llmserve_slo_attained_total) / rate(llmserve_s
 
 from __future__ import annotations
 
-import argparse
 import threading
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-
-from llmserve.runtime.flags import add_flag
 
 PREFIX = "llmserve"
 
@@ -224,7 +221,3 @@ def start_metrics_server(port: int, registry: CollectorRegistry, host: str = "0.
         raise ValueError(f"--metrics-port must be 0 (off) or a TCP port, got {port}")
     return serve_metrics(registry, port, host)
 
-
-def add_metrics_flag(parser: argparse.ArgumentParser) -> None:
-    """Adds `--metrics-port` (env LLMSERVE_METRICS_PORT; 0, the default, serves no metrics)."""
-    add_flag(parser, "--metrics-port", default=0, type=int, help="HTTP port of Prometheus /metrics; 0 = off")

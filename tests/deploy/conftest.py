@@ -1,5 +1,5 @@
 """Shared helpers of the deployment tests: the resolved compose file, kustomize output, and the
-mapping from `llmserve.launch` specs (loopback addresses) to in-cluster/in-compose names."""
+mapping from `llmserve_stack.launch` specs (loopback addresses) to in-cluster/in-compose names."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
+from llmserve.settings import config_from_env, env_names
+from llmserve_stack.launch import SERVICE_CONFIGS
+
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "compose.yaml"
 K8S = REPO / "deploy" / "k8s"
@@ -22,6 +25,8 @@ LLMSERVE_SERVICES = ("kvstore", "scheduler", "gateway")  # plus worker-N
 GRPC_PORT = 50051
 METRICS_PORT = 9464
 
+# The pyproject extra (and image) each service module runs from: only the worker's carries torch.
+SERVICE_EXTRAS = {"kvstore_svc": "kvstore", "worker_svc": "worker", "scheduler_svc": "scheduler", "gateway": "gateway"}
 # Variables a deployment sets that `llmserve up` leaves to the services' defaults.
 DEPLOY_ONLY_VARS = frozenset({"LLMSERVE_METRICS_PORT", "LLMSERVE_DRAIN_GRACE_S"})
 
@@ -88,3 +93,13 @@ def translate_addresses(env: dict[str, str], address_to_name: dict[str, str], ow
         else:
             out[key] = value
     return out
+
+
+def assert_settings_of(module: str, env: dict[str, str], where: str) -> None:
+    """Every LLMSERVE_* variable in `env` is a setting of the service `module` runs (a misspelt or
+    dead one would be ignored there), and the service's config builds from them."""
+    config_cls = SERVICE_CONFIGS[module]
+    ours = {k: v for k, v in env.items() if k.startswith("LLMSERVE_")}
+    unknown = set(ours) - env_names(config_cls)
+    assert not unknown, f"{where}: {sorted(unknown)} configure nothing in {module}"
+    config_from_env(config_cls, ours)

@@ -1,5 +1,5 @@
 """compose.yaml: valid for Compose v2 (`docker-compose config`), the same commands and LLMSERVE_*
-environment as `llmserve up --workers 2` (llmserve.launch), health-gated start order, restart
+environment as `llmserve up --workers 2` (llmserve_stack.launch), health-gated start order, restart
 policies, and only the gateway's port published."""
 
 from __future__ import annotations
@@ -12,9 +12,21 @@ from typing import Any
 import pytest
 import yaml
 
-from llmserve.launch import StackConfig, service_specs
+from llmserve_stack.launch import StackConfig, service_specs
 
-from .conftest import COMPOSE_FILE, DEPLOY_ONLY_VARS, GRPC_PORT, METRICS_PORT, REPO, clean_env, compose_config, tool, translate_addresses
+from .conftest import (
+    COMPOSE_FILE,
+    DEPLOY_ONLY_VARS,
+    GRPC_PORT,
+    METRICS_PORT,
+    REPO,
+    SERVICE_EXTRAS,
+    assert_settings_of,
+    clean_env,
+    compose_config,
+    tool,
+    translate_addresses,
+)
 
 # The stack compose.yaml stands for: `llmserve up --workers 2` with every other default.
 COMPOSE_STACK = StackConfig(num_workers=2)
@@ -78,6 +90,19 @@ def test_commands_and_env_match_llmserve_up(services: dict[str, Any]) -> None:
         launched = {k: v for k, v in env.items() if k not in DEPLOY_ONLY_VARS and not k.startswith("OTEL_")}
         expected = translate_addresses(spec.env, address_to_name, f"0.0.0.0:{GRPC_PORT}", dns)
         assert launched == expected, spec.name
+
+
+def test_every_variable_is_a_setting_of_its_service(services: dict[str, Any]) -> None:
+    for spec in service_specs(COMPOSE_STACK):
+        assert_settings_of(spec.module, services[spec.name]["environment"], f"compose.yaml {spec.name}")
+
+
+def test_each_service_builds_its_own_image(services: dict[str, Any]) -> None:
+    for spec in service_specs(COMPOSE_STACK):
+        service, extras = services[spec.name], SERVICE_EXTRAS[spec.module]
+        assert service["build"]["args"] == {"EXTRAS": extras}, spec.name
+        assert service["build"]["dockerfile"] == "deploy/docker/Dockerfile", spec.name
+        assert service["image"] == f"llmserve:cpu-{extras}", spec.name
 
 
 def test_start_order_is_health_gated(services: dict[str, Any]) -> None:

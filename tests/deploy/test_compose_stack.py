@@ -17,9 +17,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.otlp_collector import OtlpCollector, running_collector
-from llmserve.launch import ServiceSpec, free_port
+from llmserve_stack.launch import ServiceSpec, free_port
 from llmserve.runtime.channel import open_channel
-from llmserve.supervisor import Stack
+from llmserve_stack.supervisor import Stack
 from llmserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 from .conftest import GRPC_PORT, compose_config

@@ -13,9 +13,21 @@ from typing import Any
 import pytest
 import yaml
 
-from llmserve.launch import StackConfig, service_specs
+from llmserve_stack.launch import StackConfig, service_specs
 
-from .conftest import DEPLOY_ONLY_VARS, GRPC_PORT, K8S, METRICS_PORT, OVERLAYS, by_kind_name, kustomize, tool, translate_addresses
+from .conftest import (
+    DEPLOY_ONLY_VARS,
+    GRPC_PORT,
+    K8S,
+    METRICS_PORT,
+    OVERLAYS,
+    SERVICE_EXTRAS,
+    assert_settings_of,
+    by_kind_name,
+    kustomize,
+    tool,
+    translate_addresses,
+)
 
 # The `llmserve up` each overlay stands for.
 OVERLAY_STACKS = {
@@ -89,6 +101,14 @@ def test_pods_run_what_llmserve_up_runs(overlay: tuple[str, dict]) -> None:
         assert launched == translate_addresses(spec.env, address_to_name, f"0.0.0.0:{GRPC_PORT}", dns), spec.name
 
 
+def test_every_variable_is_a_setting_of_its_service(overlay: tuple[str, dict]) -> None:
+    name, docs = overlay
+    for spec in service_specs(OVERLAY_STACKS[name]):
+        workload_name = "worker" if spec.name.startswith("worker-") else spec.name
+        env = _pod_env(docs, docs[(WORKLOADS[workload_name], workload_name)], pod_name=spec.name)
+        assert_settings_of(spec.module, env, f"{name} overlay {spec.name}")
+
+
 def test_scheduler_addresses_every_worker_pod(overlay: tuple[str, dict]) -> None:
     name, docs = overlay
     workers = docs[("StatefulSet", "worker")]
@@ -153,8 +173,16 @@ def test_gpus_only_on_gpu_workers(overlay: tuple[str, dict]) -> None:
         else:
             assert gpus is None, (name, workload_name)
         assert "memory" in resources["limits"] and "cpu" in resources["requests"], workload_name
-    image = _container(docs[("StatefulSet", "worker")])["image"]
-    assert image == {"cpu": "llmserve:cpu", "gpu": "llmserve:cuda"}[name]
+
+def test_each_service_runs_its_own_image(overlay: tuple[str, dict]) -> None:
+    """One image per service (its pyproject extra): only the workers' carries torch, and only on the
+    GPU overlay is it the CUDA build."""
+    name, docs = overlay
+    for spec in service_specs(OVERLAY_STACKS[name]):
+        workload_name = "worker" if spec.name.startswith("worker-") else spec.name
+        image = _container(docs[(WORKLOADS[workload_name], workload_name)])["image"]
+        variant = "cuda" if name == "gpu" and workload_name == "worker" else "cpu"
+        assert image == f"llmserve:{variant}-{SERVICE_EXTRAS[spec.module]}", spec.name
 
 
 def test_disruption_budgets_select_workloads(overlay: tuple[str, dict]) -> None:

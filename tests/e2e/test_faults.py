@@ -13,9 +13,9 @@ import tempfile
 import grpc
 import pytest
 
-from llmserve.launch import StackConfig, free_port, service_specs
+from llmserve_stack.launch import StackConfig, free_port, service_specs
 from llmserve.runtime.channel import open_channel
-from llmserve.supervisor import Stack
+from llmserve_stack.supervisor import Stack
 from llmserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, kvstore_pb2, kvstore_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
+from llmserve.settings import add_settings, config_from_args
 from llmserve.v1 import common_pb2, kvstore_pb2, worker_pb2
 from worker_svc import convert
-from worker_svc.config import WorkerConfig, build_parser, config_from_args
+from worker_svc.config import WorkerConfig
 from worker_svc.core.types import KvDelta, LeaseSpec, PlanError, SampledToken, ServiceClass, StepOutput, StepTiming
 
 
@@ -70,8 +73,10 @@ def test_apply_request_grants_and_step_result() -> None:
 
 def test_flags_and_env_fallbacks(monkeypatch) -> None:
     monkeypatch.setenv("LLMSERVE_NUM_KV_BLOCKS", "77")
-    args = build_parser().parse_args(["--worker-id", "w3", "--load-format", "dummy", "--block-size", "32", "--no-warmup"])
-    config = config_from_args(args)
+    parser = argparse.ArgumentParser()
+    add_settings(parser, WorkerConfig)
+    args = parser.parse_args(["--worker-id", "w3", "--load-format", "dummy", "--block-size", "32", "--no-warmup"])
+    config = config_from_args(WorkerConfig, args)
     assert (config.worker_id, config.load_format, config.block_size, config.num_kv_blocks, config.warmup) == (
         "w3", "dummy", 32, 77, False)
 
@@ -79,8 +84,20 @@ def test_flags_and_env_fallbacks(monkeypatch) -> None:
 @pytest.mark.parametrize(
     "kwargs, message",
     [({"block_size": 12}, "power of two"), ({"num_kv_blocks": 4, "kv_cache_memory_gb": 1.0}, "not both"),
-     ({"max_num_seqs": 0}, "max-num-seqs"), ({"worker_id": ""}, "worker-id")],
+     ({"max_num_seqs": -1}, "max-num-seqs"), ({"worker_id": ""}, "worker-id")],
 )
 def test_config_rejects_bad_values(kwargs, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         WorkerConfig(**kwargs)
+
+
+def test_auto_step_limits_follow_the_device() -> None:
+    import torch
+
+    from worker_svc.build import resolve_step_limits
+    from worker_svc.core.runner import RunnerLimits
+
+    assert resolve_step_limits(WorkerConfig(), torch.device("cpu")) == RunnerLimits(512, 64)
+    assert resolve_step_limits(WorkerConfig(), torch.device("cuda")) == RunnerLimits(2048, 128)
+    given = WorkerConfig(max_num_batched_tokens=96, max_num_seqs=3)
+    assert resolve_step_limits(given, torch.device("cuda")) == RunnerLimits(96, 3)

@@ -1,5 +1,7 @@
-"""Runs a stack of service processes: starts them in order, waits for each to be healthy, and
-stops all of them (reverse order, SIGTERM then SIGKILL) on request, leaving no process behind."""
+"""Runs a stack of service processes: starts them in order, waits for each to be healthy, tells
+when one exits on its own, and stops all of them (reverse order, SIGTERM then SIGKILL) on request,
+leaving no process behind. Exits are events (a watcher thread per process resolves a future), not
+polls."""
 
 from __future__ import annotations
 
@@ -10,11 +12,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from llmserve.launch import ServiceSpec
 from llmserve.runtime.channel import wait_healthy
+from llmserve_stack.launch import ServiceSpec
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +38,29 @@ def _die_with_parent() -> None:
 class RunningService:
     spec: ServiceSpec
     process: subprocess.Popen[bytes]
+    exited: asyncio.Future[int]  # the exit code, once the process has exited (for any reason)
+
+
+def _watch_exit(process: subprocess.Popen[bytes]) -> asyncio.Future[int]:
+    """A future of the running loop that gets `process`'s exit code when it exits. A thread per
+    process blocks in wait(): the executor of asyncio.to_thread has too few threads to hold one per
+    service of a large stack."""
+    loop = asyncio.get_running_loop()
+    exited: asyncio.Future[int] = loop.create_future()
+
+    def resolve(code: int) -> None:
+        if not exited.done():
+            exited.set_result(code)
+
+    def wait() -> None:
+        code = process.wait()
+        try:
+            loop.call_soon_threadsafe(resolve, code)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+    threading.Thread(target=wait, name=f"exit-watch-{process.pid}", daemon=True).start()
+    return exited
 
 
 class Stack:
@@ -69,39 +95,41 @@ class Stack:
             stderr=subprocess.STDOUT if self.log_dir else None,
             preexec_fn=_die_with_parent,
         )
-        self.running.append(RunningService(spec, process))
+        self.running.append(RunningService(spec, process, _watch_exit(process)))
         logger.info("started %s (pid %d) on %s", spec.name, process.pid, spec.address)
 
     async def _wait_ready(self, service: RunningService) -> None:
-        wait = asyncio.create_task(wait_healthy(service.spec.address, timeout_s=service.spec.ready_timeout_s))
-        while not wait.done():
-            if service.process.poll() is not None:
-                wait.cancel()
-                raise RuntimeError(
-                    f"{service.spec.name} exited with code {service.process.returncode} before it was healthy"
-                    + (f" (log: {self.log_dir}/{service.spec.name}.log)" if self.log_dir else "")
-                )
-            await asyncio.sleep(0.1)
-        await wait
+        healthy = asyncio.create_task(wait_healthy(service.spec.address, timeout_s=service.spec.ready_timeout_s))
+        await asyncio.wait({healthy, service.exited}, return_when=asyncio.FIRST_COMPLETED)
+        if not healthy.done():
+            healthy.cancel()
+            await asyncio.gather(healthy, return_exceptions=True)
+            raise RuntimeError(
+                f"{service.spec.name} exited with code {service.exited.result()} before it was healthy"
+                + (f" (log: {self.log_dir}/{service.spec.name}.log)" if self.log_dir else "")
+            )
+        await healthy
 
-    def failed_service(self) -> RunningService | None:
-        """The first service that exited on its own, if any."""
-        for service in self.running:
-            if service.process.poll() is not None:
-                return service
-        return None
+    async def wait_exit(self) -> RunningService:
+        """Waits until a running service exits on its own and returns it (the caller decides: stop
+        the stack, or restart that service)."""
+        if not self.running:
+            raise RuntimeError("no service is running")
+        watched = {service.exited: service for service in self.running}
+        done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        return next(watched[future] for future in watched if future in done)
 
     async def stop(self) -> None:
         """Stops services in reverse start order: SIGTERM (they drain), then SIGKILL after the grace."""
         for service in reversed(self.running):
-            if service.process.poll() is None:
+            if not service.exited.done():
                 service.process.send_signal(signal.SIGTERM)
                 try:
-                    await asyncio.wait_for(asyncio.to_thread(service.process.wait), self.stop_grace_s)
+                    await asyncio.wait_for(asyncio.shield(service.exited), self.stop_grace_s)
                 except asyncio.TimeoutError:
                     logger.warning("%s did not stop in %.0fs: killing it", service.spec.name, self.stop_grace_s)
                     service.process.kill()
-                    await asyncio.to_thread(service.process.wait)
+                    await service.exited
         self.running.clear()
 
     async def __aenter__(self) -> Stack:

@@ -1,13 +1,13 @@
 """`llmserve bench`: every policy on the same workload, one table, results.json and PNG plots.
 
-    llmserve bench --workload w.jsonl --policies fcfs,priority,edf,bros,tempo --engine sim \\
-        --cost-model h100_llama3_8b --rate-scale 1 2 3 --out bench_out/
+    llmserve bench --workload w.jsonl --engine sim --cost-model h100_llama3_8b --rate-scale 1 2 3 --out bench_out/
 
-`--engine sim` runs the discrete-event simulator (the service's scheduler core on a virtual
-clock, priced by the cost model). `--engine live` replays the workload against a real stack
-through the public Gateway API, measuring on the client: against `--address` (the policy that
-stack serves), or by starting a local stack per policy. Use `--time-scale`, `--max-requests` and
-the length caps to shrink a GPU-sized workload to what a small CPU serves.
+Every policy runs unless `--policies` names some. `--engine sim` runs the discrete-event simulator
+(the service's scheduler core on a virtual clock, priced by the cost model). `--engine live`
+replays the workload against a real stack through the public Gateway API, measuring on the
+client: against `--address` (the policy that stack serves), or by starting a local stack per
+policy. Use `--time-scale`, `--max-requests` and the length caps to shrink a GPU-sized workload to
+what a small CPU serves.
 
 results.json: {"workload", "engine", "cost_model", "rate_scales", "policies": {NAME: metrics at
 the first rate scale}, "sweep": [{"rate_scale", "policies": {NAME: metrics}}, ...]}. Metrics are
@@ -25,7 +25,9 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-POLICIES = ("fcfs", "priority", "edf", "bros", "tempo")
+from llmserve.model_source import ModelSettings
+from llmserve.settings import add_settings, values_from_args
+from scheduler_svc.core.policy import POLICY_NAMES
 TABLE_COLUMNS = (
     ("rt_slo_attainment", "RT SLO", "{:.1%}"),
     ("deadline_slo_attainment", "DL SLO", "{:.1%}"),
@@ -48,7 +50,8 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("bench", help="compare scheduling policies on a workload (simulated or live)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workload", required=True, help="workload JSONL (python -m scheduler_svc.sim.make_workload)")
-    p.add_argument("--policies", default=",".join(POLICIES), help="comma-separated policy names")
+    p.add_argument("--policies", default=",".join(POLICY_NAMES),
+                   help=f"comma-separated, from {', '.join(POLICY_NAMES)} (default: all)")
     p.add_argument("--engine", choices=("sim", "live"), default="sim")
     p.add_argument("--cost-model", default="h100_llama3_8b",
                    help="sim: cost-model JSON file or bundled profile name (h100_llama3_8b, cpu_smollm2_135m)")
@@ -68,8 +71,7 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-num-batched-tokens", type=int, default=0, help="sim: step token budget (0: from JSON)")
     p.add_argument("--max-num-seqs", type=int, default=0, help="sim: most sequences per step (0: from JSON)")
     p.add_argument("--address", default="", help="live: gateway host:port of a running stack")
-    p.add_argument("--model", default="default", help="live without --address: model of the stacks to start")
-    p.add_argument("--load-format", default="auto", help="live without --address: auto | gguf | safetensors | dummy")
+    add_settings(p.add_argument_group("live without --address: the model of the stacks it starts"), ModelSettings)
     p.add_argument("--live-timeout", type=float, default=1800.0, help="live: seconds per policy run")
     p.add_argument("--live-stop", choices=("cancel", "max_tokens"), default="cancel",
                    help="live: end each request at its true length by cancelling it client-side (no policy can see "
@@ -117,7 +119,7 @@ def _sim_one(args: tuple) -> dict:
 def _live_one(requests: Sequence, policy: str, args: argparse.Namespace, label: str) -> dict:
     import asyncio
 
-    from scheduler_svc.sim.live import LiveConfig, replay
+    from llmserve_stack.live import LiveConfig, replay
     from scheduler_svc.sim.metrics import summarize
     from scheduler_svc.sim.service_gain import service_gain
 
@@ -126,11 +128,11 @@ def _live_one(requests: Sequence, policy: str, args: argparse.Namespace, label: 
         if args.address:
             return await replay(requests, LiveConfig(args.address, run_timeout_s=args.live_timeout,
                                                      stop=args.live_stop, max_tokens=args.live_max_tokens), bar)
-        from llmserve.launch import StackConfig, free_port, service_specs
-        from llmserve.supervisor import Stack
+        from llmserve_stack.launch import StackConfig, free_port, service_specs
+        from llmserve_stack.supervisor import Stack
 
-        config = StackConfig(port=free_port(), policy=policy, model=args.model, load_format=args.load_format,
-                             log_format="json")
+        config = StackConfig(port=free_port(), policy=policy, log_format="json",
+                             **values_from_args(ModelSettings, args))
         async with Stack(service_specs(config), log_dir=str(Path(args.out) / f"logs-{policy}")) as stack:
             return await replay(requests, LiveConfig(stack.specs[-1].address, run_timeout_s=args.live_timeout,
                                                      stop=args.live_stop, max_tokens=args.live_max_tokens), bar)
@@ -171,7 +173,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     if not policies:
-        print("bench: --policies is empty: name at least one (fcfs,priority,edf,bros,tempo)", file=sys.stderr)
+        print(f"bench: --policies is empty: name at least one ({','.join(POLICY_NAMES)})", file=sys.stderr)
         return 2
     if args.engine == "live" and args.address and len(policies) > 1:
         print("bench: --address replays against one running stack, which serves one policy: pass one policy "
@@ -256,7 +258,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m llmserve.bench ...` (the same as `llmserve bench ...`)."""
+    """`python -m llmserve_stack.bench ...` (the same as `llmserve bench ...`)."""
     parser = argparse.ArgumentParser(prog="llmserve")
     add_bench_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)])

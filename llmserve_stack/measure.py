@@ -1,6 +1,10 @@
-"""Measures worker steps in-process for `calibrate --measure`: drives worker_svc's StepRunner
-(the real model code and paged KV cache) over a grid of step shapes, leasing blocks from a
-kvstore core LeaseTable as the worker shell does, and returns StepTiming-like rows.
+"""Measures worker steps in-process and fits the simulator's cost model to them:
+
+    python -m llmserve_stack.measure --out cost_cpu.json [--grid cpu] [--device cuda --dtype bfloat16]
+
+Drives worker_svc's StepRunner (the real model code and paged KV cache) over a grid of step
+shapes, leasing blocks from a kvstore core LeaseTable as the worker shell does, and fits the rows
+with `scheduler_svc.sim.calibrate` (which fits timings from any source, `--from-timings`).
 
 Weights are dummy (seeded random) weights of the model's architecture: step time does not
 depend on weight values. `total_ns` covers begin_step + lease + finish_step in one process, so it
@@ -11,10 +15,16 @@ shared machine, interference only ever adds time, so the minimum is the robust e
 
 from __future__ import annotations
 
+import argparse
+import json
 import random
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+
+from scheduler_svc.sim.calibrate import fit_and_save, rows_from_dicts
 
 
 @dataclass(frozen=True)
@@ -139,3 +149,35 @@ def measure_worker_steps(model: str = "default", *, device: str = "cpu", dtype: 
             rows.append(best)
             run([], [], finished=tuple(ids + done))
     return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m llmserve_stack.measure", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="cost model JSON to write")
+    p.add_argument("--name", default="cpu", help="name stored in the JSON")
+    p.add_argument("--model", default="default", help="model (llmserve model source; a config folder works)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--dtype", default="float32", help="float32, bfloat16, ...")
+    p.add_argument("--backend", default="", help="attention backend (default: torch on CPU, triton on CUDA)")
+    p.add_argument("--grid", default="cpu", choices=tuple(GRIDS), help="step shapes to time")
+    p.add_argument("--repeats", type=int, default=3, help="runs per shape (the fastest is kept)")
+    p.add_argument("--dump-timings", help="also write the measured rows as JSONL here")
+    args = p.parse_args(argv)
+    try:
+        objs = measure_worker_steps(args.model, device=args.device, dtype=args.dtype, backend=args.backend,
+                                    grid=args.grid, repeats=args.repeats)
+        if args.dump_timings:
+            Path(args.dump_timings).write_text("".join(json.dumps(o) + "\n" for o in objs), encoding="utf-8")
+        source = (f"measured in-process on worker_svc (model {args.model!r}, {args.device}, {args.dtype}, "
+                  f"grid {args.grid}, fastest of {args.repeats} runs per shape)")
+        model = fit_and_save(rows_from_dicts(objs), args.out, args.name, source)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"measure: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(model.to_json(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

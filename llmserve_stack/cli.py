@@ -9,7 +9,10 @@ import logging
 import signal
 import sys
 
-from llmserve.launch import StackConfig, service_specs
+from llmserve.settings import add_settings, config_from_args
+from llmserve_stack.bench import add_bench_parser, run_bench
+from llmserve_stack.launch import StackConfig, service_specs
+from llmserve_stack.supervisor import Stack, print_err
 
 # `--class` spellings -> gateway.client's service class names.
 CLASS_NAMES = {"rt": "real_time", "real_time": "real_time", "deadline": "deadline", "be": "best_effort",
@@ -18,24 +21,13 @@ CLASS_SLO_DEFAULTS = {"real_time": {"ttft_ms": 2000.0, "tpot_ms": 200.0}, "deadl
 
 
 def _add_up_parser(subparsers: argparse._SubParsersAction) -> None:
-    up = subparsers.add_parser("up", help="start gateway, scheduler, workers and kvstore as local processes")
-    up.add_argument("--port", type=int, default=50051, help="the gateway's port on loopback (default 50051)")
-    up.add_argument("--host", default="127.0.0.1", help="address every service binds (default loopback)")
-    up.add_argument("--workers", type=int, default=1, help="number of worker processes (default 1)")
-    up.add_argument("--model", default="default", help="'default' (bundled SmolLM2-135M), a HF folder or a .gguf")
-    up.add_argument("--load-format", default="auto", choices=["auto", "safetensors", "gguf", "dummy"])
-    up.add_argument("--tokenizer", default="", help="tokenizer folder (for dummy weights of another model)")
-    up.add_argument("--policy", default="fcfs", help="scheduling policy: fcfs, priority, edf, bros, tempo")
-    up.add_argument("--cost-model", default="", help="bros: step-time coefficients JSON "
-                    "(e.g. scheduler_svc/sim/profiles/cpu_smollm2_135m.json on a CPU)")
-    up.add_argument("--num-kv-blocks", type=int, default=0, help="KV blocks per worker (0: sized by the worker)")
-    up.add_argument("--block-size", type=int, default=16)
-    up.add_argument("--max-num-batched-tokens", type=int, default=512, help="per-step token budget")
-    up.add_argument("--max-num-seqs", type=int, default=64)
-    up.add_argument("--dtype", default="auto")
-    up.add_argument("--device", default="auto")
-    up.add_argument("--log-dir", default="", help="write each service's log to DIR/<service>.log")
-    up.add_argument("--log-format", default="json", choices=["json", "text"])
+    up = subparsers.add_parser(
+        "up", help="start gateway, scheduler, workers and kvstore as local processes",
+        description="Starts the kvstore, the workers, the scheduler and the gateway as processes, each once the "
+                    "one before is healthy, and stops them (reverse order, each drains) on Ctrl-C or SIGTERM, or "
+                    "when one exits. The service settings below are the services' own (same default, same "
+                    "LLMSERVE_* variable); `python -m <service> --help` lists the rest.")
+    add_settings(up, StackConfig)
 
 
 def _add_generate_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -58,17 +50,8 @@ def _add_generate_parser(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--usage", action="store_true", help="print token counts and latencies at the end")
 
 
-async def _run_up(args: argparse.Namespace) -> int:
-    from llmserve.supervisor import Stack, print_err
-
-    config = StackConfig(
-        port=args.port, host=args.host, num_workers=args.workers, model=args.model,
-        load_format=args.load_format, tokenizer=args.tokenizer, policy=args.policy, cost_model=args.cost_model,
-        num_kv_blocks=args.num_kv_blocks, block_size=args.block_size,
-        max_num_batched_tokens=args.max_num_batched_tokens, max_num_seqs=args.max_num_seqs,
-        dtype=args.dtype, device=args.device, log_format=args.log_format,
-    )
-    stack = Stack(service_specs(config), log_dir=args.log_dir or None)
+async def _run_up(config: StackConfig) -> int:
+    stack = Stack(service_specs(config), log_dir=config.log_dir or None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -84,26 +67,31 @@ async def _run_up(args: argparse.Namespace) -> int:
         print_err("stopped before the stack was ready")
         return 130
     if start.exception() is not None:
+        stop_wait.cancel()
         print_err(f"llmserve up failed: {start.exception()}")
         return 1
     gateway = stack.specs[-1].address
     print(f"llmserve gateway listening on {gateway}", flush=True)
     print_err(f"try: llmserve generate --address {gateway} \"The capital of France is\"")
-    exit_code = 0
-    while not stop.is_set():
-        failed = stack.failed_service()
-        if failed is not None:
-            print_err(f"{failed.spec.name} exited with code {failed.process.returncode}: stopping the stack")
-            exit_code = 1
-            break
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=0.5)
-        except asyncio.TimeoutError:
-            pass
+    exit_code = await _serve_until_stopped(stack, stop_wait)
     print_err("stopping llmserve ...")
     await stack.stop()
     print_err("all services stopped")
     return exit_code
+
+
+async def _serve_until_stopped(stack: Stack, stop_wait: asyncio.Task[object]) -> int:
+    """Waits for a stop signal (exit code 0) or for a service to exit on its own (1: the whole
+    stack stops; a restart policy would go here)."""
+    exit_wait = asyncio.create_task(stack.wait_exit())
+    await asyncio.wait({stop_wait, exit_wait}, return_when=asyncio.FIRST_COMPLETED)
+    if not exit_wait.done():
+        exit_wait.cancel()
+        return 0
+    stop_wait.cancel()
+    exited = exit_wait.result()
+    print_err(f"{exited.spec.name} exited with code {exited.exited.result()}: stopping the stack")
+    return 1
 
 
 async def _run_generate(args: argparse.Namespace) -> int:
@@ -145,29 +133,28 @@ async def _run_generate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `llmserve` parser; raises ValueError naming an LLMSERVE_* variable that does not parse."""
     parser = argparse.ArgumentParser(prog="llmserve", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_up_parser(subparsers)
     _add_generate_parser(subparsers)
-    try:
-        from llmserve.bench import add_bench_parser
-    except ImportError:  # the bench module is optional at import time
-        add_bench_parser = None
-    if add_bench_parser is not None:
-        add_bench_parser(subparsers)
+    add_bench_parser(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+        up_config = config_from_args(StackConfig, args) if args.command == "up" else None
+    except ValueError as err:
+        print(f"llmserve: {err}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.command == "up":
-        return asyncio.run(_run_up(args))
+    if up_config is not None:
+        return asyncio.run(_run_up(up_config))
     if args.command == "generate":
         return asyncio.run(_run_generate(args))
     if args.command == "bench":
-        from llmserve.bench import run_bench
-
         return run_bench(args)
     raise AssertionError(f"unknown command {args.command}")
 
