@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llmserve.v1 import common_pb2, gateway_pb2, scheduler_pb2
+from llmserve.v1 import common_pb2, gateway_pb2, scheduler_pb2, worker_pb2
 
 from gateway.core.types import (
     Delta,
@@ -127,7 +127,7 @@ def response_to_pb(request_id: str, delta: Delta) -> gateway_pb2.GenerateRespons
     return msg
 
 
-def limits_from_worker_info(info: scheduler_pb2.WorkerInfo) -> ModelLimits:
+def limits_from_worker_info(info: worker_pb2.WorkerInfo) -> ModelLimits:
     return ModelLimits(model_name=info.model_name, max_context_length=info.max_model_len, vocab_size=info.vocab_size)
 
 

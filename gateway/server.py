@@ -41,7 +41,7 @@ from llmserve.runtime.tracing import (
     server_interceptors,
     start_request_span,
 )
-from llmserve.v1 import gateway_pb2, gateway_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
+from llmserve.v1 import gateway_pb2, gateway_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc, worker_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class ServedModel:
 
     tokenizer: Any
     limits: ModelLimits
-    worker_info: scheduler_pb2.WorkerInfo
+    worker_info: worker_pb2.WorkerInfo
     has_chat_template: bool
 
 
@@ -83,7 +83,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         self.model: ServedModel | None = None
         self._rng = random.SystemRandom()
 
-    def set_model(self, tokenizer: Any, worker_info: scheduler_pb2.WorkerInfo) -> None:
+    def set_model(self, tokenizer: Any, worker_info: worker_pb2.WorkerInfo) -> None:
         self.model = ServedModel(
             tokenizer, convert.limits_from_worker_info(worker_info), worker_info, has_chat_template(tokenizer)
         )
@@ -228,7 +228,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         return convert.model_info_to_pb(stats, model.has_chat_template)
 
 
-async def _scheduler_model(stub: scheduler_pb2_grpc.SchedulerStub, timeout_s: float) -> scheduler_pb2.WorkerInfo:
+async def _scheduler_model(stub: scheduler_pb2_grpc.SchedulerStub, timeout_s: float) -> worker_pb2.WorkerInfo:
     """The WorkerInfo that the scheduler reports, polled until a worker has described its model."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s

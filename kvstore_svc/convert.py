@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from llmserve.runtime.errors import CapacityError, ConflictError, InvalidRequestError, LlmServeError, NotFoundError
-from llmserve.v1 import common_pb2, kvstore_pb2
+from llmserve.types import service_class_of
+from llmserve.v1 import kvstore_pb2
 
 from kvstore_svc.core import (
     ApplyResult,
@@ -18,16 +19,9 @@ from kvstore_svc.core import (
     LeaseSpec,
     OutOfBlocksError,
     PoolStats,
-    ServiceClass,
     UnknownCheckpointError,
     UnknownWorkerError,
 )
-
-_CLASS_OF_PB: dict[int, ServiceClass] = {
-    common_pb2.SERVICE_CLASS_REAL_TIME: ServiceClass.REAL_TIME,
-    common_pb2.SERVICE_CLASS_DEADLINE: ServiceClass.DEADLINE,
-    common_pb2.SERVICE_CLASS_BEST_EFFORT: ServiceClass.BEST_EFFORT,
-}
 
 # Core error class -> the shared error class whose status code it gets.
 _SERVICE_ERROR_OF: tuple[tuple[type[KvStoreError], type[LlmServeError]], ...] = (
@@ -59,7 +53,7 @@ def lease_specs_from_pb(request: kvstore_pb2.ApplyRequest) -> list[LeaseSpec]:
     """The lease specs of an Apply; InvalidRequestError for an unset or unknown service class."""
     specs = []
     for index, spec in enumerate(request.leases):
-        service_class = _CLASS_OF_PB.get(spec.service_class)
+        service_class = service_class_of(spec.service_class)
         if service_class is None:
             raise InvalidRequestError(
                 f"leases[{index}].service_class is {spec.service_class}: set SERVICE_CLASS_REAL_TIME, "

@@ -24,7 +24,7 @@ from llmserve.runtime.errors import ConflictError, LlmServeError, UnavailableErr
 from llmserve.runtime.metrics import ServiceMetrics, start_metrics_server
 from llmserve.runtime.server import ServiceServer, service_full_name, start_server
 from llmserve.runtime.tracing import client_interceptors, server_interceptors
-from llmserve.v1 import scheduler_pb2, scheduler_pb2_grpc
+from llmserve.v1 import scheduler_pb2, scheduler_pb2_grpc, worker_pb2
 from scheduler_svc import convert
 from scheduler_svc.config import SchedulerServiceConfig
 from scheduler_svc.core.clock import WallClock
@@ -70,7 +70,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         self.capacity: CapacityWatcher | None = None
 
     # ---- wiring ----------------------------------------------------------------------------
-    def make_core(self, info: scheduler_pb2.WorkerInfo) -> Scheduler:
+    def make_core(self, info: worker_pb2.WorkerInfo) -> Scheduler:
         core_config = convert.core_config_from_worker(info, max_num_waiting=self.config.max_num_waiting)
         policy = make_policy(self.config.policy, **dict(self.config.policy_options))
         return Scheduler(core_config, policy, self.clock, checkpoints=self.checkpoints)

@@ -49,7 +49,8 @@ def build_runner(config: WorkerConfig) -> tuple[StepRunner, WorkerDescription]:
     spec = KvCacheSpec.for_model(model.config, config.block_size, dtype)
     num_blocks = config.num_kv_blocks or spec.num_blocks_for_memory(_kv_memory_gb(config, device))
     kv_cache = KvCache(spec, num_blocks, device)
-    runner = StepRunner(model, kv_cache, RunnerLimits(config.max_num_batched_tokens, config.max_num_seqs))
+    runner = StepRunner(model, kv_cache, RunnerLimits(config.max_num_batched_tokens, config.max_num_seqs),
+                        lazy_checkpoint_blocks=config.checkpoint_lazy_blocks)
     if config.warmup:
         runner.warm_up()
     logger.info(

@@ -1,11 +1,13 @@
-"""The simulated worker executes plans like worker_svc: leases through the kvstore core, releases
-before leasing, EOS at the true length, cost-model step time."""
+"""The simulated worker executes plans with worker_svc's plan book: leases through the kvstore core,
+releases before leasing, EOS at the true length, cost-model step time, and (with a host tier)
+checkpoints and restores."""
 
 from __future__ import annotations
 
 import pytest
 
 from kvstore_svc.core.lease_table import LeaseTable
+from llmserve.plan import StepErrorCode
 from scheduler_svc.core import BatchPlan, NewRequestData, SamplingParams, ScheduledRequest, ServiceClass
 from scheduler_svc.sim.cost_model import CostModel
 from scheduler_svc.sim.worker import SimWorker
@@ -21,7 +23,7 @@ def _worker(num_blocks: int = 8, true: dict[str, int] | None = None) -> tuple[Si
 
 
 def _new(rid: str, n: int, cls: ServiceClass, outputs: int = 0) -> NewRequestData:
-    return NewRequestData(rid, (5,) * n, n - outputs, SamplingParams(), cls, outputs)
+    return NewRequestData(rid, (5,) * n, n - outputs, SamplingParams(max_tokens=16), cls, outputs)
 
 
 def test_prefill_then_decode_until_eos_at_true_length():
@@ -53,21 +55,29 @@ def test_finished_ids_are_released_before_new_leases():
     worker.check_invariants()
 
 
-def test_refused_lease_fails_the_step_but_keeps_the_releases():
+def test_refused_lease_fails_the_step_and_its_releases_wait_for_the_next_apply():
     worker, leases = _worker(num_blocks=2)
     worker.execute(BatchPlan(0, (_new("rt", 4, ServiceClass.REAL_TIME),), (ScheduledRequest("rt", 4, 0, True),)), 0.0)
     plan = BatchPlan(1, (_new("be", 12, ServiceClass.BEST_EFFORT),), (ScheduledRequest("be", 12, 0, True),),
                      finished_request_ids=("rt",))
     result, dt = worker.execute(plan, 1.0)
     assert "KV lease refused" in result.error and dt == 0.0 and result.sampled == ()
-    assert leases.worker("w").pool.num_free == 2  # rt's block came back anyway
+    assert result.error_code is StepErrorCode.KV_REFUSED
+    # As with the real store, a refused Apply changed nothing; the worker dropped "be" (the
+    # planner recomputes it) and releases rt's block with the next apply.
+    assert leases.worker("w").pool.num_free == 1 and worker.num_requests == 0
+    worker.check_invariants()
+    result, _ = worker.execute(BatchPlan(2), 2.0)
+    assert not result.error and leases.worker("w").pool.num_free == 2
+    worker.check_invariants()
 
 
 def test_inconsistent_computed_count_fails_the_step():
     worker, _ = _worker()
     worker.execute(BatchPlan(0, (_new("rt", 4, ServiceClass.REAL_TIME),), (ScheduledRequest("rt", 4, 0, True),)), 0.0)
     result, _ = worker.execute(BatchPlan(1, (), (ScheduledRequest("rt", 1, 3, True),)), 1.0)
-    assert "plan says 3 computed, worker has 4" in result.error
+    assert "plan says num_computed_tokens=3, worker has 4" in result.error
+    assert result.error_code is StepErrorCode.INVALID_PLAN
 
 
 def test_resumed_request_counts_outputs_from_before_the_preemption():
