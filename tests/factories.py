@@ -28,6 +28,7 @@ from scheduler_svc.core import (
     WorkflowRef,
     make_policy,
 )
+from scheduler_svc.sim.worker import check_book_against_leases
 
 EOS = 2
 _ids = itertools.count()
@@ -131,6 +132,14 @@ class FakeWorker:
     def num_used_blocks(self) -> int:
         pool = self.store.worker(_WORKER_ID).pool
         return pool.num_blocks - pool.num_free
+
+    @property
+    def num_leases(self) -> int:
+        return len(self.store.worker(_WORKER_ID).leases)
+
+    def check_invariants(self) -> None:
+        """No block held twice; the book's tables and the store's leases agree."""
+        check_book_against_leases(self.book, self.store, _WORKER_ID)
 
     def token(self, request_id: str, index: int) -> int:
         if self.eos_at.get(request_id) == index:

@@ -119,18 +119,25 @@ class SimWorker:
 
     def check_invariants(self) -> None:
         """Asserts: no block id is held twice, and every table matches its lease in the store."""
-        seen: set[int] = set()
-        record = self._leases.worker(self.worker_id)
-        states = self.book.states
-        for rid, state in states.items():
-            for block in state.block_table:
-                assert block not in seen, f"block {block} held twice (second holder {rid})"
-                seen.add(block)
-            lease = record.leases.get(rid)
-            held = list(lease.block_ids) if lease else []
-            assert held == state.block_table, f"{rid}: worker table {state.block_table} != lease {held}"
-        unreleased = set(self.book.unreleased)
-        pending = sum(len(lease.block_ids) for rid, lease in record.leases.items() if rid in unreleased)
-        assert len(seen) + pending == record.pool.num_blocks - record.pool.num_free, "pool use != blocks in tables"
-        for rid in record.leases:
-            assert rid in states or rid in unreleased, f"lease of {rid} outlived the request's state"
+        check_book_against_leases(self.book, self._leases, self.worker_id)
+
+
+def check_book_against_leases(book: PlanBook, leases: LeaseTable, worker_id: str) -> None:
+    """Asserts that a worker's plan book and the store's leases agree: no block id is held twice,
+    every block table is exactly its lease, the pool's use is the tables' blocks plus those still
+    to be released, and no lease outlives its request's state unless it is queued for release."""
+    seen: set[int] = set()
+    record = leases.worker(worker_id)
+    states = book.states
+    for rid, state in states.items():
+        for block in state.block_table:
+            assert block not in seen, f"block {block} held twice (second holder {rid})"
+            seen.add(block)
+        lease = record.leases.get(rid)
+        held = list(lease.block_ids) if lease else []
+        assert held == state.block_table, f"{rid}: worker table {state.block_table} != lease {held}"
+    unreleased = set(book.unreleased)
+    pending = sum(len(lease.block_ids) for rid, lease in record.leases.items() if rid in unreleased)
+    assert len(seen) + pending == record.pool.num_blocks - record.pool.num_free, "pool use != blocks in tables"
+    for rid in record.leases:
+        assert rid in states or rid in unreleased, f"lease of {rid} outlived the request's state"

@@ -110,6 +110,7 @@ def _mirror_check(driver: Driver):
     def check(plan):
         failures.extend(s for s in worker.fail_steps if s == plan.step_id)
         sched.ledger.check()
+        worker.check_invariants()
         assert not worker.violations, worker.violations
         for rid, state in worker.requests.items():
             assert len(state.block_table) <= sched.ledger.held(rid)
@@ -146,6 +147,7 @@ def test_checkpoint_preemption_loses_and_duplicates_nothing(sc):
     _check_outcome(sc, [driver], aborted)
     assert not worker.violations, worker.violations
     assert sched.ledger.num_used == 0 and worker.num_used_blocks == 0 and not worker.requests
+    assert worker.num_leases == 0 and not worker.book.unreleased
     assert len(book) == 0, "book entries outlived their requests"
     assert not tier.checkpoints, f"checkpoints left in the tier: {sorted(tier.checkpoints)}"
     stats = book.stats

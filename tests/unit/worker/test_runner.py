@@ -54,16 +54,12 @@ def test_block_needs_releases_and_timing(model) -> None:
 
 @pytest.mark.parametrize(
     "plan, message",
-    [
+    [  # the book's full table is tests/unit/plan_book/test_book.py; these are the runner's own limits
         (BatchPlan(0, (), (sched("ghost", 1, 0),)), "unknown to this worker"),
-        (BatchPlan(0, (new("a", 4),), (sched("a", 4, 1),)), "num_computed_tokens=1, worker has 0"),
-        (BatchPlan(0, (new("a", 4),), (sched("a", 5, 0),)), "only 4 tokens are known"),
-        (BatchPlan(0, (new("a", 4),), (sched("a", 3, 0, True),)), "sample=true but the chunk ends at 3"),
-        (BatchPlan(0, (new("a", 4), new("a", 4)), ()), "listed twice"),
-        (BatchPlan(0, (new("a", 4),), (sched("a", 2, 0, False), sched("a", 2, 0, False))), "scheduled twice"),
         (BatchPlan(0, (new("a", 80),), (sched("a", 80, 0),)), "exceed max_num_batched_tokens 64"),
         (BatchPlan(0, (NewRequest("a", (1, 500), 2, SamplingParams(max_tokens=16), BE),), ()), "token id 500 >= vocab size 96"),
-        (BatchPlan(0, (NewRequest("a", (1, 2), 3, SamplingParams(max_tokens=16), BE),), ()), "num_prompt_tokens 3 not in [1, 2]"),
+        (BatchPlan(0, (NewRequest("a", (1,) * 300, 300, SamplingParams(max_tokens=16), BE, num_computed_tokens=250),),
+                   (sched("a", 10, 250, False),)), "260 tokens exceed the model's max length 256"),
     ],
 )
 def test_invalid_plans_are_rejected_without_side_effects(model, plan: BatchPlan, message: str) -> None:
@@ -140,3 +136,21 @@ def test_recompute_preemption_resumes_the_same_random_tokens(model) -> None:
     for i in range(5):
         run_step(other, pool2, BatchPlan(5 + i, (), (sched("a", 1, 10 + i),)))
     assert other.state("a").token_ids[6:] == uninterrupted
+
+
+def test_a_failed_restore_scheduled_as_one_token_is_batched_as_the_prefill_it_becomes(model) -> None:
+    """A resumed request whose checkpoint is gone recomputes its prefix in the step: its 1-token
+    chunk becomes a 6-token prefill, which must not be batched among the decodes."""
+    sampling = SamplingParams(max_tokens=16, temperature=1.0, seed=3)
+    runner, pool = make_runner(model), LocalBlockPool(64)
+    run_step(runner, pool, BatchPlan(0, (new("a", 4), new("b", 4)), (sched("a", 4, 0), sched("b", 4, 0))))
+    tokens = tuple((5 * i + 1) % 96 for i in range(6))
+    resumed = NewRequest("r", tokens, 5, sampling, BE, num_output_tokens=1, num_computed_tokens=5)
+    out = run_step(runner, pool, BatchPlan(1, (resumed,), (sched("r", 1, 5), sched("a", 1, 4), sched("b", 1, 4))))
+    assert out.restore_failed_request_ids == ("r",) and out.timing.num_recomputed_tokens == 5
+    assert (out.timing.num_prefill_tokens, out.timing.num_decode_seqs) == (6, 2)
+    # The same token as a worker that never had a checkpoint to restore.
+    clean, pool2 = make_runner(model), LocalBlockPool(64, seed=1)
+    fresh = NewRequest("r", tokens, 5, sampling, BE, num_output_tokens=1)
+    assert run_step(clean, pool2, BatchPlan(0, (fresh,), (sched("r", 6, 0),))).sampled == out.sampled[:1]
+
