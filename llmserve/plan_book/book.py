@@ -101,7 +101,7 @@ class PlanBook:
         max_len = self.limits.max_model_len
         lease_rows: list[tuple[str, int]] = []  # (request, blocks to lease)
         restores = {new.request_id: new.num_computed_tokens for new in plan.new_requests
-                    if new.num_computed_tokens > 0}
+                    if new.num_computed_tokens > 0} if plan.new_requests else {}
         total = decode = resumed_tokens = kv_read = 0
         for rid, num_tokens, computed, sample in plan.scheduled:
             total += num_tokens
@@ -139,7 +139,7 @@ class PlanBook:
         work = StepWork(total - decode - resumed_tokens, decode, kv_read)
         step = _OpenStep(plan, tuple(leases), released, work, restores, settled=not restores)
         self._open = step
-        return KvDelta(released, step.leases, tuple(RestoreSpec(r, k) for r, k in restores.items()))
+        return KvDelta(released, step.leases, tuple(RestoreSpec(r, k) for r, k in restores.items()) if restores else ())
 
     # ---- phase 2: grants, restores, the step's work, commit ----------------------------------------
     def grant(self, grants: Sequence[Grant]) -> None:
@@ -218,7 +218,8 @@ class PlanBook:
         state (its `next_draw` is the token's output index). Returns (request_id, token) pairs in
         plan order."""
         step = self._require_open()
-        self.work()
+        if not step.settled:
+            self.work()
         if callable(tokens):
             next_token = tokens
         else:

@@ -16,7 +16,7 @@ the sampled token ids, exactly as with a real model.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from kvstore_svc.core.errors import KvStoreError
 from kvstore_svc.core.lease_table import LeaseTable
@@ -41,11 +41,12 @@ class SimWorker:
         self.host_tier = host_tier
         self._leases = leases
         self._cost = cost
-        self._true = true_output_tokens
-        self._eos = eos_token_id
-        self._dummy = dummy_token_id
         self._checkpoint_failed: list[str] = []  # refused by the host tier, for the next result
         self.num_failed_steps = 0
+        true = true_output_tokens.get
+        # The simulated model (one call per sampled token): EOS at the request's true output length.
+        self._token: Callable[[RequestState], int] = lambda state: (
+            eos_token_id if state.next_draw + 1 >= true(state.request_id, 1) else dummy_token_id)
 
     def execute(self, plan: BatchPlan, now: float) -> tuple[StepResult, float]:
         """Applies one plan at virtual time `now`; returns the result and the step's duration (s).
@@ -54,7 +55,9 @@ class SimWorker:
         does, drops the state of the step's requests; it costs only its checkpoint copies.
         """
         book = self.book
-        moved = self._checkpoint(plan, book.drop(plan))
+        tier = self.host_tier
+        preempted = book.drop(plan)
+        moved = self._checkpoint(plan, preempted) if tier is not None else 0
         try:
             delta = book.admit(plan)
         except PlanError as err:
@@ -65,20 +68,20 @@ class SimWorker:
             book.abort(kv_applied=False)  # the store changed nothing: the releases wait too
             return self._fail(plan, StepErrorCode.KV_REFUSED, f"KV lease refused: {err}"), self._transfer_s(moved)
         book.grant(applied.grants)
-        tier = self.host_tier
         for spec in delta.restores:
             copied = tier.restore(spec.request_id, spec.num_tokens) if tier is not None else None
             book.restore(spec.request_id, copied is not None)
             moved += copied or 0
         work = book.work()
-        true, eos, dummy = self._true, self._eos, self._dummy
-        sampled = book.commit(lambda state: eos if state.next_draw + 1 >= true.get(state.request_id, 1) else dummy)
+        sampled = book.commit(self._token)
         dt = self._cost.step_time(work.num_prefill_tokens, work.num_decode_seqs, work.num_kv_tokens_read) \
             if plan.scheduled else 0.0
         if tier is not None:
             dt += self._transfer_s(moved)
         ns = int(dt * 1e9)
-        reports, self._checkpoint_failed = tuple(self._checkpoint_failed), []
+        reports: tuple[str, ...] = ()
+        if self._checkpoint_failed:
+            reports, self._checkpoint_failed = tuple(self._checkpoint_failed), []
         return StepResult(plan.step_id, sampled, work.timing(forward_ns=ns, total_ns=ns),
                           restore_failed_request_ids=work.restore_failed_request_ids,
                           checkpoint_failed_request_ids=reports), dt
@@ -86,8 +89,7 @@ class SimWorker:
     def _checkpoint(self, plan: BatchPlan, preempted: Sequence[RequestState]) -> int:
         """Host-tier writes and drops of the plan's dropped requests; returns the bytes copied."""
         tier = self.host_tier
-        if tier is None:
-            return 0
+        assert tier is not None
         moved = 0
         if plan.checkpoint_request_ids:
             by_id = {state.request_id: state for state in preempted}
