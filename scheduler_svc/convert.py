@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from llmserve.convert import sampling_from_proto, sampling_to_proto, timing_from_proto
 from llmserve.errors import InvalidRequestError
 from llmserve.plan import BatchPlan, StepErrorCode, StepResult
-from llmserve.types import SamplingParams, ServiceClass, StepTiming, service_class_of
+from llmserve.types import SamplingParams, ServiceClass, service_class_of
 from llmserve.v1 import common_pb2, scheduler_pb2, worker_pb2
 from scheduler_svc.core.clock import Clock
 from scheduler_svc.core.config import SchedulerConfig
@@ -31,30 +32,6 @@ def core_config_from_worker(info: worker_pb2.WorkerInfo, max_num_waiting: int) -
         eos_token_ids=tuple(info.eos_token_ids),
         max_num_waiting=max_num_waiting,
     )
-
-
-def sampling_from_proto(sampling: common_pb2.SamplingParams) -> SamplingParams:
-    """Unset temperature / top_p take their documented neutral values; an unset seed stays None
-    (the worker derives one from the request id)."""
-    return SamplingParams(
-        max_tokens=sampling.max_tokens,
-        temperature=sampling.temperature if sampling.HasField("temperature") else 1.0,
-        top_p=sampling.top_p if sampling.HasField("top_p") else 1.0,
-        top_k=sampling.top_k,
-        seed=sampling.seed if sampling.HasField("seed") else None,
-        stop_token_ids=tuple(sampling.stop_token_ids),
-        ignore_eos=sampling.ignore_eos,
-    )
-
-
-def sampling_to_proto(sampling: SamplingParams) -> common_pb2.SamplingParams:
-    message = common_pb2.SamplingParams(
-        max_tokens=sampling.max_tokens, temperature=sampling.temperature, top_p=sampling.top_p,
-        top_k=sampling.top_k, stop_token_ids=sampling.stop_token_ids, ignore_eos=sampling.ignore_eos,
-    )
-    if sampling.seed is not None:
-        message.seed = sampling.seed
-    return message
 
 
 def slo_from_proto(slo: common_pb2.Slo) -> Slo:
@@ -146,16 +123,6 @@ def plan_to_proto(plan: BatchPlan, trace_contexts: Mapping[str, Mapping[str, str
             num_computed_tokens=work.num_computed_tokens, sample=work.sample,
         ))
     return message
-
-
-def timing_from_proto(timing: worker_pb2.StepTiming) -> StepTiming:
-    return StepTiming(
-        forward_ns=timing.forward_ns, sample_ns=timing.sample_ns, kv_ns=timing.kv_ns, total_ns=timing.total_ns,
-        num_prefill_tokens=timing.num_prefill_tokens, num_decode_seqs=timing.num_decode_seqs,
-        num_kv_tokens_read=timing.num_kv_tokens_read, checkpoint_bytes=timing.checkpoint_bytes,
-        restore_bytes=timing.restore_bytes, checkpoint_ns=timing.checkpoint_ns, restore_ns=timing.restore_ns,
-        num_recomputed_tokens=timing.num_recomputed_tokens,
-    )
 
 
 def result_from_proto(message: worker_pb2.StepResult) -> StepResult:

@@ -5,12 +5,14 @@ sampling values are the gateway's to validate."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 
+from llmserve.convert import sampling_from_proto, timing_to_proto
 from llmserve.plan import BatchPlan, Grant, KvDelta, NewRequest, ScheduledRequest, StepErrorCode, StepResult
 from llmserve.plan_book import PlanError
-from llmserve.types import SamplingParams, service_class_of
-from llmserve.v1 import common_pb2, kvstore_pb2, worker_pb2
+from llmserve.types import service_class_of
+from llmserve.v1 import kvstore_pb2, worker_pb2
 
 from worker_svc.core.checkpoint import BlockFormat, CheckpointWrite, RestoredKv
 from worker_svc.core.types import WorkerDescription
@@ -48,19 +50,6 @@ def _new_request(new: worker_pb2.NewRequest) -> NewRequest:
     )
 
 
-def sampling_from_proto(sampling: common_pb2.SamplingParams) -> SamplingParams:
-    """An unset seed stays None: the plan book derives it from the request id (`derive_seed`)."""
-    return SamplingParams(
-        max_tokens=sampling.max_tokens,
-        temperature=sampling.temperature if sampling.HasField("temperature") else 1.0,
-        top_p=sampling.top_p if sampling.HasField("top_p") else 1.0,
-        top_k=sampling.top_k,
-        seed=sampling.seed if sampling.HasField("seed") else None,
-        stop_token_ids=tuple(sampling.stop_token_ids),
-        ignore_eos=sampling.ignore_eos,
-    )
-
-
 def apply_request(worker_id: str, delta: KvDelta) -> kvstore_pb2.ApplyRequest:
     return kvstore_pb2.ApplyRequest(
         worker_id=worker_id,
@@ -92,20 +81,8 @@ def step_result(result: StepResult, kv_ns: int, total_ns: int, restore_fetch_ns:
         restore_failed_request_ids=list(result.restore_failed_request_ids),
         checkpoint_failed_request_ids=list(checkpoint_failed),
         sampled=[worker_pb2.SampledToken(request_id=rid, token_id=token) for rid, token in result.sampled],
-        timing=worker_pb2.StepTiming(
-            forward_ns=t.forward_ns,
-            sample_ns=t.sample_ns,
-            kv_ns=kv_ns,
-            total_ns=total_ns,
-            num_prefill_tokens=t.num_prefill_tokens,
-            num_decode_seqs=t.num_decode_seqs,
-            num_kv_tokens_read=t.num_kv_tokens_read,
-            checkpoint_bytes=t.checkpoint_bytes,
-            restore_bytes=t.restore_bytes,
-            checkpoint_ns=t.checkpoint_ns,
-            restore_ns=t.restore_ns + restore_fetch_ns,
-            num_recomputed_tokens=t.num_recomputed_tokens,
-        ),
+        timing=timing_to_proto(dataclasses.replace(t, kv_ns=kv_ns, total_ns=total_ns,
+                                                   restore_ns=t.restore_ns + restore_fetch_ns)),
     )
 
 

@@ -91,3 +91,15 @@ def test_step_results_carry_the_error_code(code: int, error: str, expected: Step
     assert (result.step_id, result.error, result.error_code) == (3, error, expected)
     if not error:
         assert result.sampled == (("a", 5),) and result.timing is not None and result.timing.forward_ns == 10
+
+
+def test_step_timing_has_every_field_of_the_proto_and_round_trips() -> None:
+    from dataclasses import fields
+
+    from llmserve.convert import timing_from_proto, timing_to_proto
+    from llmserve.types import StepTiming
+
+    names = [f.name for f in fields(StepTiming)]
+    assert set(names) == set(worker_pb2.StepTiming.DESCRIPTOR.fields_by_name)
+    timing = StepTiming(**{name: i + 1 for i, name in enumerate(names)})
+    assert timing_from_proto(worker_pb2.StepTiming.FromString(timing_to_proto(timing).SerializeToString())) == timing
