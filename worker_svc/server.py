@@ -72,7 +72,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         self._stream_open = False
         self._in_thread: asyncio.Future[Any] | None = None
 
-    async def Describe(self, request: worker_pb2.DescribeRequest, context: grpc.aio.ServicerContext) -> worker_pb2.WorkerInfo:
+    async def Describe(self, request: worker_pb2.DescribeRequest,
+                       context: grpc.aio.ServicerContext) -> worker_pb2.WorkerInfo:
         return convert.worker_info(self.description)
 
     async def Execute(
@@ -152,7 +153,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                 dropped = self.runner.abort_step(kv_applied=True)
                 self._send_checkpoint_ops()
                 logger.exception("step %d failed, dropped %d requests", step_id, len(dropped))
-                return convert.error_result(step_id, StepErrorCode.STEP_FAILED, f"step failed: {type(err).__name__}: {err}",
+                return convert.error_result(step_id, StepErrorCode.STEP_FAILED,
+                                            f"step failed: {type(err).__name__}: {err}",
                                             kv_ns=kv_ns, total_ns=time.perf_counter_ns() - start)
         total_ns = time.perf_counter_ns() - start
         if self.metrics is not None and (t := output.timing) is not None:

@@ -112,7 +112,8 @@ class PlanBook:
             else:
                 new = new_by_id.get(rid)
                 if new is None:
-                    raise PlanError(f"scheduled request {rid} is unknown to this worker (send it as a new request)", rid)
+                    raise PlanError(f"scheduled request {rid} is unknown to this worker (send it as a new request)",
+                                    rid)
                 num_known, worker_computed, held = len(new.token_ids), new.num_computed_tokens, 0
                 num_prompt = new.num_prompt_tokens
             end = computed + num_tokens
@@ -128,7 +129,8 @@ class PlanBook:
                 decode += 1
             kv_read += end
         if total > self.limits.max_num_batched_tokens:
-            raise PlanError(f"{total} scheduled tokens exceed max_num_batched_tokens {self.limits.max_num_batched_tokens}")
+            limit = self.limits.max_num_batched_tokens
+            raise PlanError(f"{total} scheduled tokens exceed max_num_batched_tokens {limit}")
         for new in plan.new_requests:
             states[new.request_id] = RequestState.admit(new)
         leases = []

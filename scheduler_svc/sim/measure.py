@@ -106,7 +106,8 @@ def measure_worker_steps(model: str = "default", *, device: str = "cpu", dtype: 
                 "num_kv_tokens_read": t.num_kv_tokens_read}
 
     def new(rid: str, n: int) -> NewRequest:
-        return NewRequest(rid, tuple(rng.randrange(vocab) for _ in range(n)), n, SamplingParams(max_tokens=16, temperature=0.0),
+        return NewRequest(rid, tuple(rng.randrange(vocab) for _ in range(n)), n,
+                          SamplingParams(max_tokens=16, temperature=0.0),
                           ServiceClass.BEST_EFFORT)
 
     rows: list[dict] = []

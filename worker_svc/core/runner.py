@@ -111,7 +111,8 @@ class StepRunner:
 
     # ---- phase 2 ----------------------------------------------------------------------------
 
-    def finish_step(self, grants: Sequence[Grant], restored: Mapping[str, RestoredKv | None] | None = None) -> StepResult:
+    def finish_step(self, grants: Sequence[Grant],
+                    restored: Mapping[str, RestoredKv | None] | None = None) -> StepResult:
         """Extends block tables with the granted blocks, restores resumed requests' KV from
         `restored` (fetched for `delta.restores`; a missing or unusable one is recomputed in this
         step), runs one forward pass over every scheduled token, samples for the requests that

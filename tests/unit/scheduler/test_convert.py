@@ -14,7 +14,8 @@ from scheduler_svc import convert
 from scheduler_svc.core.clock import ManualClock
 
 
-def submit(max_tokens: int = 4, service_class: int = common_pb2.SERVICE_CLASS_BEST_EFFORT, **slo: float) -> scheduler_pb2.SubmitRequest:
+def submit(max_tokens: int = 4, service_class: int = common_pb2.SERVICE_CLASS_BEST_EFFORT,
+           **slo: float) -> scheduler_pb2.SubmitRequest:
     return scheduler_pb2.SubmitRequest(
         request_id="r1", prompt_token_ids=[1, 2, 3],
         sampling=common_pb2.SamplingParams(max_tokens=max_tokens, temperature=0.5, seed=9),

@@ -24,7 +24,8 @@ def model(tiny_checkpoints):
 
 def new(rid: str, n: int, cls: ServiceClass = BE, sampling: SamplingParams | None = None, outputs: int = 0) -> NewRequest:
     tokens = tuple((7 * i + len(rid)) % 96 for i in range(n))
-    return NewRequest(rid, tokens, n - outputs, sampling or SamplingParams(max_tokens=16, temperature=0.0), cls, num_output_tokens=outputs)
+    return NewRequest(rid, tokens, n - outputs, sampling or SamplingParams(max_tokens=16, temperature=0.0), cls,
+                      num_output_tokens=outputs)
 
 
 def sched(rid: str, n: int, computed: int, sample: bool = True) -> ScheduledRequest:
