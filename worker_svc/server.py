@@ -127,6 +127,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             delta = self.runner.begin_step(plan)
             self._send_checkpoint_ops()
         except PlanError as err:
+            self._send_checkpoint_ops()  # the plan's drops stand, and with them their checkpoints
             logger.warning("step %d rejected: %s", step_id, err)
             return convert.error_result(step_id, StepErrorCode.INVALID_PLAN, f"invalid plan: {err}",
                                         total_ns=time.perf_counter_ns() - start)
