@@ -2,7 +2,7 @@
 best-effort backlog, side by side in one run:
 
 - `sim`: the discrete-event simulator (the real scheduler core on a GPU-class cost model, H100 +
-  Llama-3-8B profile) with a simulated host tier (`scheduler_svc/sim/checkpoint_worker.py`);
+  Llama-3-8B profile) with a simulated host tier (`scheduler_svc/sim/host_tier.py`);
 - `live`: the real services on 127.0.0.1:0 (KV store, one worker on a tiny random Llama on CPU,
   the scheduler), scaled down, requests through `Scheduler.Submit`.
 
@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from scheduler_svc.core.checkpoints import CheckpointBook  # noqa: E402
 from scheduler_svc.core.policy.base import PreemptionMode  # noqa: E402
 from scheduler_svc.core.policy.bros import BrosPolicy  # noqa: E402
-from scheduler_svc.sim.checkpoint_worker import CheckpointSimWorker  # noqa: E402
 from scheduler_svc.sim.cost_model import load_cost_model  # noqa: E402
+from scheduler_svc.sim.host_tier import SimHostTier  # noqa: E402
 from scheduler_svc.sim.simulator import SimConfig, Simulation  # noqa: E402
 from scheduler_svc.sim.workload import BEST_EFFORT, REAL_TIME, WorkloadRequest  # noqa: E402
 
@@ -82,11 +82,9 @@ def run_sim(args: argparse.Namespace) -> dict[str, dict]:
     results = {}
     for name, policy, checkpoint in VARIANTS:
         config = SimConfig.from_cost_model(cost, policy_options={"aging_s": 60.0} if policy == "bros" else {})
-        sim = Simulation(workload, policy, cost, config)
+        tier = SimHostTier(config.block_size, kv_bytes_per_token, capacity_bytes=int(args.sim_host_tier_gb * 2**30))
+        sim = Simulation(workload, policy, cost, config, host_tier=tier)
         sim.core.checkpoints = CheckpointBook()  # counts recomputed tokens in every variant
-        worker = CheckpointSimWorker(sim.worker, config.block_size, kv_bytes_per_token,
-                                     host_tier_bytes=int(args.sim_host_tier_gb * 2**30))
-        sim.worker = worker  # type: ignore[assignment]
         with recompute_only(not checkpoint):
             result = sim.run()
         end = result.stats.end_s
@@ -101,8 +99,8 @@ def run_sim(args: argparse.Namespace) -> dict[str, dict]:
             rt_slo_attained=sum(r.rt_attained() for r in rt) / max(1, len(rt)),
             be_tokens_per_s=be_tokens / be_end if be_end else 0.0,
             be_makespan_s=be_end,
-            host_bytes_moved=worker.stats.bytes_saved + worker.stats.bytes_restored,
-            transfer_s=worker.stats.transfer_s,
+            host_bytes_moved=tier.stats.bytes_saved + tier.stats.bytes_restored,
+            transfer_s=tier.stats.transfer_s,
             recomputed_tokens=book.recomputed_tokens,
             preemptions=sim.core.num_preemptions,
             checkpoints=book.num_checkpoints, restores=book.num_restores, failed_restores=book.num_failed_restores,

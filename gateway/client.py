@@ -17,13 +17,8 @@ import grpc
 
 from llmserve.runtime.channel import open_channel
 from llmserve.runtime.errors import error_for_status
+from llmserve.types import service_class_named
 from llmserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
-
-SERVICE_CLASSES = {
-    "real_time": common_pb2.SERVICE_CLASS_REAL_TIME,
-    "deadline": common_pb2.SERVICE_CLASS_DEADLINE,
-    "best_effort": common_pb2.SERVICE_CLASS_BEST_EFFORT,
-}
 
 
 def build_request(
@@ -48,15 +43,14 @@ def build_request(
 ) -> gateway_pb2.GenerateRequest:
     """A GenerateRequest: a str prompt is text, a sequence of ints is token ids. `service_class` is
     real_time, deadline or best_effort; unset numbers are left unset (server defaults)."""
-    if service_class not in SERVICE_CLASSES:
-        raise ValueError(f"service_class must be one of {sorted(SERVICE_CLASSES)}, got {service_class!r}")
+    service_class_number = int(service_class_named(service_class))  # ValueError for an unknown name
     sampling = common_pb2.SamplingParams(
         max_tokens=max_tokens, top_k=top_k, stop=list(stop), stop_token_ids=list(stop_token_ids), ignore_eos=ignore_eos
     )
     for name, value in (("temperature", temperature), ("top_p", top_p), ("seed", seed)):
         if value is not None:
             setattr(sampling, name, value)
-    slo = common_pb2.Slo(service_class=SERVICE_CLASSES[service_class], priority=priority)
+    slo = common_pb2.Slo(service_class=service_class_number, priority=priority)
     for name, value in (("ttft_ms", ttft_ms), ("tpot_ms", tpot_ms), ("deadline_ms", deadline_ms)):
         if value is not None:
             setattr(slo, name, value)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from llmserve.v1 import common_pb2, gateway_pb2, scheduler_pb2
+from llmserve.v1 import common_pb2, gateway_pb2, scheduler_pb2, worker_pb2
 
 from gateway.core.types import (
     Delta,
@@ -132,12 +132,12 @@ def response_to_pb(request_id: str, delta: Delta) -> gateway_pb2.GenerateRespons
     return msg
 
 
-def limits_from_worker_info(info: scheduler_pb2.WorkerInfo) -> ModelLimits:
+def limits_from_worker_info(info: worker_pb2.WorkerInfo) -> ModelLimits:
     return ModelLimits(model_name=info.model_name, max_context_length=info.max_model_len, vocab_size=info.vocab_size)
 
 
 def model_info_to_pb(
-    stats: scheduler_pb2.SchedulerStats, has_chat_template: bool, served: scheduler_pb2.WorkerInfo
+    stats: scheduler_pb2.SchedulerStats, has_chat_template: bool, served: worker_pb2.WorkerInfo
 ) -> gateway_pb2.ModelInfo:
     """The scheduler's stats; with no worker right now, `served` (the model served so far) describes the model."""
     m = stats.model if stats.model.vocab_size else served
@@ -158,7 +158,7 @@ def token_event_from_pb(event: scheduler_pb2.TokenEvent) -> tuple[Sequence[int],
     return event.token_ids, finish_reason_from_pb(event.finish_reason), event.error_message
 
 
-def described_model_from_pb(stats: scheduler_pb2.SchedulerStats) -> scheduler_pb2.WorkerInfo | None:
+def described_model_from_pb(stats: scheduler_pb2.SchedulerStats) -> worker_pb2.WorkerInfo | None:
     """The model the scheduler's workers described, or None while none has (no vocabulary or context)."""
     return stats.model if stats.model.vocab_size and stats.model.max_model_len else None
 

@@ -44,7 +44,7 @@ from llmserve.runtime.tracing import (
 from llmserve.v1 import gateway_pb2_grpc, scheduler_pb2_grpc
 
 if TYPE_CHECKING:
-    from llmserve.v1 import gateway_pb2, scheduler_pb2
+    from llmserve.v1 import gateway_pb2, scheduler_pb2, worker_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class ServedModel:
 
     tokenizer: Any
     limits: ModelLimits
-    worker_info: scheduler_pb2.WorkerInfo
+    worker_info: worker_pb2.WorkerInfo
     has_chat_template: bool
 
 
@@ -86,7 +86,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         self.model: ServedModel | None = None
         self._rng = random.SystemRandom()
 
-    def set_model(self, tokenizer: Any, worker_info: scheduler_pb2.WorkerInfo) -> None:
+    def set_model(self, tokenizer: Any, worker_info: worker_pb2.WorkerInfo) -> None:
         self.model = ServedModel(
             tokenizer, convert.limits_from_worker_info(worker_info), worker_info, has_chat_template(tokenizer)
         )
@@ -223,7 +223,7 @@ def _scheduler_error(err: grpc.aio.AioRpcError) -> LlmServeError:
     return error_for_status(err.code(), f"scheduler: {err.details() or err.code().name}")
 
 
-async def _scheduler_model(stub: scheduler_pb2_grpc.SchedulerStub, timeout_s: float) -> scheduler_pb2.WorkerInfo:
+async def _scheduler_model(stub: scheduler_pb2_grpc.SchedulerStub, timeout_s: float) -> worker_pb2.WorkerInfo:
     """The WorkerInfo that the scheduler reports, polled until a worker has described its model."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s

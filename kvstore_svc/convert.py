@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from llmserve.errors import InvalidRequestError
-from llmserve.v1 import common_pb2, kvstore_pb2
+from llmserve.types import service_class_of
+from llmserve.v1 import kvstore_pb2
 
 from kvstore_svc.core import (
     ApplyResult,
@@ -16,17 +17,10 @@ from kvstore_svc.core import (
     LeaseSpec,
     PoolGeometry,
     PoolStats,
-    ServiceClass,
 )
 
 # The full name of the service, for health and reflection.
 SERVICE_NAME = kvstore_pb2.DESCRIPTOR.services_by_name["KvStore"].full_name
-
-_CLASS_OF_PB: dict[int, ServiceClass] = {
-    common_pb2.SERVICE_CLASS_REAL_TIME: ServiceClass.REAL_TIME,
-    common_pb2.SERVICE_CLASS_DEADLINE: ServiceClass.DEADLINE,
-    common_pb2.SERVICE_CLASS_BEST_EFFORT: ServiceClass.BEST_EFFORT,
-}
 
 
 def require_id(value: str, field: str) -> str:
@@ -40,7 +34,7 @@ def lease_specs_from_pb(request: kvstore_pb2.ApplyRequest) -> list[LeaseSpec]:
     """The lease specs of an Apply; InvalidRequestError for an unset or unknown service class."""
     specs = []
     for index, spec in enumerate(request.leases):
-        service_class = _CLASS_OF_PB.get(spec.service_class)
+        service_class = service_class_of(spec.service_class)
         if service_class is None:
             raise InvalidRequestError(
                 f"leases[{index}].service_class is {spec.service_class}: set SERVICE_CLASS_REAL_TIME, "

@@ -2,37 +2,36 @@
 the KV store core, wired by direct calls. The same objects the services run, so it serves as the
 in-process reference of the end-to-end tests, the baseline that isolates what the gRPC hops cost
 in `benchmarks/bench_stack.py`, and a source of per-step timings for the simulator's calibration.
+
+The scheduler's BatchPlan goes to the runner as it is (the services' convert.py round trip maps
+every field of it); the runner's lease specs go to the store core and its grants come back as the
+same shared types; the StepResult is the runner's, with the store time filled in as the worker
+service fills it in.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
 import torch
 
-from kvstore_svc.core import classes as kv_classes
-from kvstore_svc.core.lease_table import LeaseSpec as KvLeaseSpec
 from kvstore_svc.core.store import KvStore
 from llmserve.model_source import load_tokenizer, resolve_model
-from scheduler_svc.core import plan as sched_plan
+from llmserve.types import SamplingParams, ServiceClass, StepTiming
 from scheduler_svc.core.clock import WallClock
 from scheduler_svc.core.config import SchedulerConfig
+from scheduler_svc.core.plan import RequestOutput
 from scheduler_svc.core.policy import make_policy
-from scheduler_svc.core.request import Request, SamplingParams, ServiceClass, Slo
+from scheduler_svc.core.request import Request, Slo
 from scheduler_svc.core.scheduler import Scheduler
-from worker_svc.core import types as worker_types
 from worker_svc.core.runner import RunnerLimits, StepRunner
 from worker_svc.kernels.backend import default_backend_name, make_backend
 from worker_svc.model.kv_cache import KvCache, KvCacheSpec
 from worker_svc.model.loader import load_model
 
 _WORKER_ID = "in-process"
-_KV_CLASS = {
-    ServiceClass.REAL_TIME: kv_classes.ServiceClass.REAL_TIME,
-    ServiceClass.DEADLINE: kv_classes.ServiceClass.DEADLINE,
-    ServiceClass.BEST_EFFORT: kv_classes.ServiceClass.BEST_EFFORT,
-}
 
 
 @dataclass
@@ -43,36 +42,11 @@ class GenerationResult:
     ttfts_ms: list[float]
     tpots_ms: list[float]
     wall_s: float
-    step_timings: list[sched_plan.StepTiming] = field(default_factory=list)
+    step_timings: list[StepTiming] = field(default_factory=list)
 
     @property
     def output_tokens(self) -> int:
         return sum(len(t) for t in self.token_ids)
-
-
-def _worker_plan(plan: sched_plan.BatchPlan) -> worker_types.BatchPlan:
-    return worker_types.BatchPlan(
-        step_id=plan.step_id,
-        new_requests=tuple(
-            worker_types.NewRequest(
-                request_id=n.request_id,
-                token_ids=n.token_ids,
-                num_prompt_tokens=n.num_prompt_tokens,
-                sampling=worker_types.SamplingParams(
-                    temperature=n.sampling.temperature, top_p=n.sampling.top_p, top_k=n.sampling.top_k,
-                    seed=n.sampling.seed or 0),
-                service_class=worker_types.ServiceClass(int(n.service_class)),
-                num_output_tokens=n.num_output_tokens,
-            )
-            for n in plan.new_requests
-        ),
-        scheduled=tuple(
-            worker_types.ScheduledRequest(s.request_id, s.num_tokens, s.num_computed_tokens, s.sample)
-            for s in plan.scheduled
-        ),
-        finished_request_ids=plan.finished_request_ids,
-        preempted_request_ids=plan.preempted_request_ids,
-    )
 
 
 class InProcessEngine:
@@ -84,7 +58,7 @@ class InProcessEngine:
         self.store = store
         self.tokenizer = tokenizer
         self._next_id = 0
-        self._timings: list[sched_plan.StepTiming] = []  # of the current generate_all
+        self._timings: list[StepTiming] = []  # of the current generate_all
 
     @classmethod
     def build(
@@ -121,26 +95,24 @@ class InProcessEngine:
         assert self.tokenizer is not None, "built without a tokenizer"
         return list(self.tokenizer(text).input_ids)  # type: ignore[operator]
 
-    def step(self) -> list[sched_plan.RequestOutput]:
+    def step(self) -> list[RequestOutput]:
         """Plans, leases, runs and applies one step; returns its token events."""
         plan = self.scheduler.schedule()
         if plan.is_empty():
             return self.scheduler.take_outputs()
         started = time.perf_counter_ns()
-        delta = self.runner.begin_step(_worker_plan(plan))
+        delta = self.runner.begin_step(plan)
         kv_started = time.perf_counter_ns()
-        applied = self.store.apply(
-            _WORKER_ID, delta.release_request_ids,
-            [KvLeaseSpec(l.request_id, _KV_CLASS[ServiceClass(int(l.service_class))], l.num_blocks) for l in delta.leases],
-        )
+        applied = self.store.apply(_WORKER_ID, delta.release_request_ids, delta.leases)
         kv_ns = time.perf_counter_ns() - kv_started
-        output = self.runner.finish_step([worker_types.Grant(g.request_id, g.block_ids) for g in applied.grants])
-        t = output.timing
-        timing = sched_plan.StepTiming(t.forward_ns, t.sample_ns, kv_ns, time.perf_counter_ns() - started,
-                                       t.num_prefill_tokens, t.num_decode_seqs, t.num_kv_tokens_read)
+        result = self.runner.finish_step(applied.grants)
+        # The store core has no host tier to send checkpoints to, and the scheduler here plans
+        # none (it has no CheckpointBook): drop whatever the runner queued for a store.
+        self.runner.take_checkpoint_ops()
+        assert result.timing is not None
+        timing = dataclasses.replace(result.timing, kv_ns=kv_ns, total_ns=time.perf_counter_ns() - started)
         self._timings.append(timing)
-        return self.scheduler.update(sched_plan.StepResult(
-            plan.step_id, tuple((s.request_id, s.token_id) for s in output.sampled), timing))
+        return self.scheduler.update(dataclasses.replace(result, timing=timing))
 
     def generate_all(
         self,

@@ -32,13 +32,12 @@ from dataclasses import dataclass
 import grpc
 
 from llmserve.runtime.channel import open_channel
+from llmserve.types import service_class_named
 from llmserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 from scheduler_svc.sim.metrics import RequestRecord, RunStats
 from scheduler_svc.sim.release import ReleaseTracker
-from scheduler_svc.sim.workload import BEST_EFFORT, DEADLINE, REAL_TIME, WorkloadRequest
+from scheduler_svc.sim.workload import WorkloadRequest
 
-_CLASS = {REAL_TIME: common_pb2.SERVICE_CLASS_REAL_TIME, DEADLINE: common_pb2.SERVICE_CLASS_DEADLINE,
-          BEST_EFFORT: common_pb2.SERVICE_CLASS_BEST_EFFORT}
 _REASON = {common_pb2.FINISH_REASON_STOP: "stop", common_pb2.FINISH_REASON_LENGTH: "length",
            common_pb2.FINISH_REASON_CANCELLED: "cancelled", common_pb2.FINISH_REASON_ERROR: "error"}
 
@@ -65,7 +64,7 @@ def prompt_ids(request_id: str, length: int, vocab_size: int) -> list[int]:
 
 def to_generate_request(req: WorkloadRequest, vocab_size: int, workflow_start_unix: float | None,
                         max_tokens: int) -> gateway_pb2.GenerateRequest:
-    slo = common_pb2.Slo(service_class=_CLASS[req.cls], priority=req.priority)
+    slo = common_pb2.Slo(service_class=int(service_class_named(req.cls)), priority=req.priority)
     if req.ttft_ms is not None:
         slo.ttft_ms = req.ttft_ms
     if req.tpot_ms is not None:

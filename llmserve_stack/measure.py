@@ -73,11 +73,11 @@ def measure_worker_steps(model: str = "default", *, device: str = "cpu", dtype: 
     dict of StepTiming fields per shape (its fastest run)."""
     import torch
 
-    from kvstore_svc.core.classes import ServiceClass as KvClass
-    from kvstore_svc.core.lease_table import LeaseSpec, LeaseTable
+    from kvstore_svc.core.lease_table import LeaseTable
     from llmserve.model_source import resolve_model
+    from llmserve.plan import BatchPlan, NewRequest, ScheduledRequest
+    from llmserve.types import SamplingParams, ServiceClass, cdiv
     from worker_svc.core.runner import RunnerLimits, StepRunner
-    from worker_svc.core.types import BatchPlan, Grant, NewRequest, SamplingParams, ScheduledRequest, ServiceClass
     from worker_svc.kernels.backend import default_backend_name, make_backend
     from worker_svc.model.kv_cache import KvCache, KvCacheSpec
     from worker_svc.model.loader import load_model, parse_dtype
@@ -89,9 +89,9 @@ def measure_worker_steps(model: str = "default", *, device: str = "cpu", dtype: 
     spec = KvCacheSpec.for_model(net.config, block_size, torch_dtype)
     shapes = list(g.shapes())
     max_ctx = max(g.decode_contexts) + repeats + 2
-    blocks_per_seq = -(-max_ctx // block_size)
-    num_blocks = max(s.decode * (-(-(s.context + repeats + 1) // block_size)) for s in shapes)
-    num_blocks += repeats * (-(-max(g.prefill_chunks + (g.mixed_prefill,)) // block_size)) + blocks_per_seq + 64
+    blocks_per_seq = cdiv(max_ctx, block_size)
+    num_blocks = max(s.decode * cdiv(s.context + repeats + 1, block_size) for s in shapes)
+    num_blocks += repeats * cdiv(max(g.prefill_chunks + (g.mixed_prefill,)), block_size) + blocks_per_seq + 64
     runner = StepRunner(net, KvCache(spec, num_blocks, device), RunnerLimits(max(g.fill_budget, 4096), 1024))
     leases = LeaseTable(ttl_s=1e9)
     leases.register_pool("calib", num_blocks, block_size, spec.bytes_per_block, now=0.0)
@@ -106,10 +106,9 @@ def measure_worker_steps(model: str = "default", *, device: str = "cpu", dtype: 
         t0 = time.perf_counter_ns()
         delta = runner.begin_step(plan)
         k0 = time.perf_counter_ns()
-        result = leases.apply("calib", delta.release_request_ids,
-                              [LeaseSpec(s.request_id, KvClass.BEST_EFFORT, s.num_blocks) for s in delta.leases], now=0.0)
+        result = leases.apply("calib", delta.release_request_ids, delta.leases, now=0.0)
         kv_ns = time.perf_counter_ns() - k0
-        out = runner.finish_step([Grant(gr.request_id, gr.block_ids) for gr in result.grants])
+        out = runner.finish_step(result.grants)
         total = time.perf_counter_ns() - t0
         t = out.timing
         return {"forward_ns": t.forward_ns, "sample_ns": t.sample_ns, "kv_ns": kv_ns, "total_ns": total,
@@ -117,7 +116,8 @@ def measure_worker_steps(model: str = "default", *, device: str = "cpu", dtype: 
                 "num_kv_tokens_read": t.num_kv_tokens_read}
 
     def new(rid: str, n: int) -> NewRequest:
-        return NewRequest(rid, tuple(rng.randrange(vocab) for _ in range(n)), n, SamplingParams(temperature=0.0),
+        return NewRequest(rid, tuple(rng.randrange(vocab) for _ in range(n)), n,
+                          SamplingParams(max_tokens=16, temperature=0.0),
                           ServiceClass.BEST_EFFORT)
 
     rows: list[dict] = []

@@ -39,7 +39,7 @@ from scheduler_svc.core.checkpoints import CheckpointBook
 from scheduler_svc.worker_link import WorkerLink
 
 if TYPE_CHECKING:
-    from llmserve.v1 import scheduler_pb2
+    from llmserve.v1 import scheduler_pb2, worker_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         self.capacity: CapacityWatcher | None = None
 
     # ---- wiring ----------------------------------------------------------------------------
-    def make_core(self, info: scheduler_pb2.WorkerInfo) -> Scheduler:
+    def make_core(self, info: worker_pb2.WorkerInfo) -> Scheduler:
         core_config = convert.core_config_from_worker(info, max_num_waiting=self.config.max_num_waiting)
         options = dict(self.config.policy_options)
         if self.config.cost_model:

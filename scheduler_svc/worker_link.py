@@ -8,6 +8,11 @@ token outputs to the service. If the stream breaks, the link evicts every unfini
 (they carry all their known tokens) for the service to route elsewhere, then reconnects; it tells
 the service each time the worker is ready (again), so requests waiting for a worker go to it.
 Messages are read and built by `convert` only.
+
+A failed step (`StepResult.error_code`) is recomputed by the core whatever its code; the link
+counts failures by code, and after KV_UNAVAILABLE (the worker could not reach the KV store) it
+sends no new plan for `retry_interval_s`, so that a store outage does not turn into a tight loop
+of steps that fail at once.
 """
 
 from __future__ import annotations
@@ -16,11 +21,12 @@ import asyncio
 import collections
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import grpc
 
+from llmserve.plan import StepErrorCode
 from llmserve.runtime.channel import open_channel, wait_healthy
 from llmserve.v1 import worker_pb2_grpc
 from scheduler_svc import convert
@@ -30,9 +36,9 @@ from scheduler_svc.core.scheduler import Scheduler
 from scheduler_svc.observe import SchedulerObserver
 
 if TYPE_CHECKING:
-    from llmserve.v1 import scheduler_pb2
+    from llmserve.v1 import worker_pb2
 
-    CoreFactory = Callable[[scheduler_pb2.WorkerInfo], Scheduler]
+    CoreFactory = Callable[[worker_pb2.WorkerInfo], Scheduler]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +48,7 @@ class LinkStats:
     num_steps: int = 0
     num_failed_steps: int = 0
     num_reconnects: int = 0
+    failed_steps_by_code: dict[StepErrorCode, int] = field(default_factory=dict)
 
 
 class WorkerLink:
@@ -71,13 +78,14 @@ class WorkerLink:
         self._retry_interval_s = retry_interval_s
         self._interceptors = client_interceptors
         self.core: Scheduler | None = None
-        self.info: scheduler_pb2.WorkerInfo | None = None  # its Describe, held for GetStats
+        self.info: worker_pb2.WorkerInfo | None = None  # its Describe, held for GetStats
         self._worker_id = ""
         self.stats = LinkStats()
         self._wake = asyncio.Event()
         self._ready = asyncio.Event()
         self._closing = False
         self._failure = ""  # set by fail(): end the stream at the next turn of the drive loop
+        self._paused_until = 0.0  # loop time before which no plan is sent (after KV_UNAVAILABLE)
         self._task: asyncio.Task[None] | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -183,6 +191,7 @@ class WorkerLink:
 
     async def _drive(self) -> None:
         assert self.core is not None
+        loop = asyncio.get_running_loop()
         call = self._stub.Execute()
         inflight: collections.deque[tuple[int, int]] = collections.deque()  # (step_id, batch size)
         receiver = asyncio.create_task(self._receive(call, inflight))
@@ -195,7 +204,8 @@ class WorkerLink:
                     receiver.result()  # re-raises the stream error
                     raise ConnectionError("worker closed the Execute stream")
                 sent = False
-                while len(inflight) < self._max_inflight:
+                pause_s = self._paused_until - loop.time()
+                while pause_s <= 0 and len(inflight) < self._max_inflight:
                     plan = self.core.schedule()
                     if plan.is_empty():
                         break
@@ -206,7 +216,8 @@ class WorkerLink:
                 if not sent:
                     self._wake.clear()
                     waiter = asyncio.create_task(self._wake.wait())
-                    await asyncio.wait({waiter, receiver}, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait({waiter, receiver}, timeout=pause_s if pause_s > 0 else None,
+                                       return_when=asyncio.FIRST_COMPLETED)
                     waiter.cancel()
         finally:
             receiver.cancel()
@@ -224,9 +235,8 @@ class WorkerLink:
             if result.step_id != expected:
                 raise ConnectionError(f"worker answered step {result.step_id}, expected {expected}")
             if result.error:
-                self.stats.num_failed_steps += 1
-                logger.error("worker %s failed step %d: %s", self.address, result.step_id, result.error)
-                outputs = self.core.fail_step(result.step_id, result.error)
+                self._step_failed(result.error_code, result.step_id, result.error)
+                outputs = self.core.update(result)  # re-queues the step's requests (recompute)
             else:
                 self.stats.num_steps += 1
                 self._observer.step_done(self.worker_id, result.timing, batch_size)
@@ -235,3 +245,10 @@ class WorkerLink:
                 self._on_outputs(outputs)
             self._wake.set()
 
+    def _step_failed(self, code: StepErrorCode, step_id: int, error: str) -> None:
+        stats = self.stats
+        stats.num_failed_steps += 1
+        stats.failed_steps_by_code[code] = stats.failed_steps_by_code.get(code, 0) + 1
+        logger.error("worker %s failed step %d (%s): %s", self.address, step_id, code.name, error)
+        if code is StepErrorCode.KV_UNAVAILABLE:
+            self._paused_until = asyncio.get_running_loop().time() + self._retry_interval_s

@@ -63,7 +63,7 @@ def build_runner(config: WorkerConfig) -> tuple[StepRunner, WorkerDescription]:
     num_blocks = config.num_kv_blocks or spec.num_blocks_for_memory(_kv_memory_gb(config, device))
     kv_cache = KvCache(spec, num_blocks, device)
     limits = resolve_step_limits(config, device)
-    runner = StepRunner(model, kv_cache, limits)
+    runner = StepRunner(model, kv_cache, limits, lazy_checkpoint_blocks=config.checkpoint_lazy_blocks)
     if config.warmup:
         runner.warm_up()
     logger.info(

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import grpc
 from opentelemetry.trace import Link
 
+from llmserve.plan import BatchPlan, RestoreSpec, StepErrorCode, StepResult
+from llmserve.plan_book import PlanError
 from llmserve.runtime import tracing
 from llmserve.runtime.errors import PreconditionError
 from llmserve.runtime.metrics import ServiceMetrics, class_label, start_metrics_server
@@ -33,18 +35,27 @@ from llmserve.v1 import worker_pb2_grpc
 from worker_svc import convert
 from worker_svc.build import build_runner
 from worker_svc.checkpoint_client import KvCheckpointClient
-from worker_svc.core.checkpoint import RestoredKv, RestoreSpec
+from llmserve.types import is_decode
+from worker_svc.core.checkpoint import RestoredKv
 from worker_svc.config import WorkerConfig
 from worker_svc.core.runner import StepRunner
-from worker_svc.core.types import BatchPlan, PlanError, StepOutput, WorkerDescription
+from worker_svc.core.types import WorkerDescription
 from worker_svc.kv_client import KvLeaseClient
 
 if TYPE_CHECKING:
-    from llmserve.v1 import scheduler_pb2, worker_pb2
+    from llmserve.v1 import worker_pb2
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# Store errors that say it could not be reached (the step may succeed once it is back); any other
+# refusal of an Apply (RESOURCE_EXHAUSTED, a class conflict, an unknown pool) is KV_REFUSED.
+_KV_UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+def kv_failure_code(code: grpc.StatusCode) -> StepErrorCode:
+    return StepErrorCode.KV_UNAVAILABLE if code in _KV_UNREACHABLE else StepErrorCode.KV_REFUSED
 
 
 class WorkerServicer(worker_pb2_grpc.WorkerServicer):
@@ -63,7 +74,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         self._stream_open = False
         self._in_thread: asyncio.Future[Any] | None = None
 
-    async def Describe(self, request: worker_pb2.DescribeRequest, context: grpc.aio.ServicerContext) -> scheduler_pb2.WorkerInfo:
+    async def Describe(self, request: worker_pb2.DescribeRequest,
+                       context: grpc.aio.ServicerContext) -> worker_pb2.WorkerInfo:
         return convert.worker_info(self.description)
 
     async def Execute(
@@ -117,8 +129,10 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             delta = self.runner.begin_step(plan)
             self._send_checkpoint_ops()
         except PlanError as err:
+            self._send_checkpoint_ops()  # the plan's drops stand, and with them their checkpoints
             logger.warning("step %d rejected: %s", step_id, err)
-            return convert.error_result(step_id, f"invalid plan: {err}", total_ns=time.perf_counter_ns() - start)
+            return convert.error_result(step_id, StepErrorCode.INVALID_PLAN, f"invalid plan: {err}",
+                                        total_ns=time.perf_counter_ns() - start)
         with self._traced_step(plan):
             kv_start = time.perf_counter_ns()
             try:
@@ -128,24 +142,25 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                 dropped = self.runner.abort_step(kv_applied=False)
                 self._send_checkpoint_ops()
                 logger.warning("step %d: KV Apply failed (%s), dropped %d requests", step_id, err.code().name, len(dropped))
-                return convert.error_result(step_id, f"KV store refused the step's leases: {err.code().name}: {err.details()}",
+                return convert.error_result(step_id, kv_failure_code(err.code()),
+                                            f"KV store refused the step's leases: {err.code().name}: {err.details()}",
                                             kv_ns=time.perf_counter_ns() - kv_start, total_ns=time.perf_counter_ns() - start)
             kv_ns = time.perf_counter_ns() - kv_start
             fetch_start = time.perf_counter_ns()
             restored = await self._fetch_restores(delta.restores) if delta.restores else {}
             fetch_ns = time.perf_counter_ns() - fetch_start if delta.restores else 0
             try:
-                output: StepOutput = await self._thread(lambda: self.runner.finish_step(grants, restored))
+                output: StepResult = await self._thread(lambda: self.runner.finish_step(grants, restored))
                 self._send_checkpoint_ops()
             except Exception as err:  # noqa: BLE001 - any failure fails the step, not the stream
                 dropped = self.runner.abort_step(kv_applied=True)
                 self._send_checkpoint_ops()
                 logger.exception("step %d failed, dropped %d requests", step_id, len(dropped))
-                return convert.error_result(step_id, f"step failed: {type(err).__name__}: {err}", kv_ns=kv_ns,
-                                            total_ns=time.perf_counter_ns() - start)
+                return convert.error_result(step_id, StepErrorCode.STEP_FAILED,
+                                            f"step failed: {type(err).__name__}: {err}",
+                                            kv_ns=kv_ns, total_ns=time.perf_counter_ns() - start)
         total_ns = time.perf_counter_ns() - start
-        if self.metrics is not None:
-            t = output.timing
+        if self.metrics is not None and (t := output.timing) is not None:
             self.metrics.observe_step(self.description.worker_id, seconds=total_ns / 1e9, prefill_tokens=t.num_prefill_tokens,
                                       decode_tokens=t.num_decode_seqs, batch_size=len(plan.scheduled))
             self.metrics.observe_checkpoint_step(
@@ -210,8 +225,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             links = [Link(step.get_span_context())]
             chunks = []
             for item, state, ctx in traced:
-                # The runner's rule: a decode is one token past the prompt; anything else is prefill.
-                if item.num_tokens == 1 and item.num_computed_tokens >= state.num_prompt_tokens:
+                if is_decode(item.num_computed_tokens, item.num_tokens, state.num_prompt_tokens):
                     continue
                 chunk_attrs = {
                     **tracing.request_attributes(item.request_id, class_label(int(state.service_class))),
@@ -241,7 +255,6 @@ async def start_worker(config: WorkerConfig, address: str = "127.0.0.1:0",
         raise RuntimeError(f"could not register the KV pool with the store at {config.kvstore_addr}: "
                            f"{err.code().name} {err.details()}") from err
     kv.start_heartbeat()
-    runner.checkpoints.lazy_blocks = config.checkpoint_lazy_blocks
     checkpoints = KvCheckpointClient(config.kvstore_addr)
     checkpoints.start()
     metrics = metrics or ServiceMetrics.create("worker")

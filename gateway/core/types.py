@@ -1,29 +1,15 @@
 """Domain values of the gateway. `*Input` types are what the client sent (unchecked, unset fields
-as None); the others are validated, with defaults filled in."""
+as None); the others are validated, with defaults filled in. `ServiceClass` and `FinishReason`
+are the shared enums (`llmserve.types`, numbered as the protos)."""
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
+from llmserve.types import FinishReason, ServiceClass
 
-class ServiceClass(enum.IntEnum):
-    """Mirrors llmserve.v1.ServiceClass (same numbers)."""
-
-    UNSPECIFIED = 0
-    REAL_TIME = 1
-    DEADLINE = 2
-    BEST_EFFORT = 3
-
-
-class FinishReason(enum.IntEnum):
-    """Mirrors llmserve.v1.FinishReason (same numbers); NONE means still running."""
-
-    NONE = 0
-    STOP = 1
-    LENGTH = 2
-    CANCELLED = 3
-    ERROR = 4
+__all__ = ["Delta", "FinishReason", "GenerateInput", "ModelLimits", "PreparedRequest", "Sampling", "SamplingInput",
+           "ServiceClass", "Slo", "SloInput", "Usage", "Workflow"]
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ simulator uses `BlockPool` (and may use `KvStore`) directly.
 from __future__ import annotations
 
 from kvstore_svc.core.block_pool import BlockPool
-from kvstore_svc.core.classes import PoolEnd, ServiceClass
+from kvstore_svc.core.classes import PoolEnd, ServiceClass, pool_end
 from kvstore_svc.core.errors import (
     CheckpointMismatchError,
     GeometryConflictError,
@@ -48,4 +48,5 @@ __all__ = [
     "ServiceClass",
     "UnknownCheckpointError",
     "UnknownWorkerError",
+    "pool_end",
 ]

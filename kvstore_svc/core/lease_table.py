@@ -15,8 +15,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from llmserve.plan import Grant, LeaseSpec
+
 from kvstore_svc.core.block_pool import BlockPool
-from kvstore_svc.core.classes import ServiceClass
+from kvstore_svc.core.classes import ServiceClass, pool_end
 from kvstore_svc.core.errors import GeometryConflictError, InvalidSpecError, OutOfBlocksError, UnknownWorkerError
 
 
@@ -27,23 +29,6 @@ class PoolGeometry:
     num_blocks: int
     block_size: int  # tokens per block
     bytes_per_block: int  # one block across layers, K and V
-
-
-@dataclass(frozen=True, slots=True)
-class LeaseSpec:
-    """Add `num_blocks` blocks to the lease of `request_id` (created when absent)."""
-
-    request_id: str
-    service_class: ServiceClass
-    num_blocks: int
-
-
-@dataclass(frozen=True, slots=True)
-class Grant:
-    """Blocks newly granted to one request, in the order it should use them."""
-
-    request_id: str
-    block_ids: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,11 +161,13 @@ class LeaseTable:
             seen.add(spec.request_id)
             if spec.num_blocks < 0:
                 raise InvalidSpecError(f"leases[{index}].num_blocks must be >= 0, got {spec.num_blocks}")
+            if spec.service_class is ServiceClass.UNSPECIFIED:
+                raise InvalidSpecError(f"leases[{index}]: request {spec.request_id} has no service class")
             held = record.leases.get(spec.request_id)
             if held is not None and spec.request_id not in released and held.service_class is not spec.service_class:
                 raise InvalidSpecError(
-                    f"leases[{index}]: request {spec.request_id} holds {held.service_class.value} blocks, "
-                    f"cannot add {spec.service_class.value} ones"
+                    f"leases[{index}]: request {spec.request_id} holds {held.service_class.label} blocks, "
+                    f"cannot add {spec.service_class.label} ones"
                 )
         num_released = sum(len(lease.block_ids) for lease in released_leases)
         asked = sum(spec.num_blocks for spec in lease_specs)
@@ -201,7 +188,7 @@ class LeaseTable:
             del record.leases[lease.request_id]
         grants = []
         for spec in lease_specs:
-            block_ids = record.pool.allocate(spec.num_blocks, spec.service_class.end)
+            block_ids = record.pool.allocate(spec.num_blocks, pool_end(spec.service_class))
             if block_ids:
                 lease = record.leases.get(spec.request_id)
                 if lease is None:

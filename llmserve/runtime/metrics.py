@@ -34,9 +34,11 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from llmserve.types import ServiceClass, service_class_of
+
 PREFIX = "llmserve"
 
-SERVICE_CLASSES: tuple[str, ...] = ("real_time", "deadline", "best_effort")
+SERVICE_CLASSES: tuple[str, ...] = tuple(c.label for c in ServiceClass if c is not ServiceClass.UNSPECIFIED)
 
 # Latency buckets, seconds: TTFT spans sub-100 ms real-time targets to minutes of best-effort
 # queueing; TPOT spans a few ms (GPU decode) to a second (CPU, big batches).
@@ -51,7 +53,8 @@ def class_label(service_class: str | int) -> str:
     """`SERVICE_CLASS_REAL_TIME` (or `REAL_TIME`, `real_time`) -> `real_time`; the proto enum's
     number works too. Unknown values give `unspecified` rather than an error: metrics never fail a request."""
     if isinstance(service_class, int):
-        return {1: "real_time", 2: "deadline", 3: "best_effort"}.get(service_class, "unspecified")
+        known = service_class_of(service_class)
+        return known.label if known is not None else ServiceClass.UNSPECIFIED.label
     name = service_class.lower().removeprefix("service_class_")
     return name if name in SERVICE_CLASSES else "unspecified"
 

@@ -1,4 +1,5 @@
 from llmserve.v1 import common_pb2 as _common_pb2
+from llmserve.v1 import worker_pb2 as _worker_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -72,33 +73,5 @@ class SchedulerStats(_message.Message):
     num_workers: int
     num_steps: int
     num_preemptions: int
-    model: WorkerInfo
-    def __init__(self, policy: _Optional[str] = ..., num_waiting: _Optional[int] = ..., num_running: _Optional[int] = ..., num_workers: _Optional[int] = ..., num_steps: _Optional[int] = ..., num_preemptions: _Optional[int] = ..., model: _Optional[_Union[WorkerInfo, _Mapping]] = ...) -> None: ...
-
-class WorkerInfo(_message.Message):
-    __slots__ = ("worker_id", "model_name", "vocab_size", "max_model_len", "eos_token_ids", "block_size", "num_blocks", "bytes_per_block", "dtype", "device", "max_num_batched_tokens", "max_num_seqs")
-    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
-    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
-    VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
-    MAX_MODEL_LEN_FIELD_NUMBER: _ClassVar[int]
-    EOS_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
-    BLOCK_SIZE_FIELD_NUMBER: _ClassVar[int]
-    NUM_BLOCKS_FIELD_NUMBER: _ClassVar[int]
-    BYTES_PER_BLOCK_FIELD_NUMBER: _ClassVar[int]
-    DTYPE_FIELD_NUMBER: _ClassVar[int]
-    DEVICE_FIELD_NUMBER: _ClassVar[int]
-    MAX_NUM_BATCHED_TOKENS_FIELD_NUMBER: _ClassVar[int]
-    MAX_NUM_SEQS_FIELD_NUMBER: _ClassVar[int]
-    worker_id: str
-    model_name: str
-    vocab_size: int
-    max_model_len: int
-    eos_token_ids: _containers.RepeatedScalarFieldContainer[int]
-    block_size: int
-    num_blocks: int
-    bytes_per_block: int
-    dtype: str
-    device: str
-    max_num_batched_tokens: int
-    max_num_seqs: int
-    def __init__(self, worker_id: _Optional[str] = ..., model_name: _Optional[str] = ..., vocab_size: _Optional[int] = ..., max_model_len: _Optional[int] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., block_size: _Optional[int] = ..., num_blocks: _Optional[int] = ..., bytes_per_block: _Optional[int] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., max_num_batched_tokens: _Optional[int] = ..., max_num_seqs: _Optional[int] = ...) -> None: ...
+    model: _worker_pb2.WorkerInfo
+    def __init__(self, policy: _Optional[str] = ..., num_waiting: _Optional[int] = ..., num_running: _Optional[int] = ..., num_workers: _Optional[int] = ..., num_steps: _Optional[int] = ..., num_preemptions: _Optional[int] = ..., model: _Optional[_Union[_worker_pb2.WorkerInfo, _Mapping]] = ...) -> None: ...

@@ -62,7 +62,8 @@ class SchedulerServicer:
         """Submits one tokenized request and streams its tokens as they are sampled. The stream ends
         after the event that carries a finish reason. Cancelling the call aborts the request; its KV
         blocks are released within one step. Errors: INVALID_ARGUMENT (duplicate id, too long for
-        the context), RESOURCE_EXHAUSTED (queue full), UNAVAILABLE (no worker, draining).
+        the context or the KV pool, a request that breaks the SubmitRequest contract),
+        RESOURCE_EXHAUSTED (queue full), UNAVAILABLE (no worker, draining).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -20,20 +20,22 @@ from dataclasses import dataclass, field
 
 from kvstore_svc.core.lease_table import LeaseTable
 from llmserve.errors import LlmServeError
+from llmserve.plan_book import PlanLimits
 from scheduler_svc.core import Policy, Scheduler, make_policy
 from scheduler_svc.core.clock import ManualClock
 from scheduler_svc.core.config import SchedulerConfig
 from scheduler_svc.core.plan import BatchPlan
-from scheduler_svc.core.request import FinishReason, Request, SamplingParams, ServiceClass, Slo, WorkflowRef
+from llmserve.types import service_class_named
+from scheduler_svc.core.request import FinishReason, Request, SamplingParams, Slo, WorkflowRef
 from scheduler_svc.sim.cost_model import CostModel
+from scheduler_svc.sim.host_tier import SimHostTier
 from scheduler_svc.sim.metrics import RequestRecord, RunStats
 from scheduler_svc.sim.release import ReleaseTracker
 from scheduler_svc.sim.worker import SimWorker
-from scheduler_svc.sim.workload import BEST_EFFORT, DEADLINE, REAL_TIME, WorkloadRequest
+from scheduler_svc.sim.workload import WorkloadRequest
 
 WORKER_ID = "sim-worker-0"
 EOS_TOKEN_ID = 2
-_CLASS = {REAL_TIME: ServiceClass.REAL_TIME, DEADLINE: ServiceClass.DEADLINE, BEST_EFFORT: ServiceClass.BEST_EFFORT}
 _REASON = {FinishReason.STOP: "stop", FinishReason.LENGTH: "length", FinishReason.CANCELLED: "cancelled",
            FinishReason.ERROR: "error"}
 
@@ -90,7 +92,9 @@ class Simulation:
     """One run of one policy over one workload. Build, `run()`, read the result."""
 
     def __init__(self, requests: Sequence[WorkloadRequest], policy: str, cost: CostModel, config: SimConfig,
-                 progress: Callable[[float], None] | None = None) -> None:
+                 progress: Callable[[float], None] | None = None, host_tier: SimHostTier | None = None) -> None:
+        """`host_tier`: the worker checkpoints preempted requests there and restores resumed ones
+        (the core needs a CheckpointBook to plan them)."""
         self._requests = list(requests)
         self._policy_name = policy
         self._config = config
@@ -104,8 +108,10 @@ class Simulation:
         self.core = Scheduler(core_config, build_policy(policy, cost, config.policy_options), self.clock)
         self.leases = LeaseTable(ttl_s=1e12)  # the virtual clock jumps; nothing expires in a simulation
         self.leases.register_pool(WORKER_ID, config.num_blocks, config.block_size, 1, now=0.0)
+        limits = PlanLimits(config.max_num_batched_tokens, config.max_num_seqs, config.max_model_len)
         self.worker = SimWorker(WORKER_ID, self.leases, config.block_size, cost,
-                                {r.id: r.output_tokens for r in self._requests}, EOS_TOKEN_ID)
+                                {r.id: r.output_tokens for r in self._requests}, EOS_TOKEN_ID,
+                                limits=limits, host_tier=host_tier)
         self.records: dict[str, RequestRecord] = {}
         self._tracker = ReleaseTracker(self._requests)
         self._heap: list[tuple[float, int, WorkloadRequest]] = []
@@ -139,7 +145,7 @@ class Simulation:
         # model emits at the true length ends the request.
         room = max(1, self._config.max_model_len - req.prompt_tokens)
         sampling = SamplingParams(max_tokens=room, temperature=0.0, seed=self._seq)
-        slo = Slo(_CLASS[req.cls], req.ttft_ms, req.tpot_ms, req.deadline_ms, req.priority)
+        slo = Slo(service_class_named(req.cls), req.ttft_ms, req.tpot_ms, req.deadline_ms, req.priority)
         try:
             self.core.add_request(Request(req.id, self._prompt(req.prompt_tokens), sampling, slo, req.tenant,
                                           workflow, arrival_s=at))

@@ -136,6 +136,7 @@ async def test_failed_steps_answer_errors_and_the_stream_goes_on(stack) -> None:
         await call.write(worker_pb2.BatchPlan(step_id=0, scheduled=[_sched("ghost", 1, 3)]))
         result = await call.read()
         assert "ghost" in result.error and "unknown" in result.error and not result.sampled
+        assert result.error_code == worker_pb2.STEP_ERROR_CODE_INVALID_PLAN
         # Wrong num_computed_tokens for a new request.
         await call.write(worker_pb2.BatchPlan(step_id=1, new_requests=[_new("x", [1, 2, 3], BE)],
                                               scheduled=[_sched("x", 3, 2)]))
@@ -148,13 +149,14 @@ async def test_failed_steps_answer_errors_and_the_stream_goes_on(stack) -> None:
         assert not result.error  # 60 tokens = 15 blocks fit
         await call.write(worker_pb2.BatchPlan(step_id=3, scheduled=[_sched("big", 60, 60, sample=False)]))
         result = await call.read()
-        assert "RESOURCE_EXHAUSTED" in result.error
+        assert "RESOURCE_EXHAUSTED" in result.error and result.error_code == worker_pb2.STEP_ERROR_CODE_KV_REFUSED
         assert (await _stats(kv)).num_leases == 1  # nothing changed in the store: big still holds 15
         # The failed step dropped "big"; re-admitting it works and its old lease is released first.
         await call.write(worker_pb2.BatchPlan(step_id=4, new_requests=[_new("big", long[:8], BE)],
                                               scheduled=[_sched("big", 8, 0)]))
         result = await call.read()
         assert not result.error and [t.request_id for t in result.sampled] == ["big"]
+        assert result.error_code == worker_pb2.STEP_ERROR_CODE_UNSPECIFIED
         stats = await _stats(kv)
         assert (stats.num_best_effort, stats.num_leases) == (2, 1)
         # One stream per worker: a second Execute is refused while this one is open.
@@ -165,3 +167,17 @@ async def test_failed_steps_answer_errors_and_the_stream_goes_on(stack) -> None:
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         await call.done_writing()
         assert await call.read() == grpc.aio.EOF
+
+
+async def test_an_unreachable_store_fails_the_step_as_kv_unavailable(stack) -> None:
+    worker, kvstore, _ = stack
+    async with open_channel(worker.address) as wch:
+        call = worker_pb2_grpc.WorkerStub(wch).Execute()
+        await kvstore.stop(0.1)
+        await call.write(worker_pb2.BatchPlan(step_id=0, new_requests=[_new("a", [1, 2, 3], BE)],
+                                              scheduled=[_sched("a", 3, 0)]))
+        result = await call.read()
+        assert result.error_code == worker_pb2.STEP_ERROR_CODE_KV_UNAVAILABLE and "UNAVAILABLE" in result.error
+        assert not result.sampled
+        call.cancel()
+

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from worker_svc.core.types import SamplingParams
+from llmserve.types import SamplingParams
 
 _MASK64 = (1 << 64) - 1
 

@@ -63,7 +63,7 @@ def test_model_info_from_stats() -> None:
     stats.model.model_name, stats.model.max_model_len, stats.model.vocab_size = "m", 2048, 49152
     stats.model.eos_token_ids.append(2)
     stats.model.block_size = 16
-    served = scheduler_pb2.WorkerInfo(model_name="served", max_model_len=1024, vocab_size=100, block_size=8)
+    served = worker_pb2.WorkerInfo(model_name="served", max_model_len=1024, vocab_size=100, block_size=8)
     info = convert.model_info_to_pb(stats, has_chat_template=True, served=served)
     assert (info.model_name, info.max_context_length, info.vocab_size, list(info.eos_token_ids)) == ("m", 2048, 49152, [2])
     assert (info.num_workers, info.kv_block_size, info.scheduling_policy, info.has_chat_template) == (2, 16, "bros", True)

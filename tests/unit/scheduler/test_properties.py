@@ -1,7 +1,9 @@
 """Property tests: random workloads, aborts and step failures, with 1 or 2 plans in flight, for
-every policy. Invariants: the ledger mirrors the worker's blocks exactly (no leak, no double
+every policy, the real scheduler core driving the real worker's plan book (tests/factories.py
+FakeWorker) against the kvstore core's lease table. Invariants: no block is held twice and the
+book's tables are exactly the store's leases, the core's ledger mirrors them (no leak, no double
 allocation), the worker never sees an inconsistent plan, every request ends exactly once with
-exactly the tokens an uninterrupted run would produce, and nothing is left behind."""
+exactly the tokens an uninterrupted run would produce, and every lease is released at the end."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from hypothesis import strategies as st
 from scheduler_svc.core import POLICY_NAMES, FinishReason, ServiceClass
 from tests.factories import EOS, default_token, make_driver, make_request, make_scheduler
 
-_CLASSES = list(ServiceClass)
+_CLASSES = [c for c in ServiceClass if c is not ServiceClass.UNSPECIFIED]
 _POLICIES = list(POLICY_NAMES)
 
 
@@ -60,12 +62,13 @@ def test_random_interleavings_keep_every_invariant(sc):
     def check_mirror(plan):
         failures_seen.extend(s for s in worker.fail_steps if s == plan.step_id)
         sched.ledger.check()
+        worker.check_invariants()
         assert not worker.violations, worker.violations
         for rid, state in worker.requests.items():
-            held = sched.ledger.held(rid)
-            assert state.num_blocks <= held, (rid, state.num_blocks, held)
+            held, blocks = sched.ledger.held(rid), len(state.block_table)
+            assert blocks <= held, (rid, blocks, held)
             if not failures_seen:
-                assert state.num_blocks == held, (rid, state.num_blocks, held)
+                assert blocks == held, (rid, blocks, held)
         if not failures_seen:
             assert worker.num_used_blocks == sched.ledger.num_used
 
@@ -101,5 +104,6 @@ def test_random_interleavings_keep_every_invariant(sc):
             stop = r["eos_at"] is not None and r["eos_at"] < r["max_tokens"]
             assert final.finish_reason is (FinishReason.STOP if stop else FinishReason.LENGTH)
     assert sched.ledger.num_used == 0
-    assert worker.num_used_blocks == 0 and not worker.requests
+    worker.check_invariants()
+    assert worker.num_used_blocks == 0 and worker.num_leases == 0 and not worker.requests and not worker.book.unreleased
     assert sched.stats().num_running == 0 and sched.stats().num_waiting == 0

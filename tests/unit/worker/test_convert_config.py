@@ -10,7 +10,9 @@ from llmserve.settings import add_settings, config_from_args
 from llmserve.v1 import common_pb2, kvstore_pb2, worker_pb2
 from worker_svc import convert
 from worker_svc.config import WorkerConfig
-from worker_svc.core.types import KvDelta, LeaseSpec, PlanError, SampledToken, ServiceClass, StepOutput, StepTiming
+from llmserve.plan import KvDelta, LeaseSpec, StepErrorCode, StepResult
+from llmserve.plan_book import PlanError
+from llmserve.types import ServiceClass, StepTiming
 
 
 def test_plan_from_proto_defaults_and_fields() -> None:
@@ -33,26 +35,26 @@ def test_plan_from_proto_defaults_and_fields() -> None:
     assert got.scheduled[0].sample and got.scheduled[0].num_tokens == 3
 
 
-def test_missing_seed_is_derived_from_the_request_id() -> None:
-    a = convert.sampling_from_proto("req-1", common_pb2.SamplingParams())
-    assert a.seed == convert.sampling_from_proto("req-1", common_pb2.SamplingParams()).seed
-    assert a.seed != convert.sampling_from_proto("req-2", common_pb2.SamplingParams()).seed
+def test_a_missing_seed_stays_unset_for_the_plan_book_to_derive() -> None:
+    # The book seeds such a request from its id (llmserve.types.derive_seed, tests/unit/test_plan_book.py).
+    assert convert.sampling_from_proto(common_pb2.SamplingParams(max_tokens=3)).seed is None
+    assert convert.sampling_from_proto(common_pb2.SamplingParams(max_tokens=3, seed=0)).seed == 0
 
 
-@pytest.mark.parametrize(
-    "sampling, field",
-    [(common_pb2.SamplingParams(temperature=-1.0), "temperature"), (common_pb2.SamplingParams(top_p=0.0), "top_p"),
-     (common_pb2.SamplingParams(top_p=1.5), "top_p"), (common_pb2.SamplingParams(top_k=-2), "top_k")],
-)
-def test_bad_sampling_names_the_field(sampling, field: str) -> None:
-    with pytest.raises(PlanError, match=f"sampling.{field}"):
-        convert.sampling_from_proto("r", sampling)
+def test_sampling_values_pass_through_unchecked() -> None:
+    """Client input is the gateway's to validate; the worker takes the scheduler's plan as given."""
+    s = convert.sampling_from_proto(common_pb2.SamplingParams(max_tokens=5, temperature=0.5, top_p=0.25, top_k=7,
+                                                              stop_token_ids=[9], ignore_eos=True))
+    assert (s.max_tokens, s.temperature, s.top_p, s.top_k, s.stop_token_ids, s.ignore_eos) == (5, 0.5, 0.25, 7, (9,), True)
 
 
 def test_unknown_service_class_is_a_plan_error() -> None:
     plan = worker_pb2.BatchPlan(new_requests=[worker_pb2.NewRequest(request_id="r", token_ids=[1], num_prompt_tokens=1,
                                                                     service_class=42)])
     with pytest.raises(PlanError, match="service_class 42"):
+        convert.plan_from_proto(plan)
+    plan.new_requests[0].service_class = common_pb2.SERVICE_CLASS_UNSPECIFIED
+    with pytest.raises(PlanError, match="service_class 0"):
         convert.plan_from_proto(plan)
 
 
@@ -64,11 +66,14 @@ def test_apply_request_grants_and_step_result() -> None:
         common_pb2.SERVICE_CLASS_BEST_EFFORT, 3, {"traceparent": "t"})
     grants = convert.grants_from_proto(kvstore_pb2.ApplyResponse(grants=[kvstore_pb2.Grant(request_id="r", block_ids=[9, 4, 7])]))
     assert grants[0].block_ids == (9, 4, 7)
-    out = StepOutput(3, (SampledToken("r", 11),), StepTiming(forward_ns=10, sample_ns=2, num_prefill_tokens=4,
-                                                             num_decode_seqs=1, num_kv_tokens_read=20))
+    out = StepResult(3, (("r", 11),), StepTiming(forward_ns=10, sample_ns=2, num_prefill_tokens=4,
+                                                 num_decode_seqs=1, num_kv_tokens_read=20))
     result = convert.step_result(out, kv_ns=5, total_ns=30)
     assert (result.step_id, result.sampled[0].token_id, result.timing.kv_ns, result.timing.total_ns) == (3, 11, 5, 30)
     assert (result.timing.forward_ns, result.timing.num_kv_tokens_read, result.error) == (10, 20, "")
+    assert result.error_code == worker_pb2.STEP_ERROR_CODE_UNSPECIFIED
+    failed = convert.error_result(4, StepErrorCode.KV_UNAVAILABLE, "store down", kv_ns=7)
+    assert (failed.error, failed.error_code, failed.timing.kv_ns) == ("store down", worker_pb2.STEP_ERROR_CODE_KV_UNAVAILABLE, 7)
 
 
 def test_flags_and_env_fallbacks(monkeypatch) -> None:
