@@ -87,7 +87,7 @@ class Request:
 
     request_id: str
     prompt_token_ids: tuple[int, ...]
-    sampling: SamplingParams = field(default_factory=SamplingParams)
+    sampling: SamplingParams  # required: its max_tokens has no default below the gateway
     slo: Slo = field(default_factory=Slo)
     tenant: str = ""
     workflow: WorkflowRef | None = None

@@ -25,8 +25,7 @@ from llmserve.errors import CapacityError, ConflictError, InvalidRequestError, U
 from llmserve.runtime.channel import open_channel
 from llmserve.runtime.server import ServiceServer
 from llmserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
-
-worker_server = pytest.importorskip("worker_svc.server", reason="the worker service is not in the tree yet")
+from worker_svc import server as worker_server
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from gateway import convert
 from gateway.client import build_request
 from gateway.core.types import Delta, FinishReason, PreparedRequest, Sampling, ServiceClass, Slo, Usage, Workflow
-from llmserve.v1 import common_pb2, gateway_pb2, scheduler_pb2
+from llmserve.v1 import common_pb2, gateway_pb2, scheduler_pb2, worker_pb2
 
 
 def test_unset_fields_are_none_and_unknown_class_is_kept() -> None:
