@@ -1,6 +1,7 @@
 """`llmserve up --tls`, the real command, end to end: it makes a throwaway CA and a certificate per
 service, every service starts over TLS (the supervisor's health checks present its own identity),
-a client holding only the printed CA streams a completion while plaintext is refused, every
+a client holding only the printed CA streams a completion (so does `llmserve generate --tls-ca`)
+while plaintext is refused, every
 internal port refuses a caller without the cluster identity, only the gateway binds `--host`, and
 on SIGTERM the stack stops and the CA's folder, keys included, is gone."""
 
@@ -75,6 +76,16 @@ async def test_llmserve_up_tls(tmp_path: Path) -> None:
                 async for _ in gateway_pb2_grpc.GatewayStub(channel).Generate(request, timeout=10):
                     pass
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+        generate = [sys.executable, "-m", "llmserve_stack", "generate", "--address", gateway, "--max-tokens", "3", "Hi"]
+        with_ca = await asyncio.create_subprocess_exec(*generate, "--tls-ca", str(ca_file), env=env,
+                                                       stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(with_ca.communicate(), 120)
+        assert with_ca.returncode == 0, err.decode()
+        without = await asyncio.create_subprocess_exec(*generate, env=env, stdout=asyncio.subprocess.PIPE,
+                                                       stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(without.communicate(), 120)
+        assert without.returncode == 2 and "UNAVAILABLE" in err.decode()
 
         for name in ("kvstore", "worker-0", "scheduler"):
             log = (tmp_path / f"{name}.log").read_text()
