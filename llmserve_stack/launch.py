@@ -175,7 +175,8 @@ def service_specs(config: StackConfig, ports: dict[str, int] | None = None,
         return ServiceSpec(name, module, addr, service_env, ready_timeout_s=ready_timeout_s, probe_tls=probe)
 
     kvstore_addr = address("kvstore")
-    processes = [spec("kvstore", "kvstore_svc", kvstore_addr, env("kvstore", KvStoreConfig, address=kvstore_addr), 30.0)]
+    kvstore_env = env("kvstore", KvStoreConfig, address=kvstore_addr)
+    processes = [spec("kvstore", "kvstore_svc", kvstore_addr, kvstore_env, 30.0)]
     worker_addrs = []
     for index in range(config.num_workers):
         name = f"worker-{index}"

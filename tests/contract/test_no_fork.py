@@ -20,7 +20,8 @@ def _forks(tree: ast.AST) -> list[str]:
         elif isinstance(node, ast.Attribute) and node.attr in ("fork", "forkpty") and \
                 isinstance(node.value, ast.Name) and node.value.id == "os":
             found.append(f"line {node.lineno}: os.{node.attr}")
-        elif isinstance(node, ast.Constant) and node.value == "fork" and isinstance(getattr(node, "parent", None), ast.Call):
+        elif isinstance(node, ast.Constant) and node.value == "fork" and \
+                isinstance(getattr(node, "parent", None), ast.Call):
             found.append(f"line {node.lineno}: a 'fork' start method")
     return found
 

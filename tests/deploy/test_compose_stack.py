@@ -61,7 +61,9 @@ def cluster_identity(folder: Path) -> tuple[dict[str, str], Tls]:
     return {key: str(path) for key, path in files.items()}, ca.tls(issued)
 
 
-def specs_from_compose(compose: dict[str, Any], otlp_port: int, folder: Path) -> tuple[list[ServiceSpec], dict[str, int], Tls]:
+def specs_from_compose(
+    compose: dict[str, Any], otlp_port: int, folder: Path
+) -> tuple[list[ServiceSpec], dict[str, int], Tls]:
     """ServiceSpecs running compose's llmserve services on loopback, their metrics ports, and the
     cluster identity they share."""
     services = {n: s for n, s in compose["services"].items() if (s.get("command") or [])[:2] == ["python", "-m"]}
@@ -86,8 +88,8 @@ def specs_from_compose(compose: dict[str, Any], otlp_port: int, folder: Path) ->
         for key, value in env.items():
             assert not any(re.search(rf"(?<![\w.-]){re.escape(n)}:", value) for n in compose["services"]), f"{name}: {key}={value} still names a compose host"
         command = services[name]["command"]
-        spec = ServiceSpec(name, command[2], env["LLMSERVE_ADDRESS"], env, ready_timeout_s=300.0 if name.startswith("worker") else 120.0,
-                           probe_tls=identity)
+        spec = ServiceSpec(name, command[2], env["LLMSERVE_ADDRESS"], env, probe_tls=identity,
+                           ready_timeout_s=300.0 if name.startswith("worker") else 120.0)
         assert spec.argv(python="python") == command
         specs.append(spec)
     return specs, metrics_ports, identity

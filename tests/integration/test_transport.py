@@ -29,7 +29,7 @@ from gateway.client import build_request
 from llmserve.runtime.channel import open_channel
 from llmserve.runtime.server import ServiceServer
 from llmserve.runtime.tls import Tls
-from llmserve.v1 import (common_pb2, gateway_pb2, gateway_pb2_grpc, kvstore_pb2, kvstore_pb2_grpc, scheduler_pb2,
+from llmserve.v1 import (gateway_pb2, gateway_pb2_grpc, kvstore_pb2, kvstore_pb2_grpc, scheduler_pb2,
                          scheduler_pb2_grpc, worker_pb2, worker_pb2_grpc)
 from llmserve_stack.certs import LocalCa
 from tests.unit.worker.helpers import save_tiny_checkpoint
@@ -107,7 +107,8 @@ async def _health(address: str, tls: Tls | None) -> str:
 async def _generate(address: str, tls: Tls | None) -> list[int]:
     request = build_request([5, 6, 7, 8], max_tokens=4, temperature=0.0, ignore_eos=True)
     async with open_channel(address, tls=tls) as channel:
-        return [t async for r in gateway_pb2_grpc.GatewayStub(channel).Generate(request, timeout=60) for t in r.token_ids]
+        stream = gateway_pb2_grpc.GatewayStub(channel).Generate(request, timeout=60)
+        return [token async for response in stream for token in response.token_ids]
 
 
 async def test_the_stack_serves_over_mutual_tls(stack: TlsStack) -> None:
@@ -132,7 +133,8 @@ async def _doors(channel: grpc.aio.Channel) -> dict[str, Any]:
         "KvStore.Apply": lambda: kv.Apply(kvstore_pb2.ApplyRequest(worker_id=WORKER_ID, release_request_ids=["x"]),
                                           timeout=5),
         "KvStore.Heartbeat": lambda: kv.Heartbeat(kvstore_pb2.HeartbeatRequest(worker_id=WORKER_ID), timeout=5),
-        "Worker.Describe": lambda: worker_pb2_grpc.WorkerStub(channel).Describe(worker_pb2.DescribeRequest(), timeout=5),
+        "Worker.Describe": lambda: worker_pb2_grpc.WorkerStub(channel).Describe(worker_pb2.DescribeRequest(),
+                                                                                timeout=5),
         "Scheduler.Submit": lambda: _drain(scheduler_pb2_grpc.SchedulerStub(channel).Submit(
             scheduler_pb2.SubmitRequest(request_id="intruder", prompt_token_ids=[1, 2, 3]), timeout=5)),
     }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
@@ -30,7 +31,7 @@ class Seen:
 
 
 def _add(seen: Seen):
-    async def unary(request: gateway_pb2.CancelRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.CancelResponse:
+    async def unary(request: gateway_pb2.CancelRequest, context: grpc.aio.ServicerContext) -> Any:
         seen.requests.append(request.request_id)
         return REPLY
 
@@ -38,7 +39,7 @@ def _add(seen: Seen):
         seen.requests.append(request.request_id)
         yield REPLY
 
-    async def client_stream(requests: AsyncIterator, context: grpc.aio.ServicerContext) -> gateway_pb2.CancelResponse:
+    async def client_stream(requests: AsyncIterator, context: grpc.aio.ServicerContext) -> Any:
         async for request in requests:
             seen.requests.append(request.request_id)
         return REPLY
@@ -73,7 +74,7 @@ async def served() -> AsyncIterator[tuple[grpc.aio.Channel, Seen]]:
         await running.stop(0)
 
 
-async def _call(channel: grpc.aio.Channel, shape: str, payloads: list[bytes]) -> tuple[int, grpc.aio.AioRpcError | None]:
+async def _call(channel: grpc.aio.Channel, shape: str, payloads: list[bytes]) -> tuple[int, Any]:
     """Sends raw `payloads` (one for a unary request); (replies received, the error or None)."""
     method = f"/{SERVICE}/{shape}"
     replies = 0
@@ -98,7 +99,8 @@ async def _call(channel: grpc.aio.Channel, shape: str, payloads: list[bytes]) ->
 @pytest.mark.parametrize("shape", ["Unary", "ServerStream", "ClientStream", "Bidi"])
 @pytest.mark.parametrize(("payload", "reason"), [(GARBAGE, "Wire format was corrupt"),
                                                  (BAD_UTF8, "String field had bad UTF-8")])
-async def test_undecodable_bytes_get_invalid_argument_saying_why(served, shape: str, payload: bytes, reason: str) -> None:
+async def test_undecodable_bytes_get_invalid_argument_saying_why(served, shape: str, payload: bytes,
+                                                                  reason: str) -> None:
     channel, seen = served
     _, error = await _call(channel, shape, [payload])
     assert error is not None and error.code() == grpc.StatusCode.INVALID_ARGUMENT
