@@ -255,7 +255,8 @@ async def start_gateway(
     `tokenizer`, when given, is used instead of loading the model's (in-process stacks, tests).
     """
     metrics = metrics or ServiceMetrics.create("gateway")
-    channel = open_channel(config.scheduler_addr, interceptors=client_interceptors())
+    tls = config.load_tls()
+    channel = open_channel(config.scheduler_addr, interceptors=client_interceptors(), tls=tls)
     stub = scheduler_pb2_grpc.SchedulerStub(channel)
     service = GatewayService(config, stub, metrics)
     running = await start_server(
@@ -263,6 +264,8 @@ async def start_gateway(
         [convert.SERVICE_NAME],
         address,
         interceptors=server_interceptors(),
+        tls=tls,
+        require_client_cert=False,  # the public port: clients hold no cluster identity
     )
     running.service = service
     running.cleanups.append(channel.close)
@@ -274,10 +277,10 @@ async def start_gateway(
             source = resolve_model(config.model, config.load_format, config.tokenizer)  # type: ignore[arg-type]
             tokenizer, _ = await asyncio.gather(
                 asyncio.to_thread(load_tokenizer, source),
-                wait_healthy(config.scheduler_addr, timeout_s=config.scheduler_timeout_s),
+                wait_healthy(config.scheduler_addr, timeout_s=config.scheduler_timeout_s, tls=tls),
             )
         else:
-            await wait_healthy(config.scheduler_addr, timeout_s=config.scheduler_timeout_s)
+            await wait_healthy(config.scheduler_addr, timeout_s=config.scheduler_timeout_s, tls=tls)
         service.set_model(tokenizer, await _scheduler_model(stub, config.scheduler_timeout_s))
     except BaseException:
         await running.stop(0)

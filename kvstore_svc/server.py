@@ -172,6 +172,7 @@ async def start_kvstore(
         [convert.SERVICE_NAME],
         address,
         interceptors=server_interceptors(),
+        tls=config.load_tls(),
     )
     expiry = asyncio.create_task(expire_forever(store, changes, config.lease_ttl_s / 4), name="kvstore-expiry")
     publish = asyncio.create_task(publish_metrics_forever(store, metrics, 1.0), name="kvstore-metrics")

@@ -8,10 +8,11 @@ import asyncio
 import logging
 import signal
 import sys
+import tempfile
 
 from llmserve.settings import add_settings, config_from_args
 from llmserve_stack.bench import add_bench_parser, run_bench
-from llmserve_stack.launch import StackConfig, service_specs
+from llmserve_stack.launch import StackConfig, service_specs, stack_tls
 from llmserve_stack.supervisor import Stack, print_err
 
 # `--class` spellings -> gateway.client's service class names.
@@ -34,6 +35,8 @@ def _add_generate_parser(subparsers: argparse._SubParsersAction) -> None:
     gen = subparsers.add_parser("generate", help="stream a completion from a running gateway")
     gen.add_argument("prompt", help="the prompt text")
     gen.add_argument("--address", default="127.0.0.1:50051", help="gateway address")
+    gen.add_argument("--tls-ca", default=None, metavar="CA_FILE",
+                     help="connect over TLS, verifying the gateway against this PEM CA (llmserve up --tls prints it)")
     gen.add_argument("--class", dest="service_class", default="rt", choices=sorted(CLASS_NAMES))
     gen.add_argument("--ttft-ms", type=float, default=None, help="real-time: time to first token (default 2000)")
     gen.add_argument("--tpot-ms", type=float, default=None, help="real-time: time per output token (default 200)")
@@ -51,7 +54,21 @@ def _add_generate_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 async def _run_up(config: StackConfig) -> int:
-    stack = Stack(service_specs(config), log_dir=config.log_dir or None)
+    if not config.tls:
+        return await _run_stack(config, Stack(service_specs(config), log_dir=config.log_dir or None))
+    # The CA's and the services' keys live only as long as this run, in a folder only we can read.
+    with tempfile.TemporaryDirectory(prefix="llmserve-tls-") as folder:
+        try:
+            tls = stack_tls(config, folder)
+        except RuntimeError as err:
+            print_err(f"llmserve up --tls: {err}")
+            return 1
+        print_err(f"TLS on every hop; the stack's throwaway CA: {tls.ca.cert} (deleted when the stack stops)")
+        return await _run_stack(config, Stack(service_specs(config, tls=tls), log_dir=config.log_dir or None),
+                                tls_ca=str(tls.ca.cert))
+
+
+async def _run_stack(config: StackConfig, stack: Stack, tls_ca: str | None = None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -72,7 +89,8 @@ async def _run_up(config: StackConfig) -> int:
         return 1
     gateway = stack.specs[-1].address
     print(f"llmserve gateway listening on {gateway}", flush=True)
-    print_err(f"try: llmserve generate --address {gateway} \"The capital of France is\"")
+    tls_flag = f" --tls-ca {tls_ca}" if tls_ca else ""
+    print_err(f"try: llmserve generate --address {gateway}{tls_flag} \"The capital of France is\"")
     exit_code = await _serve_until_stopped(stack, stop_wait)
     print_err("stopping llmserve ...")
     await stack.stop()
@@ -112,7 +130,14 @@ async def _run_generate(args: argparse.Namespace) -> int:
         seed=args.seed, stop=args.stop, service_class=service_class, priority=args.priority, tenant=args.tenant,
         apply_chat_template=args.chat, **slo,
     )
-    async with open_channel(args.address) as channel:
+    from llmserve.runtime.tls import Tls
+
+    try:
+        tls = Tls.from_files(args.tls_ca) if args.tls_ca else None
+    except (OSError, ValueError) as err:
+        print(f"error: --tls-ca: {err}", file=sys.stderr)
+        return 2
+    async with open_channel(args.address, tls=tls) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
         try:
             last = None

@@ -4,19 +4,28 @@ commands and the same LLMSERVE_* variables (a test keeps them in sync).
 
 Every service is started as `python -m <package>` and configured only through LLMSERVE_*
 variables (each flag `--foo-bar` of a service reads `LLMSERVE_FOO_BAR`).
+
+Binding: only the gateway binds `--host`; the kvstore, workers and scheduler bind
+`--internal-host` (loopback by default: nothing off this machine reaches them). `--tls` gives every
+service its own certificate from a throwaway CA (`stack_tls`), so every hop is TLS and the internal
+services take calls only from holders of one of those certificates (mTLS).
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from gateway.config import GatewayConfig
 from kvstore_svc.config import KvStoreConfig
 from llmserve.model_source import LoadFormat, ModelSettings
 from llmserve.runtime.service_settings import ServiceSettings
+from llmserve.runtime.tls import Tls
 from llmserve.settings import check_choices, exposed, setting, specs, to_env, values_env
+from llmserve_stack.certs import Issued, LocalCa
 from scheduler_svc.config import SchedulerServiceConfig
 from worker_svc.config import WorkerConfig
 
@@ -28,7 +37,11 @@ class StackConfig:
     whose config declares an exposed setting gets its value as that setting's LLMSERVE_* variable."""
 
     port: int = setting(50051, help="the gateway's port")
-    host: str = setting("127.0.0.1", help="the address every service binds")
+    host: str = setting("127.0.0.1", help="the address the gateway binds (the public one)")
+    internal_host: str = setting("127.0.0.1", help="the address the kvstore, workers and scheduler bind (loopback: "
+                                                   "reachable from this machine only)")
+    tls: bool = setting(False, help="TLS on every hop, mTLS between the internal services, with a throwaway local CA "
+                                    "(its ca.crt is printed, for `llmserve generate --tls-ca`)")
     num_workers: int = setting(1, flag="--workers", help="worker processes")
     log_dir: str = setting("", help="write each service's log to DIR/<service>.log (empty: to this terminal)")
     log_format: str = exposed(ServiceSettings, "log_format")
@@ -75,6 +88,8 @@ class ServiceSpec:
     address: str  # host:port it serves gRPC on
     env: dict[str, str] = field(default_factory=dict)
     ready_timeout_s: float = 120.0
+    # The identity the supervisor's health checks present (a TLS stack's); None: plaintext.
+    probe_tls: Tls | None = None
 
     def argv(self, python: str = sys.executable) -> list[str]:
         return [python, "-m", self.module]
@@ -87,39 +102,93 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def service_specs(config: StackConfig, ports: dict[str, int] | None = None) -> list[ServiceSpec]:
+@dataclass(frozen=True)
+class StackTls:
+    """The throwaway identities of a `--tls` stack: its CA, a certificate per service (by name),
+    and the supervisor's own, which its health checks present."""
+
+    ca: LocalCa
+    services: dict[str, Issued]
+    supervisor: Issued
+
+    def settings(self, name: str) -> dict[str, str]:
+        """The TLS settings (field name -> value) of service `name`."""
+        issued = self.services[name]
+        return {"tls_cert": str(issued.cert), "tls_key": str(issued.key), "tls_ca": str(self.ca.cert)}
+
+
+_WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")
+
+
+def tls_hosts(config: StackConfig) -> list[str]:
+    """The names a local stack's services are dialed by: the bound addresses, and for a wildcard
+    bind loopback and this machine's names."""
+    hosts = ["127.0.0.1", "localhost", "::1"]
+    for bound in (config.host, config.internal_host):
+        if bound in _WILDCARD_HOSTS:
+            hosts += [socket.gethostname(), socket.getfqdn()]
+        else:
+            hosts.append(bound.strip("[]"))
+    return list(dict.fromkeys(hosts))
+
+
+def service_names(config: StackConfig) -> list[str]:
+    """The stack's processes, in start order."""
+    return ["kvstore", *(f"worker-{index}" for index in range(config.num_workers)), "scheduler", "gateway"]
+
+
+def stack_tls(config: StackConfig, folder: str | os.PathLike[str]) -> StackTls:
+    """A fresh CA in `folder` (a private temporary one: it holds the keys) and a certificate per
+    service of `config`, each valid for `tls_hosts(config)`, plus the supervisor's."""
+    ca = LocalCa.create(Path(folder), days=7, name="llmserve up CA")
+    hosts = tls_hosts(config)
+    services = {name: ca.issue(name, hosts) for name in service_names(config)}
+    return StackTls(ca, services, ca.issue("llmserve-up", ["localhost"]))
+
+
+def service_specs(config: StackConfig, ports: dict[str, int] | None = None,
+                  tls: StackTls | None = None) -> list[ServiceSpec]:
     """The stack's processes in start order: kvstore, workers, scheduler, gateway.
 
     `ports` maps a service name to its port; services not named get a free port (the gateway gets
-    `config.port`). Each process gets its wiring (address, peers, worker id) and the exposed
-    settings it declares, as the LLMSERVE_* variables its config reads.
+    `config.port`). The gateway binds `config.host`, the others `config.internal_host`. Each
+    process gets its wiring (address, peers, worker id), the exposed settings it declares, as the
+    LLMSERVE_* variables its config reads, and with `tls` (which `config.tls` requires) its TLS
+    identity.
     """
+    if config.tls and tls is None:
+        raise ValueError("a --tls stack needs its certificates: pass stack_tls(config, folder)")
     ports = dict(ports or {})
-    host = config.host
 
     def address(name: str) -> str:
+        host = config.host if name == "gateway" else config.internal_host
         if name not in ports:
             ports[name] = config.port if name == "gateway" else free_port(host)
         return f"{host}:{ports[name]}"
 
-    def env(service: type, **wiring: object) -> dict[str, str]:
-        return {**values_env(service, **wiring), **exposed_env(config, service)}
+    def env(name: str, service: type, **wiring: object) -> dict[str, str]:
+        identity = tls.settings(name) if tls is not None else {}
+        return {**values_env(service, **wiring, **identity), **exposed_env(config, service)}
+
+    def spec(name: str, module: str, addr: str, service_env: dict[str, str], ready_timeout_s: float) -> ServiceSpec:
+        probe = tls.ca.tls(tls.supervisor) if tls is not None else None
+        return ServiceSpec(name, module, addr, service_env, ready_timeout_s=ready_timeout_s, probe_tls=probe)
 
     kvstore_addr = address("kvstore")
-    processes = [ServiceSpec("kvstore", "kvstore_svc", kvstore_addr, env(KvStoreConfig, address=kvstore_addr),
-                          ready_timeout_s=30.0)]
+    kvstore_env = env("kvstore", KvStoreConfig, address=kvstore_addr)
+    processes = [spec("kvstore", "kvstore_svc", kvstore_addr, kvstore_env, 30.0)]
     worker_addrs = []
     for index in range(config.num_workers):
         name = f"worker-{index}"
         worker_addr = address(name)
         worker_addrs.append(worker_addr)
-        worker_env = env(WorkerConfig, address=worker_addr, kvstore_addr=kvstore_addr, worker_id=name)
-        processes.append(ServiceSpec(name, "worker_svc", worker_addr, worker_env, ready_timeout_s=300.0))
+        worker_env = env(name, WorkerConfig, address=worker_addr, kvstore_addr=kvstore_addr, worker_id=name)
+        processes.append(spec(name, "worker_svc", worker_addr, worker_env, 300.0))
     scheduler_addr = address("scheduler")
-    scheduler_env = env(SchedulerServiceConfig, address=scheduler_addr, worker_addrs=tuple(worker_addrs),
+    scheduler_env = env("scheduler", SchedulerServiceConfig, address=scheduler_addr, worker_addrs=tuple(worker_addrs),
                         kvstore_addr=kvstore_addr)
-    processes.append(ServiceSpec("scheduler", "scheduler_svc", scheduler_addr, scheduler_env, ready_timeout_s=120.0))
+    processes.append(spec("scheduler", "scheduler_svc", scheduler_addr, scheduler_env, 120.0))
     gateway_addr = address("gateway")
-    gateway_env = env(GatewayConfig, address=gateway_addr, scheduler_addr=scheduler_addr)
-    processes.append(ServiceSpec("gateway", "gateway", gateway_addr, gateway_env, ready_timeout_s=120.0))
+    gateway_env = env("gateway", GatewayConfig, address=gateway_addr, scheduler_addr=scheduler_addr)
+    processes.append(spec("gateway", "gateway", gateway_addr, gateway_env, 120.0))
     return processes

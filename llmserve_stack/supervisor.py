@@ -6,7 +6,6 @@ polls."""
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import os
 import signal
@@ -17,21 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from llmserve.runtime.channel import wait_healthy
+from llmserve_stack.die_with_parent import command_dying_with_parent
 from llmserve_stack.launch import ServiceSpec
 
 logger = logging.getLogger(__name__)
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: the kernel sends SIGTERM if the supervisor dies, so even a
-    SIGKILLed `llmserve up` leaves no orphaned service behind."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:  # not Linux: best effort
-        pass
 
 
 @dataclass
@@ -88,18 +76,19 @@ class Stack:
         if self.log_dir:
             os.makedirs(self.log_dir, exist_ok=True)
             stdout = open(os.path.join(self.log_dir, f"{spec.name}.log"), "ab")  # noqa: SIM115 (lives with the process)
+        # No preexec_fn: it would fork this gRPC-running process (die_with_parent says why not).
         process = subprocess.Popen(
-            spec.argv(),
+            command_dying_with_parent(spec.argv()),
             env=env,
             stdout=stdout,  # type: ignore[arg-type]
             stderr=subprocess.STDOUT if self.log_dir else None,
-            preexec_fn=_die_with_parent,
         )
         self.running.append(RunningService(spec, process, _watch_exit(process)))
         logger.info("started %s (pid %d) on %s", spec.name, process.pid, spec.address)
 
     async def _wait_ready(self, service: RunningService) -> None:
-        healthy = asyncio.create_task(wait_healthy(service.spec.address, timeout_s=service.spec.ready_timeout_s))
+        healthy = asyncio.create_task(wait_healthy(service.spec.address, timeout_s=service.spec.ready_timeout_s,
+                                                   tls=service.spec.probe_tls))
         await asyncio.wait({healthy, service.exited}, return_when=asyncio.FIRST_COMPLETED)
         if not healthy.done():
             healthy.cancel()

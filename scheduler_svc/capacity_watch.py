@@ -16,6 +16,7 @@ import grpc
 
 from llmserve.runtime.channel import open_channel
 from llmserve.runtime.metrics import ServiceMetrics
+from llmserve.runtime.tls import Tls
 from llmserve.v1 import kvstore_pb2, kvstore_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -25,8 +26,9 @@ class CapacityWatcher:
     """Latest `PoolStats` by worker id, from the store's capacity stream."""
 
     def __init__(self, address: str, metrics: ServiceMetrics | None, on_pool_lost: Callable[[str], None],
-                 min_interval_ms: int = 100, retry_interval_s: float = 1.0) -> None:
+                 min_interval_ms: int = 100, retry_interval_s: float = 1.0, tls: Tls | None = None) -> None:
         self.address = address
+        self._tls = tls
         self.pools: dict[str, kvstore_pb2.PoolStats] = {}
         self.num_updates = 0
         self._metrics = metrics
@@ -63,7 +65,7 @@ class CapacityWatcher:
         request = kvstore_pb2.WatchCapacityRequest(min_interval_ms=self._min_interval_ms)
         while True:
             try:
-                async with open_channel(self.address) as channel:
+                async with open_channel(self.address, tls=self._tls) as channel:
                     async for stats in kvstore_pb2_grpc.KvStoreStub(channel).WatchCapacity(request):
                         self.observe(stats)
             except asyncio.CancelledError:

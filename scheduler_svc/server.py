@@ -24,6 +24,7 @@ import grpc
 from llmserve.runtime.errors import CapacityError, ConflictError, InvalidRequestError, UnavailableError
 from llmserve.runtime.metrics import ServiceMetrics, start_metrics_server
 from llmserve.runtime.server import ServiceServer, start_server
+from llmserve.runtime.tls import Tls
 from llmserve.runtime.tracing import client_interceptors, server_interceptors
 from llmserve.v1 import scheduler_pb2_grpc
 from scheduler_svc import convert
@@ -83,7 +84,8 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         policy = make_policy(self.config.policy, **options)
         return Scheduler(core_config, policy, self.clock, checkpoints=self.checkpoints)
 
-    async def connect_workers(self, client_interceptors: tuple[grpc.aio.ClientInterceptor, ...] = ()) -> None:
+    async def connect_workers(self, client_interceptors: tuple[grpc.aio.ClientInterceptor, ...] = (),
+                              tls: Tls | None = None) -> None:
         self.links = [
             WorkerLink(
                 address,
@@ -96,6 +98,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
                 connect_timeout_s=self.config.worker_connect_timeout_s,
                 retry_interval_s=self.config.worker_retry_interval_s,
                 client_interceptors=client_interceptors,
+                tls=tls,
             )
             for address in self.config.worker_addrs
         ]
@@ -103,7 +106,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._publish_metrics_forever())]
         if self.config.kvstore_addr:
-            self.capacity = CapacityWatcher(self.config.kvstore_addr, self.metrics, self._pool_lost)
+            self.capacity = CapacityWatcher(self.config.kvstore_addr, self.metrics, self._pool_lost, tls=tls)
             self.capacity.start()
 
     def _pool_lost(self, worker_id: str) -> None:
@@ -260,15 +263,17 @@ async def start_scheduler(
     Metrics go to `metrics` (default: a fresh registry, `result.service.metrics`), served at
     /metrics on `config.metrics_port` unless it is 0."""
     service = SchedulerService(config, metrics)
+    tls = config.load_tls()
     running = await start_server(
         lambda server: scheduler_pb2_grpc.add_SchedulerServicer_to_server(service, server),
         [convert.SERVICE_NAME],
         address,
         interceptors=server_interceptors(),
+        tls=tls,
     )
     running.cleanups.append(service.close)
     try:
-        await service.connect_workers(tuple(client_interceptors()))
+        await service.connect_workers(tuple(client_interceptors()), tls)
     except BaseException:
         await running.stop(0)
         raise

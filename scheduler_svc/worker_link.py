@@ -28,6 +28,7 @@ import grpc
 
 from llmserve.plan import StepErrorCode
 from llmserve.runtime.channel import open_channel, wait_healthy
+from llmserve.runtime.tls import Tls
 from llmserve.v1 import worker_pb2_grpc
 from scheduler_svc import convert
 from scheduler_svc.core.plan import RequestOutput
@@ -66,8 +67,10 @@ class WorkerLink:
         connect_timeout_s: float = 300.0,
         retry_interval_s: float = 1.0,
         client_interceptors: tuple[grpc.aio.ClientInterceptor, ...] = (),
+        tls: Tls | None = None,
     ) -> None:
         self.address = address
+        self._tls = tls
         self._make_core = make_core
         self._on_outputs = on_outputs
         self._on_evicted = on_evicted
@@ -95,8 +98,8 @@ class WorkerLink:
         self._task = asyncio.create_task(self._run_forever(), name=f"worker-link-{self.address}")
 
     async def _open(self) -> None:
-        await wait_healthy(self.address, timeout_s=self._connect_timeout_s)
-        self._channel = open_channel(self.address, self._interceptors)
+        await wait_healthy(self.address, timeout_s=self._connect_timeout_s, tls=self._tls)
+        self._channel = open_channel(self.address, self._interceptors, self._tls)
         self._stub = worker_pb2_grpc.WorkerStub(self._channel)
         self.info = await self._stub.Describe(convert.describe_request_to_pb(), timeout=30.0)
         self._worker_id = convert.worker_id_from_info(self.info)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import grpc
 
 from llmserve.runtime.channel import open_channel
+from llmserve.runtime.tls import Tls
 from llmserve.runtime.tracing import client_interceptors
 from llmserve.v1 import kvstore_pb2, kvstore_pb2_grpc
 
@@ -21,11 +22,11 @@ class KvLeaseClient:
     grpc.aio.AioRpcError when the store refuses (RESOURCE_EXHAUSTED: nothing was granted or
     released) or is unreachable."""
 
-    def __init__(self, address: str, pool: kvstore_pb2.RegisterPoolRequest) -> None:
+    def __init__(self, address: str, pool: kvstore_pb2.RegisterPoolRequest, tls: Tls | None = None) -> None:
         self.address = address
         self.pool = pool
         self.worker_id = pool.worker_id
-        self._channel = open_channel(address, interceptors=client_interceptors())
+        self._channel = open_channel(address, interceptors=client_interceptors(), tls=tls)
         self._stub = kvstore_pb2_grpc.KvStoreStub(self._channel)
         self._heartbeat: asyncio.Task[None] | None = None
         self.lease_ttl_s = 0.0

@@ -246,8 +246,9 @@ async def start_worker(config: WorkerConfig, address: str = "127.0.0.1:0",
     (waiting up to `config.kvstore_connect_timeout_s` for it), starts heart-beating every TTL/3 and
     serves on `address`. Health is SERVING once it returns; `stop()` stops serving, then the
     heartbeat and the store channel."""
+    tls = config.load_tls()
     runner, description = await asyncio.to_thread(build_runner, config)
-    kv = KvLeaseClient(config.kvstore_addr, convert.register_pool_request(description))
+    kv = KvLeaseClient(config.kvstore_addr, convert.register_pool_request(description), tls=tls)
     try:
         ttl_s = await kv.register(config.kvstore_connect_timeout_s)
     except grpc.aio.AioRpcError as err:
@@ -255,7 +256,7 @@ async def start_worker(config: WorkerConfig, address: str = "127.0.0.1:0",
         raise RuntimeError(f"could not register the KV pool with the store at {config.kvstore_addr}: "
                            f"{err.code().name} {err.details()}") from err
     kv.start_heartbeat()
-    checkpoints = KvCheckpointClient(config.kvstore_addr)
+    checkpoints = KvCheckpointClient(config.kvstore_addr, tls=tls)
     checkpoints.start()
     metrics = metrics or ServiceMetrics.create("worker")
     metrics.kv_blocks_total.labels(description.worker_id).set(description.num_blocks)
@@ -263,7 +264,7 @@ async def start_worker(config: WorkerConfig, address: str = "127.0.0.1:0",
                               forward_in_thread=config.forward_in_thread)
     try:
         server = await start_server(lambda s: worker_pb2_grpc.add_WorkerServicer_to_server(servicer, s), [convert.SERVICE_NAME],
-                                    address, interceptors=tracing.server_interceptors())
+                                    address, interceptors=tracing.server_interceptors(), tls=tls)
     except Exception:
         await checkpoints.close()
         await kv.close()

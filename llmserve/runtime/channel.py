@@ -1,4 +1,5 @@
-"""Client channels to peer services, all configured the same way."""
+"""Client channels to peer services, all configured the same way: plaintext, or TLS with the
+process's identity (`tls.Tls`) when it has one."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Sequence
 import grpc
 
 from llmserve.runtime.server import MAX_MESSAGE_BYTES
+from llmserve.runtime.tls import Tls, channel_credentials
 
 CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -19,13 +21,18 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
 
 
 def open_channel(
-    address: str, interceptors: Sequence[grpc.aio.ClientInterceptor] = ()
+    address: str, interceptors: Sequence[grpc.aio.ClientInterceptor] = (), tls: Tls | None = None
 ) -> grpc.aio.Channel:
-    """An insecure asyncio channel to `address` (loopback or a cluster-internal service)."""
-    return grpc.aio.insecure_channel(address, options=list(CHANNEL_OPTIONS), interceptors=list(interceptors) or None)
+    """An asyncio channel to `address`: plaintext, or with `tls` a TLS channel that verifies the
+    server against `tls.ca` (and its name against `address`'s host) and presents `tls`'s
+    certificate when it has one."""
+    options, chain = list(CHANNEL_OPTIONS), list(interceptors) or None
+    if tls is None:
+        return grpc.aio.insecure_channel(address, options=options, interceptors=chain)
+    return grpc.aio.secure_channel(address, channel_credentials(tls), options=options, interceptors=chain)
 
 
-async def wait_healthy(address: str, timeout_s: float = 60.0, service: str = "") -> None:
+async def wait_healthy(address: str, timeout_s: float = 60.0, service: str = "", tls: Tls | None = None) -> None:
     """Polls `grpc.health.v1` on `address` until it reports SERVING, or raises TimeoutError."""
     import asyncio
 
@@ -33,7 +40,7 @@ async def wait_healthy(address: str, timeout_s: float = 60.0, service: str = "")
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    async with open_channel(address) as channel:
+    async with open_channel(address, tls=tls) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         last_error = "no answer"
         while loop.time() < deadline:

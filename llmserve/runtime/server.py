@@ -2,8 +2,10 @@
 
 Every server gets the standard health service (NOT_SERVING until the service says it is ready),
 server reflection, the interceptor that maps errors to statuses (`errors.ErrorStatusInterceptor`),
-optional extra interceptors (tracing) and a graceful stop on SIGTERM/SIGINT:
-health goes NOT_SERVING first, then the server stops accepting and gives in-flight RPCs `grace_s`.
+the one that refuses undecodable requests (`undecodable`), optional extra interceptors (tracing),
+TLS when the service has an identity (`tls`: mTLS unless the port is public) and a graceful stop
+on SIGTERM/SIGINT: health goes NOT_SERVING first, then the server stops accepting and gives
+in-flight RPCs `grace_s`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from llmserve.runtime.errors import ErrorStatusInterceptor
+from llmserve.runtime.tls import Tls, server_credentials
+from llmserve.runtime.undecodable import UndecodableRequestInterceptor
 
 logger = logging.getLogger(__name__)
 
@@ -80,18 +84,28 @@ async def start_server(
     service_names: Sequence[str],
     address: str = "127.0.0.1:0",
     interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
+    *,
+    tls: Tls | None = None,
+    require_client_cert: bool = True,
 ) -> ServiceServer:
     """Starts a server on `address` ("host:0" picks a free port) with health and reflection.
 
     An error that escapes a handler ends its RPC through `errors.abort_with` (the one table; INTERNAL
-    for anything that is not a domain error), so servicers raise domain errors and never abort.
+    for anything that is not a domain error), so servicers raise domain errors and never abort. A
+    request that does not decode ends INVALID_ARGUMENT before the handler sees it.
+
+    `tls`: serve TLS with its certificate (None: plaintext). `require_client_cert` (with `tls`):
+    mutual TLS, only callers holding a certificate signed by `tls.ca` get through the handshake;
+    False for a public port (the gateway's), where any TLS client may connect.
 
     `service_names` are the full names of the services `add_servicers` registers
     (e.g. `gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name`). The health status starts
     NOT_SERVING; call `set_serving()` once the service is ready.
     """
-    # Innermost, so that the tracing interceptors record the status it sets.
-    server = grpc.aio.server(interceptors=[*interceptors, ErrorStatusInterceptor()], options=list(SERVER_OPTIONS))
+    # The error interceptor inside the tracing ones, so that they record the status it sets; the
+    # decode check inside the error interceptor, which maps what it raises.
+    chain = [*interceptors, ErrorStatusInterceptor(), UndecodableRequestInterceptor()]
+    server = grpc.aio.server(interceptors=chain, options=list(SERVER_OPTIONS))
     add_servicers(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -99,7 +113,10 @@ async def start_server(
         (*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )
-    port = server.add_insecure_port(address)
+    if tls is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, server_credentials(tls, require_client_cert=require_client_cert))
     if port == 0:
         raise OSError(f"could not bind {address}")
     await server.start()

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from llmserve.settings import config_from_env, env_names
-from llmserve_stack.launch import SERVICE_CONFIGS
+from llmserve_stack.launch import SERVICE_CONFIGS, ServiceSpec, StackConfig, service_specs, stack_tls
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "compose.yaml"
@@ -29,6 +29,13 @@ METRICS_PORT = 9464
 SERVICE_EXTRAS = {"kvstore_svc": "kvstore", "worker_svc": "worker", "scheduler_svc": "scheduler", "gateway": "gateway"}
 # Variables a deployment sets that `llmserve up` leaves to the services' defaults.
 DEPLOY_ONLY_VARS = frozenset({"LLMSERVE_METRICS_PORT", "LLMSERVE_DRAIN_GRACE_S"})
+# Where a deployment mounts the cluster identity, by TLS variable. `llmserve up --tls`, which the
+# deployments mirror, gives each process files of its own in a temporary folder instead.
+COMPOSE_TLS = {"LLMSERVE_TLS_CERT": "/run/secrets/llmserve-cert", "LLMSERVE_TLS_KEY": "/run/secrets/llmserve-key",
+               "LLMSERVE_TLS_CA": "/run/secrets/llmserve-ca"}
+K8S_TLS_DIR = "/etc/llmserve/tls"
+K8S_TLS = {"LLMSERVE_TLS_CERT": f"{K8S_TLS_DIR}/tls.crt", "LLMSERVE_TLS_KEY": f"{K8S_TLS_DIR}/tls.key",
+           "LLMSERVE_TLS_CA": f"{K8S_TLS_DIR}/ca.crt"}
 
 
 def tool(name: str) -> str:
@@ -73,6 +80,17 @@ def kustomize(path: Path) -> list[dict[str, Any]]:
 
 def by_kind_name(docs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
     return {(d["kind"], d["metadata"]["name"]): d for d in docs}
+
+
+def specs_with_tls(config: StackConfig, folder: Path) -> list[ServiceSpec]:
+    """What `llmserve up --tls` runs for `config` (its certificates made in `folder`)."""
+    return service_specs(config, tls=stack_tls(config, folder))
+
+
+def translate_tls(env: dict[str, str], mounts: dict[str, str]) -> dict[str, str]:
+    """A `--tls` launch spec's env with its own TLS files replaced by a deployment's `mounts`."""
+    assert set(mounts) <= set(env), "the spec has no TLS identity"
+    return {key: mounts.get(key, value) for key, value in env.items()}
 
 
 def translate_addresses(env: dict[str, str], address_to_name: dict[str, str], own_listen: str, dns: dict[str, str]) -> dict[str, str]:

@@ -12,10 +12,10 @@ import pytest
 from kvstore_svc.config import GIB
 from llmserve.settings import add_settings, config_from_args, config_from_env, specs
 from llmserve_stack.cli import build_parser
-from llmserve_stack.launch import SERVICE_CONFIGS, StackConfig, service_specs
+from llmserve_stack.launch import SERVICE_CONFIGS, StackConfig, service_specs, stack_tls
 from scheduler_svc.core.policy import POLICY_NAMES
 
-STACK_OWN = {"port", "host", "num_workers", "log_dir"}
+STACK_OWN = {"port", "host", "internal_host", "tls", "num_workers", "log_dir"}
 
 
 def test_exposed_settings_are_the_services_own() -> None:
@@ -80,3 +80,31 @@ def test_up_help_shows_the_services_defaults() -> None:
     text = " ".join(parser.format_help().split())
     assert "--max-num-seqs MAX_NUM_SEQS most sequences per step (auto: 64 on CPU, 128 on CUDA) (default: auto;" in text
     assert "--policy {" + ",".join(POLICY_NAMES) + "}" in text and "--workers WORKERS" in text
+
+
+def test_only_the_gateway_binds_host() -> None:
+    processes = service_specs(StackConfig(host="0.0.0.0", num_workers=2), ports={"gateway": 50051})
+    bound = {p.name: config_from_env(SERVICE_CONFIGS[p.module], p.env).address.rsplit(":", 1)[0] for p in processes}
+    assert bound == {"gateway": "0.0.0.0", "kvstore": "127.0.0.1", "worker-0": "127.0.0.1", "worker-1": "127.0.0.1",
+                     "scheduler": "127.0.0.1"}
+    internal = service_specs(StackConfig(internal_host="10.0.0.7"), ports={"gateway": 1, "kvstore": 2, "worker-0": 3,
+                                                                            "scheduler": 4})
+    assert [p.address for p in internal] == ["10.0.0.7:2", "10.0.0.7:3", "10.0.0.7:4", "127.0.0.1:1"]
+
+
+def test_a_tls_stack_gives_each_process_its_own_identity(tmp_path) -> None:
+    config = StackConfig(tls=True, num_workers=2)
+    with pytest.raises(ValueError, match="needs its certificates"):
+        service_specs(config)
+    tls = stack_tls(config, tmp_path)
+    processes = service_specs(config, ports={"gateway": 1, "kvstore": 2, "worker-0": 3, "worker-1": 4, "scheduler": 5},
+                              tls=tls)
+    certs = set()
+    for process in processes:
+        service = config_from_env(SERVICE_CONFIGS[process.module], process.env)
+        identity = service.load_tls()
+        assert identity is not None and identity.ca == tls.ca.cert.read_bytes(), process.name
+        certs.add(identity.cert)
+        assert process.probe_tls is not None and process.probe_tls.cert == tls.supervisor.cert.read_bytes()
+    assert len(certs) == len(processes)  # one certificate per service
+    assert all(p.probe_tls is None for p in service_specs(StackConfig(), ports={"gateway": 1}))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from worker_svc.core.sampler import sample, uniform
@@ -89,3 +90,54 @@ def test_low_temperature_concentrates_on_the_mode() -> None:
     logits = _logits([0.4, 0.35, 0.25])[None]
     cold = [sample(logits, [SamplingParams(max_tokens=16, temperature=0.02, seed=6)], [i])[0] for i in range(200)]
     assert cold.count(0) >= 195  # p(mode) = 0.998 at this temperature
+
+
+# Temperatures down to the float64 denormals: float32's smallest normal and denormal, 1e-38 (which
+# overflowed `logits / T` in float32: every token came out as the last id), 1e-30, float64's.
+TINY_TEMPERATURES = (1e-30, 1.1754943508222875e-38, 1e-38, 1.401298464324817e-45, 1e-300, 5e-324)
+
+
+def _positive_and_negative_logits(rows: int, vocab: int) -> torch.Tensor:
+    return torch.randn(rows, vocab, generator=torch.Generator().manual_seed(11)) * 8 + 3
+
+
+@pytest.mark.parametrize("temperature", TINY_TEMPERATURES)
+@pytest.mark.parametrize("filters", [{}, {"top_k": 40}, {"top_p": 0.9}, {"top_k": 5, "top_p": 0.5}])
+def test_a_tiny_temperature_samples_the_argmax(temperature: float, filters: dict) -> None:
+    logits = _positive_and_negative_logits(4, 49152)
+    params = [SamplingParams(max_tokens=16, temperature=temperature, seed=s, **filters) for s in range(4)]
+    for index in range(3):
+        assert sample(logits, params, [index] * 4) == logits.argmax(dim=-1).tolist()
+
+
+@pytest.mark.parametrize("temperature", [1e-38, 5e-324])
+def test_a_tiny_temperature_shares_tied_maxima_evenly(temperature: float) -> None:
+    logits = _logits([0.2, 0.4, 0.4])[None]  # tokens 1 and 2 tie for the maximum
+    n = 2000
+    drawn = [sample(logits, [SamplingParams(max_tokens=16, temperature=temperature, seed=9)], [i])[0] for i in range(n)]
+    counts = torch.bincount(torch.tensor(drawn), minlength=16)
+    assert counts[1] + counts[2] == n
+    assert abs(counts[1].item() / n - 0.5) < 0.05
+
+
+@pytest.mark.parametrize("temperature", [1e6, 1e30, 3.4028234663852886e38])
+def test_a_huge_temperature_is_uniform(temperature: float) -> None:
+    vocab = 8
+    logits = (torch.arange(vocab, dtype=torch.float32) * 3.0)[None]
+    n = 4000
+    drawn = [sample(logits, [SamplingParams(max_tokens=16, temperature=temperature, seed=2)], [i])[0] for i in range(n)]
+    freq = torch.bincount(torch.tensor(drawn), minlength=vocab).float() / n
+    assert torch.allclose(freq, torch.full((vocab,), 1 / vocab), atol=0.03), freq
+
+
+def test_temperature_still_sharpens_and_flattens() -> None:
+    """Away from the extremes the distribution is softmax(logits / T): T = 0.5 squares and
+    renormalizes the probabilities, T = 2 takes their square roots."""
+    probs = torch.tensor([0.5, 0.3, 0.2])
+    logits = _logits(probs.tolist())[None]
+    n = 4000
+    for temperature, expected in ((0.5, probs**2), (2.0, probs**0.5)):
+        drawn = [sample(logits, [SamplingParams(max_tokens=16, temperature=temperature, seed=5)], [i])[0]
+                 for i in range(n)]
+        freq = torch.bincount(torch.tensor(drawn), minlength=16).float()[:3] / n
+        assert torch.allclose(freq, expected / expected.sum(), atol=0.03), (temperature, freq)
