@@ -215,6 +215,8 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             self._open[request_id] = entry
             self.observer.open_request(core_request)  # the Submit span is current here
             link.submit(core_request)
+            if core_request.output_token_ids and self.checkpoints is not None:
+                self.checkpoints.on_resubmitted(request_id)
         except BaseException:
             self._open.pop(request_id, None)
             self.observer.close_request(request_id, "rejected")
