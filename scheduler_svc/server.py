@@ -3,7 +3,9 @@
 `Submit` routes a request to the least-loaded healthy worker's core and streams its token events
 from a per-request queue; cancelling the call aborts the request (its KV blocks are released by the
 next plan). Requests evicted from a failed worker are re-routed to another worker, or wait until
-one is healthy (the link says when) or has room, so no accepted request is lost.
+one is healthy (the link says when) or has room, so no accepted request is lost. A request the
+gateway resubmits after this scheduler restarted comes with the outputs its client already has
+and continues after them.
 
 Observability lives in `observe.SchedulerObserver`: `Submit` opens a request's spans while its
 server span is current (that context also rides to the worker in the plan), the links report the
