@@ -1,7 +1,9 @@
-"""Runs a stack of service processes: starts them in order, waits for each to be healthy, tells
-when one exits on its own, and stops all of them (reverse order, SIGTERM then SIGKILL) on request,
-leaving no process behind. Exits are events (a watcher thread per process resolves a future), not
-polls."""
+"""Runs a stack of service processes: starts them in order, waits for each to be healthy, restarts
+one that exits on its own (`supervise`: same command, same address, with backoff; it gives up
+after repeated fast failures, `llmserve_stack.restarts`), and stops all of them (reverse order,
+SIGTERM then SIGKILL) on request, leaving no process behind. Exits are events (a watcher thread
+per process resolves a future), not polls. The other services keep running while one restarts:
+each of them rides out a peer's absence (docs/reliability.md)."""
 
 from __future__ import annotations
 
@@ -13,11 +15,13 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from llmserve.runtime.channel import wait_healthy
 from llmserve_stack.launch import ServiceSpec
+from llmserve_stack.restarts import RestartBudget, RestartPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -76,27 +80,32 @@ class Stack:
         """Starts each service and waits until it is SERVING before starting the next one."""
         try:
             for spec in self.specs:
-                self._spawn(spec)
+                self.running.append(self._spawn(spec))
                 await self._wait_ready(self.running[-1])
         except BaseException:
             await self.stop()
             raise
 
-    def _spawn(self, spec: ServiceSpec) -> None:
+    def _spawn(self, spec: ServiceSpec) -> RunningService:
         env = {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1"}
-        stdout: int | object = None
+        log = None
         if self.log_dir:
             os.makedirs(self.log_dir, exist_ok=True)
-            stdout = open(os.path.join(self.log_dir, f"{spec.name}.log"), "ab")  # noqa: SIM115 (lives with the process)
-        process = subprocess.Popen(
-            spec.argv(),
-            env=env,
-            stdout=stdout,  # type: ignore[arg-type]
-            stderr=subprocess.STDOUT if self.log_dir else None,
-            preexec_fn=_die_with_parent,
-        )
-        self.running.append(RunningService(spec, process, _watch_exit(process)))
+            # Appended to: a restarted service's log goes on in the same file.
+            log = open(os.path.join(self.log_dir, f"{spec.name}.log"), "ab")  # noqa: SIM115 (closed below)
+        try:
+            process = subprocess.Popen(
+                spec.argv(),
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT if log is not None else None,
+                preexec_fn=_die_with_parent,
+            )
+        finally:
+            if log is not None:
+                log.close()  # the child has its own copy
         logger.info("started %s (pid %d) on %s", spec.name, process.pid, spec.address)
+        return RunningService(spec, process, _watch_exit(process))
 
     async def _wait_ready(self, service: RunningService) -> None:
         healthy = asyncio.create_task(wait_healthy(service.spec.address, timeout_s=service.spec.ready_timeout_s))
@@ -109,6 +118,62 @@ class Stack:
                 + (f" (log: {self.log_dir}/{service.spec.name}.log)" if self.log_dir else "")
             )
         await healthy
+
+    async def supervise(self, stop: asyncio.Future[object], policy: RestartPolicy,
+                        clock: Callable[[], float] = time.monotonic) -> int:
+        """Restarts the services that exit on their own until `stop` is done (returns 0), or until
+        one fails too often (`policy`; returns 1, the stack is left for the caller to stop). Each
+        dead service restarts in its own task, so a scheduler restarting (it waits for every
+        worker) never waits for a worker that is restarting too."""
+        budgets = {spec.name: RestartBudget(policy) for spec in self.specs}
+        restarting: dict[str, asyncio.Task[bool]] = {}
+        try:
+            while True:
+                watched = {s.exited: s for s in self.running if s.spec.name not in restarting}
+                await asyncio.wait({stop, *watched, *restarting.values()}, return_when=asyncio.FIRST_COMPLETED)
+                if stop.done():
+                    return 0
+                for name, task in list(restarting.items()):
+                    if task.done():
+                        del restarting[name]
+                        if not task.result():
+                            return 1
+                for exited, service in watched.items():
+                    if exited.done():
+                        name = service.spec.name
+                        restarting[name] = asyncio.create_task(self._restart(service, budgets[name], clock),
+                                                               name=f"restart-{name}")
+        finally:
+            for task in restarting.values():
+                task.cancel()
+            await asyncio.gather(*restarting.values(), return_exceptions=True)
+
+    async def _restart(self, service: RunningService, budget: RestartBudget, clock: Callable[[], float]) -> bool:
+        """Brings one dead service back on its address: True once it is healthy again, False when
+        its budget says give up. Replaces it in `running` at once, so `stop` sees the new process."""
+        name = service.spec.name
+        while True:
+            code = service.exited.result()
+            delay = budget.on_exit(clock())
+            if delay is None:
+                logger.error("%s exited with code %s, %d times within %.0fs: giving up", name, code,
+                             budget.recent_exits, budget.policy.window_s)
+                return False
+            logger.warning("%s exited with code %s: restarting it in %.1fs on %s", name, code, delay,
+                           service.spec.address)
+            await asyncio.sleep(delay)
+            index = self.running.index(service)
+            service = self.running[index] = self._spawn(service.spec)
+            try:
+                await self._wait_ready(service)
+            except (RuntimeError, TimeoutError) as err:
+                logger.warning("%s did not come back: %s", name, err)
+                if not service.exited.done():
+                    service.process.kill()
+                    await service.exited
+                continue
+            logger.warning("%s is back (pid %d) on %s", name, service.process.pid, service.spec.address)
+            return True
 
     async def wait_exit(self) -> RunningService:
         """Waits until a running service exits on its own and returns it (the caller decides: stop
