@@ -24,10 +24,13 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
 
 
 def open_channel(
-    address: str, interceptors: Sequence[grpc.aio.ClientInterceptor] = ()
+    address: str, interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+    options: Sequence[tuple[str, str | int]] = (),
 ) -> grpc.aio.Channel:
-    """An insecure asyncio channel to `address` (loopback or a cluster-internal service)."""
-    return grpc.aio.insecure_channel(address, options=list(CHANNEL_OPTIONS), interceptors=list(interceptors) or None)
+    """An insecure asyncio channel to `address` (loopback or a cluster-internal service);
+    `options` are added to CHANNEL_OPTIONS (a service config, say)."""
+    return grpc.aio.insecure_channel(address, options=[*CHANNEL_OPTIONS, *options],
+                                     interceptors=list(interceptors) or None)
 
 
 async def is_serving(channel: grpc.aio.Channel, service: str = "", timeout_s: float = 2.0) -> bool:

@@ -1,8 +1,11 @@
-"""A scheduler that stops mid-generation and comes back on the same address: the gateway holds
-each open stream, resubmits its request with the tokens the client already has, and every stream
-ends with exactly the tokens of an undisturbed run (greedy and seeded sampling); the workers'
-leases all come back; a Cancel while the scheduler is away ends the stream CANCELLED. All four
-services in this process (kvstore, one worker with dummy weights, scheduler, gateway)."""
+"""Services that stop and come back on the same address, all four in this process (kvstore, one
+worker with dummy weights, scheduler, gateway).
+
+The scheduler, mid-generation: the gateway holds each open stream, resubmits its request with the
+tokens the client already has, and every stream ends with exactly the tokens of an undisturbed
+run (greedy and seeded sampling); the workers' leases all come back; a Cancel while the scheduler
+is away ends the stream CANCELLED. The gateway: a client with the documented retry policy
+(`gateway.client.RETRY_SERVICE_CONFIG`) that calls while it restarts gets its answer."""
 
 from __future__ import annotations
 
@@ -14,11 +17,12 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from gateway.client import GatewayClient
+from gateway.client import GatewayClient, build_request
 from gateway.config import GatewayConfig
 from gateway.server import start_gateway
 from kvstore_svc.config import KvStoreConfig
 from kvstore_svc.server import start_kvstore
+from llmserve.errors import UnavailableError
 from llmserve.runtime.channel import open_channel
 from llmserve.runtime.server import ServiceServer
 from llmserve.v1 import common_pb2, kvstore_pb2, kvstore_pb2_grpc
@@ -44,6 +48,8 @@ class Services:
     gateway: ServiceServer
     scheduler_config: SchedulerServiceConfig
     scheduler_addr: str
+    gateway_config: GatewayConfig
+    tokenizer: Any
 
     async def restart_scheduler(self, down_s: float) -> None:
         """Stops the scheduler at once (its streams break), then serves a new one on the same
@@ -67,9 +73,9 @@ async def services() -> AsyncIterator[Services]:
     config = SchedulerServiceConfig(worker_addrs=(worker.address,), kvstore_addr=kvstore.address,
                                     worker_retry_interval_s=0.2)
     scheduler = await start_scheduler(config, scheduler_addr)
-    gateway = await start_gateway(GatewayConfig(scheduler_addr=scheduler_addr, scheduler_outage_s=30.0),
-                                  tokenizer=tokenizer)
-    services = Services(kvstore, worker, scheduler, gateway, config, scheduler_addr)
+    gateway_config = GatewayConfig(scheduler_addr=scheduler_addr, scheduler_outage_s=30.0)
+    gateway = await start_gateway(gateway_config, f"127.0.0.1:{free_port()}", tokenizer=tokenizer)
+    services = Services(kvstore, worker, scheduler, gateway, config, scheduler_addr, gateway_config, tokenizer)
     try:
         yield services
     finally:
@@ -148,3 +154,27 @@ async def test_a_cancel_while_the_scheduler_is_away_ends_the_stream_cancelled(se
         assert len(tokens) == MAX_TOKENS and finish == common_pb2.FINISH_REASON_LENGTH
     stats = await _until_idle(services.kvstore.address)
     assert stats.num_leases == 0 and stats.num_free == stats.num_blocks
+
+
+async def test_a_client_with_the_retry_policy_rides_out_a_gateway_restart(services: Services) -> None:
+    address = services.gateway.address
+    await services.gateway.stop(0)
+
+    async def come_back() -> None:
+        await asyncio.sleep(1.0)  # nothing listens meanwhile: the client's attempts fail UNAVAILABLE
+        services.gateway = await start_gateway(services.gateway_config, address, tokenizer=services.tokenizer)
+
+    restarting = asyncio.create_task(come_back())
+    async with GatewayClient(address, retry=True) as client:
+        chunks = [c async for c in client.generate_request(build_request(
+            REQUESTS[0][0], max_tokens=MAX_TOKENS, temperature=0.0, ignore_eos=True), timeout_s=60)]
+    await restarting
+    assert sum(len(c.token_ids) for c in chunks) == MAX_TOKENS
+    assert chunks[-1].finish_reason == common_pb2.FINISH_REASON_LENGTH
+    # Without the policy, the same call fails at once while nothing listens.
+    await services.gateway.stop(0)
+    async with GatewayClient(address) as client:
+        with pytest.raises(UnavailableError):
+            async for _ in client.generate(REQUESTS[0][0], max_tokens=2):
+                pass
+    services.gateway = await start_gateway(services.gateway_config, address, tokenizer=services.tokenizer)
