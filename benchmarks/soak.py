@@ -1,6 +1,6 @@
 """Soak with faults: N concurrent streams for M minutes against a stack run as `llmserve up` runs
 it (`Stack` + `Stack.supervise`, its default restart policy), with one random service SIGKILLed
-every K seconds after a warm-up.
+every K seconds after a warm-up (each kind of service once per round of faults, in random order).
 
     python benchmarks/soak.py --streams 200 --minutes 10 --fault-every-s 60 --out bench_out/soak
     python benchmarks/soak.py --streams 50 --minutes 3 --fault-every-s 30 --out bench_out/soak-short
@@ -148,9 +148,12 @@ async def _measure(stack: Stack, load: Load, fault: Fault, old_pid: int, at_kill
 async def _inject(stack: Stack, load: Load, faults: list[Fault], kinds: list[str], warmup_s: float,
                   every_s: float, rng: random.Random) -> None:
     next_at = load.t0 + warmup_s
+    rounds: list[str] = []
     while next_at < load.end:
         await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-        kind = rng.choice(kinds)
+        if not rounds:  # every kind once per round, in random order: a short run still hits each
+            rounds = rng.sample(kinds, len(kinds))
+        kind = rounds.pop()
         names = [s.spec.name for s in stack.running if s.spec.name.startswith(kind)]
         name = rng.choice(names)
         service = next(s for s in stack.running if s.spec.name == name)

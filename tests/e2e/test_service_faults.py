@@ -192,6 +192,9 @@ async def test_a_killed_scheduler_is_restarted_and_every_stream_continues(superv
     tasks, progress = await _start_all(supervised.gateways[0])
     dead = supervised.service("scheduler")
     dead.process.send_signal(signal.SIGKILL)
+    # The gateway stays SERVING while its scheduler is away (its streams wait): no liveness probe
+    # restarts it for a peer's outage.
+    await wait_healthy(supervised.service("gateway").spec.address, timeout_s=2.0)
     outputs = await asyncio.gather(*tasks)
     assert outputs == supervised.reference  # the client saw a pause, not an error
     again = await supervised.back(dead)
