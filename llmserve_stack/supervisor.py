@@ -153,14 +153,13 @@ class Stack:
         its budget says give up. Replaces it in `running` at once, so `stop` sees the new process."""
         name = service.spec.name
         while True:
-            code = service.exited.result()
+            how = describe_exit(service.exited.result())
             delay = budget.on_exit(clock())
             if delay is None:
-                logger.error("%s exited with code %s, %d times within %.0fs: giving up", name, code,
-                             budget.recent_exits, budget.policy.window_s)
+                logger.error("%s %s (%d exits within %.0fs, more than the %d restarts allowed): giving up", name,
+                             how, budget.recent_exits, budget.policy.window_s, budget.policy.max_restarts)
                 return False
-            logger.warning("%s exited with code %s: restarting it in %.1fs on %s", name, code, delay,
-                           service.spec.address)
+            logger.warning("%s %s: restarting it in %.1fs on %s", name, how, delay, service.spec.address)
             await asyncio.sleep(delay)
             index = self.running.index(service)
             service = self.running[index] = self._spawn(service.spec)
@@ -203,6 +202,16 @@ class Stack:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+def describe_exit(code: int) -> str:
+    """How a process ended, from its Popen return code (negative: killed by that signal)."""
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
 
 
 def print_err(message: str) -> None:
