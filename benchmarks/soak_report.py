@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -101,29 +102,29 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 1)
 
 
-def markdown(summary: dict[str, object]) -> str:
-    s, r, t = summary["settings"], summary["requests"], summary["ttft_ms"]  # type: ignore[index]
+def markdown(summary: dict[str, Any]) -> str:
+    s, r, t = summary["settings"], summary["requests"], summary["ttft_ms"]
     lines = [
-        f"Soak: {s['streams']} streams for {s['minutes']} min, a fault every {s['fault_every_s']} s "  # type: ignore[index]
-        f"(one of {', '.join(s['faults'])}), {s['max_tokens']} tokens per request, {s['workers']} workers.",  # type: ignore[index]
+        f"Soak: {s['streams']} streams for {s['minutes']} min, a fault every {s['fault_every_s']} s "
+        f"(one of {', '.join(s['faults'])}), {s['max_tokens']} tokens per request, {s['workers']} workers.",
         "",
-        "| accepted | completed | lost | tokens differ | interrupted, resent by the client | TTFT p50 ms | TTFT p99 ms |"
-        " max RSS growth |",
+        "| accepted | completed | lost | tokens differ | interrupted, resent by the client | TTFT p50 ms "
+        "| TTFT p99 ms | max RSS growth |",
         "|---|---|---|---|---|---|---|---|",
-        f"| {r['accepted']} | {r['completed']} | {r['lost']} | {r['mismatched']} | {r['interrupted_and_resent']} "  # type: ignore[index]
-        f"| {t['p50']} | {t['p99']} | {_pct(summary['max_rss_growth'])} |",  # type: ignore[index]
+        f"| {r['accepted']} | {r['completed']} | {r['lost']} | {r['mismatched']} | {r['interrupted_and_resent']} "
+        f"| {t['p50']} | {t['p99']} | {_pct(summary['max_rss_growth'])} |",
         "",
         "| fault at s | killed | back SERVING after s | every open stream resumed after s |",
         "|---|---|---|---|",
     ]
-    for f in summary["faults"]:  # type: ignore[attr-defined]
+    for f in summary["faults"]:
         lines.append(f"| {f['killed_at_s']:.1f} | {f['service']} | {_num(f['restarted_s'])} | {_num(f['resumed_s'])} |")
     lines += ["", "| process | pid | lived s | RSS warm MB | RSS last MB | growth |", "|---|---|---|---|---|---|"]
-    for g in summary["rss_growth"]:  # type: ignore[attr-defined]
+    for g in summary["rss_growth"]:
         lines.append(f"| {g['service']} | {g['pid']} | {g['lived_s']} | {g['warm_rss_mb']} | {g['last_rss_mb']} "
                      f"| {_pct(g['growth'])} |")
-    if r["errors"]:  # type: ignore[index]
-        lines += ["", f"Errors: {', '.join(r['errors'])}"]  # type: ignore[index]
+    if r["errors"]:
+        lines += ["", f"Errors: {', '.join(r['errors'])}"]
     return "\n".join(lines) + "\n"
 
 
