@@ -5,11 +5,13 @@
             print(chunk.text, end="")
 
 Errors come back as llmserve domain errors (InvalidRequestError for INVALID_ARGUMENT, ...), whose
-message is the server's.
+message is the server's. `GatewayClient(address, retry=True)` uses `RETRY_SERVICE_CONFIG`, the
+retry policy docs/reliability.md recommends to every client.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 
@@ -19,6 +21,30 @@ from llmserve.runtime.channel import open_channel
 from llmserve.runtime.errors import error_for_status
 from llmserve.types import service_class_named
 from llmserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+
+
+# gRPC service config for clients of the Gateway (docs/reliability.md): a call that fails
+# UNAVAILABLE before any response (the gateway restarting, starting or draining; nothing listening
+# yet) is tried again, up to 5 attempts over about 8 s. A Generate stream that already received
+# tokens is never retried by gRPC: the client resends the request itself (same request_id and seed
+# for the same tokens) or keeps what it has.
+RETRY_SERVICE_CONFIG: dict[str, object] = {
+    "methodConfig": [{
+        "name": [{"service": "llmserve.v1.Gateway"}],
+        "retryPolicy": {
+            "maxAttempts": 5,
+            "initialBackoff": "0.5s",
+            "maxBackoff": "4s",
+            "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"],
+        },
+    }],
+}
+
+
+def retry_channel_options() -> list[tuple[str, str | int]]:
+    """Channel options that apply RETRY_SERVICE_CONFIG."""
+    return [("grpc.enable_retries", 1), ("grpc.service_config", json.dumps(RETRY_SERVICE_CONFIG))]
 
 
 def build_request(
@@ -67,9 +93,10 @@ def build_request(
 class GatewayClient:
     """One channel to a gateway, shared by every call made through it."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, retry: bool = False) -> None:
+        """`retry`: calls that fail UNAVAILABLE before any response are retried (RETRY_SERVICE_CONFIG)."""
         self.address = address
-        self._channel = open_channel(address)
+        self._channel = open_channel(address, options=retry_channel_options() if retry else ())
         self._stub = gateway_pb2_grpc.GatewayStub(self._channel)
 
     async def __aenter__(self) -> GatewayClient:

@@ -23,6 +23,9 @@ class GatewayConfig(ModelSettings, ServiceSettings):
     scheduler_timeout_s: float = setting(300.0, help="how long to wait at start for the scheduler to be healthy "
                                                      "and report its model, seconds")
     abort_timeout_s: float = setting(5.0, help="time a Cancel RPC gives Scheduler.Abort, seconds")
+    scheduler_outage_s: float = setting(60.0, help="how long a request waits for a lost scheduler to come back "
+                                                   "(it is then resubmitted with the tokens it has) before it "
+                                                   "fails UNAVAILABLE, seconds")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -32,3 +35,5 @@ class GatewayConfig(ModelSettings, ServiceSettings):
             raise ValueError(f"--max-concurrent-requests must be >= 1, got {self.max_concurrent_requests}")
         if not self.scheduler_timeout_s > 0:
             raise ValueError(f"--scheduler-timeout-s must be > 0, got {self.scheduler_timeout_s}")
+        if self.scheduler_outage_s < 0:
+            raise ValueError(f"--scheduler-outage-s must be >= 0 (0: never resubmit), got {self.scheduler_outage_s}")

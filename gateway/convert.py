@@ -69,12 +69,14 @@ def generate_input_from_pb(req: gateway_pb2.GenerateRequest) -> GenerateInput:
     )
 
 
-def submit_to_pb(req: PreparedRequest) -> scheduler_pb2.SubmitRequest:
-    """Every sampling default is explicit on the wire; stop strings stay at the gateway."""
+def submit_to_pb(req: PreparedRequest, output_token_ids: Sequence[int] = ()) -> scheduler_pb2.SubmitRequest:
+    """Every sampling default is explicit on the wire; stop strings stay at the gateway.
+    `output_token_ids`: the tokens the request already produced, when it is resubmitted."""
     s, slo = req.sampling, req.slo
     msg = scheduler_pb2.SubmitRequest(
         request_id=req.request_id,
         prompt_token_ids=req.prompt_token_ids,
+        output_token_ids=output_token_ids,
         sampling=common_pb2.SamplingParams(
             max_tokens=s.max_tokens,
             temperature=s.temperature,

@@ -3,7 +3,8 @@
 `Generate` prepares the request (INVALID_ARGUMENT before anything is submitted), admits it (the
 concurrency limit, duplicate ids), opens one `Scheduler.Submit` stream over the shared channel and
 turns its token events into text deltas. Ending the Submit call early (stop string, Cancel RPC,
-client gone) is how the scheduler learns to abort the request.
+client gone) is how the scheduler learns to abort the request. The Submit stream survives a
+scheduler restart: `gateway.upstream` resubmits the request with the tokens it has.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from gateway.core.prepare import prepare_request
 from gateway.core.registry import RequestRegistry
 from gateway.core.stream import OutputStream
 from gateway.core.types import Delta, FinishReason, ModelLimits, PreparedRequest
+from gateway.upstream import ResubmitPolicy, SchedulerUpstream, SubmitHandle
 from llmserve.model_source import load_tokenizer, resolve_model
-from llmserve.runtime.channel import open_channel, wait_healthy
+from llmserve.runtime.channel import is_serving, open_channel, wait_healthy
 from llmserve.runtime.errors import LlmServeError, UnavailableError, error_for_status
 from llmserve.runtime.logs import REQUEST_ID
 from llmserve.runtime.metrics import ServiceMetrics, start_metrics_server
@@ -53,7 +55,7 @@ logger = logging.getLogger(__name__)
 class _Running:
     """A Generate call between admission and its last message."""
 
-    call: Any = None  # the Scheduler.Submit call (grpc.aio.UnaryStreamCall)
+    call: SubmitHandle | None = None  # its Scheduler.Submit call, across resubmits
     cancel_requested: bool = False
     finished: bool = False
 
@@ -73,12 +75,14 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         self,
         config: GatewayConfig,
         scheduler: scheduler_pb2_grpc.SchedulerStub,
+        upstream: SchedulerUpstream,
         metrics: ServiceMetrics,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.scheduler = scheduler
+        self.upstream = upstream
         self.metrics = metrics
         self.clock = clock
         self.wall_clock = wall_clock
@@ -135,13 +139,13 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             request_attributes(rid, slo.service_class.name.lower(), ttft_ms=slo.ttft_ms, tpot_ms=slo.tpot_ms,
                                deadline_ms=slo.deadline_ms, priority=slo.priority),
         )
-        running.call = call = self.scheduler.Submit(convert.submit_to_pb(prepared))
+        running.call = handle = SubmitHandle()
+        events = self.upstream.token_events(prepared, handle)
         final: Delta | None = None
         upstream_error: grpc.aio.AioRpcError | None = None
         try:
             try:
-                async for event in call:
-                    token_ids, finish_reason, error_message = convert.token_event_from_pb(event)
+                async for token_ids, finish_reason, error_message in events:
                     delta = out.on_tokens(token_ids, finish_reason, self.clock(), error_message)
                     if delta.finished:
                         final = delta
@@ -163,8 +167,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             if upstream_error is None:
                 yield convert.response_to_pb(rid, final)
         finally:
-            if not call.done():
-                call.cancel()  # stop string or client gone: the scheduler aborts the request
+            await events.aclose()  # stop string or client gone: cancels the call, the scheduler aborts
             if final is None:
                 final = out.cancel(self.clock())  # the client went away mid-stream
             self._record(prepared, final, arrival_s)
@@ -258,7 +261,9 @@ async def start_gateway(
     tls = config.load_tls()
     channel = open_channel(config.scheduler_addr, interceptors=client_interceptors(), tls=tls)
     stub = scheduler_pb2_grpc.SchedulerStub(channel)
-    service = GatewayService(config, stub, metrics)
+    upstream = SchedulerUpstream(stub, lambda timeout_s: is_serving(channel, timeout_s=timeout_s),
+                                 ResubmitPolicy(outage_s=config.scheduler_outage_s))
+    service = GatewayService(config, stub, upstream, metrics)
     running = await start_server(
         lambda server: gateway_pb2_grpc.add_GatewayServicer_to_server(service, server),
         [convert.SERVICE_NAME],

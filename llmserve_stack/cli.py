@@ -13,6 +13,7 @@ import tempfile
 from llmserve.settings import add_settings, config_from_args
 from llmserve_stack.bench import add_bench_parser, run_bench
 from llmserve_stack.launch import StackConfig, service_specs, stack_tls
+from llmserve_stack.restarts import RestartPolicy
 from llmserve_stack.supervisor import Stack, print_err
 
 # `--class` spellings -> gateway.client's service class names.
@@ -25,9 +26,11 @@ def _add_up_parser(subparsers: argparse._SubParsersAction) -> None:
     up = subparsers.add_parser(
         "up", help="start gateway, scheduler, workers and kvstore as local processes",
         description="Starts the kvstore, the workers, the scheduler and the gateway as processes, each once the "
-                    "one before is healthy, and stops them (reverse order, each drains) on Ctrl-C or SIGTERM, or "
-                    "when one exits. The service settings below are the services' own (same default, same "
-                    "LLMSERVE_* variable); `python -m <service> --help` lists the rest.")
+                    "one before is healthy; restarts one that exits on its own (same address, with backoff) "
+                    "while the others keep serving; and stops them (reverse order, each drains) on Ctrl-C or "
+                    "SIGTERM, or when one keeps failing (exit code 1). The service settings below are the "
+                    "services' own (same default, same LLMSERVE_* variable); `python -m <service> --help` "
+                    "lists the rest.")
     add_settings(up, StackConfig)
 
 
@@ -91,25 +94,23 @@ async def _run_stack(config: StackConfig, stack: Stack, tls_ca: str | None = Non
     print(f"llmserve gateway listening on {gateway}", flush=True)
     tls_flag = f" --tls-ca {tls_ca}" if tls_ca else ""
     print_err(f"try: llmserve generate --address {gateway}{tls_flag} \"The capital of France is\"")
-    exit_code = await _serve_until_stopped(stack, stop_wait)
+    policy = RestartPolicy(max_restarts=config.max_restarts, window_s=config.restart_window_s)
+    exit_code = await _serve_until_stopped(stack, stop_wait, policy)
     print_err("stopping llmserve ...")
     await stack.stop()
     print_err("all services stopped")
     return exit_code
 
 
-async def _serve_until_stopped(stack: Stack, stop_wait: asyncio.Task[object]) -> int:
-    """Waits for a stop signal (exit code 0) or for a service to exit on its own (1: the whole
-    stack stops; a restart policy would go here)."""
-    exit_wait = asyncio.create_task(stack.wait_exit())
-    await asyncio.wait({stop_wait, exit_wait}, return_when=asyncio.FIRST_COMPLETED)
-    if not exit_wait.done():
-        exit_wait.cancel()
-        return 0
-    stop_wait.cancel()
-    exited = exit_wait.result()
-    print_err(f"{exited.spec.name} exited with code {exited.exited.result()}: stopping the stack")
-    return 1
+async def _serve_until_stopped(stack: Stack, stop_wait: asyncio.Task[object], policy: RestartPolicy) -> int:
+    """Restarts services that exit on their own until a stop signal (exit code 0) or until one
+    fails more than `policy` allows (1: the whole stack stops)."""
+    exit_code = await stack.supervise(stop_wait, policy)
+    if exit_code != 0:
+        stop_wait.cancel()
+        print_err(f"a service exited more than {policy.max_restarts} times within {policy.window_s:.0f}s: "
+                  "stopping the stack (its log says why)")
+    return exit_code
 
 
 async def _run_generate(args: argparse.Namespace) -> int:

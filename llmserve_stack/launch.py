@@ -44,6 +44,9 @@ class StackConfig:
                                     "(its ca.crt is printed, for `llmserve generate --tls-ca`)")
     num_workers: int = setting(1, flag="--workers", help="worker processes")
     log_dir: str = setting("", help="write each service's log to DIR/<service>.log (empty: to this terminal)")
+    max_restarts: int = setting(5, help="restarts of a service that exits on its own within --restart-window-s; "
+                                        "one more exit stops the stack (0: stop at the first exit)")
+    restart_window_s: float = setting(60.0, help="the window of --max-restarts, seconds")
     log_format: str = exposed(ServiceSettings, "log_format")
     model: str = exposed(ModelSettings, "model")
     load_format: LoadFormat = exposed(ModelSettings, "load_format")
@@ -64,6 +67,10 @@ class StackConfig:
             raise ValueError("--workers must be at least 1")
         if not 0 <= self.port < 65536:
             raise ValueError(f"--port {self.port} is not a TCP port")
+        if self.max_restarts < 0:
+            raise ValueError(f"--max-restarts must be >= 0, got {self.max_restarts}")
+        if not self.restart_window_s > 0:
+            raise ValueError(f"--restart-window-s must be > 0, got {self.restart_window_s}")
         # The services validate the rest when they start; catch what can be caught before that.
         check_choices(self)
 

@@ -82,7 +82,8 @@ def workflow_from_proto(workflow: common_pb2.WorkflowRef) -> WorkflowRef:
 
 def request_from_proto(message: scheduler_pb2.SubmitRequest, clock: Clock) -> Request:
     """A core Request from Submit; raises InvalidRequestError naming the bad field or the broken
-    contract."""
+    contract. A resubmitted request (`output_token_ids` set) comes with its known outputs, as a
+    request moved from another core does: it continues after them."""
     if not message.request_id:
         raise InvalidRequestError("request_id is empty: the gateway must assign one")
     sampling, slo = sampling_from_proto(message.sampling), slo_from_proto(message.slo)
@@ -95,6 +96,7 @@ def request_from_proto(message: scheduler_pb2.SubmitRequest, clock: Clock) -> Re
         tenant=message.tenant,
         workflow=workflow_from_proto(message.workflow) if message.HasField("workflow") and message.workflow.workflow_id else None,
         arrival_s=message.arrival_unix_s if message.arrival_unix_s > 0 else clock.now(),
+        output_token_ids=list(message.output_token_ids),
     )
 
 

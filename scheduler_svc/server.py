@@ -3,7 +3,9 @@
 `Submit` routes a request to the least-loaded healthy worker's core and streams its token events
 from a per-request queue; cancelling the call aborts the request (its KV blocks are released by the
 next plan). Requests evicted from a failed worker are re-routed to another worker, or wait until
-one is healthy (the link says when) or has room, so no accepted request is lost.
+one is healthy (the link says when) or has room, so no accepted request is lost. A request the
+gateway resubmits after this scheduler restarted comes with the outputs its client already has
+and continues after them.
 
 Observability lives in `observe.SchedulerObserver`: `Submit` opens a request's spans while its
 server span is current (that context also rides to the worker in the plan), the links report the
@@ -218,6 +220,8 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             self._open[request_id] = entry
             self.observer.open_request(core_request)  # the Submit span is current here
             link.submit(core_request)
+            if core_request.output_token_ids and self.checkpoints is not None:
+                self.checkpoints.on_resubmitted(request_id)
         except BaseException:
             self._open.pop(request_id, None)
             self.observer.close_request(request_id, "rejected")

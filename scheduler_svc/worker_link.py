@@ -6,7 +6,9 @@ optimistically; the worker holds the sampled tokens), so the worker never waits 
 trip or for `schedule()` between steps. The receiver applies each result to the core and hands the
 token outputs to the service. If the stream breaks, the link evicts every unfinished request
 (they carry all their known tokens) for the service to route elsewhere, then reconnects; it tells
-the service each time the worker is ready (again), so requests waiting for a worker go to it.
+the service each time the worker is ready (again), so requests waiting for a worker go to it. A
+worker that refuses the stream because it still serves the previous one (this scheduler restarted
+and the worker has not noticed the old stream's end yet) is tried again after `retry_interval_s`.
 Messages are read and built by `convert` only.
 
 A failed step (`StepResult.error_code`) is recomputed by the core whatever its code; the link
@@ -160,6 +162,7 @@ class WorkerLink:
     # ---- the drive loop --------------------------------------------------------------------
     async def _run_forever(self) -> None:
         while not self._closing:
+            refused = False
             try:
                 await self._drive()
             except asyncio.CancelledError:
@@ -168,9 +171,14 @@ class WorkerLink:
                 if self._closing:
                     return
                 logger.warning("worker %s stream failed (%s): re-routing its requests", self.address, err)
+                refused = _still_serving_another(err)
             if self._closing:
                 return
             self._evict_all()
+            if refused:
+                # The worker has not yet noticed that the previous scheduler's stream ended (this
+                # scheduler restarted): give it a moment rather than a tight reconnect loop.
+                await asyncio.sleep(self._retry_interval_s)
             await self._reconnect()
 
     def _evict_all(self) -> None:
@@ -255,3 +263,8 @@ class WorkerLink:
         logger.error("worker %s failed step %d (%s): %s", self.address, step_id, code.name, error)
         if code is StepErrorCode.KV_UNAVAILABLE:
             self._paused_until = asyncio.get_running_loop().time() + self._retry_interval_s
+
+
+def _still_serving_another(err: Exception) -> bool:
+    """The worker refused the Execute stream: it still serves another one (worker.proto)."""
+    return isinstance(err, grpc.aio.AioRpcError) and err.code() == grpc.StatusCode.FAILED_PRECONDITION

@@ -35,6 +35,11 @@ SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.so_reuseport", 0),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+    # The server pings its clients too, so that a peer that vanished without closing its
+    # connection (a node lost, a pod's network gone) ends its streams within half a minute: a
+    # worker then frees the Execute stream of a dead scheduler for the restarted one.
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
 )
 
 

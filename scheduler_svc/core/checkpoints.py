@@ -16,7 +16,9 @@ that the next admission recomputes directly.
 A checkpoint stays valid while its request runs on: the KV of a prefix depends only on its tokens.
 So a resumed request keeps its entry (if its worker dies, another one restores the prefix and
 recomputes only the rest) until it leaves the system; then the core lists its id in the next
-plan's `drop_checkpoint_request_ids` so the worker frees the host memory.
+plan's `drop_checkpoint_request_ids` so the worker frees the host memory. A request resubmitted
+after a scheduler restart may have a checkpoint that no book knows (`on_resubmitted`): it gets the
+same drop when it leaves.
 """
 
 from __future__ import annotations
@@ -41,14 +43,17 @@ class CheckpointStats:
 class CheckpointBook:
     """Restorable token counts by request id, shared by the cores of one scheduler service."""
 
-    __slots__ = ("_tokens", "stats")
+    __slots__ = ("_tokens", "_unknown", "stats")
 
     def __init__(self) -> None:
         self._tokens: dict[str, int] = {}
+        # Requests that may have a checkpoint this book never saw (written before a scheduler
+        # restart): nothing to resume from, but a drop to list when they leave.
+        self._unknown: set[str] = set()
         self.stats = CheckpointStats()
 
     def __len__(self) -> int:
-        return len(self._tokens)
+        return len(self._tokens) + len(self._unknown.difference(self._tokens))
 
     def tokens(self, request_id: str) -> int:
         """Tokens whose KV the request's checkpoint should hold (0: none, recompute)."""
@@ -78,6 +83,13 @@ class CheckpointBook:
         self.stats.num_restores += 1
         self.stats.restored_tokens += num_tokens
 
+    def on_resubmitted(self, request_id: str) -> None:
+        """The request came back with known outputs after a scheduler restart: the store may hold
+        a checkpoint of it from before (its worker completed the lazy writes when the old
+        scheduler's stream closed) that no book knows. Its size is unknown, so nothing resumes
+        from it; `forget` reports it so that the host memory is freed when the request leaves."""
+        self._unknown.add(request_id)
+
     def on_checkpoint_failed(self, request_id: str) -> None:
         """The store refused or lost the checkpoint: the next admission recomputes."""
         if self._tokens.pop(request_id, None) is not None:
@@ -94,4 +106,6 @@ class CheckpointBook:
         """The request left the system (finished, aborted). True if it held a checkpoint, which
         the caller then asks its worker to drop (the worker that wrote it, so the drop follows
         the writes in that worker's order)."""
-        return self._tokens.pop(request_id, None) is not None
+        unknown = request_id in self._unknown
+        self._unknown.discard(request_id)
+        return self._tokens.pop(request_id, None) is not None or unknown

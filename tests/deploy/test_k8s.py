@@ -15,7 +15,11 @@ from typing import Any
 import pytest
 import yaml
 
+from gateway.config import GatewayConfig
+from llmserve.settings import config_from_env
 from llmserve_stack.launch import ServiceSpec, StackConfig
+from scheduler_svc.config import SchedulerServiceConfig
+from worker_svc.config import WorkerConfig
 
 from .conftest import (
     DEPLOY_ONLY_VARS,
@@ -166,6 +170,29 @@ def test_every_pod_mounts_the_cluster_identity(overlay: tuple[str, dict]) -> Non
         assert mounts[volume["name"]]["mountPath"] == K8S_TLS_DIR and mounts[volume["name"]]["readOnly"], workload_name
     # The Secret's keys are the files the variables name (cert-manager's names).
     assert {path.rsplit("/", 1)[1] for path in K8S_TLS.values()} == {"ca.crt", "tls.crt", "tls.key"}
+# The setting each service's start waits on its peers with: a restarted pod may wait that long
+# (a scheduler for a restarting worker, a gateway for a restarting scheduler) before SERVING.
+START_WAITS = {"worker": (WorkerConfig, "kvstore_connect_timeout_s"),
+               "scheduler": (SchedulerServiceConfig, "worker_connect_timeout_s"),
+               "gateway": (GatewayConfig, "scheduler_timeout_s")}
+
+
+def test_pods_restart_and_probes_leave_a_restarting_peer_time(overlay: tuple[str, dict]) -> None:
+    """Every pod restarts (restartPolicy Always, the only one a Deployment or StatefulSet allows),
+    and a restarted pod is not killed by liveness while its start waits for a peer: the startup
+    probe's budget covers that wait. A service's health does not follow its peers' once it is up
+    (docs/reliability.md), so liveness never restarts a pod for a peer's outage."""
+    _, docs = overlay
+    for workload_name, kind in WORKLOADS.items():
+        workload = docs[(kind, workload_name)]
+        assert workload["spec"]["template"]["spec"].get("restartPolicy", "Always") == "Always", workload_name
+        if workload_name not in START_WAITS:
+            continue
+        config_class, wait_name = START_WAITS[workload_name]
+        config = config_from_env(config_class, _pod_env(docs, workload, f"{workload_name}-0"))
+        startup = _container(workload)["startupProbe"]
+        budget = startup["periodSeconds"] * startup["failureThreshold"]
+        assert budget >= getattr(config, wait_name), f"{workload_name}: startup probe {budget}s < {wait_name}"
 
 
 def test_grace_period_covers_the_drain(overlay: tuple[str, dict]) -> None:

@@ -2,7 +2,8 @@
 starts them): a worker SIGKILLed mid-generation loses its KV leases at the TTL (its blocks return
 to its pool, a late release is refused without harm), the scheduler re-routes its requests to
 the other worker, and every accepted request finishes with exactly the tokens of an undisturbed
-run: none is lost."""
+run: none is lost. Nothing restarts the dead worker here (no `Stack.supervise`), so its leases
+expire; test_service_faults.py kills each service under the supervisor."""
 
 from __future__ import annotations
 

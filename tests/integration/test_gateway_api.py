@@ -75,7 +75,10 @@ async def stack() -> AsyncIterator[Stack]:
         scheduler = await start_scheduler(SchedulerServiceConfig(worker_addrs=(worker.address,), kvstore_addr=kvstore.address))
         servers.append(scheduler)
         tokenizer = await loading
-        gateway = await start_gateway(GatewayConfig(scheduler_addr=scheduler.address, max_concurrent_requests=64), tokenizer=tokenizer)
+        # A lost scheduler is waited for 1 s (not the default minute) before streams fail: the
+        # last test below loses it for good.
+        gateway = await start_gateway(GatewayConfig(scheduler_addr=scheduler.address, max_concurrent_requests=64,
+                                                    scheduler_outage_s=1.0), tokenizer=tokenizer)
         servers.append(gateway)
         limits = gateway.service.model.limits  # type: ignore[union-attr]
         yield Stack(gateway, scheduler, servers, tokenizer, limits.vocab_size, limits.max_context_length)
@@ -307,13 +310,17 @@ async def test_busy_gateway_answers_resource_exhausted_and_drains_gracefully(sta
 
 
 # Runs last (file order): it stops the module's scheduler.
-async def test_losing_the_scheduler_is_unavailable_to_clients(stack: Stack, client: GatewayClient) -> None:
+async def test_losing_the_scheduler_for_good_is_unavailable_to_clients(stack: Stack, client: GatewayClient) -> None:
     stream = client.generate("Hello", max_tokens=500, ignore_eos=True)
     await stream.__anext__()
     await stack.scheduler.stop(0)
+    loop = asyncio.get_running_loop()
+    lost = loop.time()
     with pytest.raises(UnavailableError, match="scheduler"):
         async for _ in stream:
             pass
+    # The stream waited for the scheduler to come back (scheduler_outage_s) before it failed.
+    assert loop.time() - lost >= 0.9
     with pytest.raises(UnavailableError, match="scheduler"):
         await collect(client, "Hello")
     assert len(stack.gateway.service.registry) == 0  # type: ignore[union-attr]

@@ -49,6 +49,26 @@ def test_a_submit_that_breaks_the_gateways_contract_is_invalid(message, expected
     assert expected in str(err.value)
 
 
+def test_a_resubmitted_request_continues_after_the_outputs_it_brings() -> None:
+    """The gateway resubmits after a scheduler restart with the tokens its client has: the core
+    re-admits the request with them (its worker samples output i with draw index i)."""
+    from tests.factories import make_scheduler
+
+    message = submit(max_tokens=4)
+    message.output_token_ids.extend([70, 71])
+    req = convert.request_from_proto(message, ManualClock(1.0))
+    assert req.output_token_ids == [70, 71] and req.num_tokens == 5
+    core = make_scheduler()
+    core.add_request(req)
+    (new,) = core.schedule().new_requests
+    assert new.token_ids == (1, 2, 3, 70, 71) and new.num_prompt_tokens == 3 and new.num_output_tokens == 2
+    full = submit(max_tokens=2)
+    full.request_id = "r2"
+    full.output_token_ids.extend([70, 71])
+    with pytest.raises(InvalidRequestError, match="already has max_tokens output tokens"):
+        core.add_request(convert.request_from_proto(full, ManualClock(1.0)))
+
+
 def test_an_unset_seed_stays_unset_for_the_worker_to_derive() -> None:
     message = submit()
     message.sampling.ClearField("seed")

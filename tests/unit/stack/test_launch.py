@@ -15,7 +15,7 @@ from llmserve_stack.cli import build_parser
 from llmserve_stack.launch import SERVICE_CONFIGS, StackConfig, service_specs, stack_tls
 from scheduler_svc.core.policy import POLICY_NAMES
 
-STACK_OWN = {"port", "host", "internal_host", "tls", "num_workers", "log_dir"}
+STACK_OWN = {"port", "host", "internal_host", "tls", "num_workers", "log_dir", "max_restarts", "restart_window_s"}
 
 
 def test_exposed_settings_are_the_services_own() -> None:
