@@ -30,7 +30,6 @@ from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scheduler_svc.core.checkpoints import CheckpointBook  # noqa: E402
 from scheduler_svc.core.policy.base import PreemptionMode  # noqa: E402
 from scheduler_svc.core.policy.bros import BrosPolicy  # noqa: E402
 from scheduler_svc.sim.checkpoint_worker import CheckpointSimWorker  # noqa: E402
@@ -81,12 +80,15 @@ def run_sim(args: argparse.Namespace) -> dict[str, dict]:
     workload = sim_workload(args.seed, args.sim_be, 2000, 1200, args.sim_rt_rate, args.sim_duration_s, 1000, 200)
     results = {}
     for name, policy, checkpoint in VARIANTS:
-        config = SimConfig.from_cost_model(cost, policy_options={"aging_s": 60.0} if policy == "bros" else {})
+        # Every variant runs with the book and the host tier (it counts recomputed tokens); the
+        # -recompute variants never ask for a checkpoint.
+        config = SimConfig.from_cost_model(cost, policy_options={"aging_s": 60.0} if policy == "bros" else {},
+                                           pipeline_depth=1, kv_bytes_per_token=kv_bytes_per_token,
+                                           host_tier_bytes=int(args.sim_host_tier_gb * 2**30),
+                                           cost_model_as_prior=True)
         sim = Simulation(workload, policy, cost, config)
-        sim.core.checkpoints = CheckpointBook()  # counts recomputed tokens in every variant
-        worker = CheckpointSimWorker(sim.worker, config.block_size, kv_bytes_per_token,
-                                     host_tier_bytes=int(args.sim_host_tier_gb * 2**30))
-        sim.worker = worker  # type: ignore[assignment]
+        worker = sim.worker
+        assert isinstance(worker, CheckpointSimWorker) and sim.core.checkpoints is not None
         with recompute_only(not checkpoint):
             result = sim.run()
         end = result.stats.end_s
