@@ -300,11 +300,16 @@ class Scheduler:
         """Frees KV for `beneficiary` by preempting lower-ranked running requests (`running[start:]`,
         worst first). Victims with a step in flight are drained instead: they stop being scheduled
         and are preempted once their results are in, so their blocks come a step later. Nobody is
-        touched unless enough blocks can be had. True if `need` blocks (+ reserve) are free now."""
+        touched unless enough blocks can be had. True if `need` blocks (+ reserve) are free now.
+        Nobody is touched either while victims already being drained will free enough: the
+        beneficiary waits a step for their blocks (else, with two plans in flight, every short
+        request of a step drained a victim of its own for a block or two)."""
         free = self.ledger.num_free - reserve
         chosen: list[Request] = []
         gain = 0
         running = ctx.running
+        if free + sum(self.ledger.held(r.request_id) for r in running if r.preempt_when_drained) >= need:
+            return False
         privileged = beneficiary.promoted_at is not None
         policy = self.policy
         for j in range(len(running) - 1, start - 1, -1):
