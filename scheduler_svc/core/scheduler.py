@@ -63,6 +63,7 @@ class Scheduler:
         self._checkpoint_ids: list[str] = []  # preempted by checkpoint since the last plan
         self._drop_ids: list[str] = []  # left while holding a checkpoint: the next plan drops it
         self.policy = policy
+        policy.bind(config)
         self.clock = clock
         self.ledger = BlockLedger(config.num_blocks)
         self._eos = frozenset(config.eos_token_ids)

@@ -20,6 +20,8 @@ so adding a policy never adds a branch to `Scheduler.schedule()`:
 - `preemption_mode(victim)`: RECOMPUTE now; CHECKPOINT is the hook for saving BE KV to the store's
   host tier (issue 4).
 - `kv_reserve(req)`: blocks a waiting request must leave free when admitted (headroom for RT).
+- `bind(config)`: called once by the core with its worker's geometry (block size, pool size),
+  for policies that reason about KV in blocks.
 - `on_added` / `on_finished` / `observe_step`: learning hooks (length quantiles, step times).
 
 Anti-starvation (aging), common to every policy that sets `aging_s`: a request that has not been
@@ -39,6 +41,7 @@ import enum
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
+from scheduler_svc.core.config import SchedulerConfig
 from scheduler_svc.core.plan import StepTiming
 from scheduler_svc.core.request import Request
 from scheduler_svc.core.step_draft import StepDraft
@@ -84,6 +87,9 @@ class Policy(ABC):
 
     def kv_reserve(self, req: Request) -> int:
         return 0
+
+    def bind(self, config: SchedulerConfig) -> None:
+        """The core this policy plans for was built with `config` (called once, at construction)."""
 
     def on_added(self, req: Request, now: float) -> None:
         """A request entered this core (new, or moved from another worker's core)."""
