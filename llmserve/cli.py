@@ -26,7 +26,7 @@ def _add_up_parser(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--load-format", default="auto", choices=["auto", "safetensors", "gguf", "dummy"])
     up.add_argument("--tokenizer", default="", help="tokenizer folder (for dummy weights of another model)")
     up.add_argument("--policy", default="fcfs", help="scheduling policy: fcfs, priority, edf, bros, tempo")
-    up.add_argument("--cost-model", default="", help="bros: step-time coefficients JSON "
+    up.add_argument("--cost-model", default="", help="bros, tempo: step-time coefficients JSON "
                     "(e.g. scheduler_svc/sim/profiles/cpu_smollm2_135m.json on a CPU)")
     up.add_argument("--num-kv-blocks", type=int, default=0, help="KV blocks per worker (0: sized by the worker)")
     up.add_argument("--block-size", type=int, default=16)

@@ -24,7 +24,7 @@ class StackConfig:
     load_format: str = "auto"
     tokenizer: str = ""
     policy: str = "fcfs"
-    cost_model: str = ""  # step-time coefficients JSON for bros (e.g. the simulator's CPU profile)
+    cost_model: str = ""  # step-time coefficients JSON for bros and tempo (e.g. the simulator's CPU profile)
     num_kv_blocks: int = 0  # 0: the worker sizes its cache itself
     block_size: int = 16
     max_num_batched_tokens: int = 512

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag(parser, "--worker-addrs", default="", help="comma-separated worker addresses")
     add_flag(parser, "--kvstore-addr", default="", help="KV store address (capacity stream)")
     add_flag(parser, "--policy", default="fcfs", help="fcfs | priority | edf | bros | tempo")
-    add_flag(parser, "--cost-model", default="", help="bros: JSON file of step-time coefficients, the prior of the cost model it refits online from step timings")
+    add_flag(parser, "--cost-model", default="", help="bros, tempo: JSON file of step-time coefficients, the prior of the cost model they refit online from step timings")
     add_flag(parser, "--max-inflight-plans", default=2, type=int, help="plans in flight per worker")
     add_flag(parser, "--max-num-waiting", default=4096, type=int, help="queue cap per worker")
     add_flag(parser, "--metrics-port", default=0, type=int, help="Prometheus port (0: off)")
@@ -60,8 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> SchedulerServiceConfig:
     options: list[tuple[str, object]] = []
     if args.cost_model:
-        if args.policy != "bros":
-            raise ValueError(f"--cost-model is used by --policy bros only (got --policy {args.policy})")
+        if args.policy not in ("bros", "tempo"):
+            raise ValueError(f"--cost-model is used by --policy bros or tempo only (got --policy {args.policy})")
         options.append(("cost_model_path", args.cost_model))
     return SchedulerServiceConfig(
         worker_addrs=tuple(a.strip() for a in args.worker_addrs.split(",") if a.strip()),

@@ -9,8 +9,9 @@ so adding a policy never adds a branch to `Scheduler.schedule()`:
   request enters a queue and kept; k: every k steps). Waiting keys of a ttl-0 policy must not
   depend on `now`, because they stay in a heap.
 - `waiting_keys_only_worsen`: promise that a waiting request's key never improves with time
-  (Tempo's density only decays while a request waits); the queue then re-keys lazily at its top
-  instead of all waiting requests every `waiting_key_ttl` steps.
+  (Tempo's density only decays while a request waits); the queue then re-keys lazily at its top.
+  A policy whose keys may also improve (aging, in bros and tempo) sets `waiting_key_ttl` too:
+  those improvements are picked up only by that periodic full re-key.
 - `limit_tokens(...)`: trim (or zero) the tokens the next request would get this step (BROS's
   iteration-time guard).
 - `on_scheduled(...)`: note what was added (tightest deadline in the step, ...).
