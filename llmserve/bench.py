@@ -6,7 +6,7 @@
 `--engine sim` runs the discrete-event simulator (the service's scheduler core on a virtual
 clock, priced by the cost model). With no extra flags it simulates what `llmserve up` runs by
 default: 2 plans in flight, checkpoint preemption to a 2 GiB host tier (copies priced at the
-link bandwidth), and bros refitting its cost model online from the service's built-in prior. `--engine live` replays the workload against a real stack
+link bandwidth), and bros and tempo refitting their cost model online from the service's built-in prior. `--engine live` replays the workload against a real stack
 through the public Gateway API, measuring on the client: against `--address` (the policy that
 stack serves), or by starting a local stack per policy. Use `--time-scale`, `--max-requests` and
 the length caps to shrink a GPU-sized workload to what a small CPU serves.
@@ -69,8 +69,8 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--host-tier-gb", type=float, default=None, help="sim: host tier for checkpoints, GiB (default 2, "
                                                                      "the KV store's default)")
     p.add_argument("--cost-model-prior", action="store_true",
-                   help="sim: bros starts from the simulated cost model (as `llmserve up --cost-model FILE`); default: "
-                        "from the service's built-in prior, refit online either way")
+                   help="sim: bros and tempo start from the simulated cost model (as `llmserve up --cost-model FILE`); "
+                        "default: from the service's built-in prior, refit online either way")
     p.add_argument("--drain-limit", type=float, default=600.0,
                    help="sim: stop this many seconds after the last arrival; unfinished requests miss")
     p.add_argument("--num-blocks", type=int, default=0, help="sim: KV blocks (0: from the cost model JSON)")

@@ -11,8 +11,8 @@ No scheduling logic lives here: every decision is the core's (`scheduler_svc.cor
 
 `SimConfig()`'s defaults are what `llmserve up` runs: two plans in flight, a `CheckpointBook`
 (policies that preempt by CHECKPOINT save BE KV to a host tier of the KV store's default size and
-restore it, priced by `checkpoint_worker.py`), and bros starting from the service's built-in cost
-model prior, which it refits online from the simulated step times.
+restore it, priced by `checkpoint_worker.py`), and bros and tempo starting from the service's
+built-in cost model prior, which they refit online from the simulated step times.
 """
 
 from __future__ import annotations
@@ -69,9 +69,9 @@ class SimConfig:
     kv_bytes_per_token: int = DEFAULT_KV_BYTES_PER_TOKEN
     link_bytes_per_s: float = 25e9  # device <-> host copies (PCIe 4.0 x16)
     checkpoint_lazy: bool = True  # full blocks copied while a BE request runs (the worker's default)
-    # True: cost-aware policies (bros) start from the simulated worker's own coefficients, as
-    # `llmserve up --cost-model PROFILE` does. False: from the service's built-in prior, as plain
-    # `llmserve up`. Either way bros refits them online from the measured (simulated) steps.
+    # True: cost-aware policies (bros, tempo) start from the simulated worker's own coefficients,
+    # as `llmserve up --cost-model PROFILE` does. False: from the service's built-in prior, as
+    # plain `llmserve up`. Either way they refit them online from the measured (simulated) steps.
     cost_model_as_prior: bool = False
     # Stop this long after the last arrival even if requests are unfinished (they count as missed).
     drain_limit_s: float = 600.0
@@ -102,7 +102,7 @@ class SimResult:
 
 # Policies that price steps with a cost model get the simulator's own (the same coefficients the
 # simulated worker charges) when `SimConfig.cost_model_as_prior` is set, unless the options name one.
-COST_AWARE_POLICIES = frozenset({"bros"})
+COST_AWARE_POLICIES = frozenset({"bros", "tempo"})
 
 
 def build_policy(name: str, cost: CostModel, options: dict[str, object], cost_as_prior: bool = True) -> Policy:
