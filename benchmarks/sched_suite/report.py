@@ -75,6 +75,6 @@ def heatmap(halves: dict[str, list[dict]], out: Path) -> Path:
         applicable = sum(1 for row in grid for v in row if v)
         ax.set_title(f"{name} half: {met}/{applicable} checks met (green met, red missed, grey n/a)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(out, dpi=130)
+    fig.savefig(out, dpi=100)
     plt.close(fig)
     return out

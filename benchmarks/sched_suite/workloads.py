@@ -13,9 +13,10 @@ Hybrid family, a full factorial per seed (3 x 2 x 2 x 2 = 24 workloads):
         short   ShareGPT rows with prompts <= 1,024 tokens
 - arrivals: poisson, or bursty (gamma gaps with CV 3) for every stream
 
-Agentic family (2 x 2 = 4 workloads per seed): Claude Code sessions as deadline-class workflows
-with an end-to-end `workflow_deadline_ms` (first 6 main-agent calls, sub-agents kept, think time
-x0.02 capped at 5 s), plus RT chat from the Azure conversation trace, for slo x arrivals.
+Agentic family (2 x 2 = 4 workloads per seed): Claude Code sessions starting at 0.35/s (at most
+40) as deadline-class workflows with an end-to-end `workflow_deadline_ms` (first 6 main-agent
+calls, sub-agents kept, think time x0.02 capped at 5 s), plus RT chat from the Azure conversation
+trace, for slo x arrivals.
 
 A seed changes every random draw and where in the Azure traces the lengths start (so two seeds
 do not share RT requests). Loads compress arrival times (`scale_rate`); SLOs and lengths stay.
