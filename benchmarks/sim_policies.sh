@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces the simulated results of docs/scheduling.md: every policy, side by side, on the
-# GPU-class cost model (Llama-3-8B on one H100, roofline profile). About a minute of wall time
+# GPU-class cost model (Llama-3-8B on one H100, roofline profile). About 3.5 minutes of wall time
 # on a 2-core machine. Usage: benchmarks/sim_policies.sh [OUT_DIR]   (default bench_out/sim)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -3,11 +3,13 @@
     llmserve bench --workload w.jsonl --engine sim --cost-model h100_llama3_8b --rate-scale 1 2 3 --out bench_out/
 
 Every policy runs unless `--policies` names some. `--engine sim` runs the discrete-event simulator
-(the service's scheduler core on a virtual clock, priced by the cost model). `--engine live`
-replays the workload against a real stack through the public Gateway API, measuring on the
-client: against `--address` (the policy that stack serves), or by starting a local stack per
-policy. Use `--time-scale`, `--max-requests` and the length caps to shrink a GPU-sized workload to
-what a small CPU serves.
+(the service's scheduler core on a virtual clock, priced by the cost model). With no extra flags it
+simulates what `llmserve up` runs by default: 2 plans in flight, checkpoint preemption to a 2 GiB
+host tier (copies priced at the link bandwidth), and bros and tempo refitting their cost model
+online from the service's built-in prior. `--engine live` replays the workload against a real stack
+through the public Gateway API, measuring on the client: against `--address` (the policy that
+stack serves), or by starting a local stack per policy. Use `--time-scale`, `--max-requests` and
+the length caps to shrink a GPU-sized workload to what a small CPU serves.
 
 results.json: {"workload", "engine", "cost_model", "rate_scales", "policies": {NAME: metrics at
 the first rate scale}, "sweep": [{"rate_scale", "policies": {NAME: metrics}}, ...]}. Metrics are
@@ -64,7 +66,14 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-prompt-tokens", type=int, default=0, help="cap prompt lengths (0: no cap)")
     p.add_argument("--max-output-tokens", type=int, default=0, help="cap output lengths (0: no cap)")
     p.add_argument("--jobs", type=int, default=1, help="sim: policies simulated in parallel processes")
-    p.add_argument("--pipeline-depth", type=int, default=1, help="sim: plans in flight (the service uses 2)")
+    p.add_argument("--pipeline-depth", type=int, default=None, help="sim: plans in flight (default 2, as the service)")
+    p.add_argument("--no-checkpoint-preemption", action="store_true",
+                   help="sim: preempt by recompute only (default: checkpoint victims to the host tier, as the service)")
+    p.add_argument("--host-tier-gb", type=float, default=None, help="sim: host tier for checkpoints, GiB (default 2, "
+                                                                     "the KV store's default)")
+    p.add_argument("--cost-model-prior", action="store_true",
+                   help="sim: bros and tempo start from the simulated cost model (as `llmserve up --cost-model FILE`); "
+                        "default: from the service's built-in prior, refit online either way")
     p.add_argument("--drain-limit", type=float, default=600.0,
                    help="sim: stop this many seconds after the last arrival; unfinished requests miss")
     p.add_argument("--num-blocks", type=int, default=0, help="sim: KV blocks (0: from the cost model JSON)")
@@ -207,7 +216,12 @@ def run_bench(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     overrides = {k: v for k, v in (("num_blocks", args.num_blocks), ("max_num_batched_tokens", args.max_num_batched_tokens),
                                    ("max_num_seqs", args.max_num_seqs)) if v}
-    overrides.update(pipeline_depth=args.pipeline_depth, drain_limit_s=args.drain_limit)
+    overrides.update(drain_limit_s=args.drain_limit, checkpoint_preemption=not args.no_checkpoint_preemption,
+                     cost_model_as_prior=args.cost_model_prior)
+    if args.pipeline_depth is not None:
+        overrides["pipeline_depth"] = args.pipeline_depth
+    if args.host_tier_gb is not None:
+        overrides["host_tier_bytes"] = int(args.host_tier_gb * 2**30)
     sweep: list[dict] = []
     runs_for_plots: dict[str, dict] = {}
     for scale_index, scale in enumerate(args.rate_scale):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from llmserve.runtime.service_settings import ServiceSettings
 from llmserve.settings import redefault, setting
-from scheduler_svc.core.policy import POLICY_NAMES
+from scheduler_svc.core.policy import COST_MODEL_POLICIES, POLICY_NAMES
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -20,8 +20,8 @@ class SchedulerServiceConfig(ServiceSettings):
     worker_addrs: tuple[str, ...] = setting((), help="the workers' host:port, comma-separated")
     kvstore_addr: str = setting("", help="the KV store's host:port, for its capacity stream (empty: none)")
     policy: str = setting("fcfs", choices=POLICY_NAMES, help="scheduling policy")
-    cost_model: str = setting("", help="bros: JSON file of step-time coefficients, the prior of the cost model "
-                                       "it refits online from step timings (e.g. "
+    cost_model: str = setting("", help="bros, tempo: JSON file of step-time coefficients, the prior of the cost "
+                                       "model they refit online from step timings (e.g. "
                                        "scheduler_svc/sim/profiles/cpu_smollm2_135m.json on a CPU)")
     # Plans in flight per worker: 2 lets the scheduler plan step N+1 while step N runs.
     max_inflight_plans: int = setting(2, help="plans in flight per worker")
@@ -40,8 +40,9 @@ class SchedulerServiceConfig(ServiceSettings):
         super().__post_init__()
         if not self.worker_addrs:
             raise ValueError("at least one worker address is needed (--worker-addrs host:port[,host:port...])")
-        if self.cost_model and self.policy != "bros":
-            raise ValueError(f"--cost-model is used by --policy bros only (got --policy {self.policy})")
+        if self.cost_model and self.policy not in COST_MODEL_POLICIES:
+            raise ValueError(f"--cost-model is used by --policy {' or '.join(COST_MODEL_POLICIES)} only "
+                             f"(got --policy {self.policy})")
         if self.max_inflight_plans < 1:
             raise ValueError("--max-inflight-plans must be >= 1")
         if self.max_num_waiting < 1:

@@ -64,6 +64,7 @@ class Scheduler:
         self.config = config
         self.checkpoints = checkpoints
         self.policy = policy
+        policy.bind(config)
         self.clock = clock
         self._roster = Roster(config, policy, clock, checkpoints)
         self._planner = StepPlanner(self._roster, policy, config, checkpoints)

@@ -170,12 +170,17 @@ class StepBuilder:
         """Frees KV for `beneficiary` by preempting lower-ranked running requests (`running[start:]`,
         worst first). Victims with a step in flight are drained instead: they stop being scheduled
         and are preempted once their results are in, so their blocks come a step later. Nobody is
-        touched unless enough blocks can be had. True if `need` blocks (+ reserve) are free now."""
+        touched unless enough blocks can be had. True if `need` blocks (+ reserve) are free now.
+        Nobody is touched either while victims already being drained will free enough: the
+        beneficiary waits a step for their blocks (else, with two plans in flight, every short
+        request of a step drained a victim of its own for a block or two)."""
         ledger = self._ledger
         free = ledger.num_free - reserve
         chosen: list[Ticket] = []
         gain = 0
         running = self.running
+        if free + sum(ledger.held(t.req.request_id) for t in running if t.preempt_when_drained) >= need:
+            return False
         privileged = beneficiary.promoted_at is not None
         policy = self._policy
         for j in range(len(running) - 1, start - 1, -1):

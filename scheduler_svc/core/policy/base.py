@@ -9,8 +9,9 @@ so adding a policy never adds a branch to `Scheduler.schedule()`:
   request enters a queue and kept; k: every k steps). Waiting keys of a ttl-0 policy must not
   depend on `now`, because they stay in a heap.
 - `waiting_keys_only_worsen`: promise that a waiting request's key never improves with time
-  (Tempo's density only decays while a request waits); the queue then re-keys lazily at its top
-  instead of all waiting requests every `waiting_key_ttl` steps.
+  (Tempo's density only decays while a request waits); the queue then re-keys lazily at its top.
+  A policy whose keys may also improve (aging, in bros and tempo) sets `waiting_key_ttl` too:
+  those improvements are picked up only by that periodic full re-key.
 - `limit_tokens(...)`: trim (or zero) the tokens the next request would get this step (BROS's
   iteration-time guard).
 - `on_scheduled(...)`: note what was added (tightest deadline in the step, ...).
@@ -20,6 +21,8 @@ so adding a policy never adds a branch to `Scheduler.schedule()`:
 - `preemption_mode(victim)`: RECOMPUTE (the default) or CHECKPOINT (the victim's KV is saved to
   the store's host tier and restored on re-admission, when the core has a checkpoint book; issue 4).
 - `kv_reserve(req)`: blocks a waiting request must leave free when admitted (headroom for RT).
+- `bind(config)`: called once by the core with its worker's geometry (block size, pool size),
+  for policies that reason about KV in blocks.
 - `on_added` / `on_finished` / `observe_step`: learning hooks (length quantiles, step times).
 
 What a policy sees of a request: the public `Request` (its SLO, tokens, token counts, status;
@@ -49,6 +52,7 @@ import enum
 from abc import ABC, abstractmethod
 from typing import ClassVar, Protocol
 
+from scheduler_svc.core.config import SchedulerConfig
 from scheduler_svc.core.plan import StepTiming
 from scheduler_svc.core.request import Request
 from scheduler_svc.core.step_draft import StepDraft
@@ -108,6 +112,9 @@ class Policy(ABC):
 
     def kv_reserve(self, req: Request) -> int:
         return 0
+
+    def bind(self, config: SchedulerConfig) -> None:
+        """The core this policy plans for was built with `config` (called once, at construction)."""
 
     def on_added(self, req: Request, now: float) -> None:
         """A request entered this core (new, or moved from another worker's core)."""
