@@ -351,13 +351,18 @@ class LeaseKeeper:
                      for rid, h in self._held.items() if h.blocks)
         return PoolDeclaration(held, tuple(self._low), tuple(self._high))
 
-    def declared(self) -> None:
-        """A new store took `declaration()`: that is now its record, and syncs count from 1 again
-        (a sync in flight is forgotten: blocks it gave back were not declared, so they are free)."""
-        self._store_view = {rid: (h.service_class, tuple(h.blocks)) for rid, h in self._held.items() if h.blocks}
-        self._store_reserve = set(self._low) | set(self._high)
-        self._dirty = {}
-        self._changed_at = None
+    def declared(self, declaration: PoolDeclaration) -> None:
+        """A new store took `declaration` (made by `declaration()`): that is now its record, and
+        syncs count from 1 again. A sync in flight is forgotten (blocks it gave back were not
+        declared, so they are free); requests that changed since the declaration was made (steps
+        go on while it travels) are due in the next sync."""
+        self._store_view = {h.request_id: (h.service_class, h.block_ids) for h in declaration.held}
+        self._store_reserve = {*declaration.reserved_low, *declaration.reserved_high}
+        for rid in (*self._store_view, *self._held):
+            held = self._held.get(rid)
+            now = (held.service_class, tuple(held.blocks)) if held is not None and held.blocks else None
+            if self._store_view.get(rid) != now:
+                self._dirty[rid] = None
         self._inflight = None
         self._sequence = 0
         self.stats.num_declarations += 1

@@ -166,7 +166,7 @@ def test_a_store_that_lost_the_pool_is_rebuilt_from_the_declaration() -> None:
     fresh = LeaseTable(ttl_s=10.0)  # the restarted store
     declaration = keeper.declaration()
     fresh.register_pool(W, 16, 4, 1, now=2.0, declaration=declaration)
-    keeper.declared()
+    keeper.declared(declaration)
     record = fresh.worker(W)
     assert _store_leases(fresh) == {"rt": (RT, keeper.blocks("rt")), "be": (BE, keeper.blocks("be"))}
     assert set(record.reserve) == keeper.store_reserve and len(record.reserve) == keeper.num_reserved

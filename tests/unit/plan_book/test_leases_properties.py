@@ -84,13 +84,24 @@ class KeeperAndStore(RuleBasedStateMachine):
         self.store_up = False
 
     @precondition(lambda self: not self.store_up)
-    @rule()
-    def store_restarts_and_the_worker_redeclares(self) -> None:
+    @rule(release=st.sampled_from((None, *REQUESTS)), take=st.tuples(st.sampled_from(REQUESTS),
+                                                                      st.sampled_from(CLASSES), st.integers(0, 3)))
+    def store_restarts_and_the_worker_redeclares(self, release: str | None = None,
+                                                 take: tuple[str, ServiceClass, int] = ("", CLASSES[0], 0)) -> None:
         self.store = LeaseTable(TTL)
-        self.store.register_pool(W, self.num_blocks, 4, 1, self.now, declaration=self.keeper.declaration())
-        self.keeper.declared()
+        declaration = self.keeper.declaration()
+        # While the declaration travels, a step goes on from the reserve.
+        if release is not None:
+            self.keeper.release([release])
+            self.classes.pop(release, None)
+        rid, cls, n = take
+        lease = [LeaseSpec(rid, self.classes.get(rid, cls), n)]
+        if n and self.keeper.shortfall(lease) == (0, 0):
+            self.keeper.take(lease)
+            self.classes[rid] = lease[0].service_class
+        self.store.register_pool(W, self.num_blocks, 4, 1, self.now, declaration=declaration)
+        self.keeper.declared(declaration)
         self.store_up = True
-        self._assert_store_is_the_worker()
 
     @precondition(lambda self: self.store_up)
     @rule()
