@@ -32,7 +32,7 @@ import grpc
 from opentelemetry.trace import Link
 
 from llmserve.plan import BatchPlan, RestoreSpec, StepErrorCode, StepResult
-from llmserve.plan_book import LeaseKeeper, PlanError
+from llmserve.plan_book import LeaseKeeper, PlanError, auto_reserve_blocks
 from llmserve.runtime import tracing
 from llmserve.runtime.errors import PreconditionError
 from llmserve.runtime.metrics import ServiceMetrics, class_label, start_metrics_server
@@ -42,7 +42,7 @@ from llmserve.v1 import worker_pb2_grpc
 from worker_svc import convert
 from worker_svc.build import build_runner
 from worker_svc.checkpoint_client import KvCheckpointClient
-from llmserve.types import cdiv, is_decode
+from llmserve.types import is_decode
 from worker_svc.core.checkpoint import RestoredKv
 from worker_svc.config import WorkerConfig
 from worker_svc.core.runner import StepRunner
@@ -312,9 +312,7 @@ async def start_worker(config: WorkerConfig, address: str = "127.0.0.1:0",
 
 
 def reserve_blocks(config: WorkerConfig, description: WorkerDescription) -> int:
-    """Blocks held ahead at each end of the pool: as set, or (auto) one full step of new tokens,
-    at most a quarter of the pool."""
+    """Blocks held ahead at each end of the pool: as set, or auto (`auto_reserve_blocks`)."""
     if config.kv_reserve_blocks >= 0:
         return config.kv_reserve_blocks
-    one_step = cdiv(description.max_num_batched_tokens, description.block_size)
-    return max(1, min(one_step, description.num_blocks // 4))
+    return auto_reserve_blocks(description.max_num_batched_tokens, description.block_size, description.num_blocks)

@@ -35,7 +35,8 @@ StepWork, Chunk), `leases.py` (LeaseKeeper: leases held ahead, synced with the s
 
 from llmserve.plan_book.book import PlanBook
 from llmserve.plan_book.checks import PlanError, PlanLimits
-from llmserve.plan_book.leases import KeeperStats, LeaseKeeper
+from llmserve.plan_book.leases import KeeperStats, LeaseKeeper, auto_reserve_blocks
 from llmserve.plan_book.state import Chunk, RequestState, StepWork
 
-__all__ = ["Chunk", "KeeperStats", "LeaseKeeper", "PlanBook", "PlanError", "PlanLimits", "RequestState", "StepWork"]
+__all__ = ["Chunk", "KeeperStats", "LeaseKeeper", "PlanBook", "PlanError", "PlanLimits", "RequestState", "StepWork",
+           "auto_reserve_blocks"]

@@ -47,6 +47,13 @@ from llmserve.plan import Grant, Holding, LeaseSpec, LeaseSync, PoolDeclaration,
 from llmserve.types import ServiceClass
 
 
+def auto_reserve_blocks(max_num_batched_tokens: int, block_size: int, num_blocks: int) -> int:
+    """The default blocks held ahead per part: one step of new tokens' worth (a prefill-heavy
+    step then rarely waits for the store), at most a quarter of the pool, at least 1."""
+    one_step = -(-max_num_batched_tokens // block_size)
+    return max(1, min(one_step, num_blocks // 4))
+
+
 @dataclass(slots=True)
 class _Held:
     service_class: ServiceClass
