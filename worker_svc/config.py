@@ -47,7 +47,7 @@ class WorkerConfig(ModelSettings, ServiceSettings):
     kv_reserve_blocks: int = setting(-1, help="KV blocks the worker leases ahead at each end of its pool (-1: auto, "
                                               "one step's worth, cdiv(max_num_batched_tokens, block_size), at most a "
                                               "quarter of the pool; 0: none, a step that needs blocks asks the store)")
-    kv_sync_interval_s: float = setting(0.2, help="longest time the KV store's record of the worker's leases lags "
+    kv_sync_interval_s: float = setting(1.0, help="longest time the KV store's record of the worker's leases lags "
                                                   "behind, seconds (also how long an idle worker keeps its reserve)")
 
     def __post_init__(self) -> None:

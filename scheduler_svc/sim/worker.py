@@ -36,7 +36,7 @@ class SimWorker:
     def __init__(self, worker_id: str, leases: LeaseTable, block_size: int, cost: CostModel,
                  true_output_tokens: Mapping[str, int], eos_token_id: int, dummy_token_id: int = 7, *,
                  limits: PlanLimits = _UNLIMITED, host_tier: SimHostTier | None = None,
-                 reserve_blocks: int | None = None, sync_interval_s: float = 0.2) -> None:
+                 reserve_blocks: int | None = None, sync_interval_s: float = 1.0) -> None:
         """`reserve_blocks` per part of the blocks held ahead (None: the real worker's default for
         the pool and the step limit), `sync_interval_s` as the worker's setting (simulated time)."""
         if dummy_token_id == eos_token_id:

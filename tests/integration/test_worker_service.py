@@ -71,7 +71,7 @@ def _usage(stats: kvstore_pb2.PoolStats) -> tuple[int, int, int]:
 
 async def _until_stats(stub: kvstore_pb2_grpc.KvStoreStub, predicate, timeout_s: float = 5.0) -> kvstore_pb2.PoolStats:
     """The store's stats once `predicate` holds: the worker tells it in batches, within its sync
-    interval (0.2 s by default)."""
+    interval (1 s by default)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while True:

@@ -104,7 +104,8 @@ def test_flags_and_env_fallbacks(monkeypatch) -> None:
 @pytest.mark.parametrize(
     "kwargs, message",
     [({"block_size": 12}, "power of two"), ({"num_kv_blocks": 4, "kv_cache_memory_gb": 1.0}, "not both"),
-     ({"max_num_seqs": -1}, "max-num-seqs"), ({"worker_id": ""}, "worker-id")],
+     ({"max_num_seqs": -1}, "max-num-seqs"), ({"worker_id": ""}, "worker-id"),
+     ({"kv_reserve_blocks": -2}, "kv-reserve-blocks"), ({"kv_sync_interval_s": -1.0}, "kv-sync-interval-s")],
 )
 def test_config_rejects_bad_values(kwargs, message: str) -> None:
     with pytest.raises(ValueError, match=message):
