@@ -155,7 +155,8 @@ def table(rows: list[dict[str, float]]) -> str:
         lines.append(
             f"| {r['mode']} | {r['reserve_blocks']} | {r['steps']} | {r['steps_waiting_for_store']} "
             f"| {r['waited_rpcs_per_step']:.3f} | {r['pool_rpcs_per_step']:.3f} "
-            f"| {r['kv_ms_p50']:.3f} / {r['kv_ms_mean']:.3f} | {r['plan_decode_ms_p50']:.3f} | {r['encode_ms_p50']:.3f} "
+            f"| {r['kv_ms_p50']:.3f} / {r['kv_ms_mean']:.3f} | {r['plan_decode_ms_p50']:.3f} "
+            f"| {r['encode_ms_p50']:.3f} "
             f"| {r['forward_ms_p50']:.1f} | {r['overhead_ms_p50']:.2f} / {r['overhead_ms_mean']:.2f} "
             f"| {100 * r['overhead_share_p50_full_batch']:.1f}% |")
     return "\n".join(lines)

@@ -81,7 +81,9 @@ class KvStoreServicer(kvstore_pb2_grpc.KvStoreServicer):
         _trace_leases(worker_id, convert.lease_traces_from_pb(request))
         return convert.apply_response_to_pb(result)
 
-    async def Sync(self, request: kvstore_pb2.SyncRequest, context: grpc.aio.ServicerContext) -> kvstore_pb2.SyncResponse:
+    async def Sync(
+        self, request: kvstore_pb2.SyncRequest, context: grpc.aio.ServicerContext
+    ) -> kvstore_pb2.SyncResponse:
         worker_id, sync = convert.sync_from_pb(request)
         reply = self._store.sync(worker_id, sync)
         self._changes.notify()

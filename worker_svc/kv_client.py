@@ -110,7 +110,8 @@ class KvLeaseClient:
                     break
                 # At most: a sync of unknown outcome, one that finds the pool lost, the step's own.
                 if attempts >= 3:
-                    raise RuntimeError(f"the KV store answered {attempts} syncs without the blocks {must} the step needs")
+                    raise RuntimeError(f"the KV store answered {attempts} syncs without the blocks {must} the "
+                                       "step needs")
                 attempts += 1
                 rpcs += await self._sync(*must, timeout_s=STEP_RPC_TIMEOUT_S, on_step_path=True)
         return keeper.take(delta.leases), rpcs

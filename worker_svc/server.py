@@ -162,7 +162,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                 dropped = self.runner.abort_step(kv_applied=True)
                 self._send_checkpoint_ops()
                 code = kv_failure_code(err.code())
-                logger.warning("step %d: KV leases failed (%s), dropped %d requests", step_id, err.code().name, len(dropped))
+                logger.warning("step %d: KV leases failed (%s), dropped %d requests", step_id, err.code().name,
+                               len(dropped))
                 what = "could not be reached for" if code is StepErrorCode.KV_UNAVAILABLE else "refused"
                 return convert.error_result(step_id, code, f"KV store {what} the step's leases: {err.code().name}: "
                                             f"{err.details()}", kv_ns=time.perf_counter_ns() - kv_start,

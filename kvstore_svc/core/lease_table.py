@@ -279,7 +279,8 @@ class LeaseTable:
             where = f"assignments[{index}]"
             _check_holding(holding, where, seen)
             held = record.leases.get(holding.request_id)
-            if held is not None and holding.request_id not in released and held.service_class is not holding.service_class:
+            conflict = held is not None and held.service_class is not holding.service_class
+            if conflict and holding.request_id not in released:
                 raise InvalidSpecError(
                     f"{where}: request {holding.request_id} holds {held.service_class.label} blocks, "
                     f"cannot add {holding.service_class.label} ones"

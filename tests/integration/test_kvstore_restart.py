@@ -84,7 +84,8 @@ async def _until(predicate, timeout_s: float, what: str) -> None:  # type: ignor
         await asyncio.sleep(0.02)
 
 
-async def _idle_pool(kv: kvstore_pb2_grpc.KvStoreStub, worker_id: str, timeout_s: float = 10.0) -> kvstore_pb2.PoolStats:
+async def _idle_pool(kv: kvstore_pb2_grpc.KvStoreStub, worker_id: str,
+                     timeout_s: float = 10.0) -> kvstore_pb2.PoolStats:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while True:

@@ -255,7 +255,8 @@ async def test_steps_go_on_while_the_store_is_away_and_the_new_store_is_rebuilt_
                 # blocks, back from the reserve; the 25th needs a 7th block, from the store again
                 # (or from the refill the worker asked for in the background meanwhile).
                 known = prompt + got
-                again = await step(20, new_requests=[_new("a", known, RT)], scheduled=[_sched("a", 24, 0, sample=False)])
+                again = await step(20, new_requests=[_new("a", known, RT)],
+                                   scheduled=[_sched("a", 24, 0, sample=False)])
                 assert not again.error and again.timing.kv_rpcs == 0, again.error
                 last = await step(21, scheduled=[_sched("a", 1, 24)])
                 assert not last.error and last.timing.kv_rpcs <= 1, last.error
