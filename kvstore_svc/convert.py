@@ -3,10 +3,11 @@ message it receives here and sends only messages built here."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from llmserve.errors import InvalidRequestError
-from llmserve.types import service_class_of
+from llmserve.plan import Holding, LeaseSync, PoolDeclaration, SyncReply
+from llmserve.types import ServiceClass, service_class_of
 from llmserve.v1 import kvstore_pb2
 
 from kvstore_svc.core import (
@@ -30,18 +31,53 @@ def require_id(value: str, field: str) -> str:
     return value
 
 
+def _service_class(value: int, where: str) -> ServiceClass:
+    service_class = service_class_of(value)
+    if service_class is None:
+        raise InvalidRequestError(
+            f"{where}.service_class is {value}: set SERVICE_CLASS_REAL_TIME, SERVICE_CLASS_DEADLINE or "
+            "SERVICE_CLASS_BEST_EFFORT"
+        )
+    return service_class
+
+
 def lease_specs_from_pb(request: kvstore_pb2.ApplyRequest) -> list[LeaseSpec]:
     """The lease specs of an Apply; InvalidRequestError for an unset or unknown service class."""
-    specs = []
-    for index, spec in enumerate(request.leases):
-        service_class = service_class_of(spec.service_class)
-        if service_class is None:
-            raise InvalidRequestError(
-                f"leases[{index}].service_class is {spec.service_class}: set SERVICE_CLASS_REAL_TIME, "
-                "SERVICE_CLASS_DEADLINE or SERVICE_CLASS_BEST_EFFORT"
-            )
-        specs.append(LeaseSpec(spec.request_id, service_class, spec.num_blocks))
-    return specs
+    return [LeaseSpec(spec.request_id, _service_class(spec.service_class, f"leases[{index}]"), spec.num_blocks)
+            for index, spec in enumerate(request.leases)]
+
+
+def _holdings_from_pb(holdings: Iterable[kvstore_pb2.Holding], field: str) -> tuple[Holding, ...]:
+    return tuple(Holding(h.request_id, _service_class(h.service_class, f"{field}[{index}]"), tuple(h.block_ids))
+                 for index, h in enumerate(holdings))
+
+
+def declaration_from_pb(request: kvstore_pb2.RegisterPoolRequest) -> PoolDeclaration:
+    """What a re-registering worker declares it holds (empty for a fresh pool)."""
+    return PoolDeclaration(_holdings_from_pb(request.held, "held"), tuple(request.reserved_low_block_ids),
+                           tuple(request.reserved_high_block_ids))
+
+
+def sync_from_pb(request: kvstore_pb2.SyncRequest) -> tuple[str, LeaseSync]:
+    """The worker id (InvalidRequestError when empty) and its batch of lease changes."""
+    return require_id(request.worker_id, "worker_id"), LeaseSync(
+        sequence=request.sequence,
+        release_request_ids=tuple(request.release_request_ids),
+        assignments=_holdings_from_pb(request.assignments, "assignments"),
+        unreserve_block_ids=tuple(request.unreserve_block_ids),
+        reserve_low=request.reserve_low,
+        reserve_high=request.reserve_high,
+    )
+
+
+def sync_traces_from_pb(request: kvstore_pb2.SyncRequest) -> list[tuple[str, int, dict[str, str]]]:
+    """(request id, blocks assigned, W3C carrier) of each assignment that carries its request's trace context."""
+    return [(a.request_id, len(a.block_ids), dict(a.trace_context)) for a in request.assignments if a.trace_context]
+
+
+def sync_response_to_pb(reply: SyncReply) -> kvstore_pb2.SyncResponse:
+    return kvstore_pb2.SyncResponse(sequence=reply.sequence, reserved_low_block_ids=reply.reserved_low,
+                                    reserved_high_block_ids=reply.reserved_high, num_released=reply.num_released)
 
 
 def apply_response_to_pb(result: ApplyResult) -> kvstore_pb2.ApplyResponse:
@@ -63,6 +99,8 @@ def pool_stats_to_pb(stats: PoolStats) -> kvstore_pb2.PoolStats:
         num_checkpoints=stats.num_checkpoints,
         host_tier_bytes=stats.host_tier_bytes,
         live=stats.live,
+        num_reserved=stats.num_reserved,
+        store_incarnation=stats.store_incarnation,
     )
 
 
@@ -108,8 +146,8 @@ def register_pool_from_pb(request: kvstore_pb2.RegisterPoolRequest) -> tuple[str
     return worker_id, PoolGeometry(request.num_blocks, request.block_size, request.bytes_per_block)
 
 
-def register_pool_response_to_pb(lease_ttl_s: float) -> kvstore_pb2.RegisterPoolResponse:
-    return kvstore_pb2.RegisterPoolResponse(lease_ttl_ms=round(lease_ttl_s * 1000))
+def register_pool_response_to_pb(lease_ttl_s: float, incarnation: str) -> kvstore_pb2.RegisterPoolResponse:
+    return kvstore_pb2.RegisterPoolResponse(lease_ttl_ms=round(lease_ttl_s * 1000), store_incarnation=incarnation)
 
 
 def apply_from_pb(request: kvstore_pb2.ApplyRequest) -> tuple[str, list[str], list[LeaseSpec]]:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
@@ -38,10 +39,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_WATCH_INTERVAL_MS = 50
 
 
-def _trace_leases(worker_id: str, request: kvstore_pb2.ApplyRequest) -> None:
-    """One `kvstore.lease` span per traced lease, in its request's trace (an Apply serves a whole
-    step, so the call's own span belongs to the worker's step trace, not to any request)."""
-    for request_id, num_blocks, carrier in convert.lease_traces_from_pb(request):
+def _trace_leases(worker_id: str, traced: list[tuple[str, int, dict[str, str]]]) -> None:
+    """One `kvstore.lease` span per traced lease, in its request's trace (an Apply or a Sync serves
+    many requests, so the call's own span belongs to the worker's trace, not to any request)."""
+    for request_id, num_blocks, carrier in traced:
         attrs = {**tracing.request_attributes(request_id), tracing.Attr.NUM_BLOCKS: num_blocks,
                  tracing.Attr.WORKER_ID: worker_id}
         with tracing.request_span(tracing.SpanNames.LEASE, attrs, context=tracing.extract_context(carrier)):
@@ -60,20 +61,34 @@ class KvStoreServicer(kvstore_pb2_grpc.KvStoreServicer):
         self, request: kvstore_pb2.RegisterPoolRequest, context: grpc.aio.ServicerContext
     ) -> kvstore_pb2.RegisterPoolResponse:
         worker_id, geometry = convert.register_pool_from_pb(request)
-        self._store.register_pool(worker_id, geometry.num_blocks, geometry.block_size, geometry.bytes_per_block)
+        declaration = convert.declaration_from_pb(request)
+        self._store.register_pool(worker_id, geometry.num_blocks, geometry.block_size, geometry.bytes_per_block,
+                                  declaration)
         self._changes.notify()
-        logger.info(
-            "registered pool of %s: %d blocks of %d tokens, %d bytes each",
-            worker_id, geometry.num_blocks, geometry.block_size, geometry.bytes_per_block,
-        )
-        return convert.register_pool_response_to_pb(self._store.lease_ttl_s)
+        if declaration.empty:
+            logger.info("registered pool of %s: %d blocks of %d tokens, %d bytes each",
+                        worker_id, geometry.num_blocks, geometry.block_size, geometry.bytes_per_block)
+        else:
+            logger.warning("rebuilt pool of %s from its declaration: %d requests hold %d blocks, %d reserved",
+                           worker_id, len(declaration.held), sum(len(h.block_ids) for h in declaration.held),
+                           len(declaration.reserved_low) + len(declaration.reserved_high))
+        return convert.register_pool_response_to_pb(self._store.lease_ttl_s, self._store.incarnation)
 
     async def Apply(self, request: kvstore_pb2.ApplyRequest, context: grpc.aio.ServicerContext) -> kvstore_pb2.ApplyResponse:
         worker_id, release_request_ids, lease_specs = convert.apply_from_pb(request)
         result = self._store.apply(worker_id, release_request_ids, lease_specs)
         self._changes.notify()
-        _trace_leases(worker_id, request)
+        _trace_leases(worker_id, convert.lease_traces_from_pb(request))
         return convert.apply_response_to_pb(result)
+
+    async def Sync(
+        self, request: kvstore_pb2.SyncRequest, context: grpc.aio.ServicerContext
+    ) -> kvstore_pb2.SyncResponse:
+        worker_id, sync = convert.sync_from_pb(request)
+        reply = self._store.sync(worker_id, sync)
+        self._changes.notify()
+        _trace_leases(worker_id, convert.sync_traces_from_pb(request))
+        return convert.sync_response_to_pb(reply)
 
     async def Heartbeat(
         self, request: kvstore_pb2.HeartbeatRequest, context: grpc.aio.ServicerContext
@@ -164,7 +179,9 @@ async def start_kvstore(
     `config.metrics_port` when it is not 0.
     """
     metrics = metrics or ServiceMetrics.create("kvstore")
-    store = KvStore(config.lease_ttl_s, config.host_tier_bytes, clock)
+    # A new incarnation each start: workers and the scheduler tell by it that the pools and the
+    # host tier they knew are gone.
+    store = KvStore(config.lease_ttl_s, config.host_tier_bytes, clock, incarnation=uuid.uuid4().hex)
     changes = ChangeSignal()
     servicer = KvStoreServicer(store, config, changes)
     running = await start_server(
@@ -189,7 +206,7 @@ async def start_kvstore(
         running.cleanups.append(lambda: asyncio.to_thread(metrics_server.close))
     await running.set_serving(True)
     logger.info(
-        "kvstore serving on port %d (lease TTL %.1f s, host tier %.2f GiB)",
-        running.port, config.lease_ttl_s, config.host_tier_bytes / 2**30,
+        "kvstore serving on port %d (lease TTL %.1f s, host tier %.2f GiB, incarnation %s)",
+        running.port, config.lease_ttl_s, config.host_tier_bytes / 2**30, store.incarnation,
     )
     return running

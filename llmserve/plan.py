@@ -1,8 +1,11 @@
 """One plan type per direction, the same objects in the scheduler core, the worker core, the
 simulator and the in-process engine (convert.py of each service maps them to worker.proto):
 
-    scheduler --BatchPlan--> worker --LeaseSpec--> KV store
+    scheduler --BatchPlan--> worker --LeaseSpec--> KV store     (direct leases: Apply)
     scheduler <--StepResult-- worker <--Grant----- KV store
+                             worker --LeaseSync--> KV store     (leases held ahead: Sync, in batches)
+                             worker <--SyncReply-- KV store
+                             worker --PoolDeclaration--> KV store (after the store lost the pool)
 
 Frozen messages, pure (stdlib only). How a worker applies a plan is `llmserve.plan_book`.
 """
@@ -140,3 +143,52 @@ class KvDelta:
     @property
     def empty(self) -> bool:
         return not self.release_request_ids and not self.leases
+
+
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """Blocks one request holds in a worker's pool, in the order it uses them (kvstore.proto
+    Holding): a re-declared lease, or reserve blocks assigned to it in a sync."""
+
+    request_id: str
+    service_class: ServiceClass
+    block_ids: tuple[int, ...]
+    trace_context: TraceContext = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseSync:
+    """A worker's lease changes since its previous sync (kvstore.proto SyncRequest), applied by the
+    store in this order, atomically: releases (to the worker's reserve), assignments (reserve
+    blocks to requests), unreserved blocks (to the pool), new reserve blocks from each end."""
+
+    sequence: int
+    release_request_ids: tuple[str, ...] = ()
+    assignments: tuple[Holding, ...] = ()
+    unreserve_block_ids: tuple[int, ...] = ()
+    reserve_low: int = 0
+    reserve_high: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SyncReply:
+    """What the store answered a sync: the blocks it added to the reserve from each end."""
+
+    sequence: int
+    reserved_low: tuple[int, ...] = ()
+    reserved_high: tuple[int, ...] = ()
+    num_released: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PoolDeclaration:
+    """Everything a worker holds in its pool, for a store that lost it: its requests' blocks and
+    its reserve (by the end each part was taken from)."""
+
+    held: tuple[Holding, ...] = ()
+    reserved_low: tuple[int, ...] = ()
+    reserved_high: tuple[int, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.held or self.reserved_low or self.reserved_high)

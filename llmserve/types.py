@@ -94,7 +94,7 @@ class StepTiming:
 
     forward_ns: int = 0
     sample_ns: int = 0
-    kv_ns: int = 0  # the Apply RPC (the shell's)
+    kv_ns: int = 0  # leasing: from the blocks held ahead, plus any store RPC waited for (the shell's)
     total_ns: int = 0  # plan received to result sent (the shell's)
     num_prefill_tokens: int = 0  # every computed token that is not a decode (is_decode)
     num_decode_seqs: int = 0
@@ -106,6 +106,11 @@ class StepTiming:
     checkpoint_ns: int = 0
     restore_ns: int = 0
     num_recomputed_tokens: int = 0
+    # Where the rest of the step went (the shell's): the plan's decoding and admission, building
+    # the result, and the store RPCs the step waited for (0 when its blocks were held ahead).
+    plan_decode_ns: int = 0
+    encode_ns: int = 0
+    kv_rpcs: int = 0
 
 
 def cdiv(a: int, b: int) -> int:

@@ -108,7 +108,8 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._publish_metrics_forever())]
         if self.config.kvstore_addr:
-            self.capacity = CapacityWatcher(self.config.kvstore_addr, self.metrics, self._pool_lost, tls=tls)
+            self.capacity = CapacityWatcher(self.config.kvstore_addr, self.metrics, self._pool_lost, tls=tls,
+                                            on_store_restarted=self._store_restarted)
             self.capacity.start()
 
     def _pool_lost(self, worker_id: str) -> None:
@@ -116,6 +117,12 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         for link in self.links:
             if link.info is not None and link.worker_id == worker_id and link.healthy:
                 link.fail(f"the KV store expired the leases of worker {worker_id}")
+
+    def _store_restarted(self) -> None:
+        """The KV store restarted: the workers re-declare their leases, but its host tier is gone."""
+        if self.checkpoints is not None:
+            lost = self.checkpoints.on_tier_lost()
+            logger.warning("the KV store restarted: %d checkpoints lost, their requests are recomputed", lost)
 
     async def close(self) -> None:
         if self.capacity is not None:

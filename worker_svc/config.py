@@ -42,6 +42,13 @@ class WorkerConfig(ModelSettings, ServiceSettings):
     # tier this many at a time, so a preemption only copies the tail.
     checkpoint_lazy_blocks: int = setting(4, help="send full KV blocks of running BE requests to the host tier "
                                                   "this many at a time (0: at preemption only)")
+    # Leases held ahead (docs/design.md "Block accounting"): a step takes its blocks from the
+    # worker's reserve and the store hears of it in batches, so a typical step makes no store RPC.
+    kv_reserve_blocks: int = setting(-1, help="KV blocks the worker leases ahead at each end of its pool (-1: auto, "
+                                              "one step's worth, cdiv(max_num_batched_tokens, block_size), at most a "
+                                              "quarter of the pool; 0: none, a step that needs blocks asks the store)")
+    kv_sync_interval_s: float = setting(1.0, help="longest time the KV store's record of the worker's leases lags "
+                                                  "behind, seconds (also how long an idle worker keeps its reserve)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -59,3 +66,7 @@ class WorkerConfig(ModelSettings, ServiceSettings):
             raise ValueError("--num-threads must be >= 0")
         if self.checkpoint_lazy_blocks < 0:
             raise ValueError("--checkpoint-lazy-blocks must be >= 0 (0: checkpoint at preemption only)")
+        if self.kv_reserve_blocks < -1:
+            raise ValueError(f"--kv-reserve-blocks must be >= 0 or -1 (auto), got {self.kv_reserve_blocks}")
+        if self.kv_sync_interval_s < 0:
+            raise ValueError(f"--kv-sync-interval-s must be >= 0, got {self.kv_sync_interval_s}")

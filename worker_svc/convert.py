@@ -9,7 +9,17 @@ import dataclasses
 from collections.abc import Iterator, Sequence
 
 from llmserve.convert import sampling_from_proto, timing_to_proto
-from llmserve.plan import BatchPlan, Grant, KvDelta, NewRequest, ScheduledRequest, StepErrorCode, StepResult
+from llmserve.plan import (
+    BatchPlan,
+    Holding,
+    LeaseSync,
+    NewRequest,
+    PoolDeclaration,
+    ScheduledRequest,
+    StepErrorCode,
+    StepResult,
+    SyncReply,
+)
 from llmserve.plan_book import PlanError
 from llmserve.types import service_class_of
 from llmserve.v1 import kvstore_pb2, worker_pb2
@@ -58,40 +68,24 @@ def _new_request(new: worker_pb2.NewRequest) -> NewRequest:
     )
 
 
-def apply_request(worker_id: str, delta: KvDelta) -> kvstore_pb2.ApplyRequest:
-    return kvstore_pb2.ApplyRequest(
-        worker_id=worker_id,
-        release_request_ids=list(delta.release_request_ids),
-        leases=[
-            kvstore_pb2.LeaseSpec(
-                request_id=lease.request_id,
-                service_class=int(lease.service_class),
-                num_blocks=lease.num_blocks,
-                trace_context=dict(lease.trace_context),
-            )
-            for lease in delta.leases
-        ],
-    )
-
-
-def grants_from_proto(response: kvstore_pb2.ApplyResponse) -> list[Grant]:
-    return [Grant(g.request_id, tuple(g.block_ids)) for g in response.grants]
-
-
-def step_result(result: StepResult, kv_ns: int, total_ns: int, restore_fetch_ns: int = 0,
-                checkpoint_failed: Sequence[str] = ()) -> worker_pb2.StepResult:
-    """The runner's result plus what the shell measured (the Apply, the whole step, the fetch of
-    checkpoints) and the checkpoints the store refused since the previous result."""
-    t = result.timing
-    assert t is not None, "a successful step has a timing"
+def step_result(result: StepResult, checkpoint_failed: Sequence[str] = ()) -> worker_pb2.StepResult:
+    """The runner's result, without its timing yet (`set_timing`), and the checkpoints the store
+    refused since the previous result."""
     return worker_pb2.StepResult(
         step_id=result.step_id,
         restore_failed_request_ids=list(result.restore_failed_request_ids),
         checkpoint_failed_request_ids=list(checkpoint_failed),
         sampled=[worker_pb2.SampledToken(request_id=rid, token_id=token) for rid, token in result.sampled],
-        timing=timing_to_proto(dataclasses.replace(t, kv_ns=kv_ns, total_ns=total_ns,
-                                                   restore_ns=t.restore_ns + restore_fetch_ns)),
     )
+
+
+def set_timing(message: worker_pb2.StepResult, result: StepResult, **shell: int) -> None:
+    """Sets the result's timing: the runner's plus what the shell measured (`kv_ns`, `total_ns`,
+    `plan_decode_ns`, `encode_ns`, `kv_rpcs`, and `restore_fetch_ns`, added to `restore_ns`)."""
+    t = result.timing
+    assert t is not None, "a successful step has a timing"
+    fetch_ns = shell.pop("restore_fetch_ns", 0)
+    message.timing.CopyFrom(timing_to_proto(dataclasses.replace(t, restore_ns=t.restore_ns + fetch_ns, **shell)))
 
 
 def error_result(step_id: int, code: StepErrorCode, message: str, kv_ns: int = 0,
@@ -118,10 +112,52 @@ def worker_info(d: WorkerDescription) -> worker_pb2.WorkerInfo:
     )
 
 
-def register_pool_request(d: WorkerDescription) -> kvstore_pb2.RegisterPoolRequest:
-    return kvstore_pb2.RegisterPoolRequest(
+def register_pool_request(d: WorkerDescription,
+                          declaration: PoolDeclaration | None = None) -> kvstore_pb2.RegisterPoolRequest:
+    """The worker's pool; with a `declaration`, everything it holds (a store that lost the pool)."""
+    message = kvstore_pb2.RegisterPoolRequest(
         worker_id=d.worker_id, num_blocks=d.num_blocks, block_size=d.block_size, bytes_per_block=d.bytes_per_block
     )
+    if declaration is not None:
+        message.held.extend(_holding(h) for h in declaration.held)
+        message.reserved_low_block_ids.extend(declaration.reserved_low)
+        message.reserved_high_block_ids.extend(declaration.reserved_high)
+    return message
+
+
+def lease_ttl_s(reply: kvstore_pb2.RegisterPoolResponse) -> float:
+    return reply.lease_ttl_ms / 1000.0
+
+
+def store_incarnation(reply: kvstore_pb2.RegisterPoolResponse) -> str:
+    return reply.store_incarnation
+
+
+def _holding(h: Holding) -> kvstore_pb2.Holding:
+    return kvstore_pb2.Holding(request_id=h.request_id, service_class=int(h.service_class), block_ids=h.block_ids,
+                               trace_context=dict(h.trace_context))
+
+
+def sync_request(worker_id: str, sync: LeaseSync) -> kvstore_pb2.SyncRequest:
+    return kvstore_pb2.SyncRequest(
+        worker_id=worker_id, sequence=sync.sequence, release_request_ids=sync.release_request_ids,
+        assignments=[_holding(h) for h in sync.assignments], unreserve_block_ids=sync.unreserve_block_ids,
+        reserve_low=sync.reserve_low, reserve_high=sync.reserve_high,
+    )
+
+
+def sync_reply_from_proto(reply: kvstore_pb2.SyncResponse) -> SyncReply:
+    return SyncReply(reply.sequence, tuple(reply.reserved_low_block_ids), tuple(reply.reserved_high_block_ids),
+                     reply.num_released)
+
+
+def heartbeat_request(worker_id: str) -> kvstore_pb2.HeartbeatRequest:
+    return kvstore_pb2.HeartbeatRequest(worker_id=worker_id)
+
+
+def heartbeat_known(reply: kvstore_pb2.HeartbeatResponse) -> bool:
+    """False when the store no longer knows the worker's pool (it restarted, or the leases expired)."""
+    return reply.known
 
 
 def checkpoint_chunks(write: CheckpointWrite, fmt: BlockFormat, max_chunk_bytes: int) -> Iterator[kvstore_pb2.KvChunk]:

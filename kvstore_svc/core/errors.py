@@ -7,7 +7,14 @@ second mapping. Every message says what the caller should do.
 
 from __future__ import annotations
 
-from llmserve.errors import CapacityError, ConflictError, InvalidRequestError, LlmServeError, NotFoundError
+from llmserve.errors import (
+    CapacityError,
+    ConflictError,
+    InvalidRequestError,
+    LlmServeError,
+    NotFoundError,
+    PreconditionError,
+)
 
 
 class KvStoreError(LlmServeError):
@@ -32,6 +39,16 @@ class UnknownCheckpointError(KvStoreError, NotFoundError):
 
 class GeometryConflictError(KvStoreError, ConflictError):
     """A live worker re-registered with another pool geometry. ALREADY_EXISTS."""
+
+
+class PoolLiveError(KvStoreError, PreconditionError):
+    """A worker declared held blocks while the store holds a live pool for it (declarations only
+    rebuild a pool the store lost). FAILED_PRECONDITION."""
+
+
+class SyncOrderError(KvStoreError, PreconditionError):
+    """A sync's sequence number is neither the next one nor a retry of the last one: the worker and
+    the store disagree about the pool; the worker must re-register. FAILED_PRECONDITION."""
 
 
 class OutOfBlocksError(KvStoreError, CapacityError):

@@ -26,12 +26,17 @@ blocks; the lease asks for the ones its table lacks.
     tokens   |0 1 2 3|4 5 6 7|8 9 . .|       block_size 4, 6 computed, 4 scheduled -> 10 tokens
     table    [ b17   , b3    ]              -> cdiv(10, 4) = 3 blocks needed, 2 held: lease 1
 
+The KV Apply is, for a worker that leases ahead, the `LeaseKeeper`'s (`leases.py`): releases
+and leases served from the blocks it holds ahead, with a store RPC only when those run short.
+
 Files: `book.py` (PlanBook), `checks.py` (PlanError and the checks), `state.py` (RequestState,
-StepWork, Chunk).
+StepWork, Chunk), `leases.py` (LeaseKeeper: leases held ahead, synced with the store in batches).
 """
 
 from llmserve.plan_book.book import PlanBook
 from llmserve.plan_book.checks import PlanError, PlanLimits
+from llmserve.plan_book.leases import KeeperStats, LeaseKeeper, auto_reserve_blocks
 from llmserve.plan_book.state import Chunk, RequestState, StepWork
 
-__all__ = ["Chunk", "PlanBook", "PlanError", "PlanLimits", "RequestState", "StepWork"]
+__all__ = ["Chunk", "KeeperStats", "LeaseKeeper", "PlanBook", "PlanError", "PlanLimits", "RequestState", "StepWork",
+           "auto_reserve_blocks"]

@@ -126,7 +126,7 @@ class ServiceMetrics:
             recomputed_tokens_total=counter("recomputed_tokens", "KV tokens computed again after losing them.",
                                             ("reason",)),
             kv_pool_blocks=gauge("kv_pool_blocks", "KV pool blocks as the store reports them (free, real_time, "
-                                 "best_effort).", ("worker", "state")),
+                                 "best_effort, reserved: held ahead by the worker).", ("worker", "state")),
             kv_pool_live=gauge("kv_pool_live", "1 while the store holds the worker's leases, 0 once they expired.",
                                ("worker",)),
         )

@@ -121,7 +121,7 @@ class SampledToken(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., token_id: _Optional[int] = ...) -> None: ...
 
 class StepTiming(_message.Message):
-    __slots__ = ("forward_ns", "sample_ns", "kv_ns", "total_ns", "num_prefill_tokens", "num_decode_seqs", "num_kv_tokens_read", "checkpoint_bytes", "restore_bytes", "checkpoint_ns", "restore_ns", "num_recomputed_tokens")
+    __slots__ = ("forward_ns", "sample_ns", "kv_ns", "total_ns", "num_prefill_tokens", "num_decode_seqs", "num_kv_tokens_read", "checkpoint_bytes", "restore_bytes", "checkpoint_ns", "restore_ns", "num_recomputed_tokens", "plan_decode_ns", "encode_ns", "kv_rpcs")
     FORWARD_NS_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_NS_FIELD_NUMBER: _ClassVar[int]
     KV_NS_FIELD_NUMBER: _ClassVar[int]
@@ -134,6 +134,9 @@ class StepTiming(_message.Message):
     CHECKPOINT_NS_FIELD_NUMBER: _ClassVar[int]
     RESTORE_NS_FIELD_NUMBER: _ClassVar[int]
     NUM_RECOMPUTED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PLAN_DECODE_NS_FIELD_NUMBER: _ClassVar[int]
+    ENCODE_NS_FIELD_NUMBER: _ClassVar[int]
+    KV_RPCS_FIELD_NUMBER: _ClassVar[int]
     forward_ns: int
     sample_ns: int
     kv_ns: int
@@ -146,7 +149,10 @@ class StepTiming(_message.Message):
     checkpoint_ns: int
     restore_ns: int
     num_recomputed_tokens: int
-    def __init__(self, forward_ns: _Optional[int] = ..., sample_ns: _Optional[int] = ..., kv_ns: _Optional[int] = ..., total_ns: _Optional[int] = ..., num_prefill_tokens: _Optional[int] = ..., num_decode_seqs: _Optional[int] = ..., num_kv_tokens_read: _Optional[int] = ..., checkpoint_bytes: _Optional[int] = ..., restore_bytes: _Optional[int] = ..., checkpoint_ns: _Optional[int] = ..., restore_ns: _Optional[int] = ..., num_recomputed_tokens: _Optional[int] = ...) -> None: ...
+    plan_decode_ns: int
+    encode_ns: int
+    kv_rpcs: int
+    def __init__(self, forward_ns: _Optional[int] = ..., sample_ns: _Optional[int] = ..., kv_ns: _Optional[int] = ..., total_ns: _Optional[int] = ..., num_prefill_tokens: _Optional[int] = ..., num_decode_seqs: _Optional[int] = ..., num_kv_tokens_read: _Optional[int] = ..., checkpoint_bytes: _Optional[int] = ..., restore_bytes: _Optional[int] = ..., checkpoint_ns: _Optional[int] = ..., restore_ns: _Optional[int] = ..., num_recomputed_tokens: _Optional[int] = ..., plan_decode_ns: _Optional[int] = ..., encode_ns: _Optional[int] = ..., kv_rpcs: _Optional[int] = ...) -> None: ...
 
 class StepResult(_message.Message):
     __slots__ = ("step_id", "sampled", "timing", "error", "restore_failed_request_ids", "checkpoint_failed_request_ids", "error_code")

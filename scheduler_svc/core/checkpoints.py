@@ -8,8 +8,9 @@ every worker's core), it resumes from there (`NewRequestData.num_computed_tokens
 recomputing its prefix.
 
 The book is a hint, never a source of truth for correctness: the store may evict or refuse a
-checkpoint at any time, and the worker then recomputes the prefix inside the step
-(`StepResult.restore_failed_request_ids`), so a stale entry costs time, not tokens. Reports of
+checkpoint at any time, or die with its host tier (`on_tier_lost`), and the worker then
+recomputes the prefix inside the step (`StepResult.restore_failed_request_ids`), so a stale
+entry costs time, not tokens. Reports of
 refused checkpoints (`checkpoint_failed_request_ids`) and failed restores invalidate entries so
 that the next admission recomputes directly.
 
@@ -38,6 +39,7 @@ class CheckpointStats:
     recomputed_tokens: int = 0  # computed tokens lost and computed again (preemptions, failed restores)
     num_failed_checkpoints: int = 0  # refused or lost by the store, reported by workers
     num_failed_restores: int = 0  # restores the worker could not do (it recomputed instead)
+    num_lost_checkpoints: int = 0  # entries dropped because the KV store restarted (its tier empty)
 
 
 class CheckpointBook:
@@ -101,6 +103,16 @@ class CheckpointBook:
         self.stats.num_failed_restores += 1
         self.stats.restored_tokens -= num_tokens
         self.stats.recomputed_tokens += num_tokens
+
+    def on_tier_lost(self) -> int:
+        """The KV store restarted: its host tier, and every checkpoint in it, is gone. Forgets them
+        all (the next admissions recompute directly, no restore is tried); returns how many. A
+        checkpoint written to the new store meanwhile is forgotten too: it costs a recompute, and
+        the worker that wrote it drops it when the request finishes there (or the tier evicts it)."""
+        lost = len(self._tokens)
+        self._tokens.clear()
+        self.stats.num_lost_checkpoints += lost
+        return lost
 
     def forget(self, request_id: str) -> bool:
         """The request left the system (finished, aborted). True if it held a checkpoint, which

@@ -256,8 +256,9 @@ class Simulation:
         if self._on_step is not None:
             self._on_step(plan, result, dt, self.clock.now())
         if dt > 0:
-            used = self.leases.worker(WORKER_ID).pool
-            self._kv_block_s += (used.num_blocks - used.num_free) * dt
+            # Blocks held by requests (the worker's, not the store's record, which also counts the
+            # blocks held ahead and lags by a sync).
+            self._kv_block_s += self.worker.num_used_blocks * dt
             self._busy_s += dt
         self.clock.advance(dt)
         self.num_steps += 1

@@ -1,9 +1,11 @@
 """The simulated worker: applies a BatchPlan with the real worker's plan book (llmserve/plan_book.py:
 validation, drops, admission, block needs, restores, token accounting), minus the model.
 
-It leases KV blocks from the kvstore core's `LeaseTable` exactly as the real worker leases from
-the KV store (one atomic apply per step, releases before leases, real-time blocks from the low
-end), "samples" one token per request with `sample=True` (the end-of-sequence id when the request
+It leases KV blocks exactly as the real worker does: from the blocks it holds ahead (the plan
+book's `LeaseKeeper`: releases before leases, real-time blocks from the low end), syncing with
+the kvstore core's `LeaseTable` when those run short and, after a step, when a sync is due (the
+real worker's background syncs; they cost no simulated time, as they are off the step's path).
+It "samples" one token per request with `sample=True` (the end-of-sequence id when the request
 reaches its true output length, a dummy id otherwise), and prices the step with the cost model.
 With a `host_tier` (host_tier.py) it also checkpoints preempted requests and restores resumed
 ones, and charges the copies.
@@ -20,8 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 from kvstore_svc.core.errors import KvStoreError
 from kvstore_svc.core.lease_table import LeaseTable
-from llmserve.plan import BatchPlan, StepErrorCode, StepResult
-from llmserve.plan_book import PlanBook, PlanError, PlanLimits, RequestState
+from llmserve.plan import BatchPlan, Grant, KvDelta, StepErrorCode, StepResult
+from llmserve.plan_book import LeaseKeeper, PlanBook, PlanError, PlanLimits, RequestState, auto_reserve_blocks
 from scheduler_svc.sim.cost_model import CostModel
 from scheduler_svc.sim.host_tier import SimHostTier
 
@@ -33,11 +35,18 @@ class SimWorker:
 
     def __init__(self, worker_id: str, leases: LeaseTable, block_size: int, cost: CostModel,
                  true_output_tokens: Mapping[str, int], eos_token_id: int, dummy_token_id: int = 7, *,
-                 limits: PlanLimits = _UNLIMITED, host_tier: SimHostTier | None = None) -> None:
+                 limits: PlanLimits = _UNLIMITED, host_tier: SimHostTier | None = None,
+                 reserve_blocks: int | None = None, sync_interval_s: float = 1.0) -> None:
+        """`reserve_blocks` per part of the blocks held ahead (None: the real worker's default for
+        the pool and the step limit), `sync_interval_s` as the worker's setting (simulated time)."""
         if dummy_token_id == eos_token_id:
             raise ValueError("the dummy token id must differ from the EOS id")
         self.worker_id = worker_id
         self.book = PlanBook(block_size, limits)
+        num_blocks = leases.worker(worker_id).geometry.num_blocks
+        if reserve_blocks is None:
+            reserve_blocks = auto_reserve_blocks(limits.max_num_batched_tokens, block_size, num_blocks)
+        self.keeper = LeaseKeeper(num_blocks, reserve_blocks, sync_interval_s)
         self.host_tier = host_tier
         self._leases = leases
         self._cost = cost
@@ -63,11 +72,11 @@ class SimWorker:
         except PlanError as err:
             return self._fail(plan, StepErrorCode.INVALID_PLAN, f"invalid plan: {err}"), self._transfer_s(moved)
         try:
-            applied = self._leases.apply(self.worker_id, delta.release_request_ids, delta.leases, now)
+            grants = lease_ahead(self.keeper, self._leases, self.worker_id, delta, now)
         except KvStoreError as err:
-            book.abort(kv_applied=False)  # the store changed nothing: the releases wait too
+            book.abort(kv_applied=True)  # nothing leased; the releases went back to the reserve
             return self._fail(plan, StepErrorCode.KV_REFUSED, f"KV lease refused: {err}"), self._transfer_s(moved)
-        book.grant(applied.grants)
+        book.grant(grants)
         for spec in delta.restores:
             copied = tier.restore(spec.request_id, spec.num_tokens) if tier is not None else None
             book.restore(spec.request_id, copied is not None)
@@ -79,6 +88,8 @@ class SimWorker:
         if tier is not None:
             dt += self._transfer_s(moved)
         ns = int(dt * 1e9)
+        if self.keeper.wants_sync(now):
+            sync_with_store(self.keeper, self._leases, self.worker_id, now)
         reports: tuple[str, ...] = ()
         if self._checkpoint_failed:
             reports, self._checkpoint_failed = tuple(self._checkpoint_failed), []
@@ -119,27 +130,68 @@ class SimWorker:
     def num_requests(self) -> int:
         return len(self.book)
 
+    @property
+    def num_used_blocks(self) -> int:
+        """Blocks held by requests (those gone included until their release with the next step)."""
+        return self.keeper.num_held
+
+    def settle(self, now: float) -> None:
+        """Tells the store everything now, as the real worker's background syncs do within its sync
+        interval (an idle worker gives its reserve back)."""
+        keeper = self.keeper
+        for _ in range(2):
+            if not keeper.pending and (keeper.num_held or not keeper.num_reserved):
+                return
+            sync_with_store(keeper, self._leases, self.worker_id, now)
+
     def check_invariants(self) -> None:
-        """Asserts: no block id is held twice, and every table matches its lease in the store."""
-        check_book_against_leases(self.book, self._leases, self.worker_id)
+        """Asserts: no block id is held twice, every table is exactly what the worker leased, and
+        the store's record is the worker's (as of its last sync)."""
+        check_worker_leases(self.book, self.keeper, self._leases, self.worker_id)
 
 
-def check_book_against_leases(book: PlanBook, leases: LeaseTable, worker_id: str) -> None:
-    """Asserts that a worker's plan book and the store's leases agree: no block id is held twice,
-    every block table is exactly its lease, the pool's use is the tables' blocks plus those still
-    to be released, and no lease outlives its request's state unless it is queued for release."""
-    seen: set[int] = set()
-    record = leases.worker(worker_id)
+def sync_with_store(keeper: LeaseKeeper, leases: LeaseTable, worker_id: str, now: float, must_low: int = 0,
+                    must_high: int = 0) -> None:
+    """One sync of the keeper with the store core, answered at once (KvStoreError: refused)."""
+    sync = keeper.next_sync(now, must_low, must_high)
+    try:
+        reply = leases.sync(worker_id, sync, now)
+    except KvStoreError:
+        keeper.sync_refused()
+        raise
+    keeper.synced(reply, on_step_path=bool(must_low or must_high))
+
+
+def lease_ahead(keeper: LeaseKeeper, leases: LeaseTable, worker_id: str, delta: KvDelta,
+                now: float) -> tuple:  # tuple[Grant, ...]
+    """A step's releases and leases as the real worker's shell does them: from the blocks held
+    ahead, syncing with the store first only for what those lack (KvStoreError: refused)."""
+    keeper.release(delta.release_request_ids)
+    must = keeper.shortfall(delta.leases)
+    if must != (0, 0):
+        sync_with_store(keeper, leases, worker_id, now, *must)
+    return keeper.take(delta.leases)
+
+
+def check_worker_leases(book: PlanBook, keeper: LeaseKeeper, leases: LeaseTable, worker_id: str) -> None:
+    """Asserts that a worker's plan book, its lease keeper and the store agree: no block id is
+    held twice, every block table is exactly the request's blocks in the keeper, the keeper holds
+    blocks only for requests with a state or queued for release, and (no sync in flight) the
+    store's record is exactly the keeper's copy of it, with the pool's counts adding up."""
+    keeper.check()
     states = book.states
     for rid, state in states.items():
-        for block in state.block_table:
-            assert block not in seen, f"block {block} held twice (second holder {rid})"
-            seen.add(block)
-        lease = record.leases.get(rid)
-        held = list(lease.block_ids) if lease else []
-        assert held == state.block_table, f"{rid}: worker table {state.block_table} != lease {held}"
+        assert tuple(state.block_table) == keeper.blocks(rid), (
+            f"{rid}: worker table {state.block_table} != its blocks {keeper.blocks(rid)}")
     unreleased = set(book.unreleased)
-    pending = sum(len(lease.block_ids) for rid, lease in record.leases.items() if rid in unreleased)
-    assert len(seen) + pending == record.pool.num_blocks - record.pool.num_free, "pool use != blocks in tables"
-    for rid in record.leases:
-        assert rid in states or rid in unreleased, f"lease of {rid} outlived the request's state"
+    for rid in keeper.request_ids:
+        assert rid in states or rid in unreleased or not keeper.blocks(rid), f"blocks of {rid} outlived its state"
+    record = leases.worker(worker_id)
+    store_leases = {rid: (lease.service_class, tuple(lease.block_ids)) for rid, lease in record.leases.items()}
+    leased = [b for _, blocks in store_leases.values() for b in blocks]
+    assert len(leased) == len(set(leased)) and not set(leased) & set(record.reserve), "a block twice in the store"
+    assert record.pool.num_free + len(record.reserve) + len(leased) == record.pool.num_blocks, "store blocks lost"
+    if keeper.in_flight is None:
+        assert store_leases == keeper.store_view, "the store's leases are not what the worker told it"
+        assert set(record.reserve) == keeper.store_reserve, "the store's reserve is not what the worker told it"
+        assert record.pool.num_free == keeper.num_free_at_store, "the store's free count != what the worker holds"

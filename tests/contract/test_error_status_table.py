@@ -36,6 +36,8 @@ INTENDED: dict[type[shared.LlmServeError], grpc.StatusCode] = {
     kv.UnknownWorkerError: Code.NOT_FOUND,
     kv.UnknownCheckpointError: Code.NOT_FOUND,
     kv.GeometryConflictError: Code.ALREADY_EXISTS,
+    kv.PoolLiveError: Code.FAILED_PRECONDITION,
+    kv.SyncOrderError: Code.FAILED_PRECONDITION,
     kv.OutOfBlocksError: Code.RESOURCE_EXHAUSTED,
     kv.HostTierFullError: Code.RESOURCE_EXHAUSTED,
 }

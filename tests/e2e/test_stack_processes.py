@@ -97,7 +97,8 @@ async def test_four_processes_stream_the_greedy_reference(hf_greedy_reference: l
                         service_class=common_pb2.SERVICE_CLASS_BEST_EFFORT)))
                 assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "prompt" in err.value.details()
 
-                # A client that goes away mid-stream: its KV blocks come back within a step.
+                # A client that goes away mid-stream: its KV blocks come back within a step (to the
+                # worker's reserve), and to the store once the idle worker gives its reserve back.
                 stats = await kv.GetPoolStats(kvstore_pb2.GetPoolStatsRequest(worker_id="worker-0"), timeout=5)
                 total = stats.num_blocks
                 call = stub.Generate(_rt_request("Tell me a very long story about a dragon.", 400))

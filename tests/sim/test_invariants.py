@@ -11,6 +11,8 @@ from tests.sim.helpers import TEST_COST, mixed_workload
 
 
 def _check_clean(sim: Simulation, result) -> None:
+    sim.worker.settle(sim.clock.now())  # what the worker's syncs do within their interval once idle
+    sim.worker.check_invariants()
     record = sim.leases.worker(WORKER_ID)
     assert record.leases == {}, f"leases left: {list(record.leases)[:5]}"
     assert record.pool.num_free == record.pool.num_blocks, "a KV block leaked in the store's pool"

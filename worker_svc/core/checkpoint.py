@@ -147,6 +147,16 @@ class CheckpointTracker:
             return True
         return False
 
+    def forget_store(self) -> list[str]:
+        """The store restarted: it holds nothing it had of ours. Forgets what was sent and returns
+        every request it may hold a checkpoint of (writes may have reached the new store since):
+        drop those, so a later write starts again from block 0."""
+        known = sorted(self._known | set(self._saved) | self._open)
+        self._saved.clear()
+        self._open.clear()
+        self._known.clear()
+        return known
+
     def restored(self, request_id: str, num_tokens: int) -> None:
         """The request resumed from a checkpoint: its full blocks are in the store already."""
         self._saved[request_id] = num_tokens // self.block_size

@@ -4,16 +4,16 @@ simulator and the tests' fake worker); the runner adds the forward pass, samplin
 checkpoint copies. A step is split in two so that the async shell can lease KV blocks between:
 
     delta = runner.begin_step(plan)      # book: drop, validate, admit; checkpoint the preempted
-    grants = <one KvStore.Apply(delta)>  # the shell's business
+    grants = <the delta's leases>        # the shell's business (from the blocks it holds ahead)
     result = runner.finish_step(grants)  # extend block tables, restore, forward, sample
 
-If the Apply or the forward pass fails, the shell calls `abort_step(...)`: the step's requests
+If the leases or the forward pass fail, the shell calls `abort_step(...)`: the step's requests
 are dropped (the planner re-queues them for recompute) and their leases released with the next
-Apply. Synchronous and single-threaded: one step at a time, in plan order.
+step. Synchronous and single-threaded: one step at a time, in plan order.
 
 Checkpoints (core/checkpoint.py): a request preempted by checkpoint is copied to host bytes in
 `begin_step`, before its blocks can be reused; resumed requests list `delta.restores`, which the
-shell fetches between the Apply and `finish_step(grants, restored)`; a restore that cannot be done
+shell fetches between the leases and `finish_step(grants, restored)`; a restore that cannot be done
 is recomputed in the step. The writes and drops for the store pile up in the runner; the shell
 takes them with `take_checkpoint_ops()` and sends them in order.
 """
@@ -102,6 +102,16 @@ class StepRunner:
             if tracker.finish(request_id) or request_id in explicit:
                 self._checkpoint_ops.append(request_id)
         return nbytes
+
+    def forget_store(self) -> None:
+        """The KV store restarted (its host tier is empty): forget which blocks it held, and drop
+        whatever reached the new store since, so that later checkpoints are written whole."""
+        self._checkpoint_ops.extend(self.checkpoints.forget_store())
+
+    @property
+    def begin_checkpoint_ns(self) -> int:
+        """Time the open step's `begin_step` spent copying preempted requests' KV out."""
+        return self._begin_checkpoint[1]
 
     def take_checkpoint_ops(self) -> list[CheckpointWrite | str]:
         """Writes (`CheckpointWrite`) and drops (a request id) for the store since the last call,

@@ -68,6 +68,7 @@ class CheckpointingWorker(FakeWorker):
 
     def drop_all(self) -> None:
         """The worker died: every request's state (and its blocks) is gone; the tier stays."""
-        self.store.apply("fake-worker", self.book.reset(), [], now=0.0)
+        self.keeper.release(self.book.reset())
+        self.settle()
         self.tainted.clear()
         self._failed_reports.clear()

@@ -147,7 +147,9 @@ def test_checkpoint_preemption_loses_and_duplicates_nothing(sc):
     _check_outcome(sc, [driver], aborted)
     assert not worker.violations, worker.violations
     assert sched.ledger.num_used == 0 and worker.num_used_blocks == 0 and not worker.requests
-    assert worker.num_leases == 0 and not worker.book.unreleased
+    worker.settle()  # what the worker's background syncs do within its sync interval
+    worker.check_invariants()
+    assert worker.num_leases == 0 and worker.num_store_blocks_used == 0 and not worker.book.unreleased
     assert len(book) == 0, "book entries outlived their requests"
     assert not tier.checkpoints, f"checkpoints left in the tier: {sorted(tier.checkpoints)}"
     stats = book.stats

@@ -1,6 +1,6 @@
-"""The simulated worker executes plans with worker_svc's plan book: leases through the kvstore core,
-releases before leasing, EOS at the true length, cost-model step time, and (with a host tier)
-checkpoints and restores."""
+"""The simulated worker executes plans with worker_svc's plan book: leases held ahead and synced
+with the kvstore core, releases before leasing, EOS at the true length, cost-model step time, and
+(with a host tier) checkpoints and restores."""
 
 from __future__ import annotations
 
@@ -35,7 +35,10 @@ def test_prefill_then_decode_until_eos_at_true_length():
     assert result.sampled == (("rt", 7),)  # not EOS yet: the true length is 2
     assert dt == pytest.approx(COST.step_time(10, 0, 6 + 4))
     assert result.timing.num_prefill_tokens == 10 and result.timing.num_decode_seqs == 0
-    # Real-time from the low end of the pool, best-effort from the high end.
+    # Real-time from the low end of the pool, best-effort from the high end; the store learns it
+    # in a batch (at once here: the first step found nothing held ahead).
+    assert (worker.keeper.blocks("rt"), worker.keeper.blocks("be")) == ((0, 1), (7,))
+    worker.settle(0.0)
     assert leases.lease("w", "rt").block_ids == [0, 1]
     assert leases.lease("w", "be").block_ids == [7]
     result, dt = worker.execute(BatchPlan(1, (), (ScheduledRequest("rt", 1, 6, True), ScheduledRequest("be", 1, 4, True))), dt)
@@ -47,16 +50,17 @@ def test_prefill_then_decode_until_eos_at_true_length():
 def test_finished_ids_are_released_before_new_leases():
     worker, leases = _worker(num_blocks=3)
     worker.execute(BatchPlan(0, (_new("rt", 8, ServiceClass.REAL_TIME),), (ScheduledRequest("rt", 8, 0, True),)), 0.0)
-    assert leases.worker("w").pool.num_free == 1
-    # "be" needs 3 blocks: only possible because "rt" is released first in the same apply.
+    assert worker.keeper.num_held == 2 and worker.keeper.num_reserved == 1  # the third, held ahead
+    # "be" needs 3 blocks: only possible because "rt" is released first in the same step.
     result, _ = worker.execute(BatchPlan(1, (_new("be", 9, ServiceClass.BEST_EFFORT),), (ScheduledRequest("be", 9, 0, True),),
                                          finished_request_ids=("rt",)), 1.0)
-    assert not result.error
+    assert not result.error and len(worker.keeper.blocks("be")) == 3
+    worker.settle(1.0)
     assert leases.lease("w", "rt") is None and len(leases.lease("w", "be").block_ids) == 3
     worker.check_invariants()
 
 
-def test_refused_lease_fails_the_step_and_its_releases_wait_for_the_next_apply():
+def test_refused_lease_fails_the_step_and_its_releases_stand():
     worker, leases = _worker(num_blocks=2)
     worker.execute(BatchPlan(0, (_new("rt", 4, ServiceClass.REAL_TIME),), (ScheduledRequest("rt", 4, 0, True),)), 0.0)
     plan = BatchPlan(1, (_new("be", 12, ServiceClass.BEST_EFFORT),), (ScheduledRequest("be", 12, 0, True),),
@@ -64,11 +68,12 @@ def test_refused_lease_fails_the_step_and_its_releases_wait_for_the_next_apply()
     result, dt = worker.execute(plan, 1.0)
     assert "KV lease refused" in result.error and dt == 0.0 and result.sampled == ()
     assert result.error_code is StepErrorCode.KV_REFUSED
-    # As with the real store, a refused Apply changed nothing; the worker dropped "be" (the
-    # planner recomputes it) and releases rt's block with the next apply.
-    assert leases.worker("w").pool.num_free == 1 and worker.num_requests == 0
+    # As with the real store, the refused sync changed nothing there; the worker dropped "be"
+    # (the planner recomputes it), and rt's block went back to the blocks it holds ahead.
+    assert worker.num_requests == 0 and (worker.keeper.num_held, worker.keeper.num_reserved) == (0, 2)
     worker.check_invariants()
     result, _ = worker.execute(BatchPlan(2), 2.0)
+    worker.settle(2.0)  # idle: the reserve goes back to the store
     assert not result.error and leases.worker("w").pool.num_free == 2
     worker.check_invariants()
 
@@ -103,6 +108,7 @@ def test_a_checkpointed_request_resumes_from_the_host_tier_and_is_charged_the_co
     # Preempted by checkpoint: its 6 computed tokens (2 blocks) go to the tier, 2 ms of copy.
     result, dt = worker.execute(BatchPlan(1, preempted_request_ids=("a",), checkpoint_request_ids=("a",)), 1.0)
     assert not result.error and tier.tier == {"a": 6} and dt == pytest.approx(0.002)
+    worker.settle(1.0)
     assert leases.worker("w").pool.num_free == 16 and worker.num_requests == 0
     # Resumed with 7 known tokens, 6 of them restored: only the last one is computed (a decode).
     resumed = NewRequestData("a", (5,) * 7, 6, SamplingParams(max_tokens=16), ServiceClass.BEST_EFFORT, 1, 6)

@@ -10,7 +10,8 @@ from llmserve.settings import add_settings, config_from_args
 from llmserve.v1 import common_pb2, kvstore_pb2, worker_pb2
 from worker_svc import convert
 from worker_svc.config import WorkerConfig
-from llmserve.plan import KvDelta, LeaseSpec, StepErrorCode, StepResult
+from worker_svc.core.types import WorkerDescription
+from llmserve.plan import Holding, LeaseSync, PoolDeclaration, StepErrorCode, StepResult, SyncReply
 from llmserve.plan_book import PlanError
 from llmserve.types import ServiceClass, StepTiming
 
@@ -58,19 +59,33 @@ def test_unknown_service_class_is_a_plan_error() -> None:
         convert.plan_from_proto(plan)
 
 
-def test_apply_request_grants_and_step_result() -> None:
-    delta = KvDelta(("old",), (LeaseSpec("r", ServiceClass.BEST_EFFORT, 3, (("traceparent", "t"),)),))
-    req = convert.apply_request("w0", delta)
-    assert (req.worker_id, list(req.release_request_ids)) == ("w0", ["old"])
-    assert (req.leases[0].service_class, req.leases[0].num_blocks, dict(req.leases[0].trace_context)) == (
-        common_pb2.SERVICE_CLASS_BEST_EFFORT, 3, {"traceparent": "t"})
-    grants = convert.grants_from_proto(kvstore_pb2.ApplyResponse(grants=[kvstore_pb2.Grant(request_id="r", block_ids=[9, 4, 7])]))
-    assert grants[0].block_ids == (9, 4, 7)
+def test_sync_register_and_step_result() -> None:
+    sync = LeaseSync(4, ("old",), (Holding("r", ServiceClass.BEST_EFFORT, (9, 4), (("traceparent", "t"),)),),
+                     (3,), reserve_low=2, reserve_high=1)
+    req = convert.sync_request("w0", sync)
+    assert (req.worker_id, req.sequence, list(req.release_request_ids), list(req.unreserve_block_ids)) == (
+        "w0", 4, ["old"], [3])
+    assert (req.reserve_low, req.reserve_high) == (2, 1)
+    held = req.assignments[0]
+    assert (held.service_class, list(held.block_ids), dict(held.trace_context)) == (
+        common_pb2.SERVICE_CLASS_BEST_EFFORT, [9, 4], {"traceparent": "t"})
+    reply = convert.sync_reply_from_proto(kvstore_pb2.SyncResponse(sequence=4, reserved_low_block_ids=[0, 1],
+                                                                   reserved_high_block_ids=[15], num_released=2))
+    assert reply == SyncReply(4, (0, 1), (15,), 2)
+    description = WorkerDescription("w0", "m", 96, 256, (2,), 4, 16, 64, "float32", "cpu", 64, 8)
+    declared = convert.register_pool_request(description, PoolDeclaration(
+        (Holding("a", ServiceClass.REAL_TIME, (0, 1)),), (2,), (15, 14)))
+    assert (declared.num_blocks, declared.held[0].request_id, list(declared.held[0].block_ids)) == (16, "a", [0, 1])
+    assert (list(declared.reserved_low_block_ids), list(declared.reserved_high_block_ids)) == ([2], [15, 14])
+    assert not convert.register_pool_request(description).held
     out = StepResult(3, (("r", 11),), StepTiming(forward_ns=10, sample_ns=2, num_prefill_tokens=4,
-                                                 num_decode_seqs=1, num_kv_tokens_read=20))
-    result = convert.step_result(out, kv_ns=5, total_ns=30)
-    assert (result.step_id, result.sampled[0].token_id, result.timing.kv_ns, result.timing.total_ns) == (3, 11, 5, 30)
-    assert (result.timing.forward_ns, result.timing.num_kv_tokens_read, result.error) == (10, 20, "")
+                                                 num_decode_seqs=1, num_kv_tokens_read=20, restore_ns=1))
+    result = convert.step_result(out)
+    convert.set_timing(result, out, kv_ns=5, total_ns=30, plan_decode_ns=3, encode_ns=2, kv_rpcs=1, restore_fetch_ns=4)
+    t = result.timing
+    assert (result.step_id, result.sampled[0].token_id, t.kv_ns, t.total_ns, t.restore_ns) == (3, 11, 5, 30, 5)
+    assert (t.forward_ns, t.num_kv_tokens_read, t.plan_decode_ns, t.encode_ns, t.kv_rpcs, result.error) == (
+        10, 20, 3, 2, 1, "")
     assert result.error_code == worker_pb2.STEP_ERROR_CODE_UNSPECIFIED
     failed = convert.error_result(4, StepErrorCode.KV_UNAVAILABLE, "store down", kv_ns=7)
     assert (failed.error, failed.error_code, failed.timing.kv_ns) == ("store down", worker_pb2.STEP_ERROR_CODE_KV_UNAVAILABLE, 7)
@@ -89,7 +104,8 @@ def test_flags_and_env_fallbacks(monkeypatch) -> None:
 @pytest.mark.parametrize(
     "kwargs, message",
     [({"block_size": 12}, "power of two"), ({"num_kv_blocks": 4, "kv_cache_memory_gb": 1.0}, "not both"),
-     ({"max_num_seqs": -1}, "max-num-seqs"), ({"worker_id": ""}, "worker-id")],
+     ({"max_num_seqs": -1}, "max-num-seqs"), ({"worker_id": ""}, "worker-id"),
+     ({"kv_reserve_blocks": -2}, "kv-reserve-blocks"), ({"kv_sync_interval_s": -1.0}, "kv-sync-interval-s")],
 )
 def test_config_rejects_bad_values(kwargs, message: str) -> None:
     with pytest.raises(ValueError, match=message):
