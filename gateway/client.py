@@ -33,7 +33,7 @@ def build_request(
     stop: Sequence[str] = (),
     stop_token_ids: Sequence[int] = (),
     ignore_eos: bool = False,
-    service_class: str = "best_effort",
+    service_class: str | None = None,
     ttft_ms: float | None = None,
     tpot_ms: float | None = None,
     deadline_ms: float | None = None,
@@ -42,8 +42,9 @@ def build_request(
     apply_chat_template: bool = False,
 ) -> gateway_pb2.GenerateRequest:
     """A GenerateRequest: a str prompt is text, a sequence of ints is token ids. `service_class` is
-    real_time, deadline or best_effort; unset numbers are left unset (server defaults)."""
-    service_class_number = int(service_class_named(service_class))  # ValueError for an unknown name
+    real_time, deadline or best_effort, or None for the server's default SLO (then no targets may be
+    set); unset numbers are left unset (server defaults)."""
+    service_class_number = 0 if service_class is None else int(service_class_named(service_class))  # ValueError: unknown
     sampling = common_pb2.SamplingParams(
         max_tokens=max_tokens, top_k=top_k, stop=list(stop), stop_token_ids=list(stop_token_ids), ignore_eos=ignore_eos
     )
