@@ -11,7 +11,7 @@ import sys
 
 from llmserve.settings import add_settings, config_from_args
 from llmserve_stack.bench import add_bench_parser, run_bench
-from llmserve_stack.launch import StackConfig, service_specs
+from llmserve_stack.launch import StackConfig, preflight, service_specs
 from llmserve_stack.supervisor import Stack, print_err
 
 # `--class` spellings -> gateway.client's service class names.
@@ -51,7 +51,13 @@ def _add_generate_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 async def _run_up(config: StackConfig) -> int:
-    stack = Stack(service_specs(config), log_dir=config.log_dir or None)
+    processes = service_specs(config)
+    try:
+        preflight(config, processes)
+    except ValueError as err:
+        print_err(f"llmserve up: {err}")
+        return 2
+    stack = Stack(processes, log_dir=config.log_dir or None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -72,6 +78,8 @@ async def _run_up(config: StackConfig) -> int:
         return 1
     gateway = stack.specs[-1].address
     print(f"llmserve gateway listening on {gateway}", flush=True)
+    if config.http_port:
+        print(f"llmserve OpenAI-compatible HTTP on http://{config.host}:{config.http_port}/v1", flush=True)
     print_err(f"try: llmserve generate --address {gateway} \"The capital of France is\"")
     exit_code = await _serve_until_stopped(stack, stop_wait)
     print_err("stopping llmserve ...")

@@ -17,6 +17,7 @@ from llmserve_stack.launch import StackConfig, service_specs
 
 from .conftest import (
     DEPLOY_ONLY_VARS,
+    HTTP_PORT,
     GRPC_PORT,
     K8S,
     METRICS_PORT,
@@ -98,7 +99,8 @@ def test_pods_run_what_llmserve_up_runs(overlay: tuple[str, dict]) -> None:
         assert _container(workload)["command"] == spec.argv(python="python"), spec.name
         env = _pod_env(docs, workload, pod_name=spec.name)
         launched = {k: v for k, v in env.items() if k not in DEPLOY_ONLY_VARS and not k.startswith("OTEL_")}
-        assert launched == translate_addresses(spec.env, address_to_name, f"0.0.0.0:{GRPC_PORT}", dns), spec.name
+        ours = {k: v for k, v in spec.env.items() if k not in DEPLOY_ONLY_VARS}
+        assert launched == translate_addresses(ours, address_to_name, f"0.0.0.0:{GRPC_PORT}", dns), spec.name
 
 
 def test_every_variable_is_a_setting_of_its_service(overlay: tuple[str, dict]) -> None:
@@ -127,7 +129,8 @@ def test_grpc_probes_and_ports(overlay: tuple[str, dict]) -> None:
     for workload_name, kind in WORKLOADS.items():
         container = _container(docs[(kind, workload_name)])
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        assert ports == {"grpc": GRPC_PORT, "metrics": METRICS_PORT}, workload_name
+        http = {"http": HTTP_PORT} if workload_name == "gateway" else {}
+        assert ports == {"grpc": GRPC_PORT, "metrics": METRICS_PORT, **http}, workload_name
         for probe in ("readinessProbe", "livenessProbe"):
             assert container[probe]["grpc"] == {"port": GRPC_PORT}, (workload_name, probe)
         service = docs[("Service", workload_name)]
