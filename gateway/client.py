@@ -1,11 +1,19 @@
-"""A small async client of the Gateway, for the CLI (`llmserve generate`), benchmarks and tests.
+"""The Python SDK of the Gateway: a small async client (the CLI `llmserve generate`, the benchmarks
+and the tests use it too).
 
     async with GatewayClient("127.0.0.1:50051") as client:
         async for chunk in client.generate("The capital of France is", max_tokens=16):
             print(chunk.text, end="")
+        # an SLO, a chosen id, and a cancel from elsewhere:
+        stream = client.generate("Write a story", request_id="story-1", max_tokens=400,
+                                 service_class="real_time", ttft_ms=1000, tpot_ms=100)
+        first = await stream.__anext__()
+        await client.cancel("story-1")   # the stream ends with FINISH_REASON_CANCELLED
+        info = await client.model_info()
 
-Errors come back as llmserve domain errors (InvalidRequestError for INVALID_ARGUMENT, ...), whose
-message is the server's.
+With API keys on at the gateway, pass `api_key=` (sent as `authorization: Bearer KEY`). Errors come
+back as llmserve domain errors (InvalidRequestError for INVALID_ARGUMENT, CapacityError for
+RESOURCE_EXHAUSTED with `retry_after_s` when the server sent one, ...), whose message is the server's.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from types import TracebackType
 import grpc
 
 from llmserve.runtime.channel import open_channel
-from llmserve.runtime.errors import error_for_status
+from llmserve.runtime.errors import RETRY_AFTER_KEY, error_for_status
 from llmserve.types import service_class_named
 from llmserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
@@ -65,13 +73,25 @@ def build_request(
     return request
 
 
+def _domain_error(err: grpc.aio.AioRpcError) -> Exception:
+    error = error_for_status(err.code(), err.details() or err.code().name)
+    retry_after = dict(err.trailing_metadata() or ()).get(RETRY_AFTER_KEY)
+    if retry_after is not None and hasattr(error, "retry_after_s"):
+        try:
+            error.retry_after_s = float(retry_after)
+        except ValueError:
+            pass
+    return error
+
+
 class GatewayClient:
     """One channel to a gateway, shared by every call made through it."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, api_key: str | None = None) -> None:
         self.address = address
         self._channel = open_channel(address)
         self._stub = gateway_pb2_grpc.GatewayStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else None
 
     async def __aenter__(self) -> GatewayClient:
         return self
@@ -88,12 +108,12 @@ class GatewayClient:
         self, request: gateway_pb2.GenerateRequest, timeout_s: float | None = None
     ) -> AsyncIterator[gateway_pb2.GenerateResponse]:
         """Streams the responses of one request; closing the iterator early cancels it."""
-        call = self._stub.Generate(request, timeout=timeout_s)
+        call = self._stub.Generate(request, timeout=timeout_s, metadata=self._metadata)
         try:
             async for response in call:
                 yield response
         except grpc.aio.AioRpcError as err:
-            raise error_for_status(err.code(), err.details() or err.code().name) from err
+            raise _domain_error(err) from err
         finally:
             call.cancel()  # no-op once finished
 
@@ -105,17 +125,18 @@ class GatewayClient:
             yield response
 
     async def cancel(self, request_id: str) -> bool:
+        """Cancels a running request of the caller's (tenant's) own; False when none has that id."""
         try:
-            reply = await self._stub.Cancel(gateway_pb2.CancelRequest(request_id=request_id))
+            reply = await self._stub.Cancel(gateway_pb2.CancelRequest(request_id=request_id), metadata=self._metadata)
         except grpc.aio.AioRpcError as err:
-            raise error_for_status(err.code(), err.details() or err.code().name) from err
+            raise _domain_error(err) from err
         return reply.cancelled
 
     async def model_info(self) -> gateway_pb2.ModelInfo:
         try:
-            return await self._stub.GetModelInfo(gateway_pb2.GetModelInfoRequest())
+            return await self._stub.GetModelInfo(gateway_pb2.GetModelInfoRequest(), metadata=self._metadata)
         except grpc.aio.AioRpcError as err:
-            raise error_for_status(err.code(), err.details() or err.code().name) from err
+            raise _domain_error(err) from err
 
 
 async def generate(address: str, prompt: str | Sequence[int], **options: object) -> AsyncIterator[gateway_pb2.GenerateResponse]:

@@ -1,5 +1,6 @@
 """The `llmserve` command: `up` starts the whole stack locally, `generate` streams a completion
-from a running gateway, `bench` compares scheduling policies (simulated or live)."""
+from a running gateway (`cancel` and `model-info` beside it), `bench` compares scheduling policies
+(simulated or live)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,9 @@ import sys
 
 from llmserve.settings import add_settings, config_from_args
 from llmserve_stack.bench import add_bench_parser, run_bench
+from llmserve_stack.client_cli import add_client_parsers, run_cancel, run_generate, run_model_info
 from llmserve_stack.launch import StackConfig, preflight, service_specs
 from llmserve_stack.supervisor import Stack, print_err
-
-# `--class` spellings -> gateway.client's service class names.
-CLASS_NAMES = {"rt": "real_time", "real_time": "real_time", "deadline": "deadline", "be": "best_effort",
-               "best_effort": "best_effort"}
-CLASS_SLO_DEFAULTS = {"real_time": {"ttft_ms": 2000.0, "tpot_ms": 200.0}, "deadline": {"deadline_ms": 30_000.0}}
-
 
 def _add_up_parser(subparsers: argparse._SubParsersAction) -> None:
     up = subparsers.add_parser(
@@ -28,26 +24,6 @@ def _add_up_parser(subparsers: argparse._SubParsersAction) -> None:
                     "when one exits. The service settings below are the services' own (same default, same "
                     "LLMSERVE_* variable); `python -m <service> --help` lists the rest.")
     add_settings(up, StackConfig)
-
-
-def _add_generate_parser(subparsers: argparse._SubParsersAction) -> None:
-    gen = subparsers.add_parser("generate", help="stream a completion from a running gateway")
-    gen.add_argument("prompt", help="the prompt text")
-    gen.add_argument("--address", default="127.0.0.1:50051", help="gateway address")
-    gen.add_argument("--class", dest="service_class", default="rt", choices=sorted(CLASS_NAMES))
-    gen.add_argument("--ttft-ms", type=float, default=None, help="real-time: time to first token (default 2000)")
-    gen.add_argument("--tpot-ms", type=float, default=None, help="real-time: time per output token (default 200)")
-    gen.add_argument("--deadline-ms", type=float, default=None, help="deadline class: time to last token")
-    gen.add_argument("--priority", type=int, default=0)
-    gen.add_argument("--max-tokens", type=int, default=64)
-    gen.add_argument("--temperature", type=float, default=0.0)
-    gen.add_argument("--top-p", type=float, default=None)
-    gen.add_argument("--top-k", type=int, default=0)
-    gen.add_argument("--seed", type=int, default=None)
-    gen.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
-    gen.add_argument("--chat", action="store_true", help="apply the model's chat template")
-    gen.add_argument("--tenant", default="")
-    gen.add_argument("--usage", action="store_true", help="print token counts and latencies at the end")
 
 
 async def _run_up(config: StackConfig) -> int:
@@ -102,50 +78,12 @@ async def _serve_until_stopped(stack: Stack, stop_wait: asyncio.Task[object]) ->
     return 1
 
 
-async def _run_generate(args: argparse.Namespace) -> int:
-    import grpc
-
-    from gateway.client import build_request
-    from llmserve.runtime.channel import open_channel
-    from llmserve.v1 import common_pb2, gateway_pb2_grpc
-
-    service_class = CLASS_NAMES[args.service_class]
-    # The SLO values a class needs get a default here, so `--class rt` alone is a valid request.
-    slo = {"ttft_ms": args.ttft_ms, "tpot_ms": args.tpot_ms, "deadline_ms": args.deadline_ms}
-    for name, default in CLASS_SLO_DEFAULTS.get(service_class, {}).items():
-        if slo[name] is None:
-            slo[name] = default
-    request = build_request(
-        args.prompt, max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-        seed=args.seed, stop=args.stop, service_class=service_class, priority=args.priority, tenant=args.tenant,
-        apply_chat_template=args.chat, **slo,
-    )
-    async with open_channel(args.address) as channel:
-        stub = gateway_pb2_grpc.GatewayStub(channel)
-        try:
-            last = None
-            async for chunk in stub.Generate(request):
-                sys.stdout.write(chunk.text)
-                sys.stdout.flush()
-                last = chunk
-        except grpc.aio.AioRpcError as err:
-            print(f"\nerror: {err.code().name}: {err.details()}", file=sys.stderr)
-            return 2
-    sys.stdout.write("\n")
-    if args.usage and last is not None:
-        usage = last.usage
-        print(f"[{common_pb2.FinishReason.Name(last.finish_reason)}] prompt {usage.prompt_tokens} tokens, "
-              f"completion {usage.completion_tokens} tokens, TTFT {usage.ttft_ms:.1f} ms, "
-              f"TPOT {usage.mean_tpot_ms:.1f} ms, SLO {'met' if usage.slo_attained else 'missed'}", file=sys.stderr)
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The `llmserve` parser; raises ValueError naming an LLMSERVE_* variable that does not parse."""
     parser = argparse.ArgumentParser(prog="llmserve", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_up_parser(subparsers)
-    _add_generate_parser(subparsers)
+    add_client_parsers(subparsers)
     add_bench_parser(subparsers)
     return parser
 
@@ -160,11 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if up_config is not None:
         return asyncio.run(_run_up(up_config))
-    if args.command == "generate":
-        return asyncio.run(_run_generate(args))
     if args.command == "bench":
         return run_bench(args)
-    raise AssertionError(f"unknown command {args.command}")
+    client_commands = {"generate": run_generate, "cancel": run_cancel, "model-info": run_model_info}
+    try:
+        return asyncio.run(client_commands[args.command](args))
+    except KeyboardInterrupt:  # Ctrl-C: the stream's call is cancelled with the loop, so the server aborts it
+        print("\ninterrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
