@@ -12,11 +12,14 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from llmserve.errors import (  # re-exported: servicers import everything from here
     CapacityError,
@@ -107,9 +110,66 @@ async def abort_with(context: grpc.aio.ServicerContext, error: BaseException) ->
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
 
 
-def _ends_unary(behavior: Behavior) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+@dataclass(frozen=True)
+class UndecodableRequest:
+    """What a request message that does not parse (garbage bytes, invalid UTF-8 in a string field)
+    becomes instead of an exception inside grpc, which would answer UNKNOWN with the parser's text
+    and log a traceback per call: the guarded handler answers INVALID_ARGUMENT instead."""
+
+    reason: str
+
+
+class DecodeFailures:
+    """Logs undecodable requests as one warning line per `interval_s` at most (with how many were
+    not logged), so a client sending garbage cannot flood the log."""
+
+    def __init__(self, interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s = interval_s
+        self.clock = clock
+        self._last_s: float | None = None
+        self._suppressed = 0
+
+    def record(self, method: str, reason: str) -> None:
+        now = self.clock()
+        if self._last_s is not None and now - self._last_s < self.interval_s:
+            self._suppressed += 1
+            return
+        more = f" ({self._suppressed} more since the last warning)" if self._suppressed else ""
+        logger.warning("undecodable request to %s answered INVALID_ARGUMENT: %s%s", method, reason, more)
+        self._last_s, self._suppressed = now, 0
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError as err:
+            return UndecodableRequest(str(err) or "the message does not parse")
+
+    return deserialize
+
+
+def _decoded(request: Any, method: str, failures: DecodeFailures) -> Any:
+    if isinstance(request, UndecodableRequest):
+        failures.record(method, request.reason)
+        raise InvalidRequestError(f"the request is not a valid message for {method}: {request.reason}")
+    return request
+
+
+async def _decoded_stream(requests: AsyncIterator[Any], method: str, failures: DecodeFailures) -> AsyncIterator[Any]:
+    async for request in requests:
+        yield _decoded(request, method, failures)
+
+
+def _ends_unary(behavior: Behavior, method: str, failures: DecodeFailures,
+                streaming_request: bool) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
+            request = (_decoded_stream(request, method, failures) if streaming_request
+                       else _decoded(request, method, failures))
             result = behavior(request, context)
             return await result if inspect.isawaitable(result) else result
         except grpc.aio.AbortError:  # the handler ended the RPC itself
@@ -120,9 +180,12 @@ def _ends_unary(behavior: Behavior) -> Callable[[Any, grpc.aio.ServicerContext],
     return guarded
 
 
-def _ends_stream(behavior: Behavior) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
+def _ends_stream(behavior: Behavior, method: str, failures: DecodeFailures,
+                 streaming_request: bool) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         try:
+            request = (_decoded_stream(request, method, failures) if streaming_request
+                       else _decoded(request, method, failures))
             result = behavior(request, context)
             if hasattr(result, "__aiter__"):
                 async for response in result:
@@ -148,6 +211,7 @@ class ErrorStatusInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self) -> None:
         # method -> (its handler, the guarded one): built once per method, not once per call.
         self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self.decode_failures = DecodeFailures()
 
     async def intercept_service(
         self,
@@ -160,18 +224,24 @@ class ErrorStatusInterceptor(grpc.aio.ServerInterceptor):
         known = self._guarded.get(handler_call_details.method)
         if known is not None and known[0] is handler:
             return known[1]
-        guarded = _guard(handler)
+        guarded = _guard(handler, handler_call_details.method, self.decode_failures)
         self._guarded[handler_call_details.method] = (handler, guarded)
         return guarded
 
 
-def _guard(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    """`handler` with its behavior wrapped so that whatever it raises ends the RPC via `abort_with`."""
-    codec = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
+def _guard(handler: grpc.RpcMethodHandler, method: str, failures: DecodeFailures) -> grpc.RpcMethodHandler:
+    """`handler` with its behavior wrapped so that whatever it raises ends the RPC via `abort_with`,
+    and its request parsing so that an undecodable message is INVALID_ARGUMENT."""
+    codec = {"request_deserializer": _tolerant(handler.request_deserializer),
+             "response_serializer": handler.response_serializer}
+    streaming = handler.request_streaming
     if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(_ends_stream(handler.stream_stream), **codec)
+        return grpc.stream_stream_rpc_method_handler(_ends_stream(handler.stream_stream, method, failures, streaming),
+                                                     **codec)
     if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(_ends_unary(handler.stream_unary), **codec)
+        return grpc.stream_unary_rpc_method_handler(_ends_unary(handler.stream_unary, method, failures, streaming),
+                                                    **codec)
     if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(_ends_stream(handler.unary_stream), **codec)
-    return grpc.unary_unary_rpc_method_handler(_ends_unary(handler.unary_unary), **codec)
+        return grpc.unary_stream_rpc_method_handler(_ends_stream(handler.unary_stream, method, failures, streaming),
+                                                    **codec)
+    return grpc.unary_unary_rpc_method_handler(_ends_unary(handler.unary_unary, method, failures, streaming), **codec)

@@ -382,3 +382,37 @@ async def test_fuzzed_http_bodies_get_openai_errors_never_500(backend: Backend) 
             assert r.status == 200
     assert statuses.get(400, 0) > 0, statuses
     assert await backend.idle()
+
+
+async def test_raw_bytes_are_invalid_argument_with_one_warning_line(backend: Backend,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """Garbage and invalid UTF-8 on the wire: INVALID_ARGUMENT (never UNKNOWN with the parser's
+    text), and the log gets one line, not one traceback per call."""
+    gateway = await backend.gateway()
+    loop = asyncio.get_running_loop()
+    codes: dict[str, int] = {}
+    async with grpc.aio.insecure_channel(gateway.address) as channel:
+        call = channel.unary_stream("/llmserve.v1.Gateway/Generate", request_serializer=lambda b: b,
+                                    response_deserializer=lambda b: b)
+
+        async def one(payload: bytes) -> None:
+            try:
+                async for _ in call(payload, timeout=60):
+                    pass
+                codes["OK"] = codes.get("OK", 0) + 1
+            except grpc.aio.AioRpcError as err:
+                assert err.code() in OK_CODES, f"{err.code()}: {err.details()} for {payload!r}"
+                codes[err.code().name] = codes.get(err.code().name, 0) + 1
+
+        @FUZZ
+        @given(st.one_of(st.binary(max_size=64), st.just(b"\x12\x03\xff\xfe\xfd"), st.just(b"\xff" * 8)))
+        def check(payload: bytes) -> None:
+            asyncio.run_coroutine_threadsafe(one(payload), loop).result()
+
+        with caplog.at_level("WARNING"):
+            await asyncio.to_thread(check)
+        health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    assert codes.get("INVALID_ARGUMENT", 0) >= 2, codes
+    undecodable = [r for r in caplog.records if "undecodable request" in r.getMessage()]
+    assert len(undecodable) == 1 and not any(r.exc_info for r in caplog.records), [r.getMessage() for r in caplog.records]
