@@ -56,7 +56,7 @@ class QuotaBook:
         """Counts a request in, or raises CapacityError (with retry_after_s) naming the limit."""
         if self.quota.unlimited:
             return
-        use = self.tenants.setdefault(tenant, _TenantUse())
+        use = self.tenants.get(tenant) or _TenantUse()  # stored only once admitted: a refusal keeps nothing
         use.expire(now)
         limit = self.quota.max_concurrent
         if limit and use.running >= limit:
@@ -76,6 +76,7 @@ class QuotaBook:
                 )
         use.running += 1
         use.charge(now, prompt_tokens)
+        self.tenants[tenant] = use
 
     def finish(self, tenant: str, completion_tokens: int, now: float) -> None:
         """Counts a request out and charges its completion tokens."""
