@@ -219,6 +219,14 @@ async def test_huge_prompts_are_refused_cheaply_and_stall_nothing(backend: Backe
                 gaps.append(now - last)
                 last = now
 
+        lags: list[float] = []
+
+        async def watch_loop(stop: asyncio.Event) -> None:  # the gateway's own event loop (in-process)
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                await asyncio.sleep(0.01)
+                lags.append(time.perf_counter() - t0 - 0.01)
+
         async def watch_health(stop: asyncio.Event) -> None:
             while not stop.is_set():
                 t0 = time.perf_counter()
@@ -227,7 +235,8 @@ async def test_huge_prompts_are_refused_cheaply_and_stall_nothing(backend: Backe
                 await asyncio.sleep(0.02)
 
         stop = asyncio.Event()
-        watchers = [asyncio.create_task(watch_stream()), asyncio.create_task(watch_health(stop))]
+        watchers = [asyncio.create_task(watch_stream()), asyncio.create_task(watch_health(stop)),
+                    asyncio.create_task(watch_loop(stop))]
         t0 = time.perf_counter()
         refused = await asyncio.gather(*(status_of(stub, req(big), ()) for _ in range(4)))
         tokenizing_s = time.perf_counter() - t0
@@ -236,8 +245,12 @@ async def test_huge_prompts_are_refused_cheaply_and_stall_nothing(backend: Backe
         await asyncio.gather(*watchers, return_exceptions=True)
     assert all(e.code() == grpc.StatusCode.INVALID_ARGUMENT and "prompt has" in e.details() for e in refused)
     assert tokenizing_s > 0.5  # the prompts did cost the tokenizer real time ...
-    assert max(health_s) < 0.5, f"health stalled {max(health_s):.2f} s while prompts were tokenized"  # ... off the loop
-    assert gaps and max(gaps) < 1.0, f"a stream stalled {max(gaps):.2f} s"
+    # ... off the loop: tokenized on it, the four would block it (and every stream and health
+    # check) for the whole time, one after another. The worker shares this process and these two
+    # cores with the tokenizer, so a stream slows down; it must not stop.
+    assert max(lags) < 0.5, f"the event loop stalled {max(lags):.2f} s over {tokenizing_s:.2f} s of tokenizing"
+    assert max(health_s) < 0.5, f"health stalled {max(health_s):.2f} s over {tokenizing_s:.2f} s of tokenizing"
+    assert gaps and max(gaps) < 0.75 * tokenizing_s, f"a stream stalled {max(gaps):.2f} s of {tokenizing_s:.2f} s"
 
 
 async def test_http_body_and_prompt_caps(backend: Backend) -> None:
