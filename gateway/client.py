@@ -52,7 +52,8 @@ def build_request(
     """A GenerateRequest: a str prompt is text, a sequence of ints is token ids. `service_class` is
     real_time, deadline or best_effort, or None for the server's default SLO (then no targets may be
     set); unset numbers are left unset (server defaults)."""
-    service_class_number = 0 if service_class is None else int(service_class_named(service_class))  # ValueError: unknown
+    # ValueError for an unknown name; 0 (unset) leaves the SLO to the server.
+    service_class_number = 0 if service_class is None else int(service_class_named(service_class))
     sampling = common_pb2.SamplingParams(
         max_tokens=max_tokens, top_k=top_k, stop=list(stop), stop_token_ids=list(stop_token_ids), ignore_eos=ignore_eos
     )

@@ -75,7 +75,8 @@ def error_response(error: LlmServeError, headers: Mapping[str, str] | None = Non
 
 
 @web.middleware
-async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+async def _errors(request: web.Request,
+                  handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
     """Every failure answers in OpenAI's error shape; a bug is a 500 naming an incident id."""
     try:
         return await handler(request)
@@ -151,7 +152,8 @@ class OpenAIFront:
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         return await self._generate(request, parse_chat, chat=True)
 
-    async def _generate(self, request: web.Request, parse: Callable[..., OpenAIRequest], chat: bool) -> web.StreamResponse:
+    async def _generate(self, request: web.Request, parse: Callable[..., OpenAIRequest],
+                        chat: bool) -> web.StreamResponse:
         life = self.lifecycle
         model = life.served_model()
         caller = life.caller(request.headers.get("authorization"))
@@ -165,7 +167,8 @@ class OpenAIFront:
         self._warn_ignored(parsed.ignored)
         generation = await life.start(parsed.inp, caller)
         try:
-            out_headers = {"x-request-id": generation.request_id, "x-llmserve-slo-class": generation.slo.service_class.label}
+            out_headers = {"x-request-id": generation.request_id,
+                           "x-llmserve-slo-class": generation.slo.service_class.label}
             if parsed.ignored:
                 out_headers["x-llmserve-ignored"] = ",".join(parsed.ignored)[:1024]
             envelope = Envelope(generation.request_id, model.limits.model_name, int(life.wall_clock()), chat)
@@ -227,7 +230,8 @@ class OpenAIFront:
                            ", ".join(new))
 
 
-async def start_http_front(front: OpenAIFront, address: str, max_body_bytes: int, shutdown_timeout_s: float) -> web.AppRunner:
+async def start_http_front(front: OpenAIFront, address: str, max_body_bytes: int,
+                           shutdown_timeout_s: float) -> web.AppRunner:
     """Serves `front` on host:port (port 0: any free one; `bound_port(runner)` tells which)."""
     host, _, port = address.rpartition(":")
     runner = web.AppRunner(front.app(max_body_bytes), handler_cancellation=True, access_log=None,

@@ -36,7 +36,16 @@ from gateway.core.prepare import check_request, finish_request, tokenize
 from gateway.core.quota import Quota, QuotaBook
 from gateway.core.registry import Key, RequestRegistry
 from gateway.core.stream import OutputStream
-from gateway.core.types import Caller, Delta, FinishReason, GenerateInput, ModelLimits, PreparedRequest, ServiceClass, Slo
+from gateway.core.types import (
+    Caller,
+    Delta,
+    FinishReason,
+    GenerateInput,
+    ModelLimits,
+    PreparedRequest,
+    ServiceClass,
+    Slo,
+)
 from llmserve.runtime.errors import LlmServeError, UnavailableError, error_for_status
 from llmserve.runtime.logs import REQUEST_ID
 from llmserve.runtime.metrics import ServiceMetrics
@@ -156,7 +165,8 @@ class Generation:
             try:
                 async for token_ids, finish_reason, error_message in events:
                     if len(token_ids) > INLINE_DETOKENIZE_TOKENS:
-                        delta = await life.off_loop(out.on_tokens, tuple(token_ids), finish_reason, clock(), error_message)
+                        delta = await life.off_loop(out.on_tokens, tuple(token_ids), finish_reason, clock(),
+                                                    error_message)
                     else:
                         delta = out.on_tokens(token_ids, finish_reason, clock(), error_message)
                     if delta.finished:

@@ -79,7 +79,9 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         finally:
             generation.close()
 
-    async def Cancel(self, request: gateway_pb2.CancelRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.CancelResponse:
+    async def Cancel(
+        self, request: gateway_pb2.CancelRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.CancelResponse:
         caller = self.lifecycle.caller(_authorization(context))
         return convert.cancel_response_to_pb(await self.lifecycle.cancel(convert.cancel_id_from_pb(request), caller))
 
@@ -103,7 +105,8 @@ async def _scheduler_model(stub: scheduler_pb2_grpc.SchedulerStub, timeout_s: fl
     last = "no worker has described its model yet"
     while loop.time() < deadline:
         try:
-            described = convert.described_model_from_pb(await stub.GetStats(convert.get_stats_request_to_pb(), timeout=5.0))
+            stats = await stub.GetStats(convert.get_stats_request_to_pb(), timeout=5.0)
+            described = convert.described_model_from_pb(stats)
             if described is not None:
                 return described
         except grpc.aio.AioRpcError as err:
@@ -192,6 +195,7 @@ async def start_gateway(
         await running.stop(0)
         raise
     await running.set_serving(True)
-    logger.info("gateway serving %s on %s (HTTP %s, scheduler %s)", lifecycle.model.limits.model_name,  # type: ignore[union-attr]
-                running.address, config.http_address or "off", config.scheduler_addr)
+    served = lifecycle.served_model()
+    logger.info("gateway serving %s on %s (HTTP %s, scheduler %s)", served.limits.model_name, running.address,
+                config.http_address or "off", config.scheduler_addr)
     return running

@@ -98,7 +98,8 @@ class VllmGauges(Collector):
             family.add_metric(model, value)
             return family
 
-        yield gauge("vllm:num_requests_waiting", "Requests queued at the scheduler (all workers).", snapshot.num_waiting)
+        yield gauge("vllm:num_requests_waiting", "Requests queued at the scheduler (all workers).",
+                    snapshot.num_waiting)
         yield gauge("vllm:num_requests_running", "Requests holding KV blocks (all workers).", snapshot.num_running)
         yield gauge("vllm:kv_cache_usage_perc", "Fraction of the workers' KV cache blocks in use (0-1).",
                     snapshot.kv_usage)

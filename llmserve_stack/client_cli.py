@@ -70,12 +70,14 @@ def add_client_parsers(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     gen.add_argument("--ignore-eos", action="store_true", help="keep generating past the end-of-sequence token")
     gen.add_argument("--chat", action="store_true", help="apply the model's chat template")
-    gen.add_argument("--request-id", default="", help="an id of your own, e.g. to `llmserve cancel` it (default: assigned)")
+    gen.add_argument("--request-id", default="",
+                     help="an id of your own, e.g. to `llmserve cancel` it (default: assigned)")
     gen.add_argument("--tenant", default="")
     gen.add_argument("--usage", action="store_true", help="print the id, class, token counts and latencies at the end")
 
     cancel = subparsers.add_parser("cancel", help="cancel a running request by id",
-                                   description="Cancels a running request (its stream ends with FINISH_REASON_CANCELLED).")
+                                   description="Cancels a running request (its stream ends with "
+                                               "FINISH_REASON_CANCELLED).")
     cancel.add_argument("request_id")
     _connection(cancel)
     info = subparsers.add_parser("model-info", help="describe the served model, workers and policy")

@@ -59,7 +59,8 @@ class StackConfig:
     def __post_init__(self) -> None:
         if self.num_workers < 1:
             raise ValueError("--workers must be at least 1")
-        for flag, port in (("--port", self.port), ("--http-port", self.http_port), ("--metrics-port", self.metrics_port)):
+        ports = (("--port", self.port), ("--http-port", self.http_port), ("--metrics-port", self.metrics_port))
+        for flag, port in ports:
             if not 0 <= port < 65536:
                 raise ValueError(f"{flag} {port} is not a TCP port")
         if self.metrics_port and self.metrics_port + 3 + self.num_workers > 65536:
@@ -131,7 +132,8 @@ def service_specs(config: StackConfig, ports: dict[str, int] | None = None) -> l
         return {**values_env(service, metrics_port=metrics_port(name), **wiring), **exposed_env(config, service)}
 
     kvstore_addr = address("kvstore")
-    processes = [ServiceSpec("kvstore", "kvstore_svc", kvstore_addr, env(KvStoreConfig, "kvstore", address=kvstore_addr),
+    kvstore_env = env(KvStoreConfig, "kvstore", address=kvstore_addr)
+    processes = [ServiceSpec("kvstore", "kvstore_svc", kvstore_addr, kvstore_env,
                           ready_timeout_s=30.0)]
     worker_addrs = []
     for index in range(config.num_workers):

@@ -15,6 +15,8 @@ TS = ROOT / "clients" / "typescript"
 GO = ROOT / "clients" / "go"
 GO_IMPORT_PATH = "llmserve.dev/clients/go"
 DEBIAN_GOCODE = Path("/usr/share/gocode")
+GO_PACKAGES = ("golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev "
+               "protoc-gen-go protoc-gen-go-grpc")
 
 
 def npm_tool(name: str) -> str:
@@ -32,15 +34,15 @@ def npm_tool(name: str) -> str:
 
 
 def go_build(target: str, out: Path, work: Path) -> None:
-    """Builds package `target` of clients/go into `out`. With Debian's Go packages (golang-go,
-    golang-google-grpc-dev, golang-google-protobuf-dev, golang-github-golang-protobuf-1-5-dev: grpc-go
-    marshals through github.com/golang/protobuf, which must be 1.4 or later for these stubs) it builds offline in GOPATH mode against
-    /usr/share/gocode; skips where no Go toolchain is installed."""
+    """Builds package `target` of clients/go into `out`. With Debian's Go packages (GO_PACKAGES;
+    grpc-go marshals through github.com/golang/protobuf, which must be 1.4 or later for these
+    stubs, hence its 1-5 package) it builds offline in GOPATH mode against /usr/share/gocode;
+    skips where no Go toolchain is installed."""
     go = shutil.which("go")
     if go is None:
-        pytest.skip("no Go toolchain (apt-get install golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev)")
+        pytest.skip(f"no Go toolchain (apt-get install {GO_PACKAGES})")
     if not (DEBIAN_GOCODE / "src" / "google.golang.org" / "grpc").exists():
-        pytest.skip("Go is installed but not grpc-go: apt-get install golang-google-grpc-dev golang-google-protobuf-dev")
+        pytest.skip(f"Go is installed but not grpc-go (apt-get install {GO_PACKAGES})")
     if (DEBIAN_GOCODE / "src" / "github.com" / "golang" / "protobuf" / "proto" / "table_marshal.go").exists():
         pytest.fail("github.com/golang/protobuf is 1.3 (it cannot marshal these stubs): "
                     "apt-get install golang-github-golang-protobuf-1-5-dev")

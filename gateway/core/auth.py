@@ -45,7 +45,8 @@ class KeyBook:
                 raise ValueError(f"{source}:{number}: expected `TENANT KEY`, got {len(parts)} fields")
             tenant, key = parts
             if not _TENANT.fullmatch(tenant):
-                raise ValueError(f"{source}:{number}: tenant {tenant[:32]!r} must be 1-256 letters, digits or . _ : @ / + -")
+                raise ValueError(f"{source}:{number}: tenant {tenant[:32]!r} must be 1-256 letters, digits "
+                                 "or . _ : @ / + -")
             if key.startswith("sha256:"):
                 if not _HEX_DIGEST.fullmatch(key[7:]):
                     raise ValueError(f"{source}:{number}: sha256: must be followed by 64 hex digits")

@@ -31,7 +31,8 @@ def tokenize_prompt(tokenizer: Tokenizer, text: str, apply_chat_template: bool, 
     return list(tokenizer.encode(rendered, add_special_tokens=False))
 
 
-def tokenize_messages(tokenizer: Tokenizer, messages: Sequence[ChatMessage], model_name: str = "the model") -> list[int]:
+def tokenize_messages(tokenizer: Tokenizer, messages: Sequence[ChatMessage],
+                      model_name: str = "the model") -> list[int]:
     """Token ids of a conversation rendered with the tokenizer's chat template, the generation
     prompt appended (OpenAI chat completions)."""
     if not has_chat_template(tokenizer):

@@ -107,7 +107,8 @@ def parse_chat(body: Any, headers: Mapping[str, str], rt: RealTimeDefaults) -> O
 
 def _parse(body: Mapping[str, Any], headers: Mapping[str, str], rt: RealTimeDefaults, accepted: tuple[str, ...], *,
            text: str | None = None, token_ids: tuple[int, ...] | None = None,
-           messages: tuple[ChatMessage, ...] | None = None, fill_context: bool, max_tokens: int | None) -> OpenAIRequest:
+           messages: tuple[ChatMessage, ...] | None = None, fill_context: bool,
+           max_tokens: int | None) -> OpenAIRequest:
     ignored = [name for name in body if name not in accepted and name not in REJECTED_UNLESS_DEFAULT]
     for name, defaults in REJECTED_UNLESS_DEFAULT.items():
         if name in body and not any(body[name] == d and type(body[name]) is type(d) for d in defaults) and \
@@ -182,7 +183,8 @@ def _slo(body: Mapping[str, Any], headers: Mapping[str, str], rt: RealTimeDefaul
     if service_class == ServiceClass.REAL_TIME:
         ttft = rt.ttft_ms if ttft is None else ttft
         tpot = rt.tpot_ms if tpot is None else tpot
-    return SloInput(service_class=int(service_class), ttft_ms=ttft, tpot_ms=tpot, deadline_ms=deadline, priority=priority)
+    return SloInput(service_class=int(service_class), ttft_ms=ttft, tpot_ms=tpot, deadline_ms=deadline,
+                    priority=priority)
 
 
 def _class(name: str, where: str) -> ServiceClass:
@@ -199,7 +201,8 @@ def _header_ms(headers: Mapping[str, str], *names: str) -> float | None:
             try:
                 number = float(value)
             except ValueError:
-                raise InvalidRequestError(f"the {name} header is {value[:32]!r}: send milliseconds as a number") from None
+                raise InvalidRequestError(
+                    f"the {name} header is {value[:32]!r}: send milliseconds as a number") from None
             if not math.isfinite(number) or number <= 0:
                 raise InvalidRequestError(f"the {name} header is {value[:32]!r}: send milliseconds > 0")
             return number

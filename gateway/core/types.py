@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from llmserve.types import FinishReason, ServiceClass
 
-__all__ = ["Caller", "ChatMessage", "Delta", "FinishReason", "GenerateInput", "ModelLimits", "PreparedRequest", "Sampling",
-           "SamplingInput", "SchedulerSnapshot", "ServiceClass", "Slo", "SloInput", "Usage", "Workflow"]
+__all__ = ["Caller", "ChatMessage", "Delta", "FinishReason", "GenerateInput", "ModelLimits", "PreparedRequest",
+           "Sampling", "SamplingInput", "SchedulerSnapshot", "ServiceClass", "Slo", "SloInput", "Usage", "Workflow"]
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,8 @@ def check_prompt_present(inp: GenerateInput) -> None:
             raise InvalidRequestError("messages is empty: send at least one message")
         for i, message in enumerate(inp.messages):
             if message.role not in CHAT_ROLES:
-                raise InvalidRequestError(f"messages[{i}].role is {message.role[:32]!r}: use one of {', '.join(CHAT_ROLES)}")
+                raise InvalidRequestError(
+                    f"messages[{i}].role is {message.role[:32]!r}: use one of {', '.join(CHAT_ROLES)}")
         return
     if inp.text is None and inp.token_ids is None:
         raise InvalidRequestError("prompt is empty: set `text` or `token_ids`")
@@ -168,8 +169,8 @@ def validate_slo(s: SloInput, default: Slo) -> Slo:
         if s.ttft_ms is None and s.tpot_ms is None and s.deadline_ms is None:
             return Slo(default.service_class, default.ttft_ms, default.tpot_ms, default.deadline_ms, s.priority)
         raise InvalidRequestError(
-            "slo.service_class is missing: set SERVICE_CLASS_REAL_TIME, SERVICE_CLASS_DEADLINE or SERVICE_CLASS_BEST_EFFORT "
-            "with the targets, or send no SLO targets to run under the server's default SLO"
+            "slo.service_class is missing: set SERVICE_CLASS_REAL_TIME, SERVICE_CLASS_DEADLINE or "
+            "SERVICE_CLASS_BEST_EFFORT with the targets, or send no SLO targets to run under the server's default SLO"
         )
     if s.service_class not in known:
         raise InvalidRequestError(

@@ -35,7 +35,9 @@ from llmserve.errors import (  # re-exported: servicers import everything from h
 
 __all__ = [
     "CapacityError", "ConflictError", "InvalidRequestError", "LlmServeError", "NotFoundError",
-    "PermissionDeniedError", "PreconditionError", "UnauthenticatedError", "UnavailableError", "STATUS_OF_ERROR", "status_code_for", "error_for_status",
+    "PermissionDeniedError", "PreconditionError", "UnauthenticatedError", "UnavailableError", "STATUS_OF_ERROR",
+    "status_code_for", "error_for_status", "RETRY_AFTER_KEY", "retry_after_header", "DecodeFailures",
+    "UndecodableRequest",
     "abort_with", "ErrorStatusInterceptor",
 ]
 
