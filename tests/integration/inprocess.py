@@ -48,7 +48,7 @@ class Backend:
             await server.stop(0)
 
 
-async def start_backend(num_kv_blocks: int = 256) -> Backend:
+async def start_backend(num_kv_blocks: int = 256, **scheduler_options: Any) -> Backend:
     from kvstore_svc.config import KvStoreConfig
     from kvstore_svc.server import start_kvstore
     from llmserve.model_source import load_tokenizer, resolve_model
@@ -67,7 +67,7 @@ async def start_backend(num_kv_blocks: int = 256) -> Backend:
                                      max_num_batched_tokens=256, max_num_seqs=8, device="cpu", dtype="float32")
         servers.append(await worker_server.start_worker(worker_config, "127.0.0.1:0"))
         scheduler = await start_scheduler(SchedulerServiceConfig(worker_addrs=(servers[-1].address,),
-                                                                 kvstore_addr=kvstore.address))
+                                                                 kvstore_addr=kvstore.address, **scheduler_options))
         servers.append(scheduler)
         return Backend(scheduler, servers, await loading)
     except BaseException:

@@ -145,6 +145,29 @@ async def test_a_full_gateway_answers_429_with_retry_after(backend: Backend) -> 
                     await client.completions.create(model=model_name(small), prompt="Hi")
 
 
+async def test_work_the_scheduler_sheds_is_429_with_retry_after() -> None:
+    """A full scheduler queue (here: one waiting request per worker) sheds best-effort work with
+    RESOURCE_EXHAUSTED: HTTP clients and the inference gateway's picker get 429 and back off."""
+    shedding = await start_backend(max_num_waiting=1)
+    try:
+        gateway = await shedding.gateway()
+        async with aiohttp.ClientSession(http_base(gateway), connector=aiohttp.TCPConnector(limit=0)) as http:
+            body = {"prompt": "Count:", "max_tokens": 200, "ignore_eos": True, "stream": True,
+                    "slo": {"class": "best_effort"}}
+            responses = await asyncio.gather(*(http.post("/v1/completions", json=body) for _ in range(16)))
+            shed = [r for r in responses if r.status == 429]
+            assert shed and all(r.status in (200, 429) for r in responses), [r.status for r in responses]
+            for r in shed:
+                error = (await r.json())["error"]
+                assert r.headers["Retry-After"] == "1" and "scheduler:" in error["message"]
+                assert error["type"] == "rate_limit_error"
+            for r in responses:
+                r.close()
+        assert await shedding.idle()
+    finally:
+        await shedding.stop()
+
+
 async def test_503_while_the_gateway_starts() -> None:
     http_port = free_port()
     config = GatewayConfig(scheduler_addr=f"127.0.0.1:{free_port()}", scheduler_timeout_s=30.0,
