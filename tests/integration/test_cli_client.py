@@ -97,3 +97,22 @@ async def test_ctrl_c_during_generate_exits_130_without_a_traceback(gateway: Ser
     _, err = await asyncio.wait_for(generate.communicate(), 30)
     assert generate.returncode == 130 and "Traceback" not in err.decode(), err.decode()
     assert await backend.idle()  # the interrupted stream was aborted upstream
+
+
+async def test_up_refuses_a_busy_port_and_a_bad_combination_before_starting_anything() -> None:
+    import socket
+    import time
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        t0 = time.perf_counter()
+        code, out, err = await llmserve("up", "--port", str(port), "--http-port", str(free_port()))
+        assert code == 2 and f"127.0.0.1:{port} (--port) is already in use" in err, err
+        assert "listening" not in out and time.perf_counter() - t0 < 20  # no model was loaded
+    code, _, err = await llmserve("up", "--port", str(free_port()), "--http-port", str(free_port()),
+                                  "--cost-model", "h100_llama3_8b")
+    assert code == 2 and "--cost-model is used by --policy bros only" in err, err
+    code, _, err = await llmserve("up", "--policy", "lifo")
+    assert code == 2 and "choose one of" in err
