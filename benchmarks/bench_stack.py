@@ -103,7 +103,7 @@ async def run_stack(args: argparse.Namespace, prompts: list[str]) -> Row:
 
     if args.address:
         return await bench_stack(args.address, prompts, args.max_tokens, args.sequential)
-    config = StackConfig(port=free_port(), model=args.model, load_format=args.load_format, num_kv_blocks=args.num_kv_blocks,
+    config = StackConfig(port=free_port(), http_port=0, model=args.model, load_format=args.load_format, num_kv_blocks=args.num_kv_blocks,
                          max_num_seqs=max(64, args.concurrency), max_num_batched_tokens=args.max_num_batched_tokens,
                          policy=args.policy, log_format="text")
     log_dir = Path(args.out) / "logs"

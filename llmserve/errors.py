@@ -20,7 +20,12 @@ class InvalidRequestError(LlmServeError):
 
 
 class CapacityError(LlmServeError):
-    """The server is at a limit (queue, KV blocks, host tier): retry later or send less."""
+    """The server is at a limit (queue, KV blocks, host tier, a tenant's quota): retry later or send
+    less. `retry_after_s`, when known, says when a retry can succeed (sent to clients as retry info)."""
+
+    def __init__(self, message: str = "", *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class NotFoundError(LlmServeError):
@@ -29,6 +34,14 @@ class NotFoundError(LlmServeError):
 
 class UnavailableError(LlmServeError):
     """The service is starting, draining or lost a peer: retry."""
+
+
+class UnauthenticatedError(LlmServeError):
+    """The call carries no valid credentials (a missing or unknown API key)."""
+
+
+class PermissionDeniedError(LlmServeError):
+    """The caller is known but may not do this (act for another tenant)."""
 
 
 class ConflictError(LlmServeError):

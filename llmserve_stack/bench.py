@@ -140,7 +140,7 @@ def _live_one(requests: Sequence, policy: str, args: argparse.Namespace, label: 
         from llmserve_stack.launch import StackConfig, free_port, service_specs
         from llmserve_stack.supervisor import Stack
 
-        config = StackConfig(port=free_port(), policy=policy, log_format="json",
+        config = StackConfig(port=free_port(), http_port=0, policy=policy, log_format="json",
                              **values_from_args(ModelSettings, args))
         async with Stack(service_specs(config), log_dir=str(Path(args.out) / f"logs-{policy}")) as stack:
             return await replay(requests, LiveConfig(stack.specs[-1].address, run_timeout_s=args.live_timeout,

@@ -1,5 +1,6 @@
 """The `llmserve` command: `up` starts the whole stack locally, `generate` streams a completion
-from a running gateway, `bench` compares scheduling policies (simulated or live)."""
+from a running gateway (`cancel` and `model-info` beside it), `bench` compares scheduling policies
+(simulated or live)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,10 @@ import tempfile
 
 from llmserve.settings import add_settings, config_from_args
 from llmserve_stack.bench import add_bench_parser, run_bench
-from llmserve_stack.launch import StackConfig, service_specs, stack_tls
+from llmserve_stack.client_cli import add_client_parsers, run_cancel, run_generate, run_model_info
+from llmserve_stack.launch import ServiceSpec, StackConfig, preflight, service_specs, stack_tls
 from llmserve_stack.restarts import RestartPolicy
 from llmserve_stack.supervisor import Stack, print_err
-
-# `--class` spellings -> gateway.client's service class names.
-CLASS_NAMES = {"rt": "real_time", "real_time": "real_time", "deadline": "deadline", "be": "best_effort",
-               "best_effort": "best_effort"}
-CLASS_SLO_DEFAULTS = {"real_time": {"ttft_ms": 2000.0, "tpot_ms": 200.0}, "deadline": {"deadline_ms": 30_000.0}}
 
 
 def _add_up_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -34,31 +31,9 @@ def _add_up_parser(subparsers: argparse._SubParsersAction) -> None:
     add_settings(up, StackConfig)
 
 
-def _add_generate_parser(subparsers: argparse._SubParsersAction) -> None:
-    gen = subparsers.add_parser("generate", help="stream a completion from a running gateway")
-    gen.add_argument("prompt", help="the prompt text")
-    gen.add_argument("--address", default="127.0.0.1:50051", help="gateway address")
-    gen.add_argument("--tls-ca", default=None, metavar="CA_FILE",
-                     help="connect over TLS, verifying the gateway against this PEM CA (llmserve up --tls prints it)")
-    gen.add_argument("--class", dest="service_class", default="rt", choices=sorted(CLASS_NAMES))
-    gen.add_argument("--ttft-ms", type=float, default=None, help="real-time: time to first token (default 2000)")
-    gen.add_argument("--tpot-ms", type=float, default=None, help="real-time: time per output token (default 200)")
-    gen.add_argument("--deadline-ms", type=float, default=None, help="deadline class: time to last token")
-    gen.add_argument("--priority", type=int, default=0)
-    gen.add_argument("--max-tokens", type=int, default=64)
-    gen.add_argument("--temperature", type=float, default=0.0)
-    gen.add_argument("--top-p", type=float, default=None)
-    gen.add_argument("--top-k", type=int, default=0)
-    gen.add_argument("--seed", type=int, default=None)
-    gen.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
-    gen.add_argument("--chat", action="store_true", help="apply the model's chat template")
-    gen.add_argument("--tenant", default="")
-    gen.add_argument("--usage", action="store_true", help="print token counts and latencies at the end")
-
-
 async def _run_up(config: StackConfig) -> int:
     if not config.tls:
-        return await _run_stack(config, Stack(service_specs(config), log_dir=config.log_dir or None))
+        return await _run_checked(config, service_specs(config))
     # The CA's and the services' keys live only as long as this run, in a folder only we can read.
     with tempfile.TemporaryDirectory(prefix="llmserve-tls-") as folder:
         try:
@@ -67,8 +42,17 @@ async def _run_up(config: StackConfig) -> int:
             print_err(f"llmserve up --tls: {err}")
             return 1
         print_err(f"TLS on every hop; the stack's throwaway CA: {tls.ca.cert} (deleted when the stack stops)")
-        return await _run_stack(config, Stack(service_specs(config, tls=tls), log_dir=config.log_dir or None),
-                                tls_ca=str(tls.ca.cert))
+        return await _run_checked(config, service_specs(config, tls=tls), tls_ca=str(tls.ca.cert))
+
+
+async def _run_checked(config: StackConfig, processes: list[ServiceSpec], tls_ca: str | None = None) -> int:
+    """Runs the stack of `processes` once `preflight` finds nothing wrong (exit code 2 if it does)."""
+    try:
+        preflight(config, processes)
+    except ValueError as err:
+        print_err(f"llmserve up: {err}")
+        return 2
+    return await _run_stack(config, Stack(processes, log_dir=config.log_dir or None), tls_ca)
 
 
 async def _run_stack(config: StackConfig, stack: Stack, tls_ca: str | None = None) -> int:
@@ -92,6 +76,8 @@ async def _run_stack(config: StackConfig, stack: Stack, tls_ca: str | None = Non
         return 1
     gateway = stack.specs[-1].address
     print(f"llmserve gateway listening on {gateway}", flush=True)
+    if config.http_port:
+        print(f"llmserve OpenAI-compatible HTTP on http://{config.host}:{config.http_port}/v1", flush=True)
     tls_flag = f" --tls-ca {tls_ca}" if tls_ca else ""
     print_err(f"try: llmserve generate --address {gateway}{tls_flag} \"The capital of France is\"")
     policy = RestartPolicy(max_restarts=config.max_restarts, window_s=config.restart_window_s)
@@ -113,57 +99,12 @@ async def _serve_until_stopped(stack: Stack, stop_wait: asyncio.Task[object], po
     return exit_code
 
 
-async def _run_generate(args: argparse.Namespace) -> int:
-    import grpc
-
-    from gateway.client import build_request
-    from llmserve.runtime.channel import open_channel
-    from llmserve.v1 import common_pb2, gateway_pb2_grpc
-
-    service_class = CLASS_NAMES[args.service_class]
-    # The SLO values a class needs get a default here, so `--class rt` alone is a valid request.
-    slo = {"ttft_ms": args.ttft_ms, "tpot_ms": args.tpot_ms, "deadline_ms": args.deadline_ms}
-    for name, default in CLASS_SLO_DEFAULTS.get(service_class, {}).items():
-        if slo[name] is None:
-            slo[name] = default
-    request = build_request(
-        args.prompt, max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-        seed=args.seed, stop=args.stop, service_class=service_class, priority=args.priority, tenant=args.tenant,
-        apply_chat_template=args.chat, **slo,
-    )
-    from llmserve.runtime.tls import Tls
-
-    try:
-        tls = Tls.from_files(args.tls_ca) if args.tls_ca else None
-    except (OSError, ValueError) as err:
-        print(f"error: --tls-ca: {err}", file=sys.stderr)
-        return 2
-    async with open_channel(args.address, tls=tls) as channel:
-        stub = gateway_pb2_grpc.GatewayStub(channel)
-        try:
-            last = None
-            async for chunk in stub.Generate(request):
-                sys.stdout.write(chunk.text)
-                sys.stdout.flush()
-                last = chunk
-        except grpc.aio.AioRpcError as err:
-            print(f"\nerror: {err.code().name}: {err.details()}", file=sys.stderr)
-            return 2
-    sys.stdout.write("\n")
-    if args.usage and last is not None:
-        usage = last.usage
-        print(f"[{common_pb2.FinishReason.Name(last.finish_reason)}] prompt {usage.prompt_tokens} tokens, "
-              f"completion {usage.completion_tokens} tokens, TTFT {usage.ttft_ms:.1f} ms, "
-              f"TPOT {usage.mean_tpot_ms:.1f} ms, SLO {'met' if usage.slo_attained else 'missed'}", file=sys.stderr)
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The `llmserve` parser; raises ValueError naming an LLMSERVE_* variable that does not parse."""
     parser = argparse.ArgumentParser(prog="llmserve", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_up_parser(subparsers)
-    _add_generate_parser(subparsers)
+    add_client_parsers(subparsers)
     add_bench_parser(subparsers)
     return parser
 
@@ -178,11 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if up_config is not None:
         return asyncio.run(_run_up(up_config))
-    if args.command == "generate":
-        return asyncio.run(_run_generate(args))
     if args.command == "bench":
         return run_bench(args)
-    raise AssertionError(f"unknown command {args.command}")
+    client_commands = {"generate": run_generate, "cancel": run_cancel, "model-info": run_model_info}
+    try:
+        return asyncio.run(client_commands[args.command](args))
+    except KeyboardInterrupt:  # Ctrl-C: the stream's call is cancelled with the loop, so the server aborts it
+        print("\ninterrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

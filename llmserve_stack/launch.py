@@ -19,12 +19,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, SloClassName
 from kvstore_svc.config import KvStoreConfig
 from llmserve.model_source import LoadFormat, ModelSettings
 from llmserve.runtime.service_settings import ServiceSettings
 from llmserve.runtime.tls import Tls
-from llmserve.settings import check_choices, exposed, setting, specs, to_env, values_env
+from llmserve.settings import check_choices, config_from_env, exposed, setting, specs, to_env, values_env
 from llmserve_stack.certs import Issued, LocalCa
 from scheduler_svc.config import SchedulerServiceConfig
 from worker_svc.config import WorkerConfig
@@ -36,8 +36,11 @@ class StackConfig:
     each listed by name (`exposed`: the service's flag, variable, default and help). Every service
     whose config declares an exposed setting gets its value as that setting's LLMSERVE_* variable."""
 
-    port: int = setting(50051, help="the gateway's port")
-    host: str = setting("127.0.0.1", help="the address the gateway binds (the public one)")
+    port: int = setting(50051, help="the gateway's gRPC port")
+    http_port: int = setting(8000, help="the gateway's OpenAI-compatible HTTP port (0: no HTTP front)")
+    metrics_port: int = setting(0, help="Prometheus /metrics ports from this one up: the gateway's, the "
+                                        "scheduler's, the kvstore's, then one per worker (0: off)")
+    host: str = setting("127.0.0.1", help="the address the gateway binds (the public one, both fronts)")
     internal_host: str = setting("127.0.0.1", help="the address the kvstore, workers and scheduler bind (loopback: "
                                                    "reachable from this machine only)")
     tls: bool = setting(False, help="TLS on every hop, mTLS between the internal services, with a throwaway local CA "
@@ -51,6 +54,13 @@ class StackConfig:
     model: str = exposed(ModelSettings, "model")
     load_format: LoadFormat = exposed(ModelSettings, "load_format")
     tokenizer: str | None = exposed(GatewayConfig, "tokenizer")
+    default_slo_class: SloClassName = exposed(GatewayConfig, "default_slo_class")
+    default_ttft_ms: float = exposed(GatewayConfig, "default_ttft_ms")
+    default_tpot_ms: float = exposed(GatewayConfig, "default_tpot_ms")
+    api_keys_file: str | None = exposed(GatewayConfig, "api_keys_file")
+    tenant_max_concurrent_requests: int = exposed(GatewayConfig, "tenant_max_concurrent_requests")
+    tenant_tokens_per_minute: int = exposed(GatewayConfig, "tenant_tokens_per_minute")
+    max_prompt_bytes: int = exposed(GatewayConfig, "max_prompt_bytes")
     policy: str = exposed(SchedulerServiceConfig, "policy")
     cost_model: str = exposed(SchedulerServiceConfig, "cost_model")
     num_kv_blocks: int = exposed(WorkerConfig, "num_kv_blocks")
@@ -65,8 +75,12 @@ class StackConfig:
     def __post_init__(self) -> None:
         if self.num_workers < 1:
             raise ValueError("--workers must be at least 1")
-        if not 0 <= self.port < 65536:
-            raise ValueError(f"--port {self.port} is not a TCP port")
+        ports = (("--port", self.port), ("--http-port", self.http_port), ("--metrics-port", self.metrics_port))
+        for flag, port in ports:
+            if not 0 <= port < 65536:
+                raise ValueError(f"{flag} {port} is not a TCP port")
+        if self.metrics_port and self.metrics_port + 3 + self.num_workers > 65536:
+            raise ValueError(f"--metrics-port {self.metrics_port} leaves no room for {3 + self.num_workers} ports")
         if self.max_restarts < 0:
             raise ValueError(f"--max-restarts must be >= 0, got {self.max_restarts}")
         if not self.restart_window_s > 0:
@@ -80,9 +94,15 @@ SERVICE_CONFIGS: dict[str, type] = {"kvstore_svc": KvStoreConfig, "worker_svc": 
                                     "scheduler_svc": SchedulerServiceConfig, "gateway": GatewayConfig}
 
 
+# The stack's own settings: `metrics_port` shares its name with every service's, but is the first
+# of a range, which `service_specs` hands out one port per process.
+STACK_OWN = frozenset({"port", "http_port", "metrics_port", "host", "internal_host", "tls", "num_workers", "log_dir",
+                       "max_restarts", "restart_window_s"})
+
+
 def exposed_env(config: StackConfig, service: type) -> dict[str, str]:
     """The LLMSERVE_* variables of the exposed settings that `service` (a config class) declares."""
-    declared = {spec.name for spec in specs(service)}
+    declared = {spec.name for spec in specs(service)} - STACK_OWN
     return to_env(config, [spec.name for spec in specs(StackConfig) if spec.name in declared])
 
 
@@ -173,9 +193,17 @@ def service_specs(config: StackConfig, ports: dict[str, int] | None = None,
             ports[name] = config.port if name == "gateway" else free_port(host)
         return f"{host}:{ports[name]}"
 
+    # One metrics port per process, counted up from --metrics-port; always set, so that an
+    # LLMSERVE_METRICS_PORT in the caller's environment cannot give every process the same one.
+    metrics_order = ["gateway", "scheduler", "kvstore", *(f"worker-{i}" for i in range(config.num_workers))]
+
+    def metrics_port(name: str) -> int:
+        return config.metrics_port + metrics_order.index(name) if config.metrics_port else 0
+
     def env(name: str, service: type, **wiring: object) -> dict[str, str]:
         identity = tls.settings(name) if tls is not None else {}
-        return {**values_env(service, **wiring, **identity), **exposed_env(config, service)}
+        return {**values_env(service, metrics_port=metrics_port(name), **wiring, **identity),
+                **exposed_env(config, service)}
 
     def spec(name: str, module: str, addr: str, service_env: dict[str, str], ready_timeout_s: float) -> ServiceSpec:
         probe = tls.ca.tls(tls.supervisor) if tls is not None else None
@@ -196,6 +224,36 @@ def service_specs(config: StackConfig, ports: dict[str, int] | None = None,
                         kvstore_addr=kvstore_addr)
     processes.append(spec("scheduler", "scheduler_svc", scheduler_addr, scheduler_env, 120.0))
     gateway_addr = address("gateway")
-    gateway_env = env("gateway", GatewayConfig, address=gateway_addr, scheduler_addr=scheduler_addr)
+    http_address = f"{config.host}:{config.http_port}" if config.http_port else ""
+    gateway_env = env("gateway", GatewayConfig, address=gateway_addr, scheduler_addr=scheduler_addr,
+                      http_address=http_address)
     processes.append(spec("gateway", "gateway", gateway_addr, gateway_env, 120.0))
     return processes
+
+
+def preflight(config: StackConfig, processes: list[ServiceSpec]) -> None:
+    """What can fail before anything starts, checked before anything starts (ValueError saying
+    what to change): every process's settings build its config (cross-setting rules such as
+    `--cost-model` needing `--policy bros` included), and every fixed port is free. A busy port
+    would otherwise let the health check reach another stack and report this one ready."""
+    for process in processes:
+        try:
+            config_from_env(SERVICE_CONFIGS[process.module], process.env)
+        except ValueError as err:
+            raise ValueError(f"{process.name}: {err}") from None
+    fixed = [("--port", config.port), ("--http-port", config.http_port)]
+    if config.metrics_port:
+        fixed += [("--metrics-port", config.metrics_port + i) for i in range(3 + config.num_workers)]
+    for flag, port in fixed:
+        if port and not port_is_free(config.host, port):
+            raise ValueError(f"{config.host}:{port} ({flag}) is already in use: stop what listens there "
+                             f"(another `llmserve up`?) or choose another {flag}")
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True

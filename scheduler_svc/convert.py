@@ -192,6 +192,9 @@ def stats_to_pb(
         stats.num_waiting += core.num_waiting
         stats.num_running += core.num_running
         stats.num_preemptions += core.num_preemptions
+        used = sum(core.kv_blocks_by_class.values())
+        stats.num_kv_blocks_used += used
+        stats.num_kv_blocks_total += used + core.num_free_blocks
     if model is not None:
         stats.model.CopyFrom(model)
     return stats

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn
@@ -23,13 +24,16 @@ from llmserve.errors import (  # re-exported: servicers import everything from h
     InvalidRequestError,
     LlmServeError,
     NotFoundError,
+    PermissionDeniedError,
     PreconditionError,
+    UnauthenticatedError,
     UnavailableError,
 )
 
 __all__ = [
     "CapacityError", "ConflictError", "InvalidRequestError", "LlmServeError", "NotFoundError",
-    "PreconditionError", "UnavailableError", "STATUS_OF_ERROR", "status_code_for", "error_for_status",
+    "PermissionDeniedError", "PreconditionError", "UnauthenticatedError", "UnavailableError", "STATUS_OF_ERROR",
+    "status_code_for", "error_for_status", "RETRY_AFTER_KEY", "retry_after_header",
     "abort_with", "ErrorStatusInterceptor",
 ]
 
@@ -42,6 +46,8 @@ STATUS_OF_ERROR: dict[type[LlmServeError], grpc.StatusCode] = {
     UnavailableError: grpc.StatusCode.UNAVAILABLE,
     ConflictError: grpc.StatusCode.ALREADY_EXISTS,
     PreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
+    UnauthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
     LlmServeError: grpc.StatusCode.INTERNAL,
 }
 
@@ -61,6 +67,16 @@ def status_code_for(error: LlmServeError) -> grpc.StatusCode:
     raise TypeError(f"{type(error).__name__} is not an LlmServeError")  # unreachable for an LlmServeError
 
 
+# Trailing metadata of a RESOURCE_EXHAUSTED answer whose error knows when to retry: whole seconds,
+# as HTTP's Retry-After (clients of either front read the same number).
+RETRY_AFTER_KEY = "retry-after"
+
+
+def retry_after_header(retry_after_s: float) -> str:
+    """Whole seconds, rounded up, at least 1 (a 0 would invite an immediate retry storm)."""
+    return str(max(1, math.ceil(retry_after_s)))
+
+
 def error_for_status(code: grpc.StatusCode, message: str) -> LlmServeError:
     """The inverse mapping, for clients that re-raise a peer's status as a domain error. A code
     the table does not name (UNKNOWN, UNIMPLEMENTED, ...) becomes a plain LlmServeError (INTERNAL
@@ -76,13 +92,17 @@ async def abort_with(context: grpc.aio.ServicerContext, error: BaseException) ->
     A domain error sends its table code and its own message. Anything else is a bug: INTERNAL
     with a message that names only an incident id; the traceback goes to the log, with that id.
     """
+    trailing: tuple[tuple[str, str], ...] = ()
     if isinstance(error, LlmServeError):
         code, message = status_code_for(error), str(error) or type(error).__name__
+        retry_after_s = getattr(error, "retry_after_s", None)
+        if retry_after_s is not None:
+            trailing = ((RETRY_AFTER_KEY, retry_after_header(retry_after_s)),)
     else:
         incident = uuid.uuid4().hex[:12]
         logger.error("internal error %s: %s", incident, type(error).__name__, exc_info=error)
         code, message = grpc.StatusCode.INTERNAL, f"internal error {incident}: the server logged the details"
-    await context.abort(code, message)
+    await context.abort(code, message, trailing_metadata=trailing)
 
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]

@@ -53,6 +53,9 @@ class ServiceServer:
     service_names: tuple[str, ...]
     # Run after the server stopped (close peer channels, stop background tasks), in order.
     cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Run beside the gRPC server's own drain, each given the grace (another front of the same
+    # service: its listeners close and its open calls finish within the same grace).
+    drains: list[Callable[[float], Awaitable[None]]] = field(default_factory=list)
     # The servicer object, for in-process tests and tools that inspect it.
     service: object | None = None
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
@@ -72,7 +75,11 @@ class ServiceServer:
         if self._stopped.is_set():
             return
         await self.set_serving(False)
-        await self.server.stop(grace_s)
+        results = await asyncio.gather(self.server.stop(grace_s), *(drain(grace_s) for drain in self.drains),
+                                       return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception):
+                logger.error("drain failed while stopping", exc_info=result)
         for cleanup in self.cleanups:
             try:
                 await cleanup()
@@ -92,6 +99,7 @@ async def start_server(
     *,
     tls: Tls | None = None,
     require_client_cert: bool = True,
+    max_receive_bytes: int = MAX_MESSAGE_BYTES,
 ) -> ServiceServer:
     """Starts a server on `address` ("host:0" picks a free port) with health and reflection.
 
@@ -105,12 +113,15 @@ async def start_server(
 
     `service_names` are the full names of the services `add_servicers` registers
     (e.g. `gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name`). The health status starts
-    NOT_SERVING; call `set_serving()` once the service is ready.
+    NOT_SERVING; call `set_serving()` once the service is ready. `max_receive_bytes` lowers the
+    largest request message accepted (the public gateway's: gRPC refuses a bigger one with
+    RESOURCE_EXHAUSTED before it is parsed).
     """
     # The error interceptor inside the tracing ones, so that they record the status it sets; the
     # decode check inside the error interceptor, which maps what it raises.
     chain = [*interceptors, ErrorStatusInterceptor(), UndecodableRequestInterceptor()]
-    server = grpc.aio.server(interceptors=chain, options=list(SERVER_OPTIONS))
+    options = [(k, max_receive_bytes if k == "grpc.max_receive_message_length" else v) for k, v in SERVER_OPTIONS]
+    server = grpc.aio.server(interceptors=chain, options=options)
     add_servicers(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

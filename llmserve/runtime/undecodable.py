@@ -36,7 +36,7 @@ class Undecodable:
 class RateLimitedWarning:
     """At most one warning line per `interval_s`; the next line counts those held back."""
 
-    def __init__(self, log: logging.Logger, interval_s: float = 10.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, log: logging.Logger, interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic):
         self._log = log
         self._interval_s = interval_s
         self._clock = clock

@@ -61,7 +61,7 @@ class GetStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class SchedulerStats(_message.Message):
-    __slots__ = ("policy", "num_waiting", "num_running", "num_workers", "num_steps", "num_preemptions", "model")
+    __slots__ = ("policy", "num_waiting", "num_running", "num_workers", "num_steps", "num_preemptions", "model", "num_kv_blocks_used", "num_kv_blocks_total")
     POLICY_FIELD_NUMBER: _ClassVar[int]
     NUM_WAITING_FIELD_NUMBER: _ClassVar[int]
     NUM_RUNNING_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +69,8 @@ class SchedulerStats(_message.Message):
     NUM_STEPS_FIELD_NUMBER: _ClassVar[int]
     NUM_PREEMPTIONS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    NUM_KV_BLOCKS_USED_FIELD_NUMBER: _ClassVar[int]
+    NUM_KV_BLOCKS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     policy: str
     num_waiting: int
     num_running: int
@@ -76,4 +78,6 @@ class SchedulerStats(_message.Message):
     num_steps: int
     num_preemptions: int
     model: _worker_pb2.WorkerInfo
-    def __init__(self, policy: _Optional[str] = ..., num_waiting: _Optional[int] = ..., num_running: _Optional[int] = ..., num_workers: _Optional[int] = ..., num_steps: _Optional[int] = ..., num_preemptions: _Optional[int] = ..., model: _Optional[_Union[_worker_pb2.WorkerInfo, _Mapping]] = ...) -> None: ...
+    num_kv_blocks_used: int
+    num_kv_blocks_total: int
+    def __init__(self, policy: _Optional[str] = ..., num_waiting: _Optional[int] = ..., num_running: _Optional[int] = ..., num_workers: _Optional[int] = ..., num_steps: _Optional[int] = ..., num_preemptions: _Optional[int] = ..., model: _Optional[_Union[_worker_pb2.WorkerInfo, _Mapping]] = ..., num_kv_blocks_used: _Optional[int] = ..., num_kv_blocks_total: _Optional[int] = ...) -> None: ...

@@ -30,6 +30,8 @@ INTENDED: dict[type[shared.LlmServeError], grpc.StatusCode] = {
     shared.UnavailableError: Code.UNAVAILABLE,
     shared.ConflictError: Code.ALREADY_EXISTS,
     shared.PreconditionError: Code.FAILED_PRECONDITION,
+    shared.UnauthenticatedError: Code.UNAUTHENTICATED,
+    shared.PermissionDeniedError: Code.PERMISSION_DENIED,
     kv.KvStoreError: Code.INTERNAL,  # a base only: the core raises its subclasses
     kv.InvalidSpecError: Code.INVALID_ARGUMENT,
     kv.CheckpointMismatchError: Code.INVALID_ARGUMENT,

@@ -24,11 +24,12 @@ OVERLAYS = ("cpu", "gpu")
 LLMSERVE_SERVICES = ("kvstore", "scheduler", "gateway")  # plus worker-N
 GRPC_PORT = 50051
 METRICS_PORT = 9464
+HTTP_PORT = 8000  # the gateway's OpenAI-compatible HTTP front
 
 # The pyproject extra (and image) each service module runs from: only the worker's carries torch.
 SERVICE_EXTRAS = {"kvstore_svc": "kvstore", "worker_svc": "worker", "scheduler_svc": "scheduler", "gateway": "gateway"}
 # Variables a deployment sets that `llmserve up` leaves to the services' defaults.
-DEPLOY_ONLY_VARS = frozenset({"LLMSERVE_METRICS_PORT", "LLMSERVE_DRAIN_GRACE_S"})
+DEPLOY_ONLY_VARS = frozenset({"LLMSERVE_METRICS_PORT", "LLMSERVE_DRAIN_GRACE_S", "LLMSERVE_HTTP_ADDRESS"})
 # Where a deployment mounts the cluster identity, by TLS variable. `llmserve up --tls`, which the
 # deployments mirror, gives each process files of its own in a temporary folder instead.
 COMPOSE_TLS = {"LLMSERVE_TLS_CERT": "/run/secrets/llmserve-cert", "LLMSERVE_TLS_KEY": "/run/secrets/llmserve-key",

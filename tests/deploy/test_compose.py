@@ -19,6 +19,7 @@ from .conftest import (
     COMPOSE_FILE,
     COMPOSE_TLS,
     DEPLOY_ONLY_VARS,
+    HTTP_PORT,
     GRPC_PORT,
     METRICS_PORT,
     REPO,
@@ -97,8 +98,8 @@ def test_commands_and_env_match_llmserve_up(services: dict[str, Any], launched: 
         assert service["command"] == spec.argv(python="python"), spec.name
         env = service["environment"]
         launched = {k: v for k, v in env.items() if k not in DEPLOY_ONLY_VARS and not k.startswith("OTEL_")}
-        expected = translate_tls(translate_addresses(spec.env, address_to_name, f"0.0.0.0:{GRPC_PORT}", dns),
-                                 COMPOSE_TLS)
+        ours = {k: v for k, v in spec.env.items() if k not in DEPLOY_ONLY_VARS}
+        expected = translate_tls(translate_addresses(ours, address_to_name, f"0.0.0.0:{GRPC_PORT}", dns), COMPOSE_TLS)
         assert launched == expected, spec.name
 
 
@@ -152,7 +153,7 @@ def test_every_service_restarts_and_drains(services: dict[str, Any]) -> None:
 
 def test_only_the_gateway_is_published(services: dict[str, Any]) -> None:
     published = {name: s["ports"] for name, s in services.items() if s.get("ports")}
-    assert [p["target"] for p in published.pop("gateway")] == [GRPC_PORT]
+    assert [p["target"] for p in published.pop("gateway")] == [GRPC_PORT, HTTP_PORT]
     for name, ports in published.items():
         # Trace/metric UIs are for the operator on this host only.
         assert [(p["host_ip"], p["target"]) for p in ports] == [("127.0.0.1", OBSERVABILITY_UIS[name])], name

@@ -83,6 +83,8 @@ def specs_from_compose(
         env.update(tls_files)
         env["LLMSERVE_ADDRESS"] = f"127.0.0.1:{grpc_ports[name]}"
         env["LLMSERVE_METRICS_PORT"] = str(metrics_ports[name])
+        if "LLMSERVE_HTTP_ADDRESS" in env:  # the gateway's HTTP front: loopback and a free port too
+            env["LLMSERVE_HTTP_ADDRESS"] = f"127.0.0.1:{free_port()}"
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{otlp_port}"
         env["OTEL_BSP_SCHEDULE_DELAY"] = "200"  # flush spans quickly
         for key, value in env.items():

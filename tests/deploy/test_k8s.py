@@ -23,6 +23,7 @@ from worker_svc.config import WorkerConfig
 
 from .conftest import (
     DEPLOY_ONLY_VARS,
+    HTTP_PORT,
     GRPC_PORT,
     K8S,
     K8S_TLS,
@@ -114,7 +115,8 @@ def test_pods_run_what_llmserve_up_runs(overlay: tuple[str, dict], launched: dic
         assert _container(workload)["command"] == spec.argv(python="python"), spec.name
         env = _pod_env(docs, workload, pod_name=spec.name)
         launched = {k: v for k, v in env.items() if k not in DEPLOY_ONLY_VARS and not k.startswith("OTEL_")}
-        expected = translate_tls(translate_addresses(spec.env, address_to_name, f"0.0.0.0:{GRPC_PORT}", dns), K8S_TLS)
+        ours = {k: v for k, v in spec.env.items() if k not in DEPLOY_ONLY_VARS}
+        expected = translate_tls(translate_addresses(ours, address_to_name, f"0.0.0.0:{GRPC_PORT}", dns), K8S_TLS)
         assert launched == expected, spec.name
 
 
@@ -147,7 +149,8 @@ def test_probes_speak_mtls_and_ports(overlay: tuple[str, dict]) -> None:
     for workload_name, kind in WORKLOADS.items():
         container = _container(docs[(kind, workload_name)])
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        assert ports == {"grpc": GRPC_PORT, "metrics": METRICS_PORT}, workload_name
+        http = {"http": HTTP_PORT} if workload_name == "gateway" else {}
+        assert ports == {"grpc": GRPC_PORT, "metrics": METRICS_PORT, **http}, workload_name
         probes = [p for p in ("startupProbe", "readinessProbe", "livenessProbe") if p in container]
         assert {"readinessProbe", "livenessProbe"} <= set(probes), workload_name
         for probe in probes:

@@ -79,7 +79,7 @@ async def stack() -> AsyncIterator[Stack]:
         servers.append(await start_worker(worker_config, "127.0.0.1:0", metrics=metrics["worker"]))
         scheduler_config = SchedulerServiceConfig(worker_addrs=(servers[-1].address,), kvstore_addr=kvstore.address)
         servers.append(await start_scheduler(scheduler_config, "127.0.0.1:0", metrics=metrics["scheduler"]))
-        gateway = await start_gateway(GatewayConfig(scheduler_addr=servers[-1].address), "127.0.0.1:0",
+        gateway = await start_gateway(GatewayConfig(scheduler_addr=servers[-1].address, http_address=""), "127.0.0.1:0",
                                       metrics=metrics["gateway"], tokenizer=await loading)
         servers.append(gateway)
         yield Stack(exporter, gateway, metrics)

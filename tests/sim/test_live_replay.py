@@ -31,7 +31,7 @@ def _workload() -> list[WorkloadRequest]:
 
 
 async def test_live_replay_streams_true_lengths_and_orders_workflows(tmp_path):
-    config = StackConfig(port=free_port(), model="default", load_format="dummy", policy="bros", num_kv_blocks=256,
+    config = StackConfig(port=free_port(), http_port=0, model="default", load_format="dummy", policy="bros", num_kv_blocks=256,
                          log_format="text")
     reqs = _workload()
     async with Stack(service_specs(config), log_dir=str(tmp_path / "logs")) as stack:

@@ -12,10 +12,9 @@ import pytest
 from kvstore_svc.config import GIB
 from llmserve.settings import add_settings, config_from_args, config_from_env, specs
 from llmserve_stack.cli import build_parser
-from llmserve_stack.launch import SERVICE_CONFIGS, StackConfig, service_specs, stack_tls
+from llmserve_stack.launch import SERVICE_CONFIGS, STACK_OWN, StackConfig, service_specs, stack_tls
 from scheduler_svc.core.policy import POLICY_NAMES
 
-STACK_OWN = {"port", "host", "internal_host", "tls", "num_workers", "log_dir", "max_restarts", "restart_window_s"}
 
 
 def test_exposed_settings_are_the_services_own() -> None:
@@ -108,3 +107,35 @@ def test_a_tls_stack_gives_each_process_its_own_identity(tmp_path) -> None:
         assert process.probe_tls is not None and process.probe_tls.cert == tls.supervisor.cert.read_bytes()
     assert len(certs) == len(processes)  # one certificate per service
     assert all(p.probe_tls is None for p in service_specs(StackConfig(), ports={"gateway": 1}))
+def test_each_process_gets_its_own_metrics_port_and_the_gateway_its_http_port() -> None:
+    processes = service_specs(StackConfig(num_workers=2, metrics_port=9500, http_port=8100))
+    ports = {p.name: config_from_env(SERVICE_CONFIGS[p.module], p.env).metrics_port for p in processes}
+    assert ports == {"gateway": 9500, "scheduler": 9501, "kvstore": 9502, "worker-0": 9503, "worker-1": 9504}
+    gateway = config_from_env(SERVICE_CONFIGS["gateway"], processes[-1].env)
+    assert gateway.http_address == "127.0.0.1:8100"
+    # Off by default, and explicitly so: the caller's LLMSERVE_METRICS_PORT cannot leak into every process.
+    assert all(p.env["LLMSERVE_METRICS_PORT"] == "0" for p in service_specs(StackConfig()))
+    no_http = service_specs(StackConfig(http_port=0))[-1]
+    assert config_from_env(SERVICE_CONFIGS["gateway"], no_http.env).http_address == ""
+
+
+def test_preflight_refuses_a_busy_port_and_a_bad_combination_before_anything_starts() -> None:
+    import socket
+
+    from llmserve_stack.launch import free_port, preflight
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = StackConfig(port=port, http_port=free_port())
+        with pytest.raises(ValueError, match=rf"127.0.0.1:{port} \(--port\) is already in use"):
+            preflight(config, service_specs(config))
+        config = StackConfig(port=free_port(), http_port=port)
+        with pytest.raises(ValueError, match=r"\(--http-port\) is already in use"):
+            preflight(config, service_specs(config))
+    config = StackConfig(port=free_port(), http_port=free_port(), cost_model="h100_llama3_8b")  # fcfs: no cost model
+    with pytest.raises(ValueError, match="scheduler: --cost-model is used by --policy bros or tempo only"):
+        preflight(config, service_specs(config))
+    config = StackConfig(port=free_port(), http_port=free_port())
+    preflight(config, service_specs(config))  # all free, all valid
