@@ -116,10 +116,13 @@ def _request(args: argparse.Namespace) -> Any:
     )
 
 
-def _explain(err: LlmServeError, address: str) -> str:
+def _explain(err: LlmServeError, address: str, tls_ca: str | None) -> str:
     text = str(err)
     if isinstance(err, UnavailableError) and any(s in text.lower() for s in ("connect", "refused", "unreachable")):
-        return f"no gateway answers at {address}: start one with `llmserve up` (or pass --address)"
+        # A plaintext client at a TLS gateway sees the same refusal as at no gateway at all.
+        tls_hint = "" if tls_ca else "; if it serves TLS (`llmserve up --tls`), pass --tls-ca"
+        return (f"no gateway answers at {address} (UNAVAILABLE: {text}): start one with `llmserve up` "
+                f"or pass --address{tls_hint}")
     return f"{type(err).__name__}: {text}"
 
 
@@ -136,7 +139,7 @@ async def run_generate(args: argparse.Namespace) -> int:
                 sys.stdout.flush()
                 last = chunk
         except LlmServeError as err:
-            print(f"\nerror: {_explain(err, args.address)}", file=sys.stderr)
+            print(f"\nerror: {_explain(err, args.address, args.tls_ca)}", file=sys.stderr)
             return 2
     sys.stdout.write("\n")
     if args.usage and last is not None:
@@ -155,7 +158,7 @@ async def run_cancel(args: argparse.Namespace) -> int:
         try:
             cancelled = await client.cancel(args.request_id)
         except LlmServeError as err:
-            print(f"error: {_explain(err, args.address)}", file=sys.stderr)
+            print(f"error: {_explain(err, args.address, args.tls_ca)}", file=sys.stderr)
             return 2
     print("cancelled" if cancelled else f"no running request {args.request_id!r} (finished, or never started)")
     return 0 if cancelled else 1
@@ -168,7 +171,7 @@ async def run_model_info(args: argparse.Namespace) -> int:
         try:
             info = await client.model_info()
         except LlmServeError as err:
-            print(f"error: {_explain(err, args.address)}", file=sys.stderr)
+            print(f"error: {_explain(err, args.address, args.tls_ca)}", file=sys.stderr)
             return 2
     rows = [("model", info.model_name), ("context length", info.max_context_length), ("vocabulary", info.vocab_size),
             ("EOS token ids", ", ".join(map(str, info.eos_token_ids))), ("chat template", info.has_chat_template),

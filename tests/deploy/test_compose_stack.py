@@ -2,12 +2,18 @@
 DNS names swapped for loopback ports, the collector for an OTLP stub, the mounted secrets for a
 cluster identity made by `python -m llmserve_stack.certs`), in compose's depends_on order: every
 service becomes healthy over mTLS, a request streams through the gateway (over TLS), every service
-serves /metrics, and the request's spans from all four services arrive at the collector as ONE trace."""
+serves /metrics, and the request's spans from all four services arrive at the collector as ONE trace.
+
+The worker leases blocks from a reserve it holds ahead and tells the store in batched syncs at most
+`kv_sync_interval_s` (1 s) late, so the store is on a request's path only when the request outlives
+a sync: the traced request here generates long enough for that (the test says so if it does not)."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
+import time
 import urllib.request
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -24,10 +30,14 @@ from llmserve.runtime.channel import open_channel
 from llmserve.runtime.tls import Tls
 from llmserve_stack.supervisor import Stack
 from llmserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+from worker_svc.config import WorkerConfig
 
 from .conftest import COMPOSE_TLS, GRPC_PORT, compose_config
 
 SERVICE_NAMES = {"gateway", "scheduler", "worker", "kvstore"}
+# The worker's default --kv-sync-interval-s (compose keeps it).
+KV_SYNC_INTERVAL_S = next(f.default for f in dataclasses.fields(WorkerConfig) if f.name == "kv_sync_interval_s")
+MAX_TOKENS = 160
 
 
 @pytest.fixture
@@ -116,11 +126,14 @@ async def test_compose_env_stack_is_healthy_and_traced(collector: tuple[OtlpColl
         async with open_channel(gateway.address, tls=Tls(ca=identity.ca)) as channel:  # a public client: the CA
             request = gateway_pb2.GenerateRequest(
                 text="The capital of France is",
-                sampling=common_pb2.SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True),
+                sampling=common_pb2.SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0, ignore_eos=True),
                 slo=common_pb2.Slo(service_class=common_pb2.SERVICE_CLASS_REAL_TIME, ttft_ms=60_000, tpot_ms=10_000),
             )
+            started = time.monotonic()
             chunks = [chunk async for chunk in gateway_pb2_grpc.GatewayStub(channel).Generate(request, timeout=120)]
-        assert sum(len(c.token_ids) for c in chunks) == 4
+            took_s = time.monotonic() - started
+        assert sum(len(c.token_ids) for c in chunks) == MAX_TOKENS
+        assert took_s > 2 * KV_SYNC_INTERVAL_S, f"done in {took_s:.2f} s, before a lease sync: raise MAX_TOKENS"
         bodies = {}
         for name, port in metrics_ports.items():
             bodies[name] = await asyncio.to_thread(lambda p=port: urllib.request.urlopen(f"http://127.0.0.1:{p}/metrics", timeout=10).read().decode())

@@ -8,10 +8,9 @@ undisturbed run (greedy), the killed service comes back, and the KV accounting r
 - a gateway: its open streams end UNAVAILABLE (retryable), the scheduler aborts their requests
   and their blocks are free within one lease TTL; the other gateway's streams are untouched;
   retried through the restarted gateway they give the same tokens;
-- the kvstore: PENDING (marked place below). It restarts empty and each worker registers its
-  pool again, but running requests keep blocks the new store does not know, so it may lease them
-  twice (seen: one greedy stream's tokens differed). The store rebuilt from the workers' declared
-  leases is another branch's work (issue 11); until it lands the test is an xfail.
+- the kvstore: it restarts empty, each worker declares its pool and the leases it holds (the
+  Sync RPC), so the new store is rebuilt from them and leases no block twice; every stream ends
+  with the reference tokens.
 """
 
 from __future__ import annotations
@@ -131,13 +130,13 @@ def _second_gateway(specs: list[ServiceSpec]) -> ServiceSpec:
     """Another gateway of the same scheduler (as compose and Kubernetes may run several)."""
     first = specs[-1]
     address = f"{first.address.rpartition(':')[0]}:{free_port()}"
-    return ServiceSpec("gateway-2", first.module, address, {**first.env, "LLMSERVE_ADDRESS": address},
+    return ServiceSpec("gateway-2", first.module, address, {**first.env, "LLMSERVE_ADDRESS": address, "LLMSERVE_HTTP_ADDRESS": ""},
                        ready_timeout_s=first.ready_timeout_s)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def supervised() -> AsyncIterator[Supervised]:
-    config = StackConfig(port=0, num_workers=2, model="default", load_format="dummy", num_kv_blocks=96,
+    config = StackConfig(port=0, http_port=0, num_workers=2, model="default", load_format="dummy", num_kv_blocks=96,
                          max_num_seqs=8, lease_ttl_s=LEASE_TTL_S, log_format="text", policy="bros")
     specs = service_specs(config, ports={"gateway": free_port()})
     specs.append(_second_gateway(specs))
@@ -222,13 +221,8 @@ async def test_a_killed_gateway_ends_its_streams_unavailable_and_frees_their_blo
     assert retried == supervised.reference
 
 
-# ---- the kvstore: PENDING --------------------------------------------------------------------
-# A restarted store must be rebuilt from the workers (each re-declares the leases it holds) so that
-# no block is leased twice; that is another branch's work (issue 11). Today this passes only when
-# no running request keeps its old blocks across the restart (2 of 3 runs here), hence a non-strict
-# xfail that still runs and reports XPASS/XFAIL; remove the marker once that branch is merged.
+# ---- the kvstore -----------------------------------------------------------------------------
 # Runs last in this module (a failure may leave corrupt KV behind).
-@pytest.mark.xfail(strict=False, reason="PENDING: the kvstore rebuilt from the workers' declared leases (issue 11)")
 async def test_a_killed_kvstore_is_restarted_and_every_stream_continues(supervised: Supervised) -> None:
     (tasks,) = await _start_all(supervised.gateways[0])
     dead = supervised.service("kvstore")

@@ -125,7 +125,7 @@ async def test_streams_continue_exactly_across_a_scheduler_restart(services: Ser
                 break
             await asyncio.sleep(0.01)
         assert not any(t.done() for t in tasks), "too fast to interrupt: raise MAX_TOKENS"
-        upstream = services.gateway.service.upstream  # type: ignore[union-attr]
+        upstream = services.gateway.service.lifecycle.upstream  # type: ignore[union-attr]
         resubmits = upstream.num_resubmits
         await services.restart_scheduler(down_s=0.5)
         outputs = await asyncio.gather(*tasks)
