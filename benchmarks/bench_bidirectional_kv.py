@@ -2,7 +2,7 @@
 best-effort backlog, side by side in one run:
 
 - `sim`: the discrete-event simulator (the real scheduler core on a GPU-class cost model, H100 +
-  Llama-3-8B profile) with a simulated host tier (`scheduler_svc/sim/checkpoint_worker.py`);
+  Llama-3-8B profile) with a simulated host tier (`scheduler_svc/sim/host_tier.py`);
 - `live`: the real services on 127.0.0.1:0 (KV store, one worker on a tiny random Llama on CPU,
   the scheduler), scaled down, requests through `Scheduler.Submit`.
 
@@ -30,10 +30,8 @@ from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scheduler_svc.core.checkpoints import CheckpointBook  # noqa: E402
 from scheduler_svc.core.policy.base import PreemptionMode  # noqa: E402
 from scheduler_svc.core.policy.bros import BrosPolicy  # noqa: E402
-from scheduler_svc.sim.checkpoint_worker import CheckpointSimWorker  # noqa: E402
 from scheduler_svc.sim.cost_model import load_cost_model  # noqa: E402
 from scheduler_svc.sim.simulator import SimConfig, Simulation  # noqa: E402
 from scheduler_svc.sim.workload import BEST_EFFORT, REAL_TIME, WorkloadRequest  # noqa: E402
@@ -81,12 +79,14 @@ def run_sim(args: argparse.Namespace) -> dict[str, dict]:
     workload = sim_workload(args.seed, args.sim_be, 2000, 1200, args.sim_rt_rate, args.sim_duration_s, 1000, 200)
     results = {}
     for name, policy, checkpoint in VARIANTS:
-        config = SimConfig.from_cost_model(cost, policy_options={"aging_s": 60.0} if policy == "bros" else {})
+        # Every variant runs with the book and the host tier (it counts recomputed tokens); the
+        # -recompute variants never ask for a checkpoint.
+        config = SimConfig.from_cost_model(cost, policy_options={"aging_s": 60.0} if policy == "bros" else {},
+                                           pipeline_depth=1, kv_bytes_per_token=kv_bytes_per_token,
+                                           host_tier_bytes=int(args.sim_host_tier_gb * 2**30),
+                                           cost_model_as_prior=True)
         sim = Simulation(workload, policy, cost, config)
-        sim.core.checkpoints = CheckpointBook()  # counts recomputed tokens in every variant
-        worker = CheckpointSimWorker(sim.worker, config.block_size, kv_bytes_per_token,
-                                     host_tier_bytes=int(args.sim_host_tier_gb * 2**30))
-        sim.worker = worker  # type: ignore[assignment]
+        assert sim.host_tier is not None and sim.core.checkpoints is not None
         with recompute_only(not checkpoint):
             result = sim.run()
         end = result.stats.end_s
@@ -95,14 +95,15 @@ def run_sim(args: argparse.Namespace) -> dict[str, dict]:
         be_tokens = sum(len(r.token_times) for r in be)
         be_end = max((r.finish_s or end) for r in be)
         book = sim.core.checkpoints.stats
+        tier = sim.host_tier
         results[name] = dict(
             rt_ttft_p50_ms=1000 * pct([r.ttft_s(end) for r in rt], 0.50),
             rt_ttft_p99_ms=1000 * pct([r.ttft_s(end) for r in rt], 0.99),
             rt_slo_attained=sum(r.rt_attained() for r in rt) / max(1, len(rt)),
             be_tokens_per_s=be_tokens / be_end if be_end else 0.0,
             be_makespan_s=be_end,
-            host_bytes_moved=worker.stats.bytes_saved + worker.stats.bytes_restored,
-            transfer_s=worker.stats.transfer_s,
+            host_bytes_moved=tier.stats.bytes_saved + tier.stats.bytes_restored,
+            transfer_s=tier.stats.transfer_s,
             recomputed_tokens=book.recomputed_tokens,
             preemptions=sim.core.num_preemptions,
             checkpoints=book.num_checkpoints, restores=book.num_restores, failed_restores=book.num_failed_restores,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -32,6 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scheduler_svc.core.policy import POLICY_NAMES  # noqa: E402
 
 from bench_common import PrefillRow, Row, fastest, load1  # noqa: E402
 from bench_report import Report, to_markdown  # noqa: E402
@@ -46,7 +49,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--model", default="default")
     parser.add_argument("--load-format", default="auto", help="dummy: random weights of the model's config")
     parser.add_argument("--dtype", default="auto", help="the llmserve engines' --dtype (transformers runs both)")
-    parser.add_argument("--policy", default="fcfs")
+    parser.add_argument("--policy", default="fcfs", choices=POLICY_NAMES)
     parser.add_argument("--num-kv-blocks", type=int, default=1024)
     parser.add_argument("--max-num-batched-tokens", type=int, default=512, help="as `llmserve up`")
     parser.add_argument("--threads", type=int, default=2,
@@ -100,10 +103,10 @@ async def _measure(runners: list, args: argparse.Namespace, long_ids: list[int])
 async def run_all(args: argparse.Namespace) -> Report:
     import torch
 
-    from llmserve.engine import InProcessEngine
-    from llmserve.launch import StackConfig, free_port, service_specs
+    from llmserve_stack.engine import InProcessEngine
+    from llmserve_stack.launch import StackConfig, free_port, service_specs
     from llmserve.runtime.channel import open_channel
-    from llmserve.supervisor import Stack
+    from llmserve_stack.supervisor import Stack
     from llmserve.v1 import gateway_pb2_grpc
     from llmserve_runs import INPROC, STACK, InProcessRunner, StackClient
 
@@ -126,12 +129,14 @@ async def run_all(args: argparse.Namespace) -> Report:
         runners += hf
     async with contextlib.AsyncExitStack() as stack_scope:
         if "stack" in engines:
-            config = StackConfig(port=free_port(), model=args.model, load_format=args.load_format, dtype=args.dtype,
+            config = StackConfig(port=free_port(), http_port=0, model=args.model, load_format=args.load_format, dtype=args.dtype,
                                  num_kv_blocks=args.num_kv_blocks, max_num_seqs=max(128, *args.streams),
                                  max_num_batched_tokens=args.max_num_batched_tokens, policy=args.policy,
-                                 log_format="text", extra_env=(("LLMSERVE_NUM_THREADS", str(args.threads)),))
-            stack = await stack_scope.enter_async_context(
-                Stack(service_specs(config), log_dir=str(Path(args.out) / "logs")))
+                                 log_format="text")
+            # The worker's torch threads as every other engine's (--num-threads is not a stack setting).
+            specs = [dataclasses.replace(s, env={**s.env, "LLMSERVE_NUM_THREADS": str(args.threads)})
+                     if s.module == "worker_svc" else s for s in service_specs(config)]
+            stack = await stack_scope.enter_async_context(Stack(specs, log_dir=str(Path(args.out) / "logs")))
             channel = await stack_scope.enter_async_context(open_channel(stack.specs[-1].address))
             client = StackClient(gateway_pb2_grpc.GatewayStub(channel), args.max_tokens)
             await client.run(["Warm up."], 1)

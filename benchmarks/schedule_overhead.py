@@ -2,7 +2,7 @@
 running (decoding) and 10,000 waiting, under pipelining (two plans in flight).
 
     .venv/bin/python benchmarks/schedule_overhead.py [--running 64 256 1024] [--waiting 10000]
-        [--steps 300] [--policies fcfs priority edf bros tempo] [--json out.json]
+        [--steps 300] [--policies NAME ...] [--json out.json]   # default: every policy
 
 Requests are a third each real-time (ttft 1 s, tpot 100 ms), deadline (30 s) and best-effort; the
 virtual clock advances 10 ms per step. `max_num_seqs = R` keeps the waiting requests waiting, so
@@ -30,6 +30,7 @@ from scheduler_svc.core import (
     StepResult,
     make_policy,
 )
+from scheduler_svc.core.policy import POLICY_NAMES
 
 _SLOS = (
     Slo(ServiceClass.REAL_TIME, ttft_ms=1000.0, tpot_ms=100.0),
@@ -82,7 +83,7 @@ def main() -> None:
     parser.add_argument("--running", type=int, nargs="+", default=[64, 256, 1024])
     parser.add_argument("--waiting", type=int, default=10_000)
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--policies", nargs="+", default=["fcfs", "priority", "edf", "bros", "tempo"])
+    parser.add_argument("--policies", nargs="+", default=list(POLICY_NAMES), choices=POLICY_NAMES)
     parser.add_argument("--json", default="")
     args = parser.parse_args()
     rows = []

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces the simulated results of docs/scheduling.md: every policy, side by side, on the
-# GPU-class cost model (Llama-3-8B on one H100, roofline profile). About a minute of wall time
+# GPU-class cost model (Llama-3-8B on one H100, roofline profile). About 3.5 minutes of wall time
 # on a 2-core machine. Usage: benchmarks/sim_policies.sh [OUT_DIR]   (default bench_out/sim)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +12,7 @@ mkdir -p "$OUT"
 #    arXiv-summarization lengths as best-effort batch work at 2 req/s.
 $PY -m scheduler_svc.sim.make_workload --duration 120 --seed 1 \
     --stream azure_conv:real_time:start=600 --stream arxiv:best_effort:rate=2 --out "$OUT/rt_be.jsonl"
-$PY -m llmserve.bench --workload "$OUT/rt_be.jsonl" --policies fcfs,priority,edf,bros,tempo \
+$PY -m llmserve_stack.bench --workload "$OUT/rt_be.jsonl" \
     --cost-model h100_llama3_8b --rate-scale 1 1.5 1.75 1.9 2 3 --jobs 2 --out "$OUT/rt_be"
 
 # 2. Mixed: the Azure trace split 50/30/20 into real-time / deadline (10 s x tiers) / best-effort,
@@ -22,5 +22,5 @@ $PY -m scheduler_svc.sim.make_workload --duration 120 --seed 3 --mix 0.5,0.3,0.2
     --stream azure_conv:mix:start=600 \
     --stream agentic:deadline:rate=0.35,sessions=40,max_calls=6,think_scale=0.02,max_think=5 \
     --out "$OUT/mixed.jsonl"
-$PY -m llmserve.bench --workload "$OUT/mixed.jsonl" --policies fcfs,priority,edf,bros,tempo \
+$PY -m llmserve_stack.bench --workload "$OUT/mixed.jsonl" \
     --cost-model h100_llama3_8b --rate-scale 1 2 3 4 --jobs 2 --out "$OUT/mixed"

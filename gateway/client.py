@@ -1,29 +1,60 @@
-"""A small async client of the Gateway, for the CLI (`llmserve generate`), benchmarks and tests.
+"""The Python SDK of the Gateway: a small async client (the CLI `llmserve generate`, the benchmarks
+and the tests use it too).
 
     async with GatewayClient("127.0.0.1:50051") as client:
         async for chunk in client.generate("The capital of France is", max_tokens=16):
             print(chunk.text, end="")
+        # an SLO, a chosen id, and a cancel from elsewhere:
+        stream = client.generate("Write a story", request_id="story-1", max_tokens=400,
+                                 service_class="real_time", ttft_ms=1000, tpot_ms=100)
+        first = await stream.__anext__()
+        await client.cancel("story-1")   # the stream ends with FINISH_REASON_CANCELLED
+        info = await client.model_info()
 
-Errors come back as llmserve domain errors (InvalidRequestError for INVALID_ARGUMENT, ...), whose
-message is the server's.
+With API keys on at the gateway, pass `api_key=` (sent as `authorization: Bearer KEY`). Errors come
+back as llmserve domain errors (InvalidRequestError for INVALID_ARGUMENT, CapacityError for
+RESOURCE_EXHAUSTED with `retry_after_s` when the server sent one, ...), whose message is the server's.
+`GatewayClient(address, retry=True)` uses `RETRY_SERVICE_CONFIG`, the retry policy
+docs/reliability.md recommends to every client.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 
 import grpc
 
 from llmserve.runtime.channel import open_channel
-from llmserve.runtime.errors import error_for_status
+from llmserve.runtime.errors import RETRY_AFTER_KEY, error_for_status
+from llmserve.runtime.tls import Tls
+from llmserve.types import service_class_named
 from llmserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
-SERVICE_CLASSES = {
-    "real_time": common_pb2.SERVICE_CLASS_REAL_TIME,
-    "deadline": common_pb2.SERVICE_CLASS_DEADLINE,
-    "best_effort": common_pb2.SERVICE_CLASS_BEST_EFFORT,
+
+# gRPC service config for clients of the Gateway (docs/reliability.md): a call that fails
+# UNAVAILABLE before any response (the gateway restarting, starting or draining; nothing listening
+# yet) is tried again, up to 5 attempts over about 8 s. A Generate stream that already received
+# tokens is never retried by gRPC: the client resends the request itself (same request_id and seed
+# for the same tokens) or keeps what it has.
+RETRY_SERVICE_CONFIG: dict[str, object] = {
+    "methodConfig": [{
+        "name": [{"service": "llmserve.v1.Gateway"}],
+        "retryPolicy": {
+            "maxAttempts": 5,
+            "initialBackoff": "0.5s",
+            "maxBackoff": "4s",
+            "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"],
+        },
+    }],
 }
+
+
+def retry_channel_options() -> list[tuple[str, str | int]]:
+    """Channel options that apply RETRY_SERVICE_CONFIG."""
+    return [("grpc.enable_retries", 1), ("grpc.service_config", json.dumps(RETRY_SERVICE_CONFIG))]
 
 
 def build_request(
@@ -38,7 +69,7 @@ def build_request(
     stop: Sequence[str] = (),
     stop_token_ids: Sequence[int] = (),
     ignore_eos: bool = False,
-    service_class: str = "best_effort",
+    service_class: str | None = None,
     ttft_ms: float | None = None,
     tpot_ms: float | None = None,
     deadline_ms: float | None = None,
@@ -47,16 +78,17 @@ def build_request(
     apply_chat_template: bool = False,
 ) -> gateway_pb2.GenerateRequest:
     """A GenerateRequest: a str prompt is text, a sequence of ints is token ids. `service_class` is
-    real_time, deadline or best_effort; unset numbers are left unset (server defaults)."""
-    if service_class not in SERVICE_CLASSES:
-        raise ValueError(f"service_class must be one of {sorted(SERVICE_CLASSES)}, got {service_class!r}")
+    real_time, deadline or best_effort, or None for the server's default SLO (then no targets may be
+    set); unset numbers are left unset (server defaults)."""
+    # ValueError for an unknown name; 0 (unset) leaves the SLO to the server.
+    service_class_number = 0 if service_class is None else int(service_class_named(service_class))
     sampling = common_pb2.SamplingParams(
         max_tokens=max_tokens, top_k=top_k, stop=list(stop), stop_token_ids=list(stop_token_ids), ignore_eos=ignore_eos
     )
     for name, value in (("temperature", temperature), ("top_p", top_p), ("seed", seed)):
         if value is not None:
             setattr(sampling, name, value)
-    slo = common_pb2.Slo(service_class=SERVICE_CLASSES[service_class], priority=priority)
+    slo = common_pb2.Slo(service_class=service_class_number, priority=priority)
     for name, value in (("ttft_ms", ttft_ms), ("tpot_ms", tpot_ms), ("deadline_ms", deadline_ms)):
         if value is not None:
             setattr(slo, name, value)
@@ -70,13 +102,30 @@ def build_request(
     return request
 
 
+def _domain_error(err: grpc.aio.AioRpcError) -> Exception:
+    error = error_for_status(err.code(), err.details() or err.code().name)
+    retry_after = dict(err.trailing_metadata() or ()).get(RETRY_AFTER_KEY)
+    if retry_after is not None and hasattr(error, "retry_after_s"):
+        try:
+            error.retry_after_s = float(retry_after)
+        except ValueError:
+            pass
+    return error
+
+
 class GatewayClient:
     """One channel to a gateway, shared by every call made through it."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, api_key: str | None = None, retry: bool = False,
+                 tls_ca: str | None = None) -> None:
+        """`api_key`: sent as `authorization: Bearer KEY`. `retry`: calls that fail UNAVAILABLE
+        before any response are retried (RETRY_SERVICE_CONFIG). `tls_ca`: a PEM CA file; the
+        gateway is reached over TLS and verified against it (`llmserve up --tls` prints it)."""
         self.address = address
-        self._channel = open_channel(address)
+        tls = Tls.from_files(tls_ca) if tls_ca else None
+        self._channel = open_channel(address, options=retry_channel_options() if retry else (), tls=tls)
         self._stub = gateway_pb2_grpc.GatewayStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else None
 
     async def __aenter__(self) -> GatewayClient:
         return self
@@ -93,12 +142,12 @@ class GatewayClient:
         self, request: gateway_pb2.GenerateRequest, timeout_s: float | None = None
     ) -> AsyncIterator[gateway_pb2.GenerateResponse]:
         """Streams the responses of one request; closing the iterator early cancels it."""
-        call = self._stub.Generate(request, timeout=timeout_s)
+        call = self._stub.Generate(request, timeout=timeout_s, metadata=self._metadata)
         try:
             async for response in call:
                 yield response
         except grpc.aio.AioRpcError as err:
-            raise error_for_status(err.code(), err.details() or err.code().name) from err
+            raise _domain_error(err) from err
         finally:
             call.cancel()  # no-op once finished
 
@@ -110,17 +159,18 @@ class GatewayClient:
             yield response
 
     async def cancel(self, request_id: str) -> bool:
+        """Cancels a running request of the caller's (tenant's) own; False when none has that id."""
         try:
-            reply = await self._stub.Cancel(gateway_pb2.CancelRequest(request_id=request_id))
+            reply = await self._stub.Cancel(gateway_pb2.CancelRequest(request_id=request_id), metadata=self._metadata)
         except grpc.aio.AioRpcError as err:
-            raise error_for_status(err.code(), err.details() or err.code().name) from err
+            raise _domain_error(err) from err
         return reply.cancelled
 
     async def model_info(self) -> gateway_pb2.ModelInfo:
         try:
-            return await self._stub.GetModelInfo(gateway_pb2.GetModelInfoRequest())
+            return await self._stub.GetModelInfo(gateway_pb2.GetModelInfoRequest(), metadata=self._metadata)
         except grpc.aio.AioRpcError as err:
-            raise error_for_status(err.code(), err.details() or err.code().name) from err
+            raise _domain_error(err) from err
 
 
 async def generate(address: str, prompt: str | Sequence[int], **options: object) -> AsyncIterator[gateway_pb2.GenerateResponse]:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from llmserve.v1 import common_pb2, gateway_pb2, scheduler_pb2
+from collections.abc import Sequence
+
+from llmserve.v1 import common_pb2, gateway_pb2, scheduler_pb2, worker_pb2
 
 from gateway.core.types import (
     Delta,
+    SchedulerSnapshot,
+    Slo,
     FinishReason,
     GenerateInput,
     ModelLimits,
@@ -15,6 +19,9 @@ from gateway.core.types import (
     Usage,
     Workflow,
 )
+
+# The full name of the service, for health and reflection.
+SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name
 
 
 def _optional(msg: object, name: str) -> float | int | None:
@@ -64,12 +71,14 @@ def generate_input_from_pb(req: gateway_pb2.GenerateRequest) -> GenerateInput:
     )
 
 
-def submit_to_pb(req: PreparedRequest) -> scheduler_pb2.SubmitRequest:
-    """Every sampling default is explicit on the wire; stop strings stay at the gateway."""
-    s, slo = req.sampling, req.slo
+def submit_to_pb(req: PreparedRequest, output_token_ids: Sequence[int] = ()) -> scheduler_pb2.SubmitRequest:
+    """Every sampling default is explicit on the wire; stop strings stay at the gateway.
+    `output_token_ids`: the tokens the request already produced, when it is resubmitted."""
+    s = req.sampling
     msg = scheduler_pb2.SubmitRequest(
         request_id=req.request_id,
         prompt_token_ids=req.prompt_token_ids,
+        output_token_ids=output_token_ids,
         sampling=common_pb2.SamplingParams(
             max_tokens=s.max_tokens,
             temperature=s.temperature,
@@ -79,14 +88,10 @@ def submit_to_pb(req: PreparedRequest) -> scheduler_pb2.SubmitRequest:
             stop_token_ids=s.stop_token_ids,
             ignore_eos=s.ignore_eos,
         ),
-        slo=common_pb2.Slo(service_class=int(slo.service_class), priority=slo.priority),
+        slo=slo_to_pb(req.slo),
         tenant=req.tenant,
         arrival_unix_s=req.arrival_unix_s,
     )
-    for name in ("ttft_ms", "tpot_ms", "deadline_ms"):
-        value = getattr(slo, name)
-        if value is not None:
-            setattr(msg.slo, name, value)
     if req.workflow is not None:
         w = req.workflow
         msg.workflow.workflow_id = w.workflow_id
@@ -118,21 +123,36 @@ def usage_to_pb(usage: Usage) -> common_pb2.Usage:
     )
 
 
-def response_to_pb(request_id: str, delta: Delta) -> gateway_pb2.GenerateResponse:
+def slo_to_pb(slo: Slo) -> common_pb2.Slo:
+    msg = common_pb2.Slo(service_class=int(slo.service_class), priority=slo.priority)
+    for name in ("ttft_ms", "tpot_ms", "deadline_ms"):
+        value = getattr(slo, name)
+        if value is not None:
+            setattr(msg, name, value)
+    return msg
+
+
+def response_to_pb(request_id: str, delta: Delta, slo: Slo | None = None) -> gateway_pb2.GenerateResponse:
+    """One chunk; the last (finished) one carries usage and the SLO the request ran under."""
     msg = gateway_pb2.GenerateResponse(
         request_id=request_id, text=delta.text, token_ids=delta.token_ids, finish_reason=int(delta.finish_reason)
     )
     if delta.usage is not None:
         msg.usage.CopyFrom(usage_to_pb(delta.usage))
+    if delta.finished and slo is not None:
+        msg.slo.CopyFrom(slo_to_pb(slo))
     return msg
 
 
-def limits_from_worker_info(info: scheduler_pb2.WorkerInfo) -> ModelLimits:
+def limits_from_worker_info(info: worker_pb2.WorkerInfo) -> ModelLimits:
     return ModelLimits(model_name=info.model_name, max_context_length=info.max_model_len, vocab_size=info.vocab_size)
 
 
-def model_info_to_pb(stats: scheduler_pb2.SchedulerStats, has_chat_template: bool) -> gateway_pb2.ModelInfo:
-    m = stats.model
+def model_info_to_pb(
+    stats: scheduler_pb2.SchedulerStats, has_chat_template: bool, served: worker_pb2.WorkerInfo
+) -> gateway_pb2.ModelInfo:
+    """The scheduler's stats; with no worker right now, `served` (the model served so far) describes the model."""
+    m = stats.model if stats.model.vocab_size else served
     return gateway_pb2.ModelInfo(
         model_name=m.model_name,
         max_context_length=m.max_model_len,
@@ -143,3 +163,42 @@ def model_info_to_pb(stats: scheduler_pb2.SchedulerStats, has_chat_template: boo
         kv_block_size=m.block_size,
         scheduling_policy=stats.policy,
     )
+
+
+def token_event_from_pb(event: scheduler_pb2.TokenEvent) -> tuple[Sequence[int], FinishReason, str]:
+    """A scheduler token event: its new token ids, its finish reason and its error message."""
+    return event.token_ids, finish_reason_from_pb(event.finish_reason), event.error_message
+
+
+def described_model_from_pb(stats: scheduler_pb2.SchedulerStats) -> worker_pb2.WorkerInfo | None:
+    """The model the scheduler's workers described, or None while none has (no vocabulary or context)."""
+    return stats.model if stats.model.vocab_size and stats.model.max_model_len else None
+
+
+def snapshot_from_pb(stats: scheduler_pb2.SchedulerStats, taken_s: float) -> SchedulerSnapshot:
+    """The figures /metrics exports as vllm:* gauges, summed over the scheduler's workers."""
+    return SchedulerSnapshot(
+        num_waiting=stats.num_waiting,
+        num_running=stats.num_running,
+        kv_blocks_used=stats.num_kv_blocks_used,
+        kv_blocks_total=stats.num_kv_blocks_total,
+        block_size=stats.model.block_size,
+        num_workers=stats.num_workers,
+        taken_s=taken_s,
+    )
+
+
+def get_stats_request_to_pb() -> scheduler_pb2.GetStatsRequest:
+    return scheduler_pb2.GetStatsRequest()
+
+
+def cancel_id_from_pb(request: gateway_pb2.CancelRequest) -> str:
+    return request.request_id
+
+
+def cancel_response_to_pb(cancelled: bool) -> gateway_pb2.CancelResponse:
+    return gateway_pb2.CancelResponse(cancelled=cancelled)
+
+
+def abort_request_to_pb(request_id: str) -> scheduler_pb2.AbortRequest:
+    return scheduler_pb2.AbortRequest(request_id=request_id)

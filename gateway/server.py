@@ -1,247 +1,132 @@
-"""The Gateway gRPC service: a thin async shell over `gateway.core`.
+"""The Gateway service: the gRPC servicer (a thin front over `gateway.lifecycle`) and
+`start_gateway`, which serves it beside the OpenAI-compatible HTTP front in the same event loop.
 
-`Generate` prepares the request (INVALID_ARGUMENT before anything is submitted), admits it (the
-concurrency limit, duplicate ids), opens one `Scheduler.Submit` stream over the shared channel and
-turns its token events into text deltas. Ending the Submit call early (stop string, Cancel RPC,
-client gone) is how the scheduler learns to abort the request.
+`Generate` converts the request, lets the lifecycle authenticate, prepare (INVALID_ARGUMENT before
+anything is submitted), admit and stream it, and converts each delta back. Ending the stream early
+(client gone, Cancel RPC) is how the scheduler learns to abort the request. The Submit stream
+survives a scheduler restart: `gateway.upstream` resubmits the request with the tokens it has.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from gateway import convert
 from gateway.config import GatewayConfig
-from gateway.core.chat import has_chat_template
-from gateway.core.ids import new_request_id, random_seed
-from gateway.core.prepare import prepare_request
-from gateway.core.registry import RequestRegistry
-from gateway.core.stream import OutputStream
-from gateway.core.types import Delta, FinishReason, ModelLimits, PreparedRequest
+from gateway.core.auth import KeyBook
+from gateway.http_front import OpenAIFront, bound_port, start_http_front
+from gateway.lifecycle import Lifecycle, ServedModel, scheduler_error
+from gateway.stats import SchedulerStatsPoller, VllmGauges
+from gateway.upstream import ResubmitPolicy, SchedulerUpstream
 from llmserve.model_source import load_tokenizer, resolve_model
-from llmserve.runtime.channel import open_channel, wait_healthy
-from llmserve.runtime.errors import LlmServeError, UnavailableError, abort_with
-from llmserve.runtime.logs import REQUEST_ID
+from llmserve.runtime.channel import is_serving, open_channel, wait_healthy
 from llmserve.runtime.metrics import ServiceMetrics, start_metrics_server
-from llmserve.runtime.server import ServiceServer, service_full_name, start_server
-from llmserve.runtime.tracing import (
-    Attr,
-    SpanNames,
-    client_interceptors,
-    request_attributes,
-    request_span,
-    server_interceptors,
-    start_request_span,
-)
-from llmserve.v1 import gateway_pb2, gateway_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
+from llmserve.runtime.server import MAX_MESSAGE_BYTES, ServiceServer, start_server
+from llmserve.runtime.tracing import client_interceptors, server_interceptors
+from llmserve.v1 import gateway_pb2_grpc, scheduler_pb2_grpc
+
+if TYPE_CHECKING:
+    from llmserve.v1 import gateway_pb2, worker_pb2
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["GatewayService", "ServedModel", "start_gateway"]
 
-@dataclass(slots=True)
-class _Running:
-    """A Generate call between admission and its last message."""
-
-    call: Any = None  # the Scheduler.Submit call (grpc.aio.UnaryStreamCall)
-    cancel_requested: bool = False
-    finished: bool = False
+# Room in a request message beside its prompt: token ids of a long context, stop strings, ids.
+MESSAGE_OVERHEAD_BYTES = 2 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class ServedModel:
-    """What the gateway needs to know about the model, fixed once the service is ready."""
-
-    tokenizer: Any
-    limits: ModelLimits
-    worker_info: scheduler_pb2.WorkerInfo
-    has_chat_template: bool
+def _authorization(context: grpc.aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return value if isinstance(value, str) else value.decode("utf-8", "replace")
+    return None
 
 
 class GatewayService(gateway_pb2_grpc.GatewayServicer):
-    def __init__(
-        self,
-        config: GatewayConfig,
-        scheduler: scheduler_pb2_grpc.SchedulerStub,
-        metrics: ServiceMetrics,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.config = config
-        self.scheduler = scheduler
-        self.metrics = metrics
-        self.clock = clock
-        self.wall_clock = wall_clock
-        self.registry: RequestRegistry[_Running] = RequestRegistry(config.max_concurrent_requests)
-        self.model: ServedModel | None = None
-        self._rng = random.SystemRandom()
+    def __init__(self, lifecycle: Lifecycle) -> None:
+        self.lifecycle = lifecycle
+        self.metrics = lifecycle.metrics
+        self.http_port: int | None = None  # the HTTP front's bound port, once it serves
 
-    def set_model(self, tokenizer: Any, worker_info: scheduler_pb2.WorkerInfo) -> None:
-        self.model = ServedModel(
-            tokenizer, convert.limits_from_worker_info(worker_info), worker_info, has_chat_template(tokenizer)
-        )
+    @property
+    def model(self) -> ServedModel | None:
+        return self.lifecycle.model
 
-    # ---- Generate ----------------------------------------------------------------------------
+    @property
+    def registry(self) -> Any:
+        """The running requests (tests: nothing left behind)."""
+        return self.lifecycle.registry
+
     async def Generate(
         self, request: gateway_pb2.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[gateway_pb2.GenerateResponse]:
-        arrival_s, arrival_unix_s = self.clock(), self.wall_clock()
-        model = self.model
+        life = self.lifecycle
+        life.served_model()  # UNAVAILABLE before anything else while starting or draining
+        inp = convert.generate_input_from_pb(request)
+        caller = life.caller(_authorization(context), inp.tenant)
+        generation = await life.start(inp, caller)
         try:
-            if model is None:
-                raise UnavailableError("the gateway is starting: retry shortly")
-            self.registry.ensure_room()
-            with request_span(SpanNames.VALIDATE, request_attributes(request.request_id or "(unassigned)")):
-                prepared = prepare_request(
-                    convert.generate_input_from_pb(request),
-                    model.tokenizer,
-                    model.limits,
-                    new_request_id=new_request_id,
-                    new_seed=lambda: random_seed(self._rng),
-                    arrival_unix_s=arrival_unix_s,
-                )
-            running = _Running()
-            self.registry.admit(prepared.request_id, running)
-        except LlmServeError as err:
-            await abort_with(context, err)
-            return
-        REQUEST_ID.set(prepared.request_id)
-        try:
-            async for message in self._stream(prepared, running, model, arrival_s, context):
-                yield message
+            async with aclosing(generation.deltas()) as deltas:
+                async for delta in deltas:
+                    yield convert.response_to_pb(generation.request_id, delta, generation.slo)
         finally:
-            self.registry.release(prepared.request_id)
+            generation.close()
 
-    async def _stream(
-        self,
-        prepared: PreparedRequest,
-        running: _Running,
-        model: ServedModel,
-        arrival_s: float,
-        context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[gateway_pb2.GenerateResponse]:
-        rid = prepared.request_id
-        out = OutputStream.start(prepared, model.tokenizer, arrival_s)
-        slo = prepared.slo
-        span = start_request_span(
-            SpanNames.DETOKENIZE,
-            request_attributes(rid, slo.service_class.name.lower(), ttft_ms=slo.ttft_ms, tpot_ms=slo.tpot_ms,
-                               deadline_ms=slo.deadline_ms, priority=slo.priority),
-        )
-        running.call = call = self.scheduler.Submit(convert.submit_to_pb(prepared))
-        final: Delta | None = None
-        upstream_error: grpc.aio.AioRpcError | None = None
-        try:
-            try:
-                async for event in call:
-                    delta = out.on_tokens(
-                        event.token_ids, convert.finish_reason_from_pb(event.finish_reason), self.clock(), event.error_message
-                    )
-                    if delta.finished:
-                        final = delta
-                        break
-                    if delta.text or delta.token_ids:
-                        yield convert.response_to_pb(rid, delta)
-                if final is None:
-                    final = out.fail(self.clock(), "the scheduler ended the stream without a finish reason")
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                # Our own Cancel RPC cancelled the Submit call; a cancelled task is the client leaving.
-                if not running.cancel_requested or (task is not None and task.cancelling()):
-                    raise
-                final = out.cancel(self.clock())
-            except grpc.aio.AioRpcError as err:
-                upstream_error = err
-                final = out.fail(self.clock(), err.details() or err.code().name)
-            running.finished = True
-            if upstream_error is None:
-                yield convert.response_to_pb(rid, final)
-        finally:
-            if not call.done():
-                call.cancel()  # stop string or client gone: the scheduler aborts the request
-            if final is None:
-                final = out.cancel(self.clock())  # the client went away mid-stream
-            self._record(prepared, final, arrival_s)
-            span.set_attribute(Attr.FINISH_REASON, final.finish_reason.name.lower())
-            span.end()
-        if upstream_error is not None:
-            # The scheduler's status (RESOURCE_EXHAUSTED, UNAVAILABLE, ...) is the client's status,
-            # except CANCELLED: this client cancelled nothing, the scheduler went away.
-            code = upstream_error.code()
-            if code == grpc.StatusCode.CANCELLED:
-                code = grpc.StatusCode.UNAVAILABLE
-            await context.abort(code, f"scheduler: {upstream_error.details() or code.name}")
-        if final.finish_reason == FinishReason.ERROR:
-            await context.abort(grpc.StatusCode.INTERNAL, final.error_message or "the request failed")
-
-    def _record(self, prepared: PreparedRequest, final: Delta, arrival_s: float) -> None:
-        usage = final.usage
-        if usage is None:
-            return
-        self.metrics.observe_finished(
-            int(prepared.slo.service_class),
-            ttft_s=usage.ttft_ms / 1e3 if usage.completion_tokens else None,
-            tpot_s=usage.mean_tpot_ms / 1e3 if usage.completion_tokens > 1 else None,
-            e2e_s=self.clock() - arrival_s,
-            slo_attained=usage.slo_attained,
-            finish_reason=final.finish_reason.name.lower(),
-        )
-
-    # ---- Cancel / GetModelInfo ---------------------------------------------------------------
-    async def Cancel(self, request: gateway_pb2.CancelRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.CancelResponse:
-        running = self.registry.get(request.request_id)
-        if running is None or running.finished or running.cancel_requested:
-            return gateway_pb2.CancelResponse(cancelled=False)
-        running.cancel_requested = True
-        if running.call is not None:
-            running.call.cancel()
-        try:
-            await self.scheduler.Abort(
-                scheduler_pb2.AbortRequest(request_id=request.request_id), timeout=self.config.abort_timeout_s
-            )
-        except grpc.aio.AioRpcError as err:
-            # The cancelled Submit call aborts the request anyway; Abort only makes it sooner.
-            logger.warning("Scheduler.Abort(%s) failed: %s", request.request_id, err.details())
-        return gateway_pb2.CancelResponse(cancelled=True)
+    async def Cancel(
+        self, request: gateway_pb2.CancelRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.CancelResponse:
+        caller = self.lifecycle.caller(_authorization(context))
+        return convert.cancel_response_to_pb(await self.lifecycle.cancel(convert.cancel_id_from_pb(request), caller))
 
     async def GetModelInfo(
         self, request: gateway_pb2.GetModelInfoRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.ModelInfo:
-        model = self.model
-        if model is None:
-            await abort_with(context, UnavailableError("the gateway is starting: retry shortly"))
-            raise AssertionError("unreachable")
+        life = self.lifecycle
+        life.caller(_authorization(context))
+        model = life.served_model()
         try:
-            stats = await self.scheduler.GetStats(scheduler_pb2.GetStatsRequest(), timeout=10.0)
+            stats = await life.scheduler.GetStats(convert.get_stats_request_to_pb(), timeout=10.0)
         except grpc.aio.AioRpcError as err:
-            await context.abort(err.code(), f"scheduler: {err.details()}")
-            raise AssertionError("unreachable") from err
-        if not stats.model.vocab_size:  # no worker right now: describe the model served so far
-            stats.model.CopyFrom(model.worker_info)
-        return convert.model_info_to_pb(stats, model.has_chat_template)
+            raise scheduler_error(err) from err
+        return convert.model_info_to_pb(stats, model.has_chat_template, served=model.worker_info)
 
 
-async def _scheduler_model(stub: scheduler_pb2_grpc.SchedulerStub, timeout_s: float) -> scheduler_pb2.WorkerInfo:
+async def _scheduler_model(stub: scheduler_pb2_grpc.SchedulerStub, timeout_s: float) -> worker_pb2.WorkerInfo:
     """The WorkerInfo that the scheduler reports, polled until a worker has described its model."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     last = "no worker has described its model yet"
     while loop.time() < deadline:
         try:
-            stats = await stub.GetStats(scheduler_pb2.GetStatsRequest(), timeout=5.0)
-            if stats.model.vocab_size and stats.model.max_model_len:
-                return stats.model
+            stats = await stub.GetStats(convert.get_stats_request_to_pb(), timeout=5.0)
+            described = convert.described_model_from_pb(stats)
+            if described is not None:
+                return described
         except grpc.aio.AioRpcError as err:
             last = f"{err.code().name}: {err.details()}"
         await asyncio.sleep(0.2)
     raise TimeoutError(f"the scheduler reported no model within {timeout_s:.0f}s ({last})")
+
+
+def load_keys(config: GatewayConfig) -> KeyBook | None:
+    """The API keys of `--api-keys-file`, or None (keys off); ValueError names a bad line."""
+    if config.api_keys_file is None:
+        return None
+    path = Path(config.api_keys_file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ValueError(f"--api-keys-file {path}: {err.strerror or err}") from None
+    return KeyBook.parse(text, str(path))
 
 
 async def start_gateway(
@@ -250,43 +135,74 @@ async def start_gateway(
     metrics: ServiceMetrics | None = None,
     tokenizer: Any | None = None,
 ) -> ServiceServer:
-    """Serves the Gateway on `address` ("host:0" picks a free port) and returns once it is SERVING.
+    """Serves the Gateway on `address` ("host:0" picks a free port) and the HTTP front on
+    `config.http_address` (unless empty; `result.service.http_port` is its port), and returns once
+    both are SERVING.
 
     Loads the tokenizer of `config.model` while waiting for the scheduler at `config.scheduler_addr`
     to be healthy and to report its workers' model (context length, vocabulary). Until then the
-    health status is NOT_SERVING and Generate answers UNAVAILABLE. `stop()` on the result drains
-    (NOT_SERVING, stop accepting, streams get the grace), then closes the scheduler channel and the
-    metrics endpoint. `metrics` defaults to a fresh registry (`result.service.metrics`);
-    `tokenizer`, when given, is used instead of loading the model's (in-process stacks, tests).
+    health status is NOT_SERVING, Generate answers UNAVAILABLE and HTTP 503. `stop()` on the result
+    drains both fronts at once (NOT_SERVING / 503 for new requests, streams get the grace), then
+    closes the scheduler channel and the metrics endpoints. `metrics` defaults to a fresh registry
+    (`result.service.metrics`); `tokenizer`, when given, is used instead of loading the model's.
     """
+    keys = load_keys(config)
     metrics = metrics or ServiceMetrics.create("gateway")
-    channel = open_channel(config.scheduler_addr, interceptors=client_interceptors())
+    tls = config.load_tls()
+    channel = open_channel(config.scheduler_addr, interceptors=client_interceptors(), tls=tls)
     stub = scheduler_pb2_grpc.SchedulerStub(channel)
-    service = GatewayService(config, stub, metrics)
+    upstream = SchedulerUpstream(stub, lambda timeout_s: is_serving(channel, timeout_s=timeout_s),
+                                 ResubmitPolicy(outage_s=config.scheduler_outage_s))
+    executor = ThreadPoolExecutor(config.tokenizer_threads, thread_name_prefix="tokenize")
+    lifecycle = Lifecycle(config, stub, upstream, metrics, executor, keys)
+    service = GatewayService(lifecycle)
+    poller = SchedulerStatsPoller(stub, config.stats_interval_s)
+    metrics.registry.register(VllmGauges(poller, lambda: lifecycle.model.limits.model_name if lifecycle.model else ""))
     running = await start_server(
         lambda server: gateway_pb2_grpc.add_GatewayServicer_to_server(service, server),
-        [service_full_name(gateway_pb2.DESCRIPTOR, "Gateway")],
+        [convert.SERVICE_NAME],
         address,
         interceptors=server_interceptors(),
+        tls=tls,
+        require_client_cert=False,  # the public port: clients hold no cluster identity
+        max_receive_bytes=min(MAX_MESSAGE_BYTES, config.max_prompt_bytes + MESSAGE_OVERHEAD_BYTES),
     )
     running.service = service
+
+    async def mark_draining(grace_s: float) -> None:
+        lifecycle.draining = True
+
+    running.drains.append(mark_draining)
+    running.cleanups.append(poller.stop)
     running.cleanups.append(channel.close)
-    metrics_server = start_metrics_server(config.metrics_port, metrics.registry)
-    if metrics_server is not None:
-        running.cleanups.append(lambda: asyncio.to_thread(metrics_server.close))
+    running.cleanups.append(lambda: asyncio.to_thread(executor.shutdown, wait=False, cancel_futures=True))
     try:
+        if config.http_address:
+            front = OpenAIFront(lifecycle, metrics.registry, model_aliases=(config.model,))
+            runner = await start_http_front(front, config.http_address,
+                                            max_body_bytes=2 * config.max_prompt_bytes + MESSAGE_OVERHEAD_BYTES,
+                                            shutdown_timeout_s=config.drain_grace_s)
+            service.http_port = bound_port(runner)
+            # The HTTP front drains beside gRPC: listeners close, open streams get the grace.
+            running.drains.append(lambda grace_s: runner.cleanup())
+        metrics_server = start_metrics_server(config.metrics_port, metrics.registry)
+        if metrics_server is not None:
+            running.cleanups.append(lambda: asyncio.to_thread(metrics_server.close))
         if tokenizer is None:
             source = resolve_model(config.model, config.load_format, config.tokenizer)  # type: ignore[arg-type]
             tokenizer, _ = await asyncio.gather(
                 asyncio.to_thread(load_tokenizer, source),
-                wait_healthy(config.scheduler_addr, timeout_s=config.scheduler_timeout_s),
+                wait_healthy(config.scheduler_addr, timeout_s=config.scheduler_timeout_s, tls=tls),
             )
         else:
-            await wait_healthy(config.scheduler_addr, timeout_s=config.scheduler_timeout_s)
-        service.set_model(tokenizer, await _scheduler_model(stub, config.scheduler_timeout_s))
+            await wait_healthy(config.scheduler_addr, timeout_s=config.scheduler_timeout_s, tls=tls)
+        lifecycle.set_model(tokenizer, await _scheduler_model(stub, config.scheduler_timeout_s))
+        poller.start()
     except BaseException:
         await running.stop(0)
         raise
     await running.set_serving(True)
-    logger.info("gateway serving %s on %s (scheduler %s)", service.model.limits.model_name, running.address, config.scheduler_addr)  # type: ignore[union-attr]
+    served = lifecycle.served_model()
+    logger.info("gateway serving %s on %s (HTTP %s, scheduler %s)", served.limits.model_name, running.address,
+                config.http_address or "off", config.scheduler_addr)
     return running

@@ -1,51 +1,27 @@
-"""The one place where protobuf messages meet the KV store's domain types and errors."""
+"""The one place where protobuf messages meet the KV store's domain types: the servicer hands every
+message it receives here and sends only messages built here."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
-from llmserve.runtime.errors import CapacityError, ConflictError, InvalidRequestError, LlmServeError, NotFoundError
-from llmserve.v1 import common_pb2, kvstore_pb2
+from llmserve.errors import InvalidRequestError
+from llmserve.plan import Holding, LeaseSync, PoolDeclaration, SyncReply
+from llmserve.types import ServiceClass, service_class_of
+from llmserve.v1 import kvstore_pb2
 
 from kvstore_svc.core import (
     ApplyResult,
     CheckpointData,
-    GeometryConflictError,
-    HostTierFullError,
-    InvalidSpecError,
+    HeartbeatResult,
     KvChunk,
-    KvStoreError,
     LeaseSpec,
-    OutOfBlocksError,
+    PoolGeometry,
     PoolStats,
-    ServiceClass,
-    UnknownCheckpointError,
-    UnknownWorkerError,
 )
 
-_CLASS_OF_PB: dict[int, ServiceClass] = {
-    common_pb2.SERVICE_CLASS_REAL_TIME: ServiceClass.REAL_TIME,
-    common_pb2.SERVICE_CLASS_DEADLINE: ServiceClass.DEADLINE,
-    common_pb2.SERVICE_CLASS_BEST_EFFORT: ServiceClass.BEST_EFFORT,
-}
-
-# Core error class -> the shared error class whose status code it gets.
-_SERVICE_ERROR_OF: tuple[tuple[type[KvStoreError], type[LlmServeError]], ...] = (
-    (InvalidSpecError, InvalidRequestError),
-    (UnknownWorkerError, NotFoundError),
-    (UnknownCheckpointError, NotFoundError),
-    (GeometryConflictError, ConflictError),
-    (OutOfBlocksError, CapacityError),
-    (HostTierFullError, CapacityError),
-)
-
-
-def service_error(error: KvStoreError) -> LlmServeError:
-    """The shared domain error (and so the gRPC status) of a core error; the message is kept."""
-    for core_cls, service_cls in _SERVICE_ERROR_OF:
-        if isinstance(error, core_cls):
-            return service_cls(str(error))
-    return LlmServeError(str(error))
+# The full name of the service, for health and reflection.
+SERVICE_NAME = kvstore_pb2.DESCRIPTOR.services_by_name["KvStore"].full_name
 
 
 def require_id(value: str, field: str) -> str:
@@ -55,18 +31,53 @@ def require_id(value: str, field: str) -> str:
     return value
 
 
+def _service_class(value: int, where: str) -> ServiceClass:
+    service_class = service_class_of(value)
+    if service_class is None:
+        raise InvalidRequestError(
+            f"{where}.service_class is {value}: set SERVICE_CLASS_REAL_TIME, SERVICE_CLASS_DEADLINE or "
+            "SERVICE_CLASS_BEST_EFFORT"
+        )
+    return service_class
+
+
 def lease_specs_from_pb(request: kvstore_pb2.ApplyRequest) -> list[LeaseSpec]:
     """The lease specs of an Apply; InvalidRequestError for an unset or unknown service class."""
-    specs = []
-    for index, spec in enumerate(request.leases):
-        service_class = _CLASS_OF_PB.get(spec.service_class)
-        if service_class is None:
-            raise InvalidRequestError(
-                f"leases[{index}].service_class is {spec.service_class}: set SERVICE_CLASS_REAL_TIME, "
-                "SERVICE_CLASS_DEADLINE or SERVICE_CLASS_BEST_EFFORT"
-            )
-        specs.append(LeaseSpec(spec.request_id, service_class, spec.num_blocks))
-    return specs
+    return [LeaseSpec(spec.request_id, _service_class(spec.service_class, f"leases[{index}]"), spec.num_blocks)
+            for index, spec in enumerate(request.leases)]
+
+
+def _holdings_from_pb(holdings: Iterable[kvstore_pb2.Holding], field: str) -> tuple[Holding, ...]:
+    return tuple(Holding(h.request_id, _service_class(h.service_class, f"{field}[{index}]"), tuple(h.block_ids))
+                 for index, h in enumerate(holdings))
+
+
+def declaration_from_pb(request: kvstore_pb2.RegisterPoolRequest) -> PoolDeclaration:
+    """What a re-registering worker declares it holds (empty for a fresh pool)."""
+    return PoolDeclaration(_holdings_from_pb(request.held, "held"), tuple(request.reserved_low_block_ids),
+                           tuple(request.reserved_high_block_ids))
+
+
+def sync_from_pb(request: kvstore_pb2.SyncRequest) -> tuple[str, LeaseSync]:
+    """The worker id (InvalidRequestError when empty) and its batch of lease changes."""
+    return require_id(request.worker_id, "worker_id"), LeaseSync(
+        sequence=request.sequence,
+        release_request_ids=tuple(request.release_request_ids),
+        assignments=_holdings_from_pb(request.assignments, "assignments"),
+        unreserve_block_ids=tuple(request.unreserve_block_ids),
+        reserve_low=request.reserve_low,
+        reserve_high=request.reserve_high,
+    )
+
+
+def sync_traces_from_pb(request: kvstore_pb2.SyncRequest) -> list[tuple[str, int, dict[str, str]]]:
+    """(request id, blocks assigned, W3C carrier) of each assignment that carries its request's trace context."""
+    return [(a.request_id, len(a.block_ids), dict(a.trace_context)) for a in request.assignments if a.trace_context]
+
+
+def sync_response_to_pb(reply: SyncReply) -> kvstore_pb2.SyncResponse:
+    return kvstore_pb2.SyncResponse(sequence=reply.sequence, reserved_low_block_ids=reply.reserved_low,
+                                    reserved_high_block_ids=reply.reserved_high, num_released=reply.num_released)
 
 
 def apply_response_to_pb(result: ApplyResult) -> kvstore_pb2.ApplyResponse:
@@ -88,6 +99,8 @@ def pool_stats_to_pb(stats: PoolStats) -> kvstore_pb2.PoolStats:
         num_checkpoints=stats.num_checkpoints,
         host_tier_bytes=stats.host_tier_bytes,
         live=stats.live,
+        num_reserved=stats.num_reserved,
+        store_incarnation=stats.store_incarnation,
     )
 
 
@@ -125,3 +138,55 @@ def checkpoint_to_pb_chunks(data: CheckpointData, max_chunk_bytes: int) -> Itera
                 num_tokens=data.num_tokens if final else 0,
                 final=final,
             )
+
+
+def register_pool_from_pb(request: kvstore_pb2.RegisterPoolRequest) -> tuple[str, PoolGeometry]:
+    """The worker id (InvalidRequestError when empty) and the pool geometry it registers."""
+    worker_id = require_id(request.worker_id, "worker_id")
+    return worker_id, PoolGeometry(request.num_blocks, request.block_size, request.bytes_per_block)
+
+
+def register_pool_response_to_pb(lease_ttl_s: float, incarnation: str) -> kvstore_pb2.RegisterPoolResponse:
+    return kvstore_pb2.RegisterPoolResponse(lease_ttl_ms=round(lease_ttl_s * 1000), store_incarnation=incarnation)
+
+
+def apply_from_pb(request: kvstore_pb2.ApplyRequest) -> tuple[str, list[str], list[LeaseSpec]]:
+    """The worker id (InvalidRequestError when empty), the request ids to release, the lease specs."""
+    return require_id(request.worker_id, "worker_id"), list(request.release_request_ids), lease_specs_from_pb(request)
+
+
+def lease_traces_from_pb(request: kvstore_pb2.ApplyRequest) -> list[tuple[str, int, dict[str, str]]]:
+    """(request id, blocks asked, W3C carrier) of each lease that carries its request's trace context."""
+    return [(lease.request_id, lease.num_blocks, dict(lease.trace_context)) for lease in request.leases if lease.trace_context]
+
+
+def worker_id_from_pb(request: kvstore_pb2.HeartbeatRequest | kvstore_pb2.GetPoolStatsRequest) -> str:
+    """The named worker; empty stays empty (the core reports an unknown worker)."""
+    return request.worker_id
+
+
+def heartbeat_response_to_pb(result: HeartbeatResult) -> kvstore_pb2.HeartbeatResponse:
+    return kvstore_pb2.HeartbeatResponse(num_leases=result.num_leases, known=result.known)
+
+
+def watch_interval_s_from_pb(request: kvstore_pb2.WatchCapacityRequest, default_ms: int) -> float:
+    """The least time between two updates of one pool, in seconds (`default_ms` when unset)."""
+    return (request.min_interval_ms or default_ms) / 1000
+
+
+def checkpoint_response_to_pb(num_blocks: int, bytes_stored: int) -> kvstore_pb2.CheckpointResponse:
+    return kvstore_pb2.CheckpointResponse(num_blocks=num_blocks, bytes_stored=bytes_stored)
+
+
+def restore_from_pb(request: kvstore_pb2.RestoreRequest) -> tuple[str, str, tuple[int, ...]]:
+    """The request id (InvalidRequestError when empty), and the dtype and shape the restorer expects."""
+    return require_id(request.request_id, "request_id"), request.dtype, tuple(request.shape)
+
+
+def drop_checkpoint_from_pb(request: kvstore_pb2.DropCheckpointRequest) -> str:
+    """The request id (InvalidRequestError when empty)."""
+    return require_id(request.request_id, "request_id")
+
+
+def drop_checkpoint_response_to_pb(dropped: bool) -> kvstore_pb2.DropCheckpointResponse:
+    return kvstore_pb2.DropCheckpointResponse(dropped=dropped)

@@ -1,71 +1,52 @@
 """The KV store service: the `KvStore` servicer and `start_kvstore` (health, reflection, background tasks).
 
-Handlers are thin: convert, call the core, convert back. Core errors become statuses through
-`convert.service_error` and `abort_with`. Handlers that change pool or host-tier usage notify
-`changes`, which wakes the WatchCapacity streams.
+Handlers are thin: `convert` reads the request, the core acts, `convert` builds the reply. Errors
+just propagate: the server's error interceptor ends the call with the status of the one table
+(`llmserve.runtime.errors`), which the core's errors subclass. Handlers that change pool or
+host-tier usage notify `changes`, which wakes the WatchCapacity streams.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 import grpc
 
 from llmserve.runtime import tracing
-from llmserve.runtime.errors import LlmServeError, abort_with
+from llmserve.runtime.errors import LlmServeError
 from llmserve.runtime.metrics import ServiceMetrics, start_metrics_server
-from llmserve.runtime.server import ServiceServer, service_full_name, start_server
+from llmserve.runtime.server import ServiceServer, start_server
 from llmserve.runtime.tracing import server_interceptors
-from llmserve.v1 import kvstore_pb2, kvstore_pb2_grpc
+from llmserve.v1 import kvstore_pb2_grpc
 
 from kvstore_svc import convert
 from kvstore_svc.changes import ChangeSignal
 from kvstore_svc.config import KvStoreConfig
-from kvstore_svc.core import KvStore, KvStoreError
+from kvstore_svc.core import KvStore
 from kvstore_svc.tasks import expire_forever, publish_metrics_forever
+
+if TYPE_CHECKING:
+    from llmserve.v1 import kvstore_pb2
 
 logger = logging.getLogger(__name__)
 
-SERVICE_NAME = service_full_name(kvstore_pb2.DESCRIPTOR, "KvStore")
-
 DEFAULT_WATCH_INTERVAL_MS = 50
 
-Reply = TypeVar("Reply")
 
-
-def _unary(
-    handler: Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Reply]],
-) -> Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Reply]]:
-    """Turns the core's and the converters' errors into the status of a unary handler."""
-
-    @functools.wraps(handler)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Reply:
-        try:
-            return await handler(self, request, context)
-        except KvStoreError as err:
-            await abort_with(context, convert.service_error(err))
-        except LlmServeError as err:
-            await abort_with(context, err)
-        raise AssertionError("abort_with returned")  # pragma: no cover
-
-    return wrapper
-
-
-def _trace_leases(request: kvstore_pb2.ApplyRequest) -> None:
-    """One `kvstore.lease` span per traced lease, in its request's trace (an Apply serves a whole
-    step, so the call's own span belongs to the worker's step trace, not to any request)."""
-    for lease in request.leases:
-        if lease.trace_context:
-            attrs = {**tracing.request_attributes(lease.request_id), tracing.Attr.NUM_BLOCKS: lease.num_blocks,
-                     tracing.Attr.WORKER_ID: request.worker_id}
-            with tracing.request_span(tracing.SpanNames.LEASE, attrs, context=tracing.extract_context(lease.trace_context)):
-                pass
+def _trace_leases(worker_id: str, traced: list[tuple[str, int, dict[str, str]]]) -> None:
+    """One `kvstore.lease` span per traced lease, in its request's trace (an Apply or a Sync serves
+    many requests, so the call's own span belongs to the worker's trace, not to any request)."""
+    for request_id, num_blocks, carrier in traced:
+        attrs = {**tracing.request_attributes(request_id), tracing.Attr.NUM_BLOCKS: num_blocks,
+                 tracing.Attr.WORKER_ID: worker_id}
+        with tracing.request_span(tracing.SpanNames.LEASE, attrs, context=tracing.extract_context(carrier)):
+            pass
 
 
 class KvStoreServicer(kvstore_pb2_grpc.KvStoreServicer):
@@ -76,46 +57,55 @@ class KvStoreServicer(kvstore_pb2_grpc.KvStoreServicer):
         self._config = config
         self._changes = changes
 
-    @_unary
     async def RegisterPool(
         self, request: kvstore_pb2.RegisterPoolRequest, context: grpc.aio.ServicerContext
     ) -> kvstore_pb2.RegisterPoolResponse:
-        worker_id = convert.require_id(request.worker_id, "worker_id")
-        self._store.register_pool(worker_id, request.num_blocks, request.block_size, request.bytes_per_block)
+        worker_id, geometry = convert.register_pool_from_pb(request)
+        declaration = convert.declaration_from_pb(request)
+        self._store.register_pool(worker_id, geometry.num_blocks, geometry.block_size, geometry.bytes_per_block,
+                                  declaration)
         self._changes.notify()
-        logger.info(
-            "registered pool of %s: %d blocks of %d tokens, %d bytes each",
-            worker_id, request.num_blocks, request.block_size, request.bytes_per_block,
-        )
-        return kvstore_pb2.RegisterPoolResponse(lease_ttl_ms=round(self._store.lease_ttl_s * 1000))
+        if declaration.empty:
+            logger.info("registered pool of %s: %d blocks of %d tokens, %d bytes each",
+                        worker_id, geometry.num_blocks, geometry.block_size, geometry.bytes_per_block)
+        else:
+            logger.warning("rebuilt pool of %s from its declaration: %d requests hold %d blocks, %d reserved",
+                           worker_id, len(declaration.held), sum(len(h.block_ids) for h in declaration.held),
+                           len(declaration.reserved_low) + len(declaration.reserved_high))
+        return convert.register_pool_response_to_pb(self._store.lease_ttl_s, self._store.incarnation)
 
-    @_unary
     async def Apply(self, request: kvstore_pb2.ApplyRequest, context: grpc.aio.ServicerContext) -> kvstore_pb2.ApplyResponse:
-        worker_id = convert.require_id(request.worker_id, "worker_id")
-        result = self._store.apply(worker_id, request.release_request_ids, convert.lease_specs_from_pb(request))
+        worker_id, release_request_ids, lease_specs = convert.apply_from_pb(request)
+        result = self._store.apply(worker_id, release_request_ids, lease_specs)
         self._changes.notify()
-        _trace_leases(request)
+        _trace_leases(worker_id, convert.lease_traces_from_pb(request))
         return convert.apply_response_to_pb(result)
 
-    @_unary
+    async def Sync(
+        self, request: kvstore_pb2.SyncRequest, context: grpc.aio.ServicerContext
+    ) -> kvstore_pb2.SyncResponse:
+        worker_id, sync = convert.sync_from_pb(request)
+        reply = self._store.sync(worker_id, sync)
+        self._changes.notify()
+        _trace_leases(worker_id, convert.sync_traces_from_pb(request))
+        return convert.sync_response_to_pb(reply)
+
     async def Heartbeat(
         self, request: kvstore_pb2.HeartbeatRequest, context: grpc.aio.ServicerContext
     ) -> kvstore_pb2.HeartbeatResponse:
-        result = self._store.heartbeat(request.worker_id)
-        return kvstore_pb2.HeartbeatResponse(num_leases=result.num_leases, known=result.known)
+        return convert.heartbeat_response_to_pb(self._store.heartbeat(convert.worker_id_from_pb(request)))
 
-    @_unary
     async def GetPoolStats(
         self, request: kvstore_pb2.GetPoolStatsRequest, context: grpc.aio.ServicerContext
     ) -> kvstore_pb2.PoolStats:
-        worker_id = convert.require_id(request.worker_id, "worker_id")
+        worker_id = convert.require_id(convert.worker_id_from_pb(request), "worker_id")
         return convert.pool_stats_to_pb(self._store.pool_stats(worker_id))
 
     async def WatchCapacity(
         self, request: kvstore_pb2.WatchCapacityRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[kvstore_pb2.PoolStats]:
         """Sends every pool's stats first, then each pool whose stats changed, at most once per interval."""
-        interval_s = (request.min_interval_ms or DEFAULT_WATCH_INTERVAL_MS) / 1000
+        interval_s = convert.watch_interval_s_from_pb(request, DEFAULT_WATCH_INTERVAL_MS)
         last_sent: dict[str, object] = {}
         try:
             while True:
@@ -134,7 +124,6 @@ class KvStoreServicer(kvstore_pb2_grpc.KvStoreServicer):
         self, request_iterator: AsyncIterator[kvstore_pb2.KvChunk], context: grpc.aio.ServicerContext
     ) -> kvstore_pb2.CheckpointResponse:
         writer = self._store.open_checkpoint()
-        error: LlmServeError | None = None
         try:
             async for chunk in request_iterator:
                 writer.write(convert.chunk_from_pb(chunk))
@@ -146,46 +135,33 @@ class KvStoreServicer(kvstore_pb2_grpc.KvStoreServicer):
             for _ in range(3):
                 await asyncio.sleep(0)
             num_blocks = writer.finish()
-        except KvStoreError as err:
-            error = convert.service_error(err)
-        except asyncio.CancelledError:
-            # The sender went away mid-checkpoint: never keep half of it.
+        except BaseException as err:
+            # Refused, the sender gone mid-checkpoint, or a bug: never keep half of it. The
+            # error's status reaches the sender (a refusal's own; INTERNAL for a bug).
             writer.abort()
             self._changes.notify()
+            if isinstance(err, LlmServeError):
+                logger.warning("checkpoint of %s refused: %s", writer.request_id or "?", err)
             raise
-        if error is not None:
-            writer.abort()
-            self._changes.notify()
-            logger.warning("checkpoint of %s refused: %s", writer.request_id or "?", error)
-            await abort_with(context, error)
         self._changes.notify()
-        return kvstore_pb2.CheckpointResponse(num_blocks=num_blocks, bytes_stored=writer.bytes_stored)
+        return convert.checkpoint_response_to_pb(num_blocks, writer.bytes_stored)
 
     async def Restore(
         self, request: kvstore_pb2.RestoreRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[kvstore_pb2.KvChunk]:
-        try:
-            request_id = convert.require_id(request.request_id, "request_id")
-            data = self._store.restore(request_id, request.dtype, tuple(request.shape))
-        except KvStoreError as err:
-            await abort_with(context, convert.service_error(err))
-            return
-        except LlmServeError as err:
-            await abort_with(context, err)
-            return
+        request_id, dtype, shape = convert.restore_from_pb(request)
+        data = self._store.restore(request_id, dtype, shape)
         # `data` is an immutable snapshot: a drop or eviction while streaming cannot tear it.
         for chunk in convert.checkpoint_to_pb_chunks(data, self._config.max_chunk_bytes):
             yield chunk
 
-    @_unary
     async def DropCheckpoint(
         self, request: kvstore_pb2.DropCheckpointRequest, context: grpc.aio.ServicerContext
     ) -> kvstore_pb2.DropCheckpointResponse:
-        request_id = convert.require_id(request.request_id, "request_id")
-        dropped = self._store.drop_checkpoint(request_id)
+        dropped = self._store.drop_checkpoint(convert.drop_checkpoint_from_pb(request))
         if dropped:
             self._changes.notify()
-        return kvstore_pb2.DropCheckpointResponse(dropped=dropped)
+        return convert.drop_checkpoint_response_to_pb(dropped)
 
 
 async def start_kvstore(
@@ -203,14 +179,17 @@ async def start_kvstore(
     `config.metrics_port` when it is not 0.
     """
     metrics = metrics or ServiceMetrics.create("kvstore")
-    store = KvStore(config.lease_ttl_s, config.host_tier_bytes, clock)
+    # A new incarnation each start: workers and the scheduler tell by it that the pools and the
+    # host tier they knew are gone.
+    store = KvStore(config.lease_ttl_s, config.host_tier_bytes, clock, incarnation=uuid.uuid4().hex)
     changes = ChangeSignal()
     servicer = KvStoreServicer(store, config, changes)
     running = await start_server(
         lambda server: kvstore_pb2_grpc.add_KvStoreServicer_to_server(servicer, server),
-        [SERVICE_NAME],
+        [convert.SERVICE_NAME],
         address,
         interceptors=server_interceptors(),
+        tls=config.load_tls(),
     )
     expiry = asyncio.create_task(expire_forever(store, changes, config.lease_ttl_s / 4), name="kvstore-expiry")
     publish = asyncio.create_task(publish_metrics_forever(store, metrics, 1.0), name="kvstore-metrics")
@@ -227,7 +206,7 @@ async def start_kvstore(
         running.cleanups.append(lambda: asyncio.to_thread(metrics_server.close))
     await running.set_serving(True)
     logger.info(
-        "kvstore serving on port %d (lease TTL %.1f s, host tier %.2f GiB)",
-        running.port, config.lease_ttl_s, config.host_tier_bytes / 2**30,
+        "kvstore serving on port %d (lease TTL %.1f s, host tier %.2f GiB, incarnation %s)",
+        running.port, config.lease_ttl_s, config.host_tier_bytes / 2**30, store.incarnation,
     )
     return running

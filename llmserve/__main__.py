@@ -1,5 +1,7 @@
+"""`python -m llmserve` is not the command any more: the `llmserve` command lives on the top floor
+(`llmserve_stack`), which the shared runtime does not import."""
+
 import sys
 
-from llmserve.cli import main
-
-sys.exit(main())
+print("the llmserve command is `llmserve ...` (console script) or `python -m llmserve_stack ...`", file=sys.stderr)
+sys.exit(2)

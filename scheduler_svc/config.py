@@ -1,75 +1,49 @@
-"""Configuration of the scheduler service (frozen; from flags or LLMSERVE_* variables)."""
+"""Configuration of the scheduler service: each field a setting (flag `--x-y`, variable
+LLMSERVE_X_Y), but `policy_options`, which code sets."""
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from llmserve.runtime.flags import add_flag
+from llmserve.runtime.service_settings import ServiceSettings
+from llmserve.settings import redefault, setting
+from scheduler_svc.core.policy import COST_MODEL_POLICIES, POLICY_NAMES
 
 
-@dataclass(frozen=True)
-class SchedulerServiceConfig:
+@dataclass(frozen=True, kw_only=True)
+class SchedulerServiceConfig(ServiceSettings):
     """How the scheduler service runs. Per-worker geometry (blocks, budgets, context length) comes
     from each worker's Describe, not from here."""
 
-    worker_addrs: tuple[str, ...]
-    kvstore_addr: str = ""
-    policy: str = "fcfs"
-    # Options passed to the policy factory (e.g. cost-model coefficients for bros).
-    policy_options: tuple[tuple[str, object], ...] = ()
+    address: str = redefault(ServiceSettings, "address", "127.0.0.1:50052")
+    drain_grace_s: float = redefault(ServiceSettings, "drain_grace_s", 10.0)
+    worker_addrs: tuple[str, ...] = setting((), help="the workers' host:port, comma-separated")
+    kvstore_addr: str = setting("", help="the KV store's host:port, for its capacity stream (empty: none)")
+    policy: str = setting("fcfs", choices=POLICY_NAMES, help="scheduling policy")
+    cost_model: str = setting("", help="bros, tempo: JSON file of step-time coefficients, the prior of the cost "
+                                       "model they refit online from step timings (e.g. "
+                                       "scheduler_svc/sim/profiles/cpu_smollm2_135m.json on a CPU)")
     # Plans in flight per worker: 2 lets the scheduler plan step N+1 while step N runs.
-    max_inflight_plans: int = 2
-    # Requests waiting per worker before Submit answers RESOURCE_EXHAUSTED.
-    max_num_waiting: int = 4096
-    # How long to wait for a worker to become healthy at start, and between reconnect attempts.
-    worker_connect_timeout_s: float = 300.0
-    worker_retry_interval_s: float = 1.0
-    drain_grace_s: float = 10.0
-    # Port of Prometheus /metrics; 0 serves none.
-    metrics_port: int = 0
+    max_inflight_plans: int = setting(2, help="plans in flight per worker")
+    max_num_waiting: int = setting(4096, help="requests waiting per worker before Submit answers RESOURCE_EXHAUSTED")
+    worker_connect_timeout_s: float = setting(300.0, help="how long to wait for a worker to become healthy at "
+                                                          "start, seconds")
+    worker_retry_interval_s: float = setting(1.0, help="pause between reconnect attempts to a lost worker, seconds")
     # Bidirectional KV: victims the policy preempts by CHECKPOINT (bros: best-effort and deadline)
-    # go to the KV store's host tier and resume without recompute. False: recompute only.
-    checkpoint_preemption: bool = True
-    extra: dict[str, str] = field(default_factory=dict, compare=False)
+    # go to the KV store's host tier and resume without recompute.
+    checkpoint_preemption: bool = setting(True, help="preempt by checkpoint to the KV store's host tier "
+                                                     "(--no-checkpoint-preemption: recompute only)")
+    # Keyword options of the policy factory, for code (e.g. a benchmark's aging_s); not a flag.
+    policy_options: tuple[tuple[str, object], ...] = ()
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.worker_addrs:
             raise ValueError("at least one worker address is needed (--worker-addrs host:port[,host:port...])")
+        if self.cost_model and self.policy not in COST_MODEL_POLICIES:
+            raise ValueError(f"--cost-model is used by --policy {' or '.join(COST_MODEL_POLICIES)} only "
+                             f"(got --policy {self.policy})")
         if self.max_inflight_plans < 1:
             raise ValueError("--max-inflight-plans must be >= 1")
         if self.max_num_waiting < 1:
             raise ValueError("--max-num-waiting must be >= 1")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m scheduler_svc", description="llmserve scheduler service")
-    add_flag(parser, "--address", default="127.0.0.1:50052", help="host:port to serve on")
-    add_flag(parser, "--worker-addrs", default="", help="comma-separated worker addresses")
-    add_flag(parser, "--kvstore-addr", default="", help="KV store address (capacity stream)")
-    add_flag(parser, "--policy", default="fcfs", help="fcfs | priority | edf | bros | tempo")
-    add_flag(parser, "--cost-model", default="", help="bros: JSON file of step-time coefficients, the prior of the cost model it refits online from step timings")
-    add_flag(parser, "--max-inflight-plans", default=2, type=int, help="plans in flight per worker")
-    add_flag(parser, "--max-num-waiting", default=4096, type=int, help="queue cap per worker")
-    add_flag(parser, "--metrics-port", default=0, type=int, help="Prometheus port (0: off)")
-    add_flag(parser, "--checkpoint-preemption", default=True, type=bool,
-             help="preempt BE by checkpoint to the KV store's host tier (false: recompute only)")
-    return parser
-
-
-def config_from_args(args: argparse.Namespace) -> SchedulerServiceConfig:
-    options: list[tuple[str, object]] = []
-    if args.cost_model:
-        if args.policy != "bros":
-            raise ValueError(f"--cost-model is used by --policy bros only (got --policy {args.policy})")
-        options.append(("cost_model_path", args.cost_model))
-    return SchedulerServiceConfig(
-        worker_addrs=tuple(a.strip() for a in args.worker_addrs.split(",") if a.strip()),
-        kvstore_addr=args.kvstore_addr,
-        policy=args.policy,
-        policy_options=tuple(options),
-        max_inflight_plans=args.max_inflight_plans,
-        max_num_waiting=args.max_num_waiting,
-        metrics_port=args.metrics_port,
-        checkpoint_preemption=args.checkpoint_preemption,
-    )

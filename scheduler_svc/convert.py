@@ -1,32 +1,31 @@
-"""The only module of the scheduler service that sees both protobuf messages and core types."""
+"""The only module of the scheduler service that sees both protobuf messages and core types.
+
+Submit is internal: the gateway validated the client's input and filled in every default. This
+module checks that contract (`_check_submit`: a violation is a gateway bug or a client that
+bypassed it, answered INVALID_ARGUMENT naming the contract), not user input; the core checks its
+capacity (context length, KV capacity, queue length).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
+from llmserve.convert import sampling_from_proto, sampling_to_proto, timing_from_proto
 from llmserve.errors import InvalidRequestError
+from llmserve.plan import BatchPlan, StepErrorCode, StepResult
+from llmserve.types import SamplingParams, ServiceClass, service_class_of
 from llmserve.v1 import common_pb2, scheduler_pb2, worker_pb2
 from scheduler_svc.core.clock import Clock
 from scheduler_svc.core.config import SchedulerConfig
-from scheduler_svc.core.plan import BatchPlan, RequestOutput, StepResult, StepTiming
-from scheduler_svc.core.request import FinishReason, Request, SamplingParams, ServiceClass, Slo, WorkflowRef
+from scheduler_svc.core.plan import RequestOutput
+from scheduler_svc.core.request import Request, Slo, WorkflowRef
+from scheduler_svc.core.scheduler import SchedulerStats
 
-_CLASS_FROM_PROTO = {
-    common_pb2.SERVICE_CLASS_REAL_TIME: ServiceClass.REAL_TIME,
-    common_pb2.SERVICE_CLASS_DEADLINE: ServiceClass.DEADLINE,
-    common_pb2.SERVICE_CLASS_BEST_EFFORT: ServiceClass.BEST_EFFORT,
-}
-_CLASS_TO_PROTO = {v: k for k, v in _CLASS_FROM_PROTO.items()}
-_FINISH_TO_PROTO = {
-    FinishReason.STOP: common_pb2.FINISH_REASON_STOP,
-    FinishReason.LENGTH: common_pb2.FINISH_REASON_LENGTH,
-    FinishReason.CANCELLED: common_pb2.FINISH_REASON_CANCELLED,
-    FinishReason.ERROR: common_pb2.FINISH_REASON_ERROR,
-}
-DEFAULT_MAX_TOKENS = 16
+# The full name of the service, for health and reflection.
+SERVICE_NAME = scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"].full_name
 
 
-def core_config_from_worker(info: scheduler_pb2.WorkerInfo, max_num_waiting: int) -> SchedulerConfig:
+def core_config_from_worker(info: worker_pb2.WorkerInfo, max_num_waiting: int) -> SchedulerConfig:
     """The core plans with exactly the worker's pool geometry and step budgets."""
     return SchedulerConfig(
         num_blocks=info.num_blocks,
@@ -39,30 +38,8 @@ def core_config_from_worker(info: scheduler_pb2.WorkerInfo, max_num_waiting: int
     )
 
 
-def sampling_from_proto(sampling: common_pb2.SamplingParams) -> SamplingParams:
-    return SamplingParams(
-        max_tokens=sampling.max_tokens or DEFAULT_MAX_TOKENS,
-        temperature=sampling.temperature if sampling.HasField("temperature") else 1.0,
-        top_p=sampling.top_p if sampling.HasField("top_p") else 1.0,
-        top_k=sampling.top_k,
-        seed=sampling.seed if sampling.HasField("seed") else None,
-        stop_token_ids=tuple(sampling.stop_token_ids),
-        ignore_eos=sampling.ignore_eos,
-    )
-
-
-def sampling_to_proto(sampling: SamplingParams) -> common_pb2.SamplingParams:
-    message = common_pb2.SamplingParams(
-        max_tokens=sampling.max_tokens, temperature=sampling.temperature, top_p=sampling.top_p,
-        top_k=sampling.top_k, stop_token_ids=sampling.stop_token_ids, ignore_eos=sampling.ignore_eos,
-    )
-    if sampling.seed is not None:
-        message.seed = sampling.seed
-    return message
-
-
 def slo_from_proto(slo: common_pb2.Slo) -> Slo:
-    service_class = _CLASS_FROM_PROTO.get(slo.service_class)
+    service_class = service_class_of(slo.service_class)
     if service_class is None:
         raise InvalidRequestError(
             f"slo.service_class {slo.service_class} is not a known class: use SERVICE_CLASS_REAL_TIME, "
@@ -74,6 +51,22 @@ def slo_from_proto(slo: common_pb2.Slo) -> Slo:
         deadline_ms=slo.deadline_ms if slo.HasField("deadline_ms") else None,
         priority=slo.priority,
     )
+
+
+def _check_submit(sampling: SamplingParams, slo: Slo) -> None:
+    """The gateway's promises that the core relies on (scheduler.proto SubmitRequest)."""
+    def broken(what: str) -> InvalidRequestError:
+        return InvalidRequestError(f"the Submit contract needs {what}: the gateway validates and fills it in")
+
+    if sampling.max_tokens < 1:
+        raise broken(f"sampling.max_tokens >= 1 (got {sampling.max_tokens})")
+    if slo.service_class is ServiceClass.REAL_TIME:
+        for name in ("ttft_ms", "tpot_ms"):
+            value = getattr(slo, name)
+            if value is None or not value > 0:
+                raise broken(f"slo.{name} > 0 for a real-time request (got {value})")
+    if slo.service_class is ServiceClass.DEADLINE and not (slo.deadline_ms is not None and slo.deadline_ms > 0):
+        raise broken(f"slo.deadline_ms > 0 for a deadline request (got {slo.deadline_ms})")
 
 
 def workflow_from_proto(workflow: common_pb2.WorkflowRef) -> WorkflowRef:
@@ -88,17 +81,22 @@ def workflow_from_proto(workflow: common_pb2.WorkflowRef) -> WorkflowRef:
 
 
 def request_from_proto(message: scheduler_pb2.SubmitRequest, clock: Clock) -> Request:
-    """A core Request from Submit; raises InvalidRequestError naming the bad field."""
+    """A core Request from Submit; raises InvalidRequestError naming the bad field or the broken
+    contract. A resubmitted request (`output_token_ids` set) comes with its known outputs, as a
+    request moved from another core does: it continues after them."""
     if not message.request_id:
         raise InvalidRequestError("request_id is empty: the gateway must assign one")
+    sampling, slo = sampling_from_proto(message.sampling), slo_from_proto(message.slo)
+    _check_submit(sampling, slo)
     return Request(
         request_id=message.request_id,
         prompt_token_ids=tuple(message.prompt_token_ids),
-        sampling=sampling_from_proto(message.sampling),
-        slo=slo_from_proto(message.slo),
+        sampling=sampling,
+        slo=slo,
         tenant=message.tenant,
         workflow=workflow_from_proto(message.workflow) if message.HasField("workflow") and message.workflow.workflow_id else None,
         arrival_s=message.arrival_unix_s if message.arrival_unix_s > 0 else clock.now(),
+        output_token_ids=list(message.output_token_ids),
     )
 
 
@@ -119,9 +117,9 @@ def plan_to_proto(plan: BatchPlan, trace_contexts: Mapping[str, Mapping[str, str
             token_ids=new.token_ids,
             num_prompt_tokens=new.num_prompt_tokens,
             sampling=sampling_to_proto(new.sampling),
-            service_class=_CLASS_TO_PROTO[new.service_class],
+            service_class=int(new.service_class),
             num_output_tokens=new.num_output_tokens,
-            trace_context=contexts.get(new.request_id, {}),
+            trace_context=dict(new.trace_context) or contexts.get(new.request_id, {}),
             restore_from_checkpoint=new.num_computed_tokens > 0,
             num_computed_tokens=new.num_computed_tokens,
         ))
@@ -133,17 +131,15 @@ def plan_to_proto(plan: BatchPlan, trace_contexts: Mapping[str, Mapping[str, str
     return message
 
 
-def timing_from_proto(timing: worker_pb2.StepTiming) -> StepTiming:
-    return StepTiming(
-        forward_ns=timing.forward_ns, sample_ns=timing.sample_ns, kv_ns=timing.kv_ns, total_ns=timing.total_ns,
-        num_prefill_tokens=timing.num_prefill_tokens, num_decode_seqs=timing.num_decode_seqs,
-        num_kv_tokens_read=timing.num_kv_tokens_read, checkpoint_bytes=timing.checkpoint_bytes,
-        restore_bytes=timing.restore_bytes, checkpoint_ns=timing.checkpoint_ns, restore_ns=timing.restore_ns,
-        num_recomputed_tokens=timing.num_recomputed_tokens,
-    )
-
-
 def result_from_proto(message: worker_pb2.StepResult) -> StepResult:
+    error_code = StepErrorCode.NONE
+    if message.error:
+        try:
+            error_code = StepErrorCode(message.error_code)
+        except ValueError:  # a newer worker's code: still a failed step
+            error_code = StepErrorCode.STEP_FAILED
+        if error_code is StepErrorCode.NONE:  # a worker that predates the codes
+            error_code = StepErrorCode.STEP_FAILED
     return StepResult(
         step_id=message.step_id,
         sampled=tuple((s.request_id, s.token_id) for s in message.sampled),
@@ -151,14 +147,54 @@ def result_from_proto(message: worker_pb2.StepResult) -> StepResult:
         error=message.error,
         restore_failed_request_ids=tuple(message.restore_failed_request_ids),
         checkpoint_failed_request_ids=tuple(message.checkpoint_failed_request_ids),
+        error_code=error_code,
     )
 
 
 def output_to_event(output: RequestOutput) -> scheduler_pb2.TokenEvent:
     event = scheduler_pb2.TokenEvent(request_id=output.request_id, token_ids=output.new_token_ids)
     if output.finish_reason is not None:
-        event.finish_reason = _FINISH_TO_PROTO[output.finish_reason]
+        event.finish_reason = int(output.finish_reason)
         event.num_prompt_tokens = output.num_prompt_tokens
         event.num_preemptions = output.num_preemptions
         event.error_message = output.error_message
     return event
+
+
+def describe_request_to_pb() -> worker_pb2.DescribeRequest:
+    return worker_pb2.DescribeRequest()
+
+
+def worker_id_from_info(info: worker_pb2.WorkerInfo) -> str:
+    """The id a worker described itself with (empty when it gave none)."""
+    return info.worker_id
+
+
+def abort_id_from_pb(request: scheduler_pb2.AbortRequest) -> str:
+    return request.request_id
+
+
+def abort_response_to_pb(aborted: bool) -> scheduler_pb2.AbortResponse:
+    return scheduler_pb2.AbortResponse(aborted=aborted)
+
+
+def stats_to_pb(
+    policy: str,
+    num_workers: int,
+    num_steps: int,
+    core_stats: Iterable[SchedulerStats],
+    model: worker_pb2.WorkerInfo | None,
+) -> scheduler_pb2.SchedulerStats:
+    """`GetStats`: queue counts summed over the cores; `model` is a worker's description (None
+    while no worker has described itself)."""
+    stats = scheduler_pb2.SchedulerStats(policy=policy, num_workers=num_workers, num_steps=num_steps)
+    for core in core_stats:
+        stats.num_waiting += core.num_waiting
+        stats.num_running += core.num_running
+        stats.num_preemptions += core.num_preemptions
+        used = sum(core.kv_blocks_by_class.values())
+        stats.num_kv_blocks_used += used
+        stats.num_kv_blocks_total += used + core.num_free_blocks
+    if model is not None:
+        stats.model.CopyFrom(model)
+    return stats

@@ -5,7 +5,16 @@ The sender plans step N+1 as soon as step N is on the wire (the core advances it
 optimistically; the worker holds the sampled tokens), so the worker never waits for a gRPC round
 trip or for `schedule()` between steps. The receiver applies each result to the core and hands the
 token outputs to the service. If the stream breaks, the link evicts every unfinished request
-(they carry all their known tokens) for the service to route elsewhere, then reconnects.
+(they carry all their known tokens) for the service to route elsewhere, then reconnects; it tells
+the service each time the worker is ready (again), so requests waiting for a worker go to it. A
+worker that refuses the stream because it still serves the previous one (this scheduler restarted
+and the worker has not noticed the old stream's end yet) is tried again after `retry_interval_s`.
+Messages are read and built by `convert` only.
+
+A failed step (`StepResult.error_code`) is recomputed by the core whatever its code; the link
+counts failures by code, and after KV_UNAVAILABLE (the worker could not reach the KV store) it
+sends no new plan for `retry_interval_s`, so that a store outage does not turn into a tight loop
+of steps that fail at once.
 """
 
 from __future__ import annotations
@@ -14,21 +23,27 @@ import asyncio
 import collections
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import grpc
 
+from llmserve.plan import StepErrorCode
 from llmserve.runtime.channel import open_channel, wait_healthy
-from llmserve.v1 import scheduler_pb2, worker_pb2, worker_pb2_grpc
+from llmserve.runtime.tls import Tls
+from llmserve.v1 import worker_pb2_grpc
 from scheduler_svc import convert
 from scheduler_svc.core.plan import RequestOutput
 from scheduler_svc.core.request import Request
 from scheduler_svc.core.scheduler import Scheduler
 from scheduler_svc.observe import SchedulerObserver
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from llmserve.v1 import worker_pb2
 
-CoreFactory = Callable[[scheduler_pb2.WorkerInfo], Scheduler]
+    CoreFactory = Callable[[worker_pb2.WorkerInfo], Scheduler]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -36,6 +51,7 @@ class LinkStats:
     num_steps: int = 0
     num_failed_steps: int = 0
     num_reconnects: int = 0
+    failed_steps_by_code: dict[StepErrorCode, int] = field(default_factory=dict)
 
 
 class WorkerLink:
@@ -47,28 +63,34 @@ class WorkerLink:
         make_core: CoreFactory,
         on_outputs: Callable[[list[RequestOutput]], None],
         on_evicted: Callable[[WorkerLink, list[Request]], None],
+        on_ready: Callable[[WorkerLink], None],
         observer: SchedulerObserver,
         max_inflight_plans: int = 2,
         connect_timeout_s: float = 300.0,
         retry_interval_s: float = 1.0,
         client_interceptors: tuple[grpc.aio.ClientInterceptor, ...] = (),
+        tls: Tls | None = None,
     ) -> None:
         self.address = address
+        self._tls = tls
         self._make_core = make_core
         self._on_outputs = on_outputs
         self._on_evicted = on_evicted
+        self._on_ready = on_ready
         self._observer = observer
         self._max_inflight = max_inflight_plans
         self._connect_timeout_s = connect_timeout_s
         self._retry_interval_s = retry_interval_s
         self._interceptors = client_interceptors
         self.core: Scheduler | None = None
-        self.info: scheduler_pb2.WorkerInfo | None = None
+        self.info: worker_pb2.WorkerInfo | None = None  # its Describe, held for GetStats
+        self._worker_id = ""
         self.stats = LinkStats()
         self._wake = asyncio.Event()
         self._ready = asyncio.Event()
         self._closing = False
         self._failure = ""  # set by fail(): end the stream at the next turn of the drive loop
+        self._paused_until = 0.0  # loop time before which no plan is sent (after KV_UNAVAILABLE)
         self._task: asyncio.Task[None] | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -78,17 +100,19 @@ class WorkerLink:
         self._task = asyncio.create_task(self._run_forever(), name=f"worker-link-{self.address}")
 
     async def _open(self) -> None:
-        await wait_healthy(self.address, timeout_s=self._connect_timeout_s)
-        self._channel = open_channel(self.address, self._interceptors)
+        await wait_healthy(self.address, timeout_s=self._connect_timeout_s, tls=self._tls)
+        self._channel = open_channel(self.address, self._interceptors, self._tls)
         self._stub = worker_pb2_grpc.WorkerStub(self._channel)
-        self.info = await self._stub.Describe(worker_pb2.DescribeRequest(), timeout=30.0)
+        self.info = await self._stub.Describe(convert.describe_request_to_pb(), timeout=30.0)
+        self._worker_id = convert.worker_id_from_info(self.info)
         self.core = self._make_core(self.info)
         self._ready.set()
+        self._on_ready(self)
 
     @property
     def worker_id(self) -> str:
         """The worker's id (its `Describe`), or its address before it answered; the metrics label."""
-        return self.info.worker_id if self.info is not None and self.info.worker_id else self.address
+        return self._worker_id or self.address
 
     @property
     def healthy(self) -> bool:
@@ -138,6 +162,7 @@ class WorkerLink:
     # ---- the drive loop --------------------------------------------------------------------
     async def _run_forever(self) -> None:
         while not self._closing:
+            refused = False
             try:
                 await self._drive()
             except asyncio.CancelledError:
@@ -146,9 +171,14 @@ class WorkerLink:
                 if self._closing:
                     return
                 logger.warning("worker %s stream failed (%s): re-routing its requests", self.address, err)
+                refused = _still_serving_another(err)
             if self._closing:
                 return
             self._evict_all()
+            if refused:
+                # The worker has not yet noticed that the previous scheduler's stream ended (this
+                # scheduler restarted): give it a moment rather than a tight reconnect loop.
+                await asyncio.sleep(self._retry_interval_s)
             await self._reconnect()
 
     def _evict_all(self) -> None:
@@ -172,6 +202,7 @@ class WorkerLink:
 
     async def _drive(self) -> None:
         assert self.core is not None
+        loop = asyncio.get_running_loop()
         call = self._stub.Execute()
         inflight: collections.deque[tuple[int, int]] = collections.deque()  # (step_id, batch size)
         receiver = asyncio.create_task(self._receive(call, inflight))
@@ -184,7 +215,8 @@ class WorkerLink:
                     receiver.result()  # re-raises the stream error
                     raise ConnectionError("worker closed the Execute stream")
                 sent = False
-                while len(inflight) < self._max_inflight:
+                pause_s = self._paused_until - loop.time()
+                while pause_s <= 0 and len(inflight) < self._max_inflight:
                     plan = self.core.schedule()
                     if plan.is_empty():
                         break
@@ -195,7 +227,8 @@ class WorkerLink:
                 if not sent:
                     self._wake.clear()
                     waiter = asyncio.create_task(self._wake.wait())
-                    await asyncio.wait({waiter, receiver}, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait({waiter, receiver}, timeout=pause_s if pause_s > 0 else None,
+                                       return_when=asyncio.FIRST_COMPLETED)
                     waiter.cancel()
         finally:
             receiver.cancel()
@@ -209,18 +242,29 @@ class WorkerLink:
             if message is grpc.aio.EOF:
                 raise ConnectionError("worker ended the Execute stream")
             expected, batch_size = inflight.popleft()
-            if message.step_id != expected:
-                raise ConnectionError(f"worker answered step {message.step_id}, expected {expected}")
-            if message.error:
-                self.stats.num_failed_steps += 1
-                logger.error("worker %s failed step %d: %s", self.address, message.step_id, message.error)
-                outputs = self.core.fail_step(message.step_id, message.error)
+            result = convert.result_from_proto(message)
+            if result.step_id != expected:
+                raise ConnectionError(f"worker answered step {result.step_id}, expected {expected}")
+            if result.error:
+                self._step_failed(result.error_code, result.step_id, result.error)
+                outputs = self.core.update(result)  # re-queues the step's requests (recompute)
             else:
                 self.stats.num_steps += 1
-                result = convert.result_from_proto(message)
                 self._observer.step_done(self.worker_id, result.timing, batch_size)
                 outputs = self.core.update(result)
             if outputs:
                 self._on_outputs(outputs)
             self._wake.set()
 
+    def _step_failed(self, code: StepErrorCode, step_id: int, error: str) -> None:
+        stats = self.stats
+        stats.num_failed_steps += 1
+        stats.failed_steps_by_code[code] = stats.failed_steps_by_code.get(code, 0) + 1
+        logger.error("worker %s failed step %d (%s): %s", self.address, step_id, code.name, error)
+        if code is StepErrorCode.KV_UNAVAILABLE:
+            self._paused_until = asyncio.get_running_loop().time() + self._retry_interval_s
+
+
+def _still_serving_another(err: Exception) -> bool:
+    """The worker refused the Execute stream: it still serves another one (worker.proto)."""
+    return isinstance(err, grpc.aio.AioRpcError) and err.code() == grpc.StatusCode.FAILED_PRECONDITION

@@ -11,12 +11,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import sys  # noqa: E402
 
 from llmserve.runtime.service_main import run_service  # noqa: E402
-from worker_svc.config import build_parser, config_from_args  # noqa: E402
+from worker_svc.config import WorkerConfig  # noqa: E402
 from worker_svc.server import start_worker  # noqa: E402
 
 
 def main() -> None:
-    sys.exit(run_service("worker", build_parser(), config_from_args, start_worker))
+    sys.exit(run_service("worker", WorkerConfig, start_worker, prog="python -m worker_svc", description=__doc__))
 
 
 if __name__ == "__main__":

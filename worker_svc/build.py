@@ -20,6 +20,12 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CPU_KV_GB = 1.0
 GPU_KV_FRACTION = 0.85  # of the GPU memory still free after loading the model
+# Step limits of `--max-num-batched-tokens auto` and `--max-num-seqs auto`. A CPU step's time grows
+# with its tokens from the first one, so a small budget bounds how long a prefill chunk delays the
+# running decodes (512/64 is what `llmserve up` has run on CPUs, and what docs/benchmarks.md
+# measured); a GPU step costs about the same up to thousands of tokens, so it takes more per step.
+AUTO_STEP_LIMITS = {"cpu": RunnerLimits(max_num_batched_tokens=512, max_num_seqs=64),
+                    "cuda": RunnerLimits(max_num_batched_tokens=2048, max_num_seqs=128)}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -29,6 +35,13 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: CUDA is not available on this machine")
     return device
+
+
+def resolve_step_limits(config: WorkerConfig, device: torch.device) -> RunnerLimits:
+    """The step limits, with the device's defaults for those set to auto (0)."""
+    auto = AUTO_STEP_LIMITS["cuda" if device.type == "cuda" else "cpu"]
+    return RunnerLimits(config.max_num_batched_tokens or auto.max_num_batched_tokens,
+                        config.max_num_seqs or auto.max_num_seqs)
 
 
 def build_runner(config: WorkerConfig) -> tuple[StepRunner, WorkerDescription]:
@@ -44,7 +57,8 @@ def build_runner(config: WorkerConfig) -> tuple[StepRunner, WorkerDescription]:
     spec = KvCacheSpec.for_model(model.config, config.block_size, dtype)
     num_blocks = config.num_kv_blocks or spec.num_blocks_for_memory(_kv_memory_gb(config, device))
     kv_cache = KvCache(spec, num_blocks, device)
-    runner = StepRunner(model, kv_cache, RunnerLimits(config.max_num_batched_tokens, config.max_num_seqs))
+    limits = resolve_step_limits(config, device)
+    runner = StepRunner(model, kv_cache, limits, lazy_checkpoint_blocks=config.checkpoint_lazy_blocks)
     if config.warmup:
         runner.warm_up()
     logger.info(
@@ -63,8 +77,8 @@ def build_runner(config: WorkerConfig) -> tuple[StepRunner, WorkerDescription]:
         bytes_per_block=spec.bytes_per_block,
         dtype=dtype_name(dtype),
         device=str(device),
-        max_num_batched_tokens=config.max_num_batched_tokens,
-        max_num_seqs=config.max_num_seqs,
+        max_num_batched_tokens=limits.max_num_batched_tokens,
+        max_num_seqs=limits.max_num_seqs,
     )
     return runner, description
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import grpc
 
 from llmserve.runtime.channel import open_channel
+from llmserve.runtime.tls import Tls
 from llmserve.runtime.tracing import client_interceptors
 from llmserve.v1 import kvstore_pb2, kvstore_pb2_grpc
 
@@ -46,9 +47,9 @@ class CheckpointClientStats:
 class KvCheckpointClient:
     """Owns a channel to the store. `start()` the sender before submitting; `close()` drains it."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, tls: Tls | None = None) -> None:
         self.address = address
-        self._channel = open_channel(address, interceptors=client_interceptors())
+        self._channel = open_channel(address, interceptors=client_interceptors(), tls=tls)
         self._stub = kvstore_pb2_grpc.KvStoreStub(self._channel)
         self._queue: asyncio.Queue[tuple[str, list[kvstore_pb2.KvChunk] | None]] = asyncio.Queue()
         self._pending: collections.Counter[str] = collections.Counter()

@@ -1,49 +1,57 @@
-"""Configuration of the worker service (frozen; from flags or LLMSERVE_* variables)."""
+"""Configuration of the worker service: each field a setting (flag `--x-y`, variable LLMSERVE_X_Y)."""
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
-from llmserve.runtime.flags import add_flag
-from llmserve.runtime.metrics import add_metrics_flag
+from llmserve.model_source import ModelSettings
+from llmserve.runtime.service_settings import ServiceSettings
+from llmserve.settings import redefault, setting
 
 AUTO = ("", "auto")
 
 
-@dataclass(frozen=True)
-class WorkerConfig:
-    """How a worker runs. `device`/`dtype`/`attention_backend` "auto" resolve at start: CUDA when
-    present (bfloat16, triton), else CPU (float32, torch)."""
+@dataclass(frozen=True, kw_only=True)
+class WorkerConfig(ModelSettings, ServiceSettings):
+    """How a worker runs. "auto" settings resolve at start (`worker_svc.build`): CUDA when present
+    (bfloat16, triton, the GPU step limits), else CPU (float32, torch, the CPU step limits)."""
 
-    worker_id: str = "w0"
-    kvstore_addr: str = "127.0.0.1:50071"
-    model: str = "default"
-    load_format: str = "auto"  # auto | safetensors | gguf | dummy
-    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    attention_backend: str = "auto"  # auto | torch | triton
-    # KV cache size: a block count, or GiB of memory (one of them; neither: 1 GiB on CPU, 85% of
-    # the free GPU memory after the model is loaded on CUDA).
-    num_kv_blocks: int = 0
-    kv_cache_memory_gb: float = 0.0
-    block_size: int = 16
-    max_num_batched_tokens: int = 2048
-    max_num_seqs: int = 128
-    seed: int = 0  # dummy weights
-    num_threads: int = 0  # torch CPU threads; 0 keeps torch's default
-    warmup: bool = True
-    drain_grace_s: float = 5.0
-    kvstore_connect_timeout_s: float = 60.0
-    metrics_port: int = 0
+    address: str = redefault(ServiceSettings, "address", "127.0.0.1:50061")
+    worker_id: str = setting("w0", help="the worker's id, which is its KV pool's id in the store")
+    kvstore_addr: str = setting("127.0.0.1:50071", help="the KV store's host:port")
+    dtype: str = setting("auto", help="auto | float32 | bfloat16 | float16")
+    device: str = setting("auto", help="auto | cpu | cuda | cuda:N")
+    attention_backend: str = setting("auto", help="auto | torch | triton")
+    # KV cache size: a block count or GiB of memory, not both; neither: 1 GiB on CPU, 85% of the
+    # GPU memory still free after the model is loaded on CUDA.
+    num_kv_blocks: int = setting(0, auto=True, help="KV cache blocks (auto: sized by memory)")
+    kv_cache_memory_gb: float = setting(0.0, help="KV cache memory, GiB (0: 1 GiB on CPU, 85% of the free GPU "
+                                                  "memory on CUDA)")
+    block_size: int = setting(16, help="tokens per KV block")
+    max_num_batched_tokens: int = setting(0, auto=True, help="most tokens per step (auto: 512 on CPU, 2048 on CUDA)")
+    max_num_seqs: int = setting(0, auto=True, help="most sequences per step (auto: 64 on CPU, 128 on CUDA)")
+    seed: int = setting(0, help="seed of dummy weights")
+    num_threads: int = setting(0, help="torch CPU threads (0: torch's default)")
+    warmup: bool = setting(True, help="run warm-up forward passes before serving")
+    kvstore_connect_timeout_s: float = setting(60.0, help="how long to wait at start for the KV store, seconds")
     # Forward passes in a thread keep the event loop responsive (heartbeats, reading the next plan)
     # but every torch op then hands the GIL back and forth with the loop thread.
-    forward_in_thread: bool = True
-    # Lazy checkpointing: send full KV blocks of running non-real-time requests to the store's
-    # host tier this many at a time, so a preemption only copies the tail (0: at preemption only).
-    checkpoint_lazy_blocks: int = 4
+    forward_in_thread: bool = setting(True, help="run each forward pass in a thread (keeps the event loop free; "
+                                                 "--no-forward-in-thread: on the loop thread, no GIL hand-offs)")
+    # Lazy checkpointing: full KV blocks of running non-real-time requests go to the store's host
+    # tier this many at a time, so a preemption only copies the tail.
+    checkpoint_lazy_blocks: int = setting(4, help="send full KV blocks of running BE requests to the host tier "
+                                                  "this many at a time (0: at preemption only)")
+    # Leases held ahead (docs/design.md "Block accounting"): a step takes its blocks from the
+    # worker's reserve and the store hears of it in batches, so a typical step makes no store RPC.
+    kv_reserve_blocks: int = setting(-1, help="KV blocks the worker leases ahead at each end of its pool (-1: auto, "
+                                              "one step's worth, cdiv(max_num_batched_tokens, block_size), at most a "
+                                              "quarter of the pool; 0: none, a step that needs blocks asks the store)")
+    kv_sync_interval_s: float = setting(1.0, help="longest time the KV store's record of the worker's leases lags "
+                                                  "behind, seconds (also how long an idle worker keeps its reserve)")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.worker_id:
             raise ValueError("--worker-id must not be empty")
         if self.block_size <= 0 or self.block_size & (self.block_size - 1):
@@ -52,60 +60,13 @@ class WorkerConfig:
             raise ValueError("--num-kv-blocks and --kv-cache-memory-gb must be >= 0")
         if self.num_kv_blocks and self.kv_cache_memory_gb:
             raise ValueError("give --num-kv-blocks or --kv-cache-memory-gb, not both")
-        if self.max_num_batched_tokens < 1 or self.max_num_seqs < 1:
-            raise ValueError("--max-num-batched-tokens and --max-num-seqs must be >= 1")
+        if self.max_num_batched_tokens < 0 or self.max_num_seqs < 0:
+            raise ValueError("--max-num-batched-tokens and --max-num-seqs must be >= 1 (or auto)")
         if self.num_threads < 0:
             raise ValueError("--num-threads must be >= 0")
         if self.checkpoint_lazy_blocks < 0:
             raise ValueError("--checkpoint-lazy-blocks must be >= 0 (0: checkpoint at preemption only)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m worker_svc", description="llmserve worker service")
-    add_flag(parser, "--address", default="127.0.0.1:50061", help="host:port to serve on")
-    add_flag(parser, "--kvstore-addr", default="127.0.0.1:50071", help="KV store address")
-    add_flag(parser, "--worker-id", default="w0", help="worker (KV pool) id")
-    add_flag(parser, "--model", default="default", help="'default' (bundled SmolLM2), an HF folder or a .gguf file")
-    add_flag(parser, "--load-format", default="auto", help="auto | safetensors | gguf | dummy")
-    add_flag(parser, "--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
-    add_flag(parser, "--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    add_flag(parser, "--attention-backend", default="auto", help="auto | torch | triton")
-    add_flag(parser, "--num-kv-blocks", default=0, type=int, help="KV cache blocks (0: size by memory)")
-    add_flag(parser, "--kv-cache-memory-gb", default=0.0, type=float, help="KV cache memory, GiB")
-    add_flag(parser, "--block-size", default=16, type=int, help="tokens per KV block")
-    add_flag(parser, "--max-num-batched-tokens", default=2048, type=int, help="most tokens per step")
-    add_flag(parser, "--max-num-seqs", default=128, type=int, help="most sequences per step")
-    add_flag(parser, "--seed", default=0, type=int, help="seed of dummy weights")
-    add_flag(parser, "--num-threads", default=0, type=int, help="torch CPU threads (0: torch's default)")
-    add_flag(parser, "--warmup", default=True, type=bool, help="run warm-up forward passes before serving")
-    add_flag(parser, "--forward-in-thread", default=True, type=bool,
-             help="run each forward pass in a thread (keeps the event loop free; off: on the loop thread, "
-                  "no GIL hand-offs per op)")
-    add_flag(parser, "--checkpoint-lazy-blocks", default=4, type=int,
-             help="send full KV blocks of running BE requests to the host tier this many at a time (0: off)")
-    add_flag(parser, "--log-level", default="INFO", help="log level")
-    add_metrics_flag(parser)
-    return parser
-
-
-def config_from_args(args: argparse.Namespace) -> WorkerConfig:
-    return WorkerConfig(
-        worker_id=args.worker_id,
-        kvstore_addr=args.kvstore_addr,
-        model=args.model,
-        load_format=args.load_format,
-        dtype=args.dtype,
-        device=args.device,
-        attention_backend=args.attention_backend,
-        num_kv_blocks=args.num_kv_blocks,
-        kv_cache_memory_gb=args.kv_cache_memory_gb,
-        block_size=args.block_size,
-        max_num_batched_tokens=args.max_num_batched_tokens,
-        max_num_seqs=args.max_num_seqs,
-        seed=args.seed,
-        num_threads=args.num_threads,
-        warmup=args.warmup,
-        metrics_port=args.metrics_port,
-        checkpoint_lazy_blocks=args.checkpoint_lazy_blocks,
-        forward_in_thread=args.forward_in_thread,
-    )
+        if self.kv_reserve_blocks < -1:
+            raise ValueError(f"--kv-reserve-blocks must be >= 0 or -1 (auto), got {self.kv_reserve_blocks}")
+        if self.kv_sync_interval_s < 0:
+            raise ValueError(f"--kv-sync-interval-s must be >= 0, got {self.kv_sync_interval_s}")

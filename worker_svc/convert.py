@@ -1,29 +1,43 @@
-"""The only module that sees both protobuf and the worker's domain types."""
+"""The only module that sees both protobuf and the worker's domain types (the shared plan
+messages of `llmserve.plan`). Plans are checked against the contract here only as far as the
+protobuf cannot carry a domain value (an unknown class); the plan book checks the rest, and
+sampling values are the gateway's to validate."""
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 from collections.abc import Iterator, Sequence
 
-from llmserve.v1 import common_pb2, kvstore_pb2, scheduler_pb2, worker_pb2
+from llmserve.convert import sampling_from_proto, timing_to_proto
+from llmserve.plan import (
+    BatchPlan,
+    Holding,
+    LeaseSync,
+    NewRequest,
+    PoolDeclaration,
+    ScheduledRequest,
+    StepErrorCode,
+    StepResult,
+    SyncReply,
+)
+from llmserve.plan_book import PlanError
+from llmserve.types import service_class_of
+from llmserve.v1 import kvstore_pb2, worker_pb2
 
 from worker_svc.core.checkpoint import BlockFormat, CheckpointWrite, RestoredKv
-from worker_svc.core.types import (
-    BatchPlan,
-    Grant,
-    KvDelta,
-    NewRequest,
-    PlanError,
-    SamplingParams,
-    ScheduledRequest,
-    ServiceClass,
-    StepOutput,
-    WorkerDescription,
-)
+from worker_svc.core.types import WorkerDescription
+
+# The full name of the service, for health and reflection.
+SERVICE_NAME = worker_pb2.DESCRIPTOR.services_by_name["Worker"].full_name
+
+
+def step_id_from_proto(plan: worker_pb2.BatchPlan) -> int:
+    """The step a plan asks for, readable even when the rest of the plan is not (its error result names it)."""
+    return plan.step_id
 
 
 def plan_from_proto(plan: worker_pb2.BatchPlan) -> BatchPlan:
-    """Raises PlanError naming the field when a value is out of range."""
+    """Raises PlanError naming the field when a value has no domain meaning."""
     return BatchPlan(
         step_id=plan.step_id,
         new_requests=tuple(_new_request(n) for n in plan.new_requests),
@@ -39,89 +53,50 @@ def plan_from_proto(plan: worker_pb2.BatchPlan) -> BatchPlan:
 
 def _new_request(new: worker_pb2.NewRequest) -> NewRequest:
     rid = new.request_id
-    try:
-        service_class = ServiceClass(new.service_class)
-    except ValueError:
-        raise PlanError(f"new request {rid}: unknown service_class {new.service_class}") from None
+    service_class = service_class_of(new.service_class)
+    if service_class is None:
+        raise PlanError(f"new request {rid}: unknown service_class {new.service_class}", rid)
     return NewRequest(
         request_id=rid,
         token_ids=tuple(new.token_ids),
         num_prompt_tokens=new.num_prompt_tokens,
-        sampling=sampling_from_proto(rid, new.sampling),
+        sampling=sampling_from_proto(new.sampling),
         service_class=service_class,
         num_output_tokens=new.num_output_tokens,
-        trace_context=tuple(sorted(new.trace_context.items())),
         num_computed_tokens=new.num_computed_tokens if new.restore_from_checkpoint else 0,
+        trace_context=tuple(sorted(new.trace_context.items())),
     )
 
 
-def sampling_from_proto(request_id: str, sampling: common_pb2.SamplingParams) -> SamplingParams:
-    temperature = sampling.temperature if sampling.HasField("temperature") else 1.0
-    top_p = sampling.top_p if sampling.HasField("top_p") else 1.0
-    if not temperature >= 0.0:
-        raise PlanError(f"new request {request_id}: sampling.temperature must be >= 0, got {temperature}")
-    if not 0.0 < top_p <= 1.0:
-        raise PlanError(f"new request {request_id}: sampling.top_p must be in (0, 1], got {top_p}")
-    if sampling.top_k < 0:
-        raise PlanError(f"new request {request_id}: sampling.top_k must be >= 0, got {sampling.top_k}")
-    # The gateway always sets a seed; without one, derive it from the id so that a resumed
-    # request still draws the same tokens.
-    seed = sampling.seed if sampling.HasField("seed") else int.from_bytes(hashlib.sha256(request_id.encode()).digest()[:8], "little")
-    return SamplingParams(temperature=temperature, top_p=top_p, top_k=sampling.top_k, seed=seed)
-
-
-def apply_request(worker_id: str, delta: KvDelta) -> kvstore_pb2.ApplyRequest:
-    return kvstore_pb2.ApplyRequest(
-        worker_id=worker_id,
-        release_request_ids=list(delta.release_request_ids),
-        leases=[
-            kvstore_pb2.LeaseSpec(
-                request_id=lease.request_id,
-                service_class=int(lease.service_class),
-                num_blocks=lease.num_blocks,
-                trace_context=dict(lease.trace_context),
-            )
-            for lease in delta.leases
-        ],
-    )
-
-
-def grants_from_proto(response: kvstore_pb2.ApplyResponse) -> list[Grant]:
-    return [Grant(g.request_id, tuple(g.block_ids)) for g in response.grants]
-
-
-def step_result(output: StepOutput, kv_ns: int, total_ns: int, restore_fetch_ns: int = 0,
-                checkpoint_failed: Sequence[str] = ()) -> worker_pb2.StepResult:
-    t = output.timing
+def step_result(result: StepResult, checkpoint_failed: Sequence[str] = ()) -> worker_pb2.StepResult:
+    """The runner's result, without its timing yet (`set_timing`), and the checkpoints the store
+    refused since the previous result."""
     return worker_pb2.StepResult(
-        step_id=output.step_id,
-        restore_failed_request_ids=list(output.restore_failed_request_ids),
+        step_id=result.step_id,
+        restore_failed_request_ids=list(result.restore_failed_request_ids),
         checkpoint_failed_request_ids=list(checkpoint_failed),
-        sampled=[worker_pb2.SampledToken(request_id=s.request_id, token_id=s.token_id) for s in output.sampled],
-        timing=worker_pb2.StepTiming(
-            forward_ns=t.forward_ns,
-            sample_ns=t.sample_ns,
-            kv_ns=kv_ns,
-            total_ns=total_ns,
-            num_prefill_tokens=t.num_prefill_tokens,
-            num_decode_seqs=t.num_decode_seqs,
-            num_kv_tokens_read=t.num_kv_tokens_read,
-            checkpoint_bytes=t.checkpoint_bytes,
-            restore_bytes=t.restore_bytes,
-            checkpoint_ns=t.checkpoint_ns,
-            restore_ns=t.restore_ns + restore_fetch_ns,
-            num_recomputed_tokens=t.num_recomputed_tokens,
-        ),
+        sampled=[worker_pb2.SampledToken(request_id=rid, token_id=token) for rid, token in result.sampled],
     )
 
 
-def error_result(step_id: int, message: str, kv_ns: int = 0, total_ns: int = 0) -> worker_pb2.StepResult:
-    return worker_pb2.StepResult(step_id=step_id, error=message,
+def set_timing(message: worker_pb2.StepResult, result: StepResult, **shell: int) -> None:
+    """Sets the result's timing: the runner's plus what the shell measured (`kv_ns`, `total_ns`,
+    `plan_decode_ns`, `encode_ns`, `kv_rpcs`, and `restore_fetch_ns`, added to `restore_ns`)."""
+    t = result.timing
+    assert t is not None, "a successful step has a timing"
+    fetch_ns = shell.pop("restore_fetch_ns", 0)
+    message.timing.CopyFrom(timing_to_proto(dataclasses.replace(t, restore_ns=t.restore_ns + fetch_ns, **shell)))
+
+
+def error_result(step_id: int, code: StepErrorCode, message: str, kv_ns: int = 0,
+                 total_ns: int = 0) -> worker_pb2.StepResult:
+    """A failed step: its code, the message saying what went wrong, and the times it took."""
+    return worker_pb2.StepResult(step_id=step_id, error=message, error_code=int(code),
                                  timing=worker_pb2.StepTiming(kv_ns=kv_ns, total_ns=total_ns))
 
 
-def worker_info(d: WorkerDescription) -> scheduler_pb2.WorkerInfo:
-    return scheduler_pb2.WorkerInfo(
+def worker_info(d: WorkerDescription) -> worker_pb2.WorkerInfo:
+    return worker_pb2.WorkerInfo(
         worker_id=d.worker_id,
         model_name=d.model_name,
         vocab_size=d.vocab_size,
@@ -137,10 +112,52 @@ def worker_info(d: WorkerDescription) -> scheduler_pb2.WorkerInfo:
     )
 
 
-def register_pool_request(d: WorkerDescription) -> kvstore_pb2.RegisterPoolRequest:
-    return kvstore_pb2.RegisterPoolRequest(
+def register_pool_request(d: WorkerDescription,
+                          declaration: PoolDeclaration | None = None) -> kvstore_pb2.RegisterPoolRequest:
+    """The worker's pool; with a `declaration`, everything it holds (a store that lost the pool)."""
+    message = kvstore_pb2.RegisterPoolRequest(
         worker_id=d.worker_id, num_blocks=d.num_blocks, block_size=d.block_size, bytes_per_block=d.bytes_per_block
     )
+    if declaration is not None:
+        message.held.extend(_holding(h) for h in declaration.held)
+        message.reserved_low_block_ids.extend(declaration.reserved_low)
+        message.reserved_high_block_ids.extend(declaration.reserved_high)
+    return message
+
+
+def lease_ttl_s(reply: kvstore_pb2.RegisterPoolResponse) -> float:
+    return reply.lease_ttl_ms / 1000.0
+
+
+def store_incarnation(reply: kvstore_pb2.RegisterPoolResponse) -> str:
+    return reply.store_incarnation
+
+
+def _holding(h: Holding) -> kvstore_pb2.Holding:
+    return kvstore_pb2.Holding(request_id=h.request_id, service_class=int(h.service_class), block_ids=h.block_ids,
+                               trace_context=dict(h.trace_context))
+
+
+def sync_request(worker_id: str, sync: LeaseSync) -> kvstore_pb2.SyncRequest:
+    return kvstore_pb2.SyncRequest(
+        worker_id=worker_id, sequence=sync.sequence, release_request_ids=sync.release_request_ids,
+        assignments=[_holding(h) for h in sync.assignments], unreserve_block_ids=sync.unreserve_block_ids,
+        reserve_low=sync.reserve_low, reserve_high=sync.reserve_high,
+    )
+
+
+def sync_reply_from_proto(reply: kvstore_pb2.SyncResponse) -> SyncReply:
+    return SyncReply(reply.sequence, tuple(reply.reserved_low_block_ids), tuple(reply.reserved_high_block_ids),
+                     reply.num_released)
+
+
+def heartbeat_request(worker_id: str) -> kvstore_pb2.HeartbeatRequest:
+    return kvstore_pb2.HeartbeatRequest(worker_id=worker_id)
+
+
+def heartbeat_known(reply: kvstore_pb2.HeartbeatResponse) -> bool:
+    """False when the store no longer knows the worker's pool (it restarted, or the leases expired)."""
+    return reply.known
 
 
 def checkpoint_chunks(write: CheckpointWrite, fmt: BlockFormat, max_chunk_bytes: int) -> Iterator[kvstore_pb2.KvChunk]:

@@ -2,9 +2,16 @@
 
 Execute applies plans strictly in order. A reader task keeps taking plans off the stream while a
 step runs, and the forward pass runs in a thread (`asyncio.to_thread`), so the event loop stays
-free to receive plan N+1, answer health checks and heartbeat during step N. Each step makes at
-most one `KvStore.Apply`. When the stream ends, every request's state is dropped and all of its
-leases are released in one Apply.
+free to receive plan N+1, answer health checks and heartbeat during step N. A step's leases come
+from the blocks the worker holds ahead (`KvLeaseClient`, llmserve/plan_book/leases.py): it waits
+for the KV store only when those run short, and the store hears of the changes in batches, off
+the step's path. When the stream ends, every request's state is dropped, its leases are
+released and the reserve is given back, in one sync.
+
+A KV store that dies does not stop the worker: steps that need no new blocks go on, steps that
+do fail with KV_UNAVAILABLE (the scheduler recomputes them), and when the store is back the
+worker re-declares everything it holds; the host tier's checkpoints died with the store, so the
+runner forgets what it had sent there (`StepRunner.forget_store`).
 
 Checkpoints (docs/bidirectional_kv.md): the runner snapshots the KV of requests preempted by
 checkpoint (and lazily, full blocks of running non-real-time requests) to host bytes; the
@@ -19,30 +26,40 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from opentelemetry.trace import Link
 
+from llmserve.plan import BatchPlan, RestoreSpec, StepErrorCode, StepResult
+from llmserve.plan_book import LeaseKeeper, PlanError, auto_reserve_blocks
 from llmserve.runtime import tracing
+from llmserve.runtime.errors import PreconditionError
 from llmserve.runtime.metrics import ServiceMetrics, class_label, start_metrics_server
-from llmserve.runtime.server import ServiceServer, service_full_name, start_server
-from llmserve.v1 import scheduler_pb2, worker_pb2, worker_pb2_grpc
+from llmserve.runtime.server import ServiceServer, start_server
+from llmserve.v1 import worker_pb2_grpc
 
 from worker_svc import convert
 from worker_svc.build import build_runner
 from worker_svc.checkpoint_client import KvCheckpointClient
-from worker_svc.core.checkpoint import RestoredKv, RestoreSpec
+from llmserve.types import is_decode
+from worker_svc.core.checkpoint import RestoredKv
 from worker_svc.config import WorkerConfig
 from worker_svc.core.runner import StepRunner
-from worker_svc.core.types import BatchPlan, PlanError, StepOutput, WorkerDescription
-from worker_svc.kv_client import KvLeaseClient
+from worker_svc.core.types import WorkerDescription
+from worker_svc.kv_client import UNREACHABLE_CODES, KvLeaseClient
+
+if TYPE_CHECKING:
+    from llmserve.v1 import worker_pb2
 
 logger = logging.getLogger(__name__)
 
-SERVICE_NAME = service_full_name(worker_pb2.DESCRIPTOR, "Worker")
-
 T = TypeVar("T")
+
+def kv_failure_code(code: grpc.StatusCode) -> StepErrorCode:
+    """Store errors that say it could not be reached (the step may succeed once it is back) are
+    KV_UNAVAILABLE; any other refusal (RESOURCE_EXHAUSTED, a class conflict) is KV_REFUSED."""
+    return StepErrorCode.KV_UNAVAILABLE if code in UNREACHABLE_CODES else StepErrorCode.KV_REFUSED
 
 
 class WorkerServicer(worker_pb2_grpc.WorkerServicer):
@@ -60,16 +77,23 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         self._max_chunk_bytes = max_chunk_bytes
         self._stream_open = False
         self._in_thread: asyncio.Future[Any] | None = None
+        self._store_restarted = False  # set by the lease client; applied between steps
+        kv.set_on_store_restarted(self._note_store_restarted)
 
-    async def Describe(self, request: worker_pb2.DescribeRequest, context: grpc.aio.ServicerContext) -> scheduler_pb2.WorkerInfo:
+    def _note_store_restarted(self) -> None:
+        logger.warning("the KV store restarted: its host tier is empty, checkpoints fall back to recompute")
+        self._store_restarted = True
+
+    async def Describe(self, request: worker_pb2.DescribeRequest,
+                       context: grpc.aio.ServicerContext) -> worker_pb2.WorkerInfo:
         return convert.worker_info(self.description)
 
     async def Execute(
         self, request_iterator: AsyncIterator[worker_pb2.BatchPlan], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[worker_pb2.StepResult]:
         if self._stream_open:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                f"worker {self.description.worker_id} already serves an Execute stream; one scheduler per worker")
+            raise PreconditionError(
+                f"worker {self.description.worker_id} already serves an Execute stream; one scheduler per worker")
         self._stream_open = True
         plans: asyncio.Queue[worker_pb2.BatchPlan | None] = asyncio.Queue()
 
@@ -98,52 +122,68 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         ids = self.runner.reset()
         self._send_checkpoint_ops()
         try:
-            released = await self.kv.release(ids)
+            released = await self.kv.release_all(ids)
             logger.info("Execute stream closed: dropped %d requests, released %d blocks", len(ids), released)
         except grpc.aio.AioRpcError as err:
-            # The runner has forgotten them, so nothing retries: the blocks stay leased until the
-            # store expires this worker's leases (only if it stops heart-beating). Log loudly.
-            logger.error("releasing %d requests' leases failed: %s %s", len(ids), err.code().name, err.details())
+            # The keeper has the releases: its background syncs tell the store once it answers.
+            logger.warning("telling the KV store of %d released requests failed (%s %s): it is told later",
+                           len(ids), err.code().name, err.details())
         finally:
             self._stream_open = False
 
     async def _run_plan(self, plan_pb: worker_pb2.BatchPlan) -> worker_pb2.StepResult:
+        try:
+            return await self._step(plan_pb)
+        finally:
+            self.kv.after_step()  # a sync due goes now, in the background, while the result travels
+
+    async def _step(self, plan_pb: worker_pb2.BatchPlan) -> worker_pb2.StepResult:
         start = time.perf_counter_ns()
-        step_id = plan_pb.step_id
+        step_id = convert.step_id_from_proto(plan_pb)
+        if self._store_restarted:  # no step in flight here: the runner's state is ours to change
+            self._store_restarted = False
+            self.runner.forget_store()
         try:
             plan = convert.plan_from_proto(plan_pb)
             delta = self.runner.begin_step(plan)
             self._send_checkpoint_ops()
         except PlanError as err:
+            self._send_checkpoint_ops()  # the plan's drops stand, and with them their checkpoints
             logger.warning("step %d rejected: %s", step_id, err)
-            return convert.error_result(step_id, f"invalid plan: {err}", total_ns=time.perf_counter_ns() - start)
+            return convert.error_result(step_id, StepErrorCode.INVALID_PLAN, f"invalid plan: {err}",
+                                        total_ns=time.perf_counter_ns() - start)
+        plan_decode_ns = time.perf_counter_ns() - start - self.runner.begin_checkpoint_ns
         with self._traced_step(plan):
             kv_start = time.perf_counter_ns()
             try:
-                grants = [] if delta.empty else convert.grants_from_proto(
-                    await self.kv.apply(convert.apply_request(self.description.worker_id, delta)))
+                grants, kv_rpcs = await self.kv.lease(delta)
             except grpc.aio.AioRpcError as err:
-                dropped = self.runner.abort_step(kv_applied=False)
+                # The releases stand (the keeper took them back); nothing was leased.
+                dropped = self.runner.abort_step(kv_applied=True)
                 self._send_checkpoint_ops()
-                logger.warning("step %d: KV Apply failed (%s), dropped %d requests", step_id, err.code().name, len(dropped))
-                return convert.error_result(step_id, f"KV store refused the step's leases: {err.code().name}: {err.details()}",
-                                            kv_ns=time.perf_counter_ns() - kv_start, total_ns=time.perf_counter_ns() - start)
+                code = kv_failure_code(err.code())
+                logger.warning("step %d: KV leases failed (%s), dropped %d requests", step_id, err.code().name,
+                               len(dropped))
+                what = "could not be reached for" if code is StepErrorCode.KV_UNAVAILABLE else "refused"
+                return convert.error_result(step_id, code, f"KV store {what} the step's leases: {err.code().name}: "
+                                            f"{err.details()}", kv_ns=time.perf_counter_ns() - kv_start,
+                                            total_ns=time.perf_counter_ns() - start)
             kv_ns = time.perf_counter_ns() - kv_start
             fetch_start = time.perf_counter_ns()
             restored = await self._fetch_restores(delta.restores) if delta.restores else {}
             fetch_ns = time.perf_counter_ns() - fetch_start if delta.restores else 0
             try:
-                output: StepOutput = await self._thread(lambda: self.runner.finish_step(grants, restored))
+                output: StepResult = await self._thread(lambda: self.runner.finish_step(grants, restored))
                 self._send_checkpoint_ops()
             except Exception as err:  # noqa: BLE001 - any failure fails the step, not the stream
                 dropped = self.runner.abort_step(kv_applied=True)
                 self._send_checkpoint_ops()
                 logger.exception("step %d failed, dropped %d requests", step_id, len(dropped))
-                return convert.error_result(step_id, f"step failed: {type(err).__name__}: {err}", kv_ns=kv_ns,
-                                            total_ns=time.perf_counter_ns() - start)
+                return convert.error_result(step_id, StepErrorCode.STEP_FAILED,
+                                            f"step failed: {type(err).__name__}: {err}",
+                                            kv_ns=kv_ns, total_ns=time.perf_counter_ns() - start)
         total_ns = time.perf_counter_ns() - start
-        if self.metrics is not None:
-            t = output.timing
+        if self.metrics is not None and (t := output.timing) is not None:
             self.metrics.observe_step(self.description.worker_id, seconds=total_ns / 1e9, prefill_tokens=t.num_prefill_tokens,
                                       decode_tokens=t.num_decode_seqs, batch_size=len(plan.scheduled))
             self.metrics.observe_checkpoint_step(
@@ -152,7 +192,12 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                 restores=len(delta.restores) - len(output.restore_failed_request_ids),
                 recomputed_tokens=t.num_recomputed_tokens)
         failed = self.checkpoints.take_failed() if self.checkpoints is not None else []
-        return convert.step_result(output, kv_ns, total_ns, fetch_ns, failed)
+        encode_start = time.perf_counter_ns()
+        message = convert.step_result(output, failed)
+        convert.set_timing(message, output, kv_ns=kv_ns, total_ns=total_ns, restore_fetch_ns=fetch_ns,
+                           plan_decode_ns=plan_decode_ns, encode_ns=time.perf_counter_ns() - encode_start,
+                           kv_rpcs=kv_rpcs)
+        return message
 
     def _send_checkpoint_ops(self) -> None:
         """Hands the runner's checkpoint writes and drops to the background sender, in order."""
@@ -208,8 +253,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             links = [Link(step.get_span_context())]
             chunks = []
             for item, state, ctx in traced:
-                # The runner's rule: a decode is one token past the prompt; anything else is prefill.
-                if item.num_tokens == 1 and item.num_computed_tokens >= state.num_prompt_tokens:
+                if is_decode(item.num_computed_tokens, item.num_tokens, state.num_prompt_tokens):
                     continue
                 chunk_attrs = {
                     **tracing.request_attributes(item.request_id, class_label(int(state.service_class))),
@@ -230,8 +274,10 @@ async def start_worker(config: WorkerConfig, address: str = "127.0.0.1:0",
     (waiting up to `config.kvstore_connect_timeout_s` for it), starts heart-beating every TTL/3 and
     serves on `address`. Health is SERVING once it returns; `stop()` stops serving, then the
     heartbeat and the store channel."""
+    tls = config.load_tls()
     runner, description = await asyncio.to_thread(build_runner, config)
-    kv = KvLeaseClient(config.kvstore_addr, convert.register_pool_request(description))
+    keeper = LeaseKeeper(description.num_blocks, reserve_blocks(config, description), config.kv_sync_interval_s)
+    kv = KvLeaseClient(config.kvstore_addr, description, keeper, tls=tls)
     try:
         ttl_s = await kv.register(config.kvstore_connect_timeout_s)
     except grpc.aio.AioRpcError as err:
@@ -239,16 +285,15 @@ async def start_worker(config: WorkerConfig, address: str = "127.0.0.1:0",
         raise RuntimeError(f"could not register the KV pool with the store at {config.kvstore_addr}: "
                            f"{err.code().name} {err.details()}") from err
     kv.start_heartbeat()
-    runner.checkpoints.lazy_blocks = config.checkpoint_lazy_blocks
-    checkpoints = KvCheckpointClient(config.kvstore_addr)
+    checkpoints = KvCheckpointClient(config.kvstore_addr, tls=tls)
     checkpoints.start()
     metrics = metrics or ServiceMetrics.create("worker")
     metrics.kv_blocks_total.labels(description.worker_id).set(description.num_blocks)
     servicer = WorkerServicer(runner, description, kv, metrics, checkpoints,
                               forward_in_thread=config.forward_in_thread)
     try:
-        server = await start_server(lambda s: worker_pb2_grpc.add_WorkerServicer_to_server(servicer, s), [SERVICE_NAME],
-                                    address, interceptors=tracing.server_interceptors())
+        server = await start_server(lambda s: worker_pb2_grpc.add_WorkerServicer_to_server(servicer, s), [convert.SERVICE_NAME],
+                                    address, interceptors=tracing.server_interceptors(), tls=tls)
     except Exception:
         await checkpoints.close()
         await kv.close()
@@ -263,6 +308,13 @@ async def start_worker(config: WorkerConfig, address: str = "127.0.0.1:0",
 
         server.cleanups.append(close_metrics)
     await server.set_serving(True)
-    logger.info("worker %s serving on %s (KV store %s, lease TTL %.1fs)", description.worker_id, server.address,
-                config.kvstore_addr, ttl_s)
+    logger.info("worker %s serving on %s (KV store %s, lease TTL %.1fs, %d blocks held ahead at each end)",
+                description.worker_id, server.address, config.kvstore_addr, ttl_s, keeper.reserve_blocks)
     return server
+
+
+def reserve_blocks(config: WorkerConfig, description: WorkerDescription) -> int:
+    """Blocks held ahead at each end of the pool: as set, or auto (`auto_reserve_blocks`)."""
+    if config.kv_reserve_blocks >= 0:
+        return config.kv_reserve_blocks
+    return auto_reserve_blocks(description.max_num_batched_tokens, description.block_size, description.num_blocks)

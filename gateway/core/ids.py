@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import uuid
 
@@ -17,3 +18,12 @@ def random_seed(rng: random.Random) -> int:
     """A random 63-bit seed. Fixing it at the gateway makes a recomputed or resumed request sample
     the same tokens (output token i is drawn from a generator seeded by (seed, i))."""
     return rng.getrandbits(SEED_BITS)
+
+
+def scheduler_request_id(scope: str, request_id: str) -> str:
+    """The id the scheduler knows a request by. Without API keys it is the client's id; with keys
+    the id is unique per tenant only, so a short digest of the tenant goes in front (two tenants'
+    `req-1` stay apart, and no tenant can name another's request to the scheduler)."""
+    if not scope:
+        return request_id
+    return f"{hashlib.sha256(scope.encode('utf-8')).hexdigest()[:12]}:{request_id}"

@@ -1,29 +1,15 @@
 """Domain values of the gateway. `*Input` types are what the client sent (unchecked, unset fields
-as None); the others are validated, with defaults filled in."""
+as None); the others are validated, with defaults filled in. `ServiceClass` and `FinishReason`
+are the shared enums (`llmserve.types`, numbered as the protos)."""
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
+from llmserve.types import FinishReason, ServiceClass
 
-class ServiceClass(enum.IntEnum):
-    """Mirrors llmserve.v1.ServiceClass (same numbers)."""
-
-    UNSPECIFIED = 0
-    REAL_TIME = 1
-    DEADLINE = 2
-    BEST_EFFORT = 3
-
-
-class FinishReason(enum.IntEnum):
-    """Mirrors llmserve.v1.FinishReason (same numbers); NONE means still running."""
-
-    NONE = 0
-    STOP = 1
-    LENGTH = 2
-    CANCELLED = 3
-    ERROR = 4
+__all__ = ["Caller", "ChatMessage", "Delta", "FinishReason", "GenerateInput", "ModelLimits", "PreparedRequest",
+           "Sampling", "SamplingInput", "SchedulerSnapshot", "ServiceClass", "Slo", "SloInput", "Usage", "Workflow"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +24,9 @@ class SamplingInput:
     stop: tuple[str, ...] = ()
     stop_token_ids: tuple[int, ...] = ()
     ignore_eos: bool = False
+    # Unset max_tokens runs to the end of the context instead of the default 16 (OpenAI's chat
+    # completions, as vLLM serves them).
+    fill_context: bool = False
 
 
 @dataclass(frozen=True)
@@ -64,17 +53,41 @@ class Workflow:
 
 
 @dataclass(frozen=True)
+class ChatMessage:
+    """One message of a chat conversation (the HTTP front's chat completions)."""
+
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
 class GenerateInput:
-    """A GenerateRequest as sent. Exactly one of `text` / `token_ids` is set for a well-formed one."""
+    """A request as sent through either front. Exactly one of `text` / `token_ids` / `messages`
+    is set for a well-formed one (`messages` always gets the chat template)."""
 
     request_id: str = ""
     text: str | None = None
     token_ids: tuple[int, ...] | None = None
+    messages: tuple[ChatMessage, ...] | None = None
     sampling: SamplingInput = SamplingInput()
     slo: SloInput = SloInput()
     tenant: str = ""
     workflow: Workflow | None = None
     apply_chat_template: bool = False
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a request. With API keys on, `tenant` is the key's and `authenticated` is true:
+    request ids, Cancel and duplicate-id checks are then scoped to that tenant. Without keys (a
+    local single-user run) every caller shares one scope and `tenant` is whatever the request says."""
+
+    tenant: str = ""
+    authenticated: bool = False
+
+    @property
+    def scope(self) -> str:
+        return self.tenant if self.authenticated else ""
 
 
 @dataclass(frozen=True)
@@ -149,3 +162,21 @@ class Delta:
     @property
     def finished(self) -> bool:
         return self.finish_reason != FinishReason.NONE
+
+
+@dataclass(frozen=True)
+class SchedulerSnapshot:
+    """The scheduler's queue and KV figures at one moment (`taken_s`, on the gateway's clock)."""
+
+    num_waiting: int
+    num_running: int
+    kv_blocks_used: int
+    kv_blocks_total: int
+    block_size: int
+    num_workers: int
+    taken_s: float
+
+    @property
+    def kv_usage(self) -> float:
+        """The fraction of KV blocks leased, 0-1."""
+        return self.kv_blocks_used / self.kv_blocks_total if self.kv_blocks_total else 0.0

@@ -23,10 +23,17 @@ from gateway.core.types import (
 DEFAULT_MAX_TOKENS = 16
 MAX_REQUEST_ID_LENGTH = 128
 MAX_TENANT_LENGTH = 256
+MAX_APPLICATION_LENGTH = 128
 MAX_STOP_STRINGS = 16
 MAX_STOP_LENGTH = 256
+MAX_STOP_TOKEN_IDS = 256
+MAX_DEPENDS_ON = 256
+MAX_CHAT_MESSAGES = 4096
+CHAT_ROLES = ("system", "developer", "user", "assistant", "tool")
 # Ids travel in logs, metrics labels and URLs: keep them to a safe alphabet.
 _REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:\-]+")
+# Tenants and application names travel in logs and accounting: no control characters, no spaces.
+_LABEL_PATTERN = re.compile(r"[A-Za-z0-9._:@/+\-]+")
 
 
 def check_request_id(request_id: str, field: str = "request_id") -> None:
@@ -43,8 +50,53 @@ def check_request_id(request_id: str, field: str = "request_id") -> None:
         )
 
 
+def check_label(value: str, field: str, max_length: int) -> None:
+    """A tenant or application name: at most `max_length` characters of a safe alphabet."""
+    if len(value) > max_length:
+        raise InvalidRequestError(f"{field} is {len(value)} characters long: use at most {max_length}")
+    if value and not _LABEL_PATTERN.fullmatch(value):
+        raise InvalidRequestError(
+            f"{field} {value[:64]!r} has characters other than letters, digits and . _ : @ / + -: use only those"
+        )
+
+
+def check_prompt_bytes(inp: GenerateInput, max_bytes: int) -> None:
+    """The prompt text (or the chat messages' contents together) is at most `max_bytes` UTF-8
+    bytes. Runs before anything else looks at the text, so an oversized prompt costs no tokenizing."""
+    if inp.text is not None:
+        size, field = _utf8_size(inp.text, max_bytes), "text"
+    elif inp.messages is not None:
+        if len(inp.messages) > MAX_CHAT_MESSAGES:
+            raise InvalidRequestError(f"messages has {len(inp.messages)} entries: send at most {MAX_CHAT_MESSAGES}")
+        size, field = 0, "messages"
+        for message in inp.messages:
+            size += _utf8_size(message.content, max_bytes - size)
+            if size > max_bytes:
+                break
+    else:
+        return
+    if size > max_bytes:
+        raise InvalidRequestError(f"{field} is over {max_bytes} bytes: send a prompt of at most {max_bytes} "
+                                  "bytes (UTF-8)")
+
+
+def _utf8_size(text: str, limit: int) -> int:
+    """Bytes of `text` in UTF-8, or more than `limit` without encoding a text that is surely longer."""
+    if len(text) > limit:  # every character is at least one byte
+        return limit + 1
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
 def check_prompt_present(inp: GenerateInput) -> None:
     """The prompt is set and non-empty, and the chat template is only asked for with text."""
+    if inp.messages is not None:
+        if not inp.messages:
+            raise InvalidRequestError("messages is empty: send at least one message")
+        for i, message in enumerate(inp.messages):
+            if message.role not in CHAT_ROLES:
+                raise InvalidRequestError(
+                    f"messages[{i}].role is {message.role[:32]!r}: use one of {', '.join(CHAT_ROLES)}")
+        return
     if inp.text is None and inp.token_ids is None:
         raise InvalidRequestError("prompt is empty: set `text` or `token_ids`")
     if inp.text is not None and inp.text == "":
@@ -86,9 +138,14 @@ def validate_sampling(s: SamplingInput, vocab_size: int, new_seed: Callable[[], 
             raise InvalidRequestError(f"sampling.stop[{i}] is empty: remove it or give a non-empty string")
         if len(stop) > MAX_STOP_LENGTH:
             raise InvalidRequestError(f"sampling.stop[{i}] is {len(stop)} characters long: use at most {MAX_STOP_LENGTH}")
+    if len(s.stop_token_ids) > MAX_STOP_TOKEN_IDS:
+        raise InvalidRequestError(
+            f"sampling.stop_token_ids has {len(s.stop_token_ids)} ids: send at most {MAX_STOP_TOKEN_IDS}"
+        )
     check_token_ids(s.stop_token_ids, vocab_size, "sampling.stop_token_ids")
     return Sampling(
-        max_tokens=s.max_tokens or DEFAULT_MAX_TOKENS,
+        # A fill_context request gets its max_tokens once the prompt's length is known.
+        max_tokens=s.max_tokens or (0 if s.fill_context else DEFAULT_MAX_TOKENS),
         temperature=temperature,
         top_p=top_p,
         top_k=s.top_k,
@@ -104,12 +161,16 @@ def _check_duration(value: float | None, field: str) -> None:
         raise InvalidRequestError(f"{field} is {value}: durations must be finite and >= 0 milliseconds")
 
 
-def validate_slo(s: SloInput) -> Slo:
-    """The class is set and known, and the class's required targets are present and > 0."""
+def validate_slo(s: SloInput, default: Slo) -> Slo:
+    """No SLO at all (no class, no targets) is the server's `default` (with the request's priority);
+    otherwise the class is set and known, and the class's required targets are present and > 0."""
     known = {c.value for c in ServiceClass if c != ServiceClass.UNSPECIFIED}
     if s.service_class == ServiceClass.UNSPECIFIED:
+        if s.ttft_ms is None and s.tpot_ms is None and s.deadline_ms is None:
+            return Slo(default.service_class, default.ttft_ms, default.tpot_ms, default.deadline_ms, s.priority)
         raise InvalidRequestError(
-            "slo.service_class is missing: set SERVICE_CLASS_REAL_TIME, SERVICE_CLASS_DEADLINE or SERVICE_CLASS_BEST_EFFORT"
+            "slo.service_class is missing: set SERVICE_CLASS_REAL_TIME, SERVICE_CLASS_DEADLINE or "
+            "SERVICE_CLASS_BEST_EFFORT with the targets, or send no SLO targets to run under the server's default SLO"
         )
     if s.service_class not in known:
         raise InvalidRequestError(
@@ -133,6 +194,9 @@ def validate_workflow(w: Workflow | None) -> None:
     if w is None:
         return
     check_request_id(w.workflow_id, "workflow.workflow_id")
+    check_label(w.application, "workflow.application", MAX_APPLICATION_LENGTH)
+    if len(w.depends_on) > MAX_DEPENDS_ON:
+        raise InvalidRequestError(f"workflow.depends_on has {len(w.depends_on)} ids: send at most {MAX_DEPENDS_ON}")
     for i, dep in enumerate(w.depends_on):
         check_request_id(dep, f"workflow.depends_on[{i}]")
     _check_duration(w.workflow_deadline_ms, "workflow.workflow_deadline_ms")
@@ -141,8 +205,7 @@ def validate_workflow(w: Workflow | None) -> None:
 
 
 def check_tenant(tenant: str) -> None:
-    if len(tenant) > MAX_TENANT_LENGTH:
-        raise InvalidRequestError(f"tenant is {len(tenant)} characters long: use at most {MAX_TENANT_LENGTH}")
+    check_label(tenant, "tenant", MAX_TENANT_LENGTH)
 
 
 def check_prompt_ids(prompt_ids: Sequence[int], max_tokens: int, limits: ModelLimits, field: str) -> None:
@@ -150,7 +213,8 @@ def check_prompt_ids(prompt_ids: Sequence[int], max_tokens: int, limits: ModelLi
     n, context = len(prompt_ids), limits.max_context_length
     if n == 0:
         raise InvalidRequestError(f"{field} tokenizes to no tokens: send a non-empty prompt")
-    check_token_ids(prompt_ids, limits.vocab_size, field)
+    if n < context:  # a prompt too long for the context is reported as such, without a vocabulary scan
+        check_token_ids(prompt_ids, limits.vocab_size, field)
     if n >= context:
         raise InvalidRequestError(
             f"prompt has {n} tokens but the model's context is {context} tokens: "

@@ -7,7 +7,7 @@ simulator uses `BlockPool` (and may use `KvStore`) directly.
 from __future__ import annotations
 
 from kvstore_svc.core.block_pool import BlockPool
-from kvstore_svc.core.classes import PoolEnd, ServiceClass
+from kvstore_svc.core.classes import PoolEnd, ServiceClass, pool_end
 from kvstore_svc.core.errors import (
     CheckpointMismatchError,
     GeometryConflictError,
@@ -15,6 +15,8 @@ from kvstore_svc.core.errors import (
     InvalidSpecError,
     KvStoreError,
     OutOfBlocksError,
+    PoolLiveError,
+    SyncOrderError,
     UnknownCheckpointError,
     UnknownWorkerError,
 )
@@ -44,8 +46,11 @@ __all__ = [
     "OutOfBlocksError",
     "PoolEnd",
     "PoolGeometry",
+    "PoolLiveError",
     "PoolStats",
     "ServiceClass",
+    "SyncOrderError",
     "UnknownCheckpointError",
     "UnknownWorkerError",
+    "pool_end",
 ]

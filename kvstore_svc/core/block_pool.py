@@ -90,6 +90,23 @@ class BlockPool:
         self._num_used[end] += num
         return taken
 
+    def take(self, block_ids: Iterable[int], end: PoolEnd) -> None:
+        """Marks the given free blocks used by `end`, all or none (a pool rebuilt from a worker's
+        declaration). Raises `InvalidSpecError` (nothing taken) for an id out of range, a used id,
+        or a repeat."""
+        blocks = list(block_ids)
+        seen: set[int] = set()
+        for block in blocks:
+            if not 0 <= block < self._num_blocks:
+                raise InvalidSpecError(f"block {block} is outside the pool of {self._num_blocks} blocks")
+            if self._end_of[block] is not None or block in seen:
+                raise InvalidSpecError(f"block {block} is declared twice")
+            seen.add(block)
+        # The ids stay in both heaps (lazy deletion): a pop skips them while they are used.
+        for block in blocks:
+            self._end_of[block] = end
+        self._num_used[end] += len(blocks)
+
     def free(self, block_ids: Iterable[int]) -> None:
         """Returns blocks to the pool, all or none.
 

@@ -1,8 +1,13 @@
-"""Service classes as the KV store sees them: which end of a pool a request's blocks come from."""
+"""Service classes as the KV store sees them: which end of a pool a request's blocks come from.
+The class itself is the shared `llmserve.types.ServiceClass`."""
 
 from __future__ import annotations
 
 import enum
+
+from llmserve.types import ServiceClass
+
+__all__ = ["PoolEnd", "ServiceClass", "pool_end"]
 
 
 class PoolEnd(enum.Enum):
@@ -12,14 +17,6 @@ class PoolEnd(enum.Enum):
     HIGH = "high"  # highest free block ids first: best-effort and deadline
 
 
-class ServiceClass(enum.Enum):
-    """The class of the request that owns a lease."""
-
-    REAL_TIME = "real_time"
-    DEADLINE = "deadline"
-    BEST_EFFORT = "best_effort"
-
-    @property
-    def end(self) -> PoolEnd:
-        """Real-time grows from the low end; everything else from the high end, toward it."""
-        return PoolEnd.LOW if self is ServiceClass.REAL_TIME else PoolEnd.HIGH
+def pool_end(service_class: ServiceClass) -> PoolEnd:
+    """Real-time grows from the low end; everything else from the high end, toward it."""
+    return PoolEnd.LOW if service_class is ServiceClass.REAL_TIME else PoolEnd.HIGH

@@ -1,18 +1,27 @@
 """Errors of the KV store core.
 
-The core imports no grpc, so it has its own small hierarchy; `kvstore_svc.convert` maps each class
-to the shared `llmserve.runtime.errors` table (and so to a gRPC status). Every message says what
-the caller should do.
+Each subclasses `KvStoreError` (so a caller of the core can catch them all) and the shared error of
+`llmserve.errors` whose status it gets, so `llmserve.runtime.errors`' one table maps it with no
+second mapping. Every message says what the caller should do.
 """
 
 from __future__ import annotations
 
+from llmserve.errors import (
+    CapacityError,
+    ConflictError,
+    InvalidRequestError,
+    LlmServeError,
+    NotFoundError,
+    PreconditionError,
+)
 
-class KvStoreError(Exception):
+
+class KvStoreError(LlmServeError):
     """Base of the errors the KV store core raises."""
 
 
-class InvalidSpecError(KvStoreError):
+class InvalidSpecError(KvStoreError, InvalidRequestError):
     """A malformed argument (negative count, unknown dtype, inconsistent chunk): fix it. INVALID_ARGUMENT."""
 
 
@@ -20,19 +29,29 @@ class CheckpointMismatchError(InvalidSpecError):
     """A checkpoint's dtype or shape differs from what the restoring worker expects. INVALID_ARGUMENT."""
 
 
-class UnknownWorkerError(KvStoreError):
+class UnknownWorkerError(KvStoreError, NotFoundError):
     """The worker has no live pool (never registered, or its leases expired): re-register. NOT_FOUND."""
 
 
-class UnknownCheckpointError(KvStoreError):
+class UnknownCheckpointError(KvStoreError, NotFoundError):
     """No complete checkpoint is held for the request (never stored, dropped, evicted or unfinished). NOT_FOUND."""
 
 
-class GeometryConflictError(KvStoreError):
+class GeometryConflictError(KvStoreError, ConflictError):
     """A live worker re-registered with another pool geometry. ALREADY_EXISTS."""
 
 
-class OutOfBlocksError(KvStoreError):
+class PoolLiveError(KvStoreError, PreconditionError):
+    """A worker declared held blocks while the store holds a live pool for it (declarations only
+    rebuild a pool the store lost). FAILED_PRECONDITION."""
+
+
+class SyncOrderError(KvStoreError, PreconditionError):
+    """A sync's sequence number is neither the next one nor a retry of the last one: the worker and
+    the store disagree about the pool; the worker must re-register. FAILED_PRECONDITION."""
+
+
+class OutOfBlocksError(KvStoreError, CapacityError):
     """Fewer free blocks than asked for; nothing changed. RESOURCE_EXHAUSTED."""
 
     def __init__(self, message: str, *, requested: int, free: int) -> None:
@@ -41,5 +60,5 @@ class OutOfBlocksError(KvStoreError):
         self.free = free
 
 
-class HostTierFullError(KvStoreError):
+class HostTierFullError(KvStoreError, CapacityError):
     """The host tier cannot hold the checkpoint even after evicting; recompute instead. RESOURCE_EXHAUSTED."""

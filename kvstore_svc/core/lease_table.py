@@ -2,9 +2,19 @@
 
 One `BlockPool` per registered worker. A lease is keyed by (worker_id, request_id) and holds an
 ordered list of block ids of one service class. Liveness is per worker: any call from a worker
-(register, apply, heartbeat) renews all of its leases, and a worker silent for `ttl_s` loses them
-all at the next `expire()`. Its pool record stays (so its counters survive) but is no longer live:
-it must register again before leasing.
+(register, apply, sync, heartbeat) renews all of its leases, and a worker silent for `ttl_s` loses
+them all at the next `expire()`. Its pool record stays (so its counters survive) but is no longer
+live: it must register again before leasing.
+
+Two ways to lease. `apply` grants blocks to requests directly (one call per change). `sync` serves
+a worker that leases ahead (llmserve/plan_book/leases.py): the worker holds a reserve of blocks
+taken from either end, hands them to its requests itself, and reports in batches which requests
+hold which blocks; its releases go back to its reserve. Every block of a pool is in exactly one
+place: free, in the worker's reserve, or in one request's lease.
+
+After the store lost a pool (it restarted; the worker's leases expired) the worker re-declares
+everything it holds in `register_pool(..., declaration=...)`, which is accepted only when no live
+pool exists, and rebuilds the pool with exactly those blocks taken.
 
 Every mutating method validates everything first and then mutates, so a refused call changes
 nothing.
@@ -15,9 +25,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from llmserve.plan import Grant, Holding, LeaseSpec, LeaseSync, PoolDeclaration, SyncReply
+
 from kvstore_svc.core.block_pool import BlockPool
-from kvstore_svc.core.classes import ServiceClass
-from kvstore_svc.core.errors import GeometryConflictError, InvalidSpecError, OutOfBlocksError, UnknownWorkerError
+from kvstore_svc.core.classes import PoolEnd, ServiceClass, pool_end
+from kvstore_svc.core.errors import (
+    GeometryConflictError,
+    InvalidSpecError,
+    OutOfBlocksError,
+    PoolLiveError,
+    SyncOrderError,
+    UnknownWorkerError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,23 +46,6 @@ class PoolGeometry:
     num_blocks: int
     block_size: int  # tokens per block
     bytes_per_block: int  # one block across layers, K and V
-
-
-@dataclass(frozen=True, slots=True)
-class LeaseSpec:
-    """Add `num_blocks` blocks to the lease of `request_id` (created when absent)."""
-
-    request_id: str
-    service_class: ServiceClass
-    num_blocks: int
-
-
-@dataclass(frozen=True, slots=True)
-class Grant:
-    """Blocks newly granted to one request, in the order it should use them."""
-
-    request_id: str
-    block_ids: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,20 @@ class WorkerPool:
     live: bool = True
     leases: dict[str, Lease] = field(default_factory=dict)
     num_expired_leases: int = 0  # since the store started, across re-registrations
+    # Blocks the worker holds ahead of need (no request's yet), by the end they were taken from.
+    reserve: dict[int, PoolEnd] = field(default_factory=dict)
+    sequence: int = 0  # the last sync applied (0: none since registration)
+    last_sync: SyncReply | None = None  # its reply, answered again to a retry
+
+    def leased_blocks(self) -> tuple[int, int]:
+        """Blocks leased to real-time requests, and to the others (deadline and best-effort)."""
+        real_time = others = 0
+        for lease in self.leases.values():
+            if lease.service_class is ServiceClass.REAL_TIME:
+                real_time += len(lease.block_ids)
+            else:
+                others += len(lease.block_ids)
+        return real_time, others
 
 
 class LeaseTable:
@@ -97,15 +113,22 @@ class LeaseTable:
         self.num_expired_leases = 0
         self.num_refused_releases = 0  # releases of expired or unknown leases: released nothing
         self.num_dropped_on_register = 0  # leases dropped because their worker re-registered
-        self.num_refused_applies = 0  # applies refused for lack of blocks
+        self.num_refused_applies = 0  # applies and syncs refused for lack of blocks
+        self.num_syncs = 0  # syncs applied (retries not counted)
+        self.num_declared_pools = 0  # pools rebuilt from a worker's declaration
 
     # --- pools -------------------------------------------------------------------------------
 
-    def register_pool(self, worker_id: str, num_blocks: int, block_size: int, bytes_per_block: int, now: float) -> None:
+    def register_pool(self, worker_id: str, num_blocks: int, block_size: int, bytes_per_block: int, now: float,
+                      declaration: PoolDeclaration | None = None) -> None:
         """Creates the worker's pool, or re-attaches it, dropping every lease it held.
 
         A live worker must re-register with the same geometry (`GeometryConflictError`
-        otherwise); an expired or new one may bring any geometry.
+        otherwise); an expired or new one may bring any geometry. With a non-empty `declaration`
+        (a worker re-declaring what it holds to a store that lost its pool) the new pool has
+        exactly the declared blocks taken; refused with `PoolLiveError` while the worker's pool is
+        live (unless it already is exactly the declared one: a retried declaration), and with
+        `InvalidSpecError` for a block outside the pool or declared twice.
         """
         if not worker_id:
             raise InvalidSpecError("worker_id is empty: name the worker")
@@ -119,18 +142,25 @@ class LeaseTable:
                 f"worker {worker_id} is live with {_describe(old.geometry)}, not {_describe(geometry)}: "
                 "stop it (or wait for its leases to expire) before changing its pool"
             )
-        expired_before = 0
-        if old is not None:
-            expired_before = old.num_expired_leases
-            if old.live:
-                self.num_dropped_on_register += len(old.leases)
-        self._workers[worker_id] = WorkerPool(
-            worker_id=worker_id,
-            geometry=geometry,
-            pool=BlockPool(num_blocks),
-            last_seen=now,
-            num_expired_leases=expired_before,
-        )
+        declared = declaration is not None and not declaration.empty
+        if declared and old is not None and old.live:
+            assert declaration is not None
+            if old.sequence == 0 and _holds_exactly(old, declaration):
+                old.last_seen = now  # the same declaration again (its reply was lost)
+                return
+            raise PoolLiveError(
+                f"worker {worker_id} declared its blocks, but the store holds a live pool for it: a declaration "
+                "only rebuilds a pool the store lost (wait for the live one to expire, or register without blocks)"
+            )
+        record = WorkerPool(worker_id=worker_id, geometry=geometry, pool=BlockPool(num_blocks), last_seen=now,
+                            num_expired_leases=old.num_expired_leases if old is not None else 0)
+        if declared:
+            assert declaration is not None
+            _rebuild(record, declaration)  # validates everything before the record is kept
+            self.num_declared_pools += 1
+        if old is not None and old.live:
+            self.num_dropped_on_register += len(old.leases)
+        self._workers[worker_id] = record
 
     def worker(self, worker_id: str) -> WorkerPool:
         """The worker's pool record, live or expired; `UnknownWorkerError` when never registered."""
@@ -176,11 +206,13 @@ class LeaseTable:
             seen.add(spec.request_id)
             if spec.num_blocks < 0:
                 raise InvalidSpecError(f"leases[{index}].num_blocks must be >= 0, got {spec.num_blocks}")
+            if spec.service_class is ServiceClass.UNSPECIFIED:
+                raise InvalidSpecError(f"leases[{index}]: request {spec.request_id} has no service class")
             held = record.leases.get(spec.request_id)
             if held is not None and spec.request_id not in released and held.service_class is not spec.service_class:
                 raise InvalidSpecError(
-                    f"leases[{index}]: request {spec.request_id} holds {held.service_class.value} blocks, "
-                    f"cannot add {spec.service_class.value} ones"
+                    f"leases[{index}]: request {spec.request_id} holds {held.service_class.label} blocks, "
+                    f"cannot add {spec.service_class.label} ones"
                 )
         num_released = sum(len(lease.block_ids) for lease in released_leases)
         asked = sum(spec.num_blocks for spec in lease_specs)
@@ -201,7 +233,7 @@ class LeaseTable:
             del record.leases[lease.request_id]
         grants = []
         for spec in lease_specs:
-            block_ids = record.pool.allocate(spec.num_blocks, spec.service_class.end)
+            block_ids = record.pool.allocate(spec.num_blocks, pool_end(spec.service_class))
             if block_ids:
                 lease = record.leases.get(spec.request_id)
                 if lease is None:
@@ -210,6 +242,96 @@ class LeaseTable:
                 lease.block_ids.extend(block_ids)
             grants.append(Grant(spec.request_id, tuple(block_ids)))
         return ApplyResult(tuple(grants), num_released)
+
+    def sync(self, worker_id: str, sync: LeaseSync, now: float) -> SyncReply:
+        """Applies a leasing-ahead worker's batch of changes (`LeaseSync`, in its documented order),
+        or changes nothing. A retry of the last sync (same sequence) answers its reply again.
+
+        Raises `UnknownWorkerError` without a live pool, `SyncOrderError` for a sequence that is
+        neither the next nor the last, `InvalidSpecError` for an assignment of a block not in the
+        worker's reserve (after the releases) or given twice, a bad id or class, an unreserved
+        block not in the reserve, and `OutOfBlocksError` when the new reserve blocks are more
+        than the free ones (after the unreserved come back).
+        """
+        record = self._live(worker_id)
+        if sync.sequence == record.sequence and record.last_sync is not None:
+            record.last_seen = now
+            return record.last_sync
+        if sync.sequence != record.sequence + 1:
+            raise SyncOrderError(
+                f"worker {worker_id}: sync {sync.sequence} after {record.sequence}: the store and the worker disagree "
+                "about the pool; register it again"
+            )
+        reserve = record.reserve
+        releases = list(dict.fromkeys(sync.release_request_ids))
+        released_leases = [record.leases[r] for r in releases if r in record.leases]
+        released = {lease.request_id for lease in released_leases}
+        released_blocks = {block for lease in released_leases for block in lease.block_ids}
+        taken: set[int] = set()  # reserve blocks this sync assigns or unreserves
+
+        def check_reserved(block: int, where: str) -> None:
+            if block in taken or not (block in reserve or block in released_blocks):
+                raise InvalidSpecError(f"{where}: block {block} is not in worker {worker_id}'s reserve")
+            taken.add(block)
+
+        seen: set[str] = set()
+        for index, holding in enumerate(sync.assignments):
+            where = f"assignments[{index}]"
+            _check_holding(holding, where, seen)
+            held = record.leases.get(holding.request_id)
+            conflict = held is not None and held.service_class is not holding.service_class
+            if conflict and holding.request_id not in released:
+                raise InvalidSpecError(
+                    f"{where}: request {holding.request_id} holds {held.service_class.label} blocks, "
+                    f"cannot add {holding.service_class.label} ones"
+                )
+            for block in holding.block_ids:
+                check_reserved(block, where)
+        for block in dict.fromkeys(sync.unreserve_block_ids):
+            check_reserved(block, "unreserve_block_ids")
+        if len(set(sync.unreserve_block_ids)) != len(sync.unreserve_block_ids):
+            raise InvalidSpecError("unreserve_block_ids names a block twice")
+        if sync.reserve_low < 0 or sync.reserve_high < 0:
+            raise InvalidSpecError("reserve_low and reserve_high must be >= 0")
+        asked = sync.reserve_low + sync.reserve_high
+        free_after = record.pool.num_free + len(sync.unreserve_block_ids)
+        if asked > free_after:
+            self.num_refused_applies += 1
+            raise OutOfBlocksError(
+                f"worker {worker_id}: {asked} reserve blocks asked, {free_after} free; nothing changed",
+                requested=asked, free=free_after,
+            )
+        # Everything checked: mutate. Nothing can fail from here on.
+        record.last_seen = now
+        self.num_refused_releases += len(releases) - len(released_leases)
+        for lease in released_leases:
+            for block in lease.block_ids:
+                end = record.pool.end_of(block)
+                assert end is not None
+                reserve[block] = end
+            del record.leases[lease.request_id]
+        for holding in sync.assignments:
+            for block in holding.block_ids:
+                del reserve[block]
+            lease = record.leases.get(holding.request_id)
+            if lease is None:
+                lease = Lease(worker_id, holding.request_id, holding.service_class, [])
+                record.leases[holding.request_id] = lease
+            lease.block_ids.extend(holding.block_ids)
+        for block in sync.unreserve_block_ids:
+            del reserve[block]
+        record.pool.free(sync.unreserve_block_ids)
+        low = record.pool.allocate(sync.reserve_low, PoolEnd.LOW)
+        high = record.pool.allocate(sync.reserve_high, PoolEnd.HIGH)
+        for block in low:
+            reserve[block] = PoolEnd.LOW
+        for block in high:
+            reserve[block] = PoolEnd.HIGH
+        reply = SyncReply(sync.sequence, tuple(low), tuple(high), len(released_blocks))
+        record.sequence = sync.sequence
+        record.last_sync = reply
+        self.num_syncs += 1
+        return reply
 
     def heartbeat(self, worker_id: str, now: float) -> HeartbeatResult:
         """Renews all of a live worker's leases. An unknown or expired worker stays so."""
@@ -226,9 +348,11 @@ class LeaseTable:
             if record.live and now - record.last_seen >= self.ttl_s:
                 for lease in record.leases.values():
                     record.pool.free(lease.block_ids)
+                record.pool.free(record.reserve)
                 record.num_expired_leases += len(record.leases)
                 self.num_expired_leases += len(record.leases)
                 record.leases.clear()
+                record.reserve.clear()
                 record.live = False
                 expired.append(record.worker_id)
         return expired
@@ -250,3 +374,42 @@ def _describe(geometry: PoolGeometry) -> str:
         f"{geometry.num_blocks} blocks of {geometry.block_size} tokens, "
         f"{geometry.bytes_per_block} bytes each"
     )
+
+
+def _check_holding(holding: Holding, where: str, seen: set[str]) -> None:
+    """A holding names a request (once per call) and a class, and no block twice."""
+    if not holding.request_id:
+        raise InvalidSpecError(f"{where}.request_id is empty")
+    if holding.request_id in seen:
+        raise InvalidSpecError(f"{where}: request {holding.request_id} appears twice; merge its blocks")
+    seen.add(holding.request_id)
+    if holding.service_class is ServiceClass.UNSPECIFIED:
+        raise InvalidSpecError(f"{where}: request {holding.request_id} has no service class")
+    if len(set(holding.block_ids)) != len(holding.block_ids):
+        raise InvalidSpecError(f"{where}: request {holding.request_id} names a block twice")
+
+
+def _rebuild(record: WorkerPool, declaration: PoolDeclaration) -> None:
+    """Takes the declared blocks in a new record's empty pool (InvalidSpecError: a bad
+    declaration; the record is then thrown away)."""
+    seen: set[str] = set()
+    for index, holding in enumerate(declaration.held):
+        _check_holding(holding, f"held[{index}]", seen)
+    pool = record.pool
+    # `take` checks range and repeats, across calls too (a taken block is not free any more).
+    for holding in declaration.held:
+        pool.take(holding.block_ids, pool_end(holding.service_class))
+        record.leases[holding.request_id] = Lease(record.worker_id, holding.request_id, holding.service_class,
+                                                  list(holding.block_ids))
+    for end, blocks in ((PoolEnd.LOW, declaration.reserved_low), (PoolEnd.HIGH, declaration.reserved_high)):
+        pool.take(blocks, end)
+        for block in blocks:
+            record.reserve[block] = end
+
+
+def _holds_exactly(record: WorkerPool, declaration: PoolDeclaration) -> bool:
+    """Whether a live pool is exactly what the declaration describes."""
+    leases = {rid: (lease.service_class, tuple(lease.block_ids)) for rid, lease in record.leases.items()}
+    declared = {h.request_id: (h.service_class, tuple(h.block_ids)) for h in declaration.held}
+    reserve = {b: PoolEnd.LOW for b in declaration.reserved_low} | {b: PoolEnd.HIGH for b in declaration.reserved_high}
+    return leases == declared and record.reserve == reserve

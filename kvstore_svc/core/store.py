@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from kvstore_svc.core.classes import PoolEnd
+from llmserve.plan import LeaseSync, PoolDeclaration, SyncReply
+
 from kvstore_svc.core.errors import InvalidSpecError
 from kvstore_svc.core.host_tier import CheckpointData, HostTier, KvChunk
 from kvstore_svc.core.lease_table import ApplyResult, HeartbeatResult, LeaseSpec, LeaseTable, WorkerPool
@@ -22,13 +23,15 @@ class PoolStats:
     worker_id: str
     num_blocks: int
     num_free: int
-    num_real_time: int  # blocks leased from the low end
-    num_best_effort: int  # blocks leased from the high end (best-effort and deadline)
+    num_real_time: int  # blocks leased to real-time requests (they grow from the low end)
+    num_best_effort: int  # blocks leased to best-effort and deadline requests (from the high end)
     num_leases: int  # requests holding leases
     num_expired_leases: int  # since start
     num_checkpoints: int  # host tier, all workers
     host_tier_bytes: int  # host tier, all workers
     live: bool  # False once its leases expired, until it registers again
+    num_reserved: int = 0  # held by the worker ahead of need, no request's yet
+    store_incarnation: str = ""  # the store process's id (a change: it restarted, its tier is empty)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,11 +44,14 @@ class KvStoreMetrics:
     blocks_free: int
     blocks_real_time: int
     blocks_best_effort: int
+    blocks_reserved: int  # held by workers ahead of need
     num_leases: int
     expired_leases_total: int
     refused_releases_total: int
     dropped_on_register_total: int
     refused_applies_total: int
+    syncs_total: int
+    declared_pools_total: int  # pools rebuilt from a worker's declaration (after a store restart)
     num_checkpoints: int
     host_tier_bytes: int
     host_tier_capacity_bytes: int
@@ -60,22 +66,30 @@ class KvStoreMetrics:
 class KvStore:
     """Pools, leases and the host tier. Not thread-safe: one caller (the event loop) at a time."""
 
-    def __init__(self, lease_ttl_s: float, host_tier_bytes: int, clock: Callable[[], float]) -> None:
+    def __init__(self, lease_ttl_s: float, host_tier_bytes: int, clock: Callable[[], float],
+                 incarnation: str = "") -> None:
+        """`incarnation`: this store's id, new each time the process starts (the shell draws it)."""
         self.leases = LeaseTable(lease_ttl_s)
         self.host_tier = HostTier(host_tier_bytes)
+        self.incarnation = incarnation
         self._clock = clock
 
     @property
     def lease_ttl_s(self) -> float:
         return self.leases.ttl_s
 
-    def register_pool(self, worker_id: str, num_blocks: int, block_size: int, bytes_per_block: int) -> None:
+    def register_pool(self, worker_id: str, num_blocks: int, block_size: int, bytes_per_block: int,
+                      declaration: PoolDeclaration | None = None) -> None:
         """See `LeaseTable.register_pool`."""
-        self.leases.register_pool(worker_id, num_blocks, block_size, bytes_per_block, self._clock())
+        self.leases.register_pool(worker_id, num_blocks, block_size, bytes_per_block, self._clock(), declaration)
 
     def apply(self, worker_id: str, release_request_ids: Iterable[str], lease_specs: Sequence[LeaseSpec]) -> ApplyResult:
         """See `LeaseTable.apply`."""
         return self.leases.apply(worker_id, release_request_ids, lease_specs, self._clock())
+
+    def sync(self, worker_id: str, sync: LeaseSync) -> SyncReply:
+        """See `LeaseTable.sync`."""
+        return self.leases.sync(worker_id, sync, self._clock())
 
     def heartbeat(self, worker_id: str) -> HeartbeatResult:
         """See `LeaseTable.heartbeat`."""
@@ -115,13 +129,16 @@ class KvStore:
             num_live_pools=len(live),
             blocks_total=sum(r.pool.num_blocks for r in live),
             blocks_free=sum(r.pool.num_free for r in live),
-            blocks_real_time=sum(r.pool.num_used(PoolEnd.LOW) for r in live),
-            blocks_best_effort=sum(r.pool.num_used(PoolEnd.HIGH) for r in live),
+            blocks_real_time=sum(r.leased_blocks()[0] for r in live),
+            blocks_best_effort=sum(r.leased_blocks()[1] for r in live),
+            blocks_reserved=sum(len(r.reserve) for r in live),
             num_leases=sum(len(r.leases) for r in live),
             expired_leases_total=self.leases.num_expired_leases,
             refused_releases_total=self.leases.num_refused_releases,
             dropped_on_register_total=self.leases.num_dropped_on_register,
             refused_applies_total=self.leases.num_refused_applies,
+            syncs_total=self.leases.num_syncs,
+            declared_pools_total=self.leases.num_declared_pools,
             num_checkpoints=tier.num_checkpoints,
             host_tier_bytes=tier.bytes_used,
             host_tier_capacity_bytes=tier.capacity_bytes,
@@ -134,17 +151,20 @@ class KvStore:
         )
 
     def _stats(self, record: WorkerPool) -> PoolStats:
+        real_time, best_effort = record.leased_blocks()
         return PoolStats(
             worker_id=record.worker_id,
             num_blocks=record.pool.num_blocks,
             num_free=record.pool.num_free,
-            num_real_time=record.pool.num_used(PoolEnd.LOW),
-            num_best_effort=record.pool.num_used(PoolEnd.HIGH),
+            num_real_time=real_time,
+            num_best_effort=best_effort,
             num_leases=len(record.leases),
             num_expired_leases=record.num_expired_leases,
             num_checkpoints=self.host_tier.num_checkpoints,
             host_tier_bytes=self.host_tier.bytes_used,
             live=record.live,
+            num_reserved=len(record.reserve),
+            store_incarnation=self.incarnation,
         )
 
 

@@ -28,18 +28,17 @@ SLO attainment of a class = `rate(llmserve_slo_attained_total) / rate(llmserve_s
 
 from __future__ import annotations
 
-import argparse
 import threading
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from llmserve.runtime.flags import add_flag
+from llmserve.types import ServiceClass, service_class_of
 
 PREFIX = "llmserve"
 
-SERVICE_CLASSES: tuple[str, ...] = ("real_time", "deadline", "best_effort")
+SERVICE_CLASSES: tuple[str, ...] = tuple(c.label for c in ServiceClass if c is not ServiceClass.UNSPECIFIED)
 
 # Latency buckets, seconds: TTFT spans sub-100 ms real-time targets to minutes of best-effort
 # queueing; TPOT spans a few ms (GPU decode) to a second (CPU, big batches).
@@ -54,7 +53,8 @@ def class_label(service_class: str | int) -> str:
     """`SERVICE_CLASS_REAL_TIME` (or `REAL_TIME`, `real_time`) -> `real_time`; the proto enum's
     number works too. Unknown values give `unspecified` rather than an error: metrics never fail a request."""
     if isinstance(service_class, int):
-        return {1: "real_time", 2: "deadline", 3: "best_effort"}.get(service_class, "unspecified")
+        known = service_class_of(service_class)
+        return known.label if known is not None else ServiceClass.UNSPECIFIED.label
     name = service_class.lower().removeprefix("service_class_")
     return name if name in SERVICE_CLASSES else "unspecified"
 
@@ -126,7 +126,7 @@ class ServiceMetrics:
             recomputed_tokens_total=counter("recomputed_tokens", "KV tokens computed again after losing them.",
                                             ("reason",)),
             kv_pool_blocks=gauge("kv_pool_blocks", "KV pool blocks as the store reports them (free, real_time, "
-                                 "best_effort).", ("worker", "state")),
+                                 "best_effort, reserved: held ahead by the worker).", ("worker", "state")),
             kv_pool_live=gauge("kv_pool_live", "1 while the store holds the worker's leases, 0 once they expired.",
                                ("worker",)),
         )
@@ -224,7 +224,3 @@ def start_metrics_server(port: int, registry: CollectorRegistry, host: str = "0.
         raise ValueError(f"--metrics-port must be 0 (off) or a TCP port, got {port}")
     return serve_metrics(registry, port, host)
 
-
-def add_metrics_flag(parser: argparse.ArgumentParser) -> None:
-    """Adds `--metrics-port` (env LLMSERVE_METRICS_PORT; 0, the default, serves no metrics)."""
-    add_flag(parser, "--metrics-port", default=0, type=int, help="HTTP port of Prometheus /metrics; 0 = off")

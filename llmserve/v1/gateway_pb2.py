@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from llmserve.v1 import common_pb2 as llmserve_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19llmserve/v1/gateway.proto\x12\x0bllmserve.v1\x1a\x18llmserve/v1/common.proto\"\x92\x02\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12*\n\ttoken_ids\x18\x03 \x01(\x0b\x32\x15.llmserve.v1.TokenIdsH\x00\x12-\n\x08sampling\x18\x04 \x01(\x0b\x32\x1b.llmserve.v1.SamplingParams\x12\x1d\n\x03slo\x18\x05 \x01(\x0b\x32\x10.llmserve.v1.Slo\x12\x0e\n\x06tenant\x18\x06 \x01(\t\x12*\n\x08workflow\x18\x07 \x01(\x0b\x32\x18.llmserve.v1.WorkflowRef\x12\x1b\n\x13\x61pply_chat_template\x18\x08 \x01(\x08\x42\x08\n\x06prompt\"\x9c\x01\n\x10GenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\ttoken_ids\x18\x03 \x03(\r\x12\x30\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x19.llmserve.v1.FinishReason\x12!\n\x05usage\x18\x05 \x01(\x0b\x32\x12.llmserve.v1.Usage\"#\n\rCancelRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"#\n\x0e\x43\x61ncelResponse\x12\x11\n\tcancelled\x18\x01 \x01(\x08\"\x15\n\x13GetModelInfoRequest\"\xc8\x01\n\tModelInfo\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x1a\n\x12max_context_length\x18\x02 \x01(\r\x12\x12\n\nvocab_size\x18\x03 \x01(\r\x12\x15\n\reos_token_ids\x18\x04 \x03(\r\x12\x19\n\x11has_chat_template\x18\x05 \x01(\x08\x12\x13\n\x0bnum_workers\x18\x06 \x01(\r\x12\x15\n\rkv_block_size\x18\x07 \x01(\r\x12\x19\n\x11scheduling_policy\x18\x08 \x01(\t2\xe1\x01\n\x07Gateway\x12I\n\x08Generate\x12\x1c.llmserve.v1.GenerateRequest\x1a\x1d.llmserve.v1.GenerateResponse0\x01\x12\x41\n\x06\x43\x61ncel\x12\x1a.llmserve.v1.CancelRequest\x1a\x1b.llmserve.v1.CancelResponse\x12H\n\x0cGetModelInfo\x12 .llmserve.v1.GetModelInfoRequest\x1a\x16.llmserve.v1.ModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19llmserve/v1/gateway.proto\x12\x0bllmserve.v1\x1a\x18llmserve/v1/common.proto\"\x92\x02\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12*\n\ttoken_ids\x18\x03 \x01(\x0b\x32\x15.llmserve.v1.TokenIdsH\x00\x12-\n\x08sampling\x18\x04 \x01(\x0b\x32\x1b.llmserve.v1.SamplingParams\x12\x1d\n\x03slo\x18\x05 \x01(\x0b\x32\x10.llmserve.v1.Slo\x12\x0e\n\x06tenant\x18\x06 \x01(\t\x12*\n\x08workflow\x18\x07 \x01(\x0b\x32\x18.llmserve.v1.WorkflowRef\x12\x1b\n\x13\x61pply_chat_template\x18\x08 \x01(\x08\x42\x08\n\x06prompt\"\xbb\x01\n\x10GenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\ttoken_ids\x18\x03 \x03(\r\x12\x30\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x19.llmserve.v1.FinishReason\x12!\n\x05usage\x18\x05 \x01(\x0b\x32\x12.llmserve.v1.Usage\x12\x1d\n\x03slo\x18\x06 \x01(\x0b\x32\x10.llmserve.v1.Slo\"#\n\rCancelRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"#\n\x0e\x43\x61ncelResponse\x12\x11\n\tcancelled\x18\x01 \x01(\x08\"\x15\n\x13GetModelInfoRequest\"\xc8\x01\n\tModelInfo\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x1a\n\x12max_context_length\x18\x02 \x01(\r\x12\x12\n\nvocab_size\x18\x03 \x01(\r\x12\x15\n\reos_token_ids\x18\x04 \x03(\r\x12\x19\n\x11has_chat_template\x18\x05 \x01(\x08\x12\x13\n\x0bnum_workers\x18\x06 \x01(\r\x12\x15\n\rkv_block_size\x18\x07 \x01(\r\x12\x19\n\x11scheduling_policy\x18\x08 \x01(\t2\xe1\x01\n\x07Gateway\x12I\n\x08Generate\x12\x1c.llmserve.v1.GenerateRequest\x1a\x1d.llmserve.v1.GenerateResponse0\x01\x12\x41\n\x06\x43\x61ncel\x12\x1a.llmserve.v1.CancelRequest\x1a\x1b.llmserve.v1.CancelResponse\x12H\n\x0cGetModelInfo\x12 .llmserve.v1.GetModelInfoRequest\x1a\x16.llmserve.v1.ModelInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,15 +35,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GENERATEREQUEST']._serialized_start=69
   _globals['_GENERATEREQUEST']._serialized_end=343
   _globals['_GENERATERESPONSE']._serialized_start=346
-  _globals['_GENERATERESPONSE']._serialized_end=502
-  _globals['_CANCELREQUEST']._serialized_start=504
-  _globals['_CANCELREQUEST']._serialized_end=539
-  _globals['_CANCELRESPONSE']._serialized_start=541
-  _globals['_CANCELRESPONSE']._serialized_end=576
-  _globals['_GETMODELINFOREQUEST']._serialized_start=578
-  _globals['_GETMODELINFOREQUEST']._serialized_end=599
-  _globals['_MODELINFO']._serialized_start=602
-  _globals['_MODELINFO']._serialized_end=802
-  _globals['_GATEWAY']._serialized_start=805
-  _globals['_GATEWAY']._serialized_end=1030
+  _globals['_GENERATERESPONSE']._serialized_end=533
+  _globals['_CANCELREQUEST']._serialized_start=535
+  _globals['_CANCELREQUEST']._serialized_end=570
+  _globals['_CANCELRESPONSE']._serialized_start=572
+  _globals['_CANCELRESPONSE']._serialized_end=607
+  _globals['_GETMODELINFOREQUEST']._serialized_start=609
+  _globals['_GETMODELINFOREQUEST']._serialized_end=630
+  _globals['_MODELINFO']._serialized_start=633
+  _globals['_MODELINFO']._serialized_end=833
+  _globals['_GATEWAY']._serialized_start=836
+  _globals['_GATEWAY']._serialized_end=1061
 # @@protoc_insertion_point(module_scope)

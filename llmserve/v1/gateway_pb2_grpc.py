@@ -59,15 +59,19 @@ class GatewayServicer:
     def Generate(self, request, context):
         """Generates a completion, streamed as deltas. The last message carries `finish_reason` and
         `usage`. Cancelling the call aborts the request and frees its KV cache within one step.
-        Errors: INVALID_ARGUMENT for bad input (the message says what to fix), RESOURCE_EXHAUSTED when
-        the server is at its admission limit, UNAVAILABLE while it starts or drains.
+        Errors: INVALID_ARGUMENT for bad input (the message says what to fix and names any bound),
+        RESOURCE_EXHAUSTED when the server or the tenant's quota is at its limit (trailing metadata
+        `retry-after`: seconds), UNAVAILABLE while it starts or drains, UNAUTHENTICATED without a valid
+        API key (`authorization: Bearer KEY` metadata) where keys are on, PERMISSION_DENIED for a
+        `tenant` other than the key's.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Cancel(self, request, context):
-        """Cancels a running request by id. Its Generate stream ends with FINISH_REASON_CANCELLED.
+        """Cancels a running request by id. Its Generate stream ends with FINISH_REASON_CANCELLED. With API
+        keys on, only the caller's own tenant's requests are found.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -25,49 +25,59 @@ _sym_db = _symbol_database.Default()
 from llmserve.v1 import common_pb2 as llmserve_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19llmserve/v1/kvstore.proto\x12\x0bllmserve.v1\x1a\x18llmserve/v1/common.proto\"i\n\x13RegisterPoolRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x12\n\nnum_blocks\x18\x02 \x01(\r\x12\x12\n\nblock_size\x18\x03 \x01(\r\x12\x17\n\x0f\x62ytes_per_block\x18\x04 \x01(\x04\",\n\x14RegisterPoolResponse\x12\x14\n\x0clease_ttl_ms\x18\x01 \x01(\r\"\xdb\x01\n\tLeaseSpec\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x30\n\rservice_class\x18\x02 \x01(\x0e\x32\x19.llmserve.v1.ServiceClass\x12\x12\n\nnum_blocks\x18\x03 \x01(\r\x12?\n\rtrace_context\x18\x04 \x03(\x0b\x32(.llmserve.v1.LeaseSpec.TraceContextEntry\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"f\n\x0c\x41pplyRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x1b\n\x13release_request_ids\x18\x02 \x03(\t\x12&\n\x06leases\x18\x03 \x03(\x0b\x32\x16.llmserve.v1.LeaseSpec\".\n\x05Grant\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tblock_ids\x18\x02 \x03(\r\"I\n\rApplyResponse\x12\"\n\x06grants\x18\x01 \x03(\x0b\x32\x12.llmserve.v1.Grant\x12\x14\n\x0cnum_released\x18\x02 \x01(\r\"%\n\x10HeartbeatRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"6\n\x11HeartbeatResponse\x12\x12\n\nnum_leases\x18\x01 \x01(\r\x12\r\n\x05known\x18\x02 \x01(\x08\"(\n\x13GetPoolStatsRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"/\n\x14WatchCapacityRequest\x12\x17\n\x0fmin_interval_ms\x18\x01 \x01(\r\"\xe4\x01\n\tPoolStats\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x12\n\nnum_blocks\x18\x02 \x01(\r\x12\x10\n\x08num_free\x18\x03 \x01(\r\x12\x15\n\rnum_real_time\x18\x04 \x01(\r\x12\x17\n\x0fnum_best_effort\x18\x05 \x01(\r\x12\x12\n\nnum_leases\x18\x06 \x01(\r\x12\x1a\n\x12num_expired_leases\x18\x07 \x01(\x04\x12\x17\n\x0fnum_checkpoints\x18\x08 \x01(\r\x12\x17\n\x0fhost_tier_bytes\x18\t \x01(\x04\x12\x0c\n\x04live\x18\n \x01(\x08\"\xa6\x01\n\x07KvChunk\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0b\x62lock_index\x18\x02 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x13\n\x0b\x62lock_bytes\x18\x05 \x01(\x04\x12\r\n\x05\x64type\x18\x06 \x01(\t\x12\r\n\x05shape\x18\x07 \x03(\r\x12\x12\n\nnum_tokens\x18\x08 \x01(\r\x12\r\n\x05\x66inal\x18\t \x01(\x08\">\n\x12\x43heckpointResponse\x12\x12\n\nnum_blocks\x18\x01 \x01(\r\x12\x14\n\x0c\x62ytes_stored\x18\x02 \x01(\x04\"B\n\x0eRestoreRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\r\"+\n\x15\x44ropCheckpointRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\")\n\x16\x44ropCheckpointResponse\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x08\x32\xe4\x04\n\x07KvStore\x12S\n\x0cRegisterPool\x12 .llmserve.v1.RegisterPoolRequest\x1a!.llmserve.v1.RegisterPoolResponse\x12>\n\x05\x41pply\x12\x19.llmserve.v1.ApplyRequest\x1a\x1a.llmserve.v1.ApplyResponse\x12J\n\tHeartbeat\x12\x1d.llmserve.v1.HeartbeatRequest\x1a\x1e.llmserve.v1.HeartbeatResponse\x12H\n\x0cGetPoolStats\x12 .llmserve.v1.GetPoolStatsRequest\x1a\x16.llmserve.v1.PoolStats\x12L\n\rWatchCapacity\x12!.llmserve.v1.WatchCapacityRequest\x1a\x16.llmserve.v1.PoolStats0\x01\x12\x45\n\nCheckpoint\x12\x14.llmserve.v1.KvChunk\x1a\x1f.llmserve.v1.CheckpointResponse(\x01\x12>\n\x07Restore\x12\x1b.llmserve.v1.RestoreRequest\x1a\x14.llmserve.v1.KvChunk0\x01\x12Y\n\x0e\x44ropCheckpoint\x12\".llmserve.v1.DropCheckpointRequest\x1a#.llmserve.v1.DropCheckpointResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19llmserve/v1/kvstore.proto\x12\x0bllmserve.v1\x1a\x18llmserve/v1/common.proto\"\xce\x01\n\x13RegisterPoolRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x12\n\nnum_blocks\x18\x02 \x01(\r\x12\x12\n\nblock_size\x18\x03 \x01(\r\x12\x17\n\x0f\x62ytes_per_block\x18\x04 \x01(\x04\x12\"\n\x04held\x18\x05 \x03(\x0b\x32\x14.llmserve.v1.Holding\x12\x1e\n\x16reserved_low_block_ids\x18\x06 \x03(\r\x12\x1f\n\x17reserved_high_block_ids\x18\x07 \x03(\r\"G\n\x14RegisterPoolResponse\x12\x14\n\x0clease_ttl_ms\x18\x01 \x01(\r\x12\x19\n\x11store_incarnation\x18\x02 \x01(\t\"\xd6\x01\n\x07Holding\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x30\n\rservice_class\x18\x02 \x01(\x0e\x32\x19.llmserve.v1.ServiceClass\x12\x11\n\tblock_ids\x18\x03 \x03(\r\x12=\n\rtrace_context\x18\x04 \x03(\x0b\x32&.llmserve.v1.Holding.TraceContextEntry\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc2\x01\n\x0bSyncRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x1b\n\x13release_request_ids\x18\x03 \x03(\t\x12)\n\x0b\x61ssignments\x18\x04 \x03(\x0b\x32\x14.llmserve.v1.Holding\x12\x1b\n\x13unreserve_block_ids\x18\x05 \x03(\r\x12\x13\n\x0breserve_low\x18\x06 \x01(\r\x12\x14\n\x0creserve_high\x18\x07 \x01(\r\"w\n\x0cSyncResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x1e\n\x16reserved_low_block_ids\x18\x02 \x03(\r\x12\x1f\n\x17reserved_high_block_ids\x18\x03 \x03(\r\x12\x14\n\x0cnum_released\x18\x04 \x01(\r\"\xdb\x01\n\tLeaseSpec\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x30\n\rservice_class\x18\x02 \x01(\x0e\x32\x19.llmserve.v1.ServiceClass\x12\x12\n\nnum_blocks\x18\x03 \x01(\r\x12?\n\rtrace_context\x18\x04 \x03(\x0b\x32(.llmserve.v1.LeaseSpec.TraceContextEntry\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"f\n\x0c\x41pplyRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x1b\n\x13release_request_ids\x18\x02 \x03(\t\x12&\n\x06leases\x18\x03 \x03(\x0b\x32\x16.llmserve.v1.LeaseSpec\".\n\x05Grant\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tblock_ids\x18\x02 \x03(\r\"I\n\rApplyResponse\x12\"\n\x06grants\x18\x01 \x03(\x0b\x32\x12.llmserve.v1.Grant\x12\x14\n\x0cnum_released\x18\x02 \x01(\r\"%\n\x10HeartbeatRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"6\n\x11HeartbeatResponse\x12\x12\n\nnum_leases\x18\x01 \x01(\r\x12\r\n\x05known\x18\x02 \x01(\x08\"(\n\x13GetPoolStatsRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\"/\n\x14WatchCapacityRequest\x12\x17\n\x0fmin_interval_ms\x18\x01 \x01(\r\"\x95\x02\n\tPoolStats\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x12\n\nnum_blocks\x18\x02 \x01(\r\x12\x10\n\x08num_free\x18\x03 \x01(\r\x12\x15\n\rnum_real_time\x18\x04 \x01(\r\x12\x17\n\x0fnum_best_effort\x18\x05 \x01(\r\x12\x12\n\nnum_leases\x18\x06 \x01(\r\x12\x1a\n\x12num_expired_leases\x18\x07 \x01(\x04\x12\x17\n\x0fnum_checkpoints\x18\x08 \x01(\r\x12\x17\n\x0fhost_tier_bytes\x18\t \x01(\x04\x12\x0c\n\x04live\x18\n \x01(\x08\x12\x14\n\x0cnum_reserved\x18\x0b \x01(\r\x12\x19\n\x11store_incarnation\x18\x0c \x01(\t\"\xa6\x01\n\x07KvChunk\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0b\x62lock_index\x18\x02 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x13\n\x0b\x62lock_bytes\x18\x05 \x01(\x04\x12\r\n\x05\x64type\x18\x06 \x01(\t\x12\r\n\x05shape\x18\x07 \x03(\r\x12\x12\n\nnum_tokens\x18\x08 \x01(\r\x12\r\n\x05\x66inal\x18\t \x01(\x08\">\n\x12\x43heckpointResponse\x12\x12\n\nnum_blocks\x18\x01 \x01(\r\x12\x14\n\x0c\x62ytes_stored\x18\x02 \x01(\x04\"B\n\x0eRestoreRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\r\"+\n\x15\x44ropCheckpointRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\")\n\x16\x44ropCheckpointResponse\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x08\x32\xa1\x05\n\x07KvStore\x12S\n\x0cRegisterPool\x12 .llmserve.v1.RegisterPoolRequest\x1a!.llmserve.v1.RegisterPoolResponse\x12>\n\x05\x41pply\x12\x19.llmserve.v1.ApplyRequest\x1a\x1a.llmserve.v1.ApplyResponse\x12;\n\x04Sync\x12\x18.llmserve.v1.SyncRequest\x1a\x19.llmserve.v1.SyncResponse\x12J\n\tHeartbeat\x12\x1d.llmserve.v1.HeartbeatRequest\x1a\x1e.llmserve.v1.HeartbeatResponse\x12H\n\x0cGetPoolStats\x12 .llmserve.v1.GetPoolStatsRequest\x1a\x16.llmserve.v1.PoolStats\x12L\n\rWatchCapacity\x12!.llmserve.v1.WatchCapacityRequest\x1a\x16.llmserve.v1.PoolStats0\x01\x12\x45\n\nCheckpoint\x12\x14.llmserve.v1.KvChunk\x1a\x1f.llmserve.v1.CheckpointResponse(\x01\x12>\n\x07Restore\x12\x1b.llmserve.v1.RestoreRequest\x1a\x14.llmserve.v1.KvChunk0\x01\x12Y\n\x0e\x44ropCheckpoint\x12\".llmserve.v1.DropCheckpointRequest\x1a#.llmserve.v1.DropCheckpointResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llmserve.v1.kvstore_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_HOLDING_TRACECONTEXTENTRY']._loaded_options = None
+  _globals['_HOLDING_TRACECONTEXTENTRY']._serialized_options = b'8\001'
   _globals['_LEASESPEC_TRACECONTEXTENTRY']._loaded_options = None
   _globals['_LEASESPEC_TRACECONTEXTENTRY']._serialized_options = b'8\001'
-  _globals['_REGISTERPOOLREQUEST']._serialized_start=68
-  _globals['_REGISTERPOOLREQUEST']._serialized_end=173
-  _globals['_REGISTERPOOLRESPONSE']._serialized_start=175
-  _globals['_REGISTERPOOLRESPONSE']._serialized_end=219
-  _globals['_LEASESPEC']._serialized_start=222
-  _globals['_LEASESPEC']._serialized_end=441
-  _globals['_LEASESPEC_TRACECONTEXTENTRY']._serialized_start=390
-  _globals['_LEASESPEC_TRACECONTEXTENTRY']._serialized_end=441
-  _globals['_APPLYREQUEST']._serialized_start=443
-  _globals['_APPLYREQUEST']._serialized_end=545
-  _globals['_GRANT']._serialized_start=547
-  _globals['_GRANT']._serialized_end=593
-  _globals['_APPLYRESPONSE']._serialized_start=595
-  _globals['_APPLYRESPONSE']._serialized_end=668
-  _globals['_HEARTBEATREQUEST']._serialized_start=670
-  _globals['_HEARTBEATREQUEST']._serialized_end=707
-  _globals['_HEARTBEATRESPONSE']._serialized_start=709
-  _globals['_HEARTBEATRESPONSE']._serialized_end=763
-  _globals['_GETPOOLSTATSREQUEST']._serialized_start=765
-  _globals['_GETPOOLSTATSREQUEST']._serialized_end=805
-  _globals['_WATCHCAPACITYREQUEST']._serialized_start=807
-  _globals['_WATCHCAPACITYREQUEST']._serialized_end=854
-  _globals['_POOLSTATS']._serialized_start=857
-  _globals['_POOLSTATS']._serialized_end=1085
-  _globals['_KVCHUNK']._serialized_start=1088
-  _globals['_KVCHUNK']._serialized_end=1254
-  _globals['_CHECKPOINTRESPONSE']._serialized_start=1256
-  _globals['_CHECKPOINTRESPONSE']._serialized_end=1318
-  _globals['_RESTOREREQUEST']._serialized_start=1320
-  _globals['_RESTOREREQUEST']._serialized_end=1386
-  _globals['_DROPCHECKPOINTREQUEST']._serialized_start=1388
-  _globals['_DROPCHECKPOINTREQUEST']._serialized_end=1431
-  _globals['_DROPCHECKPOINTRESPONSE']._serialized_start=1433
-  _globals['_DROPCHECKPOINTRESPONSE']._serialized_end=1474
-  _globals['_KVSTORE']._serialized_start=1477
-  _globals['_KVSTORE']._serialized_end=2089
+  _globals['_REGISTERPOOLREQUEST']._serialized_start=69
+  _globals['_REGISTERPOOLREQUEST']._serialized_end=275
+  _globals['_REGISTERPOOLRESPONSE']._serialized_start=277
+  _globals['_REGISTERPOOLRESPONSE']._serialized_end=348
+  _globals['_HOLDING']._serialized_start=351
+  _globals['_HOLDING']._serialized_end=565
+  _globals['_HOLDING_TRACECONTEXTENTRY']._serialized_start=514
+  _globals['_HOLDING_TRACECONTEXTENTRY']._serialized_end=565
+  _globals['_SYNCREQUEST']._serialized_start=568
+  _globals['_SYNCREQUEST']._serialized_end=762
+  _globals['_SYNCRESPONSE']._serialized_start=764
+  _globals['_SYNCRESPONSE']._serialized_end=883
+  _globals['_LEASESPEC']._serialized_start=886
+  _globals['_LEASESPEC']._serialized_end=1105
+  _globals['_LEASESPEC_TRACECONTEXTENTRY']._serialized_start=514
+  _globals['_LEASESPEC_TRACECONTEXTENTRY']._serialized_end=565
+  _globals['_APPLYREQUEST']._serialized_start=1107
+  _globals['_APPLYREQUEST']._serialized_end=1209
+  _globals['_GRANT']._serialized_start=1211
+  _globals['_GRANT']._serialized_end=1257
+  _globals['_APPLYRESPONSE']._serialized_start=1259
+  _globals['_APPLYRESPONSE']._serialized_end=1332
+  _globals['_HEARTBEATREQUEST']._serialized_start=1334
+  _globals['_HEARTBEATREQUEST']._serialized_end=1371
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1373
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1427
+  _globals['_GETPOOLSTATSREQUEST']._serialized_start=1429
+  _globals['_GETPOOLSTATSREQUEST']._serialized_end=1469
+  _globals['_WATCHCAPACITYREQUEST']._serialized_start=1471
+  _globals['_WATCHCAPACITYREQUEST']._serialized_end=1518
+  _globals['_POOLSTATS']._serialized_start=1521
+  _globals['_POOLSTATS']._serialized_end=1798
+  _globals['_KVCHUNK']._serialized_start=1801
+  _globals['_KVCHUNK']._serialized_end=1967
+  _globals['_CHECKPOINTRESPONSE']._serialized_start=1969
+  _globals['_CHECKPOINTRESPONSE']._serialized_end=2031
+  _globals['_RESTOREREQUEST']._serialized_start=2033
+  _globals['_RESTOREREQUEST']._serialized_end=2099
+  _globals['_DROPCHECKPOINTREQUEST']._serialized_start=2101
+  _globals['_DROPCHECKPOINTREQUEST']._serialized_end=2144
+  _globals['_DROPCHECKPOINTRESPONSE']._serialized_start=2146
+  _globals['_DROPCHECKPOINTRESPONSE']._serialized_end=2187
+  _globals['_KVSTORE']._serialized_start=2190
+  _globals['_KVSTORE']._serialized_end=2863
 # @@protoc_insertion_point(module_scope)

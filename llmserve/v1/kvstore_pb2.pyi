@@ -8,22 +8,79 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RegisterPoolRequest(_message.Message):
-    __slots__ = ("worker_id", "num_blocks", "block_size", "bytes_per_block")
+    __slots__ = ("worker_id", "num_blocks", "block_size", "bytes_per_block", "held", "reserved_low_block_ids", "reserved_high_block_ids")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     NUM_BLOCKS_FIELD_NUMBER: _ClassVar[int]
     BLOCK_SIZE_FIELD_NUMBER: _ClassVar[int]
     BYTES_PER_BLOCK_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_LOW_BLOCK_IDS_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_HIGH_BLOCK_IDS_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     num_blocks: int
     block_size: int
     bytes_per_block: int
-    def __init__(self, worker_id: _Optional[str] = ..., num_blocks: _Optional[int] = ..., block_size: _Optional[int] = ..., bytes_per_block: _Optional[int] = ...) -> None: ...
+    held: _containers.RepeatedCompositeFieldContainer[Holding]
+    reserved_low_block_ids: _containers.RepeatedScalarFieldContainer[int]
+    reserved_high_block_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, worker_id: _Optional[str] = ..., num_blocks: _Optional[int] = ..., block_size: _Optional[int] = ..., bytes_per_block: _Optional[int] = ..., held: _Optional[_Iterable[_Union[Holding, _Mapping]]] = ..., reserved_low_block_ids: _Optional[_Iterable[int]] = ..., reserved_high_block_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class RegisterPoolResponse(_message.Message):
-    __slots__ = ("lease_ttl_ms",)
+    __slots__ = ("lease_ttl_ms", "store_incarnation")
     LEASE_TTL_MS_FIELD_NUMBER: _ClassVar[int]
+    STORE_INCARNATION_FIELD_NUMBER: _ClassVar[int]
     lease_ttl_ms: int
-    def __init__(self, lease_ttl_ms: _Optional[int] = ...) -> None: ...
+    store_incarnation: str
+    def __init__(self, lease_ttl_ms: _Optional[int] = ..., store_incarnation: _Optional[str] = ...) -> None: ...
+
+class Holding(_message.Message):
+    __slots__ = ("request_id", "service_class", "block_ids", "trace_context")
+    class TraceContextEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_CLASS_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_IDS_FIELD_NUMBER: _ClassVar[int]
+    TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    service_class: _common_pb2.ServiceClass
+    block_ids: _containers.RepeatedScalarFieldContainer[int]
+    trace_context: _containers.ScalarMap[str, str]
+    def __init__(self, request_id: _Optional[str] = ..., service_class: _Optional[_Union[_common_pb2.ServiceClass, str]] = ..., block_ids: _Optional[_Iterable[int]] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class SyncRequest(_message.Message):
+    __slots__ = ("worker_id", "sequence", "release_request_ids", "assignments", "unreserve_block_ids", "reserve_low", "reserve_high")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_REQUEST_IDS_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
+    UNRESERVE_BLOCK_IDS_FIELD_NUMBER: _ClassVar[int]
+    RESERVE_LOW_FIELD_NUMBER: _ClassVar[int]
+    RESERVE_HIGH_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    sequence: int
+    release_request_ids: _containers.RepeatedScalarFieldContainer[str]
+    assignments: _containers.RepeatedCompositeFieldContainer[Holding]
+    unreserve_block_ids: _containers.RepeatedScalarFieldContainer[int]
+    reserve_low: int
+    reserve_high: int
+    def __init__(self, worker_id: _Optional[str] = ..., sequence: _Optional[int] = ..., release_request_ids: _Optional[_Iterable[str]] = ..., assignments: _Optional[_Iterable[_Union[Holding, _Mapping]]] = ..., unreserve_block_ids: _Optional[_Iterable[int]] = ..., reserve_low: _Optional[int] = ..., reserve_high: _Optional[int] = ...) -> None: ...
+
+class SyncResponse(_message.Message):
+    __slots__ = ("sequence", "reserved_low_block_ids", "reserved_high_block_ids", "num_released")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_LOW_BLOCK_IDS_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_HIGH_BLOCK_IDS_FIELD_NUMBER: _ClassVar[int]
+    NUM_RELEASED_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    reserved_low_block_ids: _containers.RepeatedScalarFieldContainer[int]
+    reserved_high_block_ids: _containers.RepeatedScalarFieldContainer[int]
+    num_released: int
+    def __init__(self, sequence: _Optional[int] = ..., reserved_low_block_ids: _Optional[_Iterable[int]] = ..., reserved_high_block_ids: _Optional[_Iterable[int]] = ..., num_released: _Optional[int] = ...) -> None: ...
 
 class LeaseSpec(_message.Message):
     __slots__ = ("request_id", "service_class", "num_blocks", "trace_context")
@@ -97,7 +154,7 @@ class WatchCapacityRequest(_message.Message):
     def __init__(self, min_interval_ms: _Optional[int] = ...) -> None: ...
 
 class PoolStats(_message.Message):
-    __slots__ = ("worker_id", "num_blocks", "num_free", "num_real_time", "num_best_effort", "num_leases", "num_expired_leases", "num_checkpoints", "host_tier_bytes", "live")
+    __slots__ = ("worker_id", "num_blocks", "num_free", "num_real_time", "num_best_effort", "num_leases", "num_expired_leases", "num_checkpoints", "host_tier_bytes", "live", "num_reserved", "store_incarnation")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     NUM_BLOCKS_FIELD_NUMBER: _ClassVar[int]
     NUM_FREE_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +165,8 @@ class PoolStats(_message.Message):
     NUM_CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
     HOST_TIER_BYTES_FIELD_NUMBER: _ClassVar[int]
     LIVE_FIELD_NUMBER: _ClassVar[int]
+    NUM_RESERVED_FIELD_NUMBER: _ClassVar[int]
+    STORE_INCARNATION_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     num_blocks: int
     num_free: int
@@ -118,7 +177,9 @@ class PoolStats(_message.Message):
     num_checkpoints: int
     host_tier_bytes: int
     live: bool
-    def __init__(self, worker_id: _Optional[str] = ..., num_blocks: _Optional[int] = ..., num_free: _Optional[int] = ..., num_real_time: _Optional[int] = ..., num_best_effort: _Optional[int] = ..., num_leases: _Optional[int] = ..., num_expired_leases: _Optional[int] = ..., num_checkpoints: _Optional[int] = ..., host_tier_bytes: _Optional[int] = ..., live: _Optional[bool] = ...) -> None: ...
+    num_reserved: int
+    store_incarnation: str
+    def __init__(self, worker_id: _Optional[str] = ..., num_blocks: _Optional[int] = ..., num_free: _Optional[int] = ..., num_real_time: _Optional[int] = ..., num_best_effort: _Optional[int] = ..., num_leases: _Optional[int] = ..., num_expired_leases: _Optional[int] = ..., num_checkpoints: _Optional[int] = ..., host_tier_bytes: _Optional[int] = ..., live: _Optional[bool] = ..., num_reserved: _Optional[int] = ..., store_incarnation: _Optional[str] = ...) -> None: ...
 
 class KvChunk(_message.Message):
     __slots__ = ("request_id", "block_index", "data", "offset", "block_bytes", "dtype", "shape", "num_tokens", "final")

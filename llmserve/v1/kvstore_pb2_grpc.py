@@ -45,6 +45,11 @@ class KvStoreStub:
                 request_serializer=llmserve_dot_v1_dot_kvstore__pb2.ApplyRequest.SerializeToString,
                 response_deserializer=llmserve_dot_v1_dot_kvstore__pb2.ApplyResponse.FromString,
                 _registered_method=True)
+        self.Sync = channel.unary_unary(
+                '/llmserve.v1.KvStore/Sync',
+                request_serializer=llmserve_dot_v1_dot_kvstore__pb2.SyncRequest.SerializeToString,
+                response_deserializer=llmserve_dot_v1_dot_kvstore__pb2.SyncResponse.FromString,
+                _registered_method=True)
         self.Heartbeat = channel.unary_unary(
                 '/llmserve.v1.KvStore/Heartbeat',
                 request_serializer=llmserve_dot_v1_dot_kvstore__pb2.HeartbeatRequest.SerializeToString,
@@ -83,7 +88,10 @@ class KvStoreServicer:
 
     def RegisterPool(self, request, context):
         """Creates (or, with the same geometry, re-attaches) the block pool of a worker. Re-registering
-        a pool drops the worker's old leases: a restarted worker starts empty.
+        a pool drops the worker's old leases: a restarted worker starts empty. A registration that
+        declares held blocks (`held`, `reserved_*`) rebuilds the pool with exactly those blocks taken;
+        it is accepted only when the store holds no live pool for the worker (FAILED_PRECONDITION
+        otherwise, nothing changes), so no block is ever leased twice.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -92,6 +100,17 @@ class KvStoreServicer:
     def Apply(self, request, context):
         """Releases and leases blocks for many requests in one atomic call: releases are applied first,
         then every lease is granted, or none is (RESOURCE_EXHAUSTED, nothing changes).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Sync(self, request, context):
+        """Reconciles the store's record of a worker's pool with the worker's, atomically: releases
+        (their blocks go to the worker's reserve), then assignments (reserve blocks now in requests'
+        leases), then blocks leaving the reserve, then new reserve blocks from each end; all or
+        nothing (RESOURCE_EXHAUSTED or INVALID_ARGUMENT: nothing changes). Exactly once per
+        `sequence`: a retry of the last one answers its first reply again. Renews the worker's leases.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -153,6 +172,11 @@ def add_KvStoreServicer_to_server(servicer, server):
                     servicer.Apply,
                     request_deserializer=llmserve_dot_v1_dot_kvstore__pb2.ApplyRequest.FromString,
                     response_serializer=llmserve_dot_v1_dot_kvstore__pb2.ApplyResponse.SerializeToString,
+            ),
+            'Sync': grpc.unary_unary_rpc_method_handler(
+                    servicer.Sync,
+                    request_deserializer=llmserve_dot_v1_dot_kvstore__pb2.SyncRequest.FromString,
+                    response_serializer=llmserve_dot_v1_dot_kvstore__pb2.SyncResponse.SerializeToString,
             ),
             'Heartbeat': grpc.unary_unary_rpc_method_handler(
                     servicer.Heartbeat,
@@ -240,6 +264,33 @@ class KvStore:
             '/llmserve.v1.KvStore/Apply',
             llmserve_dot_v1_dot_kvstore__pb2.ApplyRequest.SerializeToString,
             llmserve_dot_v1_dot_kvstore__pb2.ApplyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Sync(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmserve.v1.KvStore/Sync',
+            llmserve_dot_v1_dot_kvstore__pb2.SyncRequest.SerializeToString,
+            llmserve_dot_v1_dot_kvstore__pb2.SyncResponse.FromString,
             options,
             channel_credentials,
             insecure,

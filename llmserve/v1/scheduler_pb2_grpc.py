@@ -61,8 +61,11 @@ class SchedulerServicer:
     def Submit(self, request, context):
         """Submits one tokenized request and streams its tokens as they are sampled. The stream ends
         after the event that carries a finish reason. Cancelling the call aborts the request; its KV
-        blocks are released within one step. Errors: INVALID_ARGUMENT (duplicate id, too long for
-        the context), RESOURCE_EXHAUSTED (queue full), UNAVAILABLE (no worker, draining).
+        blocks are released within one step. A request whose stream broke (the scheduler restarted)
+        is submitted again with the same id and the tokens it already received
+        (`output_token_ids`): it continues after them. Errors: INVALID_ARGUMENT (too long for the
+        context or the KV pool, a request that breaks the SubmitRequest contract), ALREADY_EXISTS
+        (the id is running), RESOURCE_EXHAUSTED (queue full), UNAVAILABLE (no worker, draining).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,6 +1,6 @@
 from llmserve.v1 import common_pb2 as _common_pb2
-from llmserve.v1 import scheduler_pb2 as _scheduler_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -8,9 +8,50 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class StepErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STEP_ERROR_CODE_UNSPECIFIED: _ClassVar[StepErrorCode]
+    STEP_ERROR_CODE_INVALID_PLAN: _ClassVar[StepErrorCode]
+    STEP_ERROR_CODE_KV_REFUSED: _ClassVar[StepErrorCode]
+    STEP_ERROR_CODE_KV_UNAVAILABLE: _ClassVar[StepErrorCode]
+    STEP_ERROR_CODE_STEP_FAILED: _ClassVar[StepErrorCode]
+STEP_ERROR_CODE_UNSPECIFIED: StepErrorCode
+STEP_ERROR_CODE_INVALID_PLAN: StepErrorCode
+STEP_ERROR_CODE_KV_REFUSED: StepErrorCode
+STEP_ERROR_CODE_KV_UNAVAILABLE: StepErrorCode
+STEP_ERROR_CODE_STEP_FAILED: StepErrorCode
+
 class DescribeRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class WorkerInfo(_message.Message):
+    __slots__ = ("worker_id", "model_name", "vocab_size", "max_model_len", "eos_token_ids", "block_size", "num_blocks", "bytes_per_block", "dtype", "device", "max_num_batched_tokens", "max_num_seqs")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_MODEL_LEN_FIELD_NUMBER: _ClassVar[int]
+    EOS_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    NUM_BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_PER_BLOCK_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    MAX_NUM_BATCHED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_NUM_SEQS_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    model_name: str
+    vocab_size: int
+    max_model_len: int
+    eos_token_ids: _containers.RepeatedScalarFieldContainer[int]
+    block_size: int
+    num_blocks: int
+    bytes_per_block: int
+    dtype: str
+    device: str
+    max_num_batched_tokens: int
+    max_num_seqs: int
+    def __init__(self, worker_id: _Optional[str] = ..., model_name: _Optional[str] = ..., vocab_size: _Optional[int] = ..., max_model_len: _Optional[int] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., block_size: _Optional[int] = ..., num_blocks: _Optional[int] = ..., bytes_per_block: _Optional[int] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., max_num_batched_tokens: _Optional[int] = ..., max_num_seqs: _Optional[int] = ...) -> None: ...
 
 class NewRequest(_message.Message):
     __slots__ = ("request_id", "token_ids", "num_prompt_tokens", "sampling", "service_class", "num_output_tokens", "trace_context", "restore_from_checkpoint", "num_computed_tokens")
@@ -80,7 +121,7 @@ class SampledToken(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., token_id: _Optional[int] = ...) -> None: ...
 
 class StepTiming(_message.Message):
-    __slots__ = ("forward_ns", "sample_ns", "kv_ns", "total_ns", "num_prefill_tokens", "num_decode_seqs", "num_kv_tokens_read", "checkpoint_bytes", "restore_bytes", "checkpoint_ns", "restore_ns", "num_recomputed_tokens")
+    __slots__ = ("forward_ns", "sample_ns", "kv_ns", "total_ns", "num_prefill_tokens", "num_decode_seqs", "num_kv_tokens_read", "checkpoint_bytes", "restore_bytes", "checkpoint_ns", "restore_ns", "num_recomputed_tokens", "plan_decode_ns", "encode_ns", "kv_rpcs")
     FORWARD_NS_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_NS_FIELD_NUMBER: _ClassVar[int]
     KV_NS_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +134,9 @@ class StepTiming(_message.Message):
     CHECKPOINT_NS_FIELD_NUMBER: _ClassVar[int]
     RESTORE_NS_FIELD_NUMBER: _ClassVar[int]
     NUM_RECOMPUTED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PLAN_DECODE_NS_FIELD_NUMBER: _ClassVar[int]
+    ENCODE_NS_FIELD_NUMBER: _ClassVar[int]
+    KV_RPCS_FIELD_NUMBER: _ClassVar[int]
     forward_ns: int
     sample_ns: int
     kv_ns: int
@@ -105,20 +149,25 @@ class StepTiming(_message.Message):
     checkpoint_ns: int
     restore_ns: int
     num_recomputed_tokens: int
-    def __init__(self, forward_ns: _Optional[int] = ..., sample_ns: _Optional[int] = ..., kv_ns: _Optional[int] = ..., total_ns: _Optional[int] = ..., num_prefill_tokens: _Optional[int] = ..., num_decode_seqs: _Optional[int] = ..., num_kv_tokens_read: _Optional[int] = ..., checkpoint_bytes: _Optional[int] = ..., restore_bytes: _Optional[int] = ..., checkpoint_ns: _Optional[int] = ..., restore_ns: _Optional[int] = ..., num_recomputed_tokens: _Optional[int] = ...) -> None: ...
+    plan_decode_ns: int
+    encode_ns: int
+    kv_rpcs: int
+    def __init__(self, forward_ns: _Optional[int] = ..., sample_ns: _Optional[int] = ..., kv_ns: _Optional[int] = ..., total_ns: _Optional[int] = ..., num_prefill_tokens: _Optional[int] = ..., num_decode_seqs: _Optional[int] = ..., num_kv_tokens_read: _Optional[int] = ..., checkpoint_bytes: _Optional[int] = ..., restore_bytes: _Optional[int] = ..., checkpoint_ns: _Optional[int] = ..., restore_ns: _Optional[int] = ..., num_recomputed_tokens: _Optional[int] = ..., plan_decode_ns: _Optional[int] = ..., encode_ns: _Optional[int] = ..., kv_rpcs: _Optional[int] = ...) -> None: ...
 
 class StepResult(_message.Message):
-    __slots__ = ("step_id", "sampled", "timing", "error", "restore_failed_request_ids", "checkpoint_failed_request_ids")
+    __slots__ = ("step_id", "sampled", "timing", "error", "restore_failed_request_ids", "checkpoint_failed_request_ids", "error_code")
     STEP_ID_FIELD_NUMBER: _ClassVar[int]
     SAMPLED_FIELD_NUMBER: _ClassVar[int]
     TIMING_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     RESTORE_FAILED_REQUEST_IDS_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_FAILED_REQUEST_IDS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     step_id: int
     sampled: _containers.RepeatedCompositeFieldContainer[SampledToken]
     timing: StepTiming
     error: str
     restore_failed_request_ids: _containers.RepeatedScalarFieldContainer[str]
     checkpoint_failed_request_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, step_id: _Optional[int] = ..., sampled: _Optional[_Iterable[_Union[SampledToken, _Mapping]]] = ..., timing: _Optional[_Union[StepTiming, _Mapping]] = ..., error: _Optional[str] = ..., restore_failed_request_ids: _Optional[_Iterable[str]] = ..., checkpoint_failed_request_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    error_code: StepErrorCode
+    def __init__(self, step_id: _Optional[int] = ..., sampled: _Optional[_Iterable[_Union[SampledToken, _Mapping]]] = ..., timing: _Optional[_Union[StepTiming, _Mapping]] = ..., error: _Optional[str] = ..., restore_failed_request_ids: _Optional[_Iterable[str]] = ..., checkpoint_failed_request_ids: _Optional[_Iterable[str]] = ..., error_code: _Optional[_Union[StepErrorCode, str]] = ...) -> None: ...

@@ -3,7 +3,6 @@
 import grpc
 import warnings
 
-from llmserve.v1 import scheduler_pb2 as llmserve_dot_v1_dot_scheduler__pb2
 from llmserve.v1 import worker_pb2 as llmserve_dot_v1_dot_worker__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -40,7 +39,7 @@ class WorkerStub:
         self.Describe = channel.unary_unary(
                 '/llmserve.v1.Worker/Describe',
                 request_serializer=llmserve_dot_v1_dot_worker__pb2.DescribeRequest.SerializeToString,
-                response_deserializer=llmserve_dot_v1_dot_scheduler__pb2.WorkerInfo.FromString,
+                response_deserializer=llmserve_dot_v1_dot_worker__pb2.WorkerInfo.FromString,
                 _registered_method=True)
         self.Execute = channel.stream_stream(
                 '/llmserve.v1.Worker/Execute',
@@ -76,7 +75,7 @@ def add_WorkerServicer_to_server(servicer, server):
             'Describe': grpc.unary_unary_rpc_method_handler(
                     servicer.Describe,
                     request_deserializer=llmserve_dot_v1_dot_worker__pb2.DescribeRequest.FromString,
-                    response_serializer=llmserve_dot_v1_dot_scheduler__pb2.WorkerInfo.SerializeToString,
+                    response_serializer=llmserve_dot_v1_dot_worker__pb2.WorkerInfo.SerializeToString,
             ),
             'Execute': grpc.stream_stream_rpc_method_handler(
                     servicer.Execute,
@@ -112,7 +111,7 @@ class Worker:
             target,
             '/llmserve.v1.Worker/Describe',
             llmserve_dot_v1_dot_worker__pb2.DescribeRequest.SerializeToString,
-            llmserve_dot_v1_dot_scheduler__pb2.WorkerInfo.FromString,
+            llmserve_dot_v1_dot_worker__pb2.WorkerInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -8,15 +8,18 @@ every worker's core), it resumes from there (`NewRequestData.num_computed_tokens
 recomputing its prefix.
 
 The book is a hint, never a source of truth for correctness: the store may evict or refuse a
-checkpoint at any time, and the worker then recomputes the prefix inside the step
-(`StepResult.restore_failed_request_ids`), so a stale entry costs time, not tokens. Reports of
+checkpoint at any time, or die with its host tier (`on_tier_lost`), and the worker then
+recomputes the prefix inside the step (`StepResult.restore_failed_request_ids`), so a stale
+entry costs time, not tokens. Reports of
 refused checkpoints (`checkpoint_failed_request_ids`) and failed restores invalidate entries so
 that the next admission recomputes directly.
 
 A checkpoint stays valid while its request runs on: the KV of a prefix depends only on its tokens.
 So a resumed request keeps its entry (if its worker dies, another one restores the prefix and
 recomputes only the rest) until it leaves the system; then the core lists its id in the next
-plan's `drop_checkpoint_request_ids` so the worker frees the host memory.
+plan's `drop_checkpoint_request_ids` so the worker frees the host memory. A request resubmitted
+after a scheduler restart may have a checkpoint that no book knows (`on_resubmitted`): it gets the
+same drop when it leaves.
 """
 
 from __future__ import annotations
@@ -36,19 +39,23 @@ class CheckpointStats:
     recomputed_tokens: int = 0  # computed tokens lost and computed again (preemptions, failed restores)
     num_failed_checkpoints: int = 0  # refused or lost by the store, reported by workers
     num_failed_restores: int = 0  # restores the worker could not do (it recomputed instead)
+    num_lost_checkpoints: int = 0  # entries dropped because the KV store restarted (its tier empty)
 
 
 class CheckpointBook:
     """Restorable token counts by request id, shared by the cores of one scheduler service."""
 
-    __slots__ = ("_tokens", "stats")
+    __slots__ = ("_tokens", "_unknown", "stats")
 
     def __init__(self) -> None:
         self._tokens: dict[str, int] = {}
+        # Requests that may have a checkpoint this book never saw (written before a scheduler
+        # restart): nothing to resume from, but a drop to list when they leave.
+        self._unknown: set[str] = set()
         self.stats = CheckpointStats()
 
     def __len__(self) -> int:
-        return len(self._tokens)
+        return len(self._tokens) + len(self._unknown.difference(self._tokens))
 
     def tokens(self, request_id: str) -> int:
         """Tokens whose KV the request's checkpoint should hold (0: none, recompute)."""
@@ -78,6 +85,13 @@ class CheckpointBook:
         self.stats.num_restores += 1
         self.stats.restored_tokens += num_tokens
 
+    def on_resubmitted(self, request_id: str) -> None:
+        """The request came back with known outputs after a scheduler restart: the store may hold
+        a checkpoint of it from before (its worker completed the lazy writes when the old
+        scheduler's stream closed) that no book knows. Its size is unknown, so nothing resumes
+        from it; `forget` reports it so that the host memory is freed when the request leaves."""
+        self._unknown.add(request_id)
+
     def on_checkpoint_failed(self, request_id: str) -> None:
         """The store refused or lost the checkpoint: the next admission recomputes."""
         if self._tokens.pop(request_id, None) is not None:
@@ -90,8 +104,20 @@ class CheckpointBook:
         self.stats.restored_tokens -= num_tokens
         self.stats.recomputed_tokens += num_tokens
 
+    def on_tier_lost(self) -> int:
+        """The KV store restarted: its host tier, and every checkpoint in it, is gone. Forgets them
+        all (the next admissions recompute directly, no restore is tried); returns how many. A
+        checkpoint written to the new store meanwhile is forgotten too: it costs a recompute, and
+        the worker that wrote it drops it when the request finishes there (or the tier evicts it)."""
+        lost = len(self._tokens)
+        self._tokens.clear()
+        self.stats.num_lost_checkpoints += lost
+        return lost
+
     def forget(self, request_id: str) -> bool:
         """The request left the system (finished, aborted). True if it held a checkpoint, which
         the caller then asks its worker to drop (the worker that wrote it, so the drop follows
         the writes in that worker's order)."""
-        return self._tokens.pop(request_id, None) is not None
+        unknown = request_id in self._unknown
+        self._unknown.discard(request_id)
+        return self._tokens.pop(request_id, None) is not None or unknown

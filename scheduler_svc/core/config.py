@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from llmserve.types import cdiv
+
 
 @dataclass(frozen=True, slots=True)
 class SchedulerConfig:
@@ -36,4 +38,4 @@ class SchedulerConfig:
 
     def blocks_for(self, num_tokens: int) -> int:
         """Blocks holding `num_tokens` tokens of one request: ceil(num_tokens / block_size)."""
-        return -(-num_tokens // self.block_size)
+        return cdiv(num_tokens, self.block_size)

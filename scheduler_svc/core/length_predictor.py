@@ -66,6 +66,38 @@ class LengthPredictor:
                 window = self._windows[key] = _Window(self.window)
             window.add(num_output_tokens)
 
+    def length_quantile(self, tenant: str, num_prompt_tokens: int, produced: int, q: float,
+                        tenant_only: bool = False) -> int | None:
+        """The q-quantile of the observed lengths above `produced` (same fallback order as
+        `upper_bound`, or only the tenant's own windows; twice `produced` when none is that
+        long); None at a cold start."""
+        b = self.bucket(num_prompt_tokens)
+        keys = ((tenant, b), (tenant, _ANY)) if tenant_only else ((tenant, b), (tenant, _ANY), (_ANY, b), (_ANY, _ANY))
+        for key in keys:
+            window = self._windows.get(key)
+            if window is None or len(window.recent) < self.min_samples:
+                continue
+            estimate = window.quantile_above(q, produced)
+            return 2 * max(produced, 1) if estimate is None else estimate
+        return None
+
+    def fraction_at_most(self, tenant: str, num_prompt_tokens: int, produced: int, length: float) -> float | None:
+        """Of the observed lengths above `produced` (same fallback order as `upper_bound`), the
+        fraction that is at most `length`: an estimate of P(output length ≤ length | it is
+        > produced). None at a cold start (no window has `min_samples` observations)."""
+        b = self.bucket(num_prompt_tokens)
+        for key in ((tenant, b), (tenant, _ANY), (_ANY, b), (_ANY, _ANY)):
+            window = self._windows.get(key)
+            if window is None or len(window.recent) < self.min_samples:
+                continue
+            ordered = window.ordered
+            start = bisect.bisect_right(ordered, produced)
+            above = len(ordered) - start
+            if above <= 0:
+                return 0.0 if length <= produced else 0.5  # longer than all seen: no evidence either way
+            return (bisect.bisect_right(ordered, length) - start) / above if length > produced else 0.0
+        return None
+
     def upper_bound(self, tenant: str, num_prompt_tokens: int, max_tokens: int, produced: int = 0) -> int:
         """A bound on the total output length of a request that has produced `produced` tokens;
         always in (produced, max_tokens] (at least produced + 1 while it is unfinished)."""

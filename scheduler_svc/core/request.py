@@ -1,8 +1,11 @@
 """Domain types of a request: its class, sampling parameters, SLO, workflow membership, and the
 `Request` state that the scheduler core owns from `add_request` until the request finishes.
 
-Stop strings are the gateway's business and do not appear here. The true output length of a
-request does not exist in the core: policies see only what has been generated so far.
+`ServiceClass`, `FinishReason` and `SamplingParams` are the shared ones (`llmserve.types`). Client
+input is checked by the gateway and the Submit contract by `scheduler_svc/convert.py`; the core
+checks only its own capacity (context length, KV capacity, queue length). Stop strings are the
+gateway's business and do not appear here. The true output length of a request does not exist in
+the core: policies see only what has been generated so far.
 """
 
 from __future__ import annotations
@@ -11,22 +14,10 @@ import enum
 import math
 from dataclasses import dataclass, field
 
-from llmserve.errors import InvalidRequestError
+from llmserve.types import FinishReason, SamplingParams, ServiceClass
 
-
-class ServiceClass(enum.IntEnum):
-    """How a request is treated; also which end of the KV pool its blocks come from."""
-
-    REAL_TIME = 1
-    DEADLINE = 2
-    BEST_EFFORT = 3
-
-
-class FinishReason(enum.IntEnum):
-    STOP = 1
-    LENGTH = 2
-    CANCELLED = 3
-    ERROR = 4
+__all__ = ["FINISHED_STATUS", "FinishReason", "Request", "RequestStatus", "SamplingParams", "ServiceClass", "Slo",
+           "WorkflowRef"]
 
 
 class RequestStatus(enum.IntEnum):
@@ -54,46 +45,15 @@ FINISHED_STATUS: dict[FinishReason, RequestStatus] = {
 
 
 @dataclass(frozen=True, slots=True)
-class SamplingParams:
-    """How tokens are chosen (see common.proto). `seed` None means the shell picks one."""
-
-    max_tokens: int = 16
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    seed: int | None = None
-    stop_token_ids: tuple[int, ...] = ()
-    ignore_eos: bool = False
-
-    def __post_init__(self) -> None:
-        if self.max_tokens < 1:
-            raise InvalidRequestError(f"sampling.max_tokens must be >= 1 (got {self.max_tokens})")
-        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
-            raise InvalidRequestError(f"sampling.temperature must be a finite number >= 0 (got {self.temperature})")
-        if not (0 < self.top_p <= 1):
-            raise InvalidRequestError(f"sampling.top_p must be in (0, 1] (got {self.top_p})")
-        if self.top_k < 0:
-            raise InvalidRequestError(f"sampling.top_k must be >= 0 (got {self.top_k})")
-
-
-@dataclass(frozen=True, slots=True)
 class Slo:
-    """A request's service level objective; times in milliseconds after arrival."""
+    """A request's service level objective; times in milliseconds after arrival. A real-time
+    request has ttft_ms and tpot_ms, a deadline request deadline_ms (the Submit contract)."""
 
     service_class: ServiceClass = ServiceClass.BEST_EFFORT
     ttft_ms: float | None = None
     tpot_ms: float | None = None
     deadline_ms: float | None = None
     priority: int = 0
-
-    def __post_init__(self) -> None:
-        if self.service_class is ServiceClass.REAL_TIME:
-            for name in ("ttft_ms", "tpot_ms"):
-                value = getattr(self, name)
-                if value is None or not value > 0:
-                    raise InvalidRequestError(f"slo.{name} must be > 0 for a real-time request (got {value})")
-        if self.service_class is ServiceClass.DEADLINE and not (self.deadline_ms is not None and self.deadline_ms > 0):
-            raise InvalidRequestError(f"slo.deadline_ms must be > 0 for a deadline request (got {self.deadline_ms})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,18 +71,23 @@ class WorkflowRef:
 
 @dataclass(slots=True, eq=False)
 class Request:
-    """One request and the state the scheduler core keeps for it.
+    """One request: what the client asked for, its tokens, and the state every reader may see.
 
     Token accounting (vLLM-style): the known tokens are `prompt_token_ids + output_token_ids`;
     `num_output_placeholders` counts tokens sampled by steps still in flight (known only to the
     worker); `num_computed_tokens` counts tokens whose KV is (or will be, once the in-flight steps
     run) in the worker's cache. A request wants work while
     `num_computed_tokens < num_tokens_with_spec` and its scheduled outputs stay within max_tokens.
+
+    The scheduler core writes `status`, the token counts and the output fields; policies and the
+    service only read them. The core's private bookkeeping (orderings, aging, drain marks, steps
+    in flight) is not here: it lives in the core's `Ticket` (core/ticket.py) and stays on the core
+    when the request moves to another one.
     """
 
     request_id: str
     prompt_token_ids: tuple[int, ...]
-    sampling: SamplingParams = field(default_factory=SamplingParams)
+    sampling: SamplingParams  # required: its max_tokens has no default below the gateway
     slo: Slo = field(default_factory=Slo)
     tenant: str = ""
     workflow: WorkflowRef | None = None
@@ -131,23 +96,11 @@ class Request:
     status: RequestStatus = RequestStatus.WAITING
     output_token_ids: list[int] = field(default_factory=list)
     num_computed_tokens: int = 0
-    num_inflight_steps: int = 0
     num_output_placeholders: int = 0
     first_token_s: float | None = None
     token_times_s: list[float] = field(default_factory=list)
     num_preemptions: int = 0
     finish_reason: FinishReason | None = None
-
-    # ---- bookkeeping owned by the Scheduler (reset by add_request) ----
-    seq: int = 0  # admission order into this core; the final tie-breaker of every ordering
-    sched_key: tuple = ()  # effective ordering key: (band, *policy key, seq), smaller runs first
-    key_step: int = -1  # step at which sched_key was computed
-    queue_gen: int = 0  # bumped on every queue change; stale heap entries carry an older value
-    last_progress_s: float = 0.0  # last time it was scheduled (or queued): the aging clock
-    promoted_at: float | None = None  # set once it starved past the aging bound (sticky)
-    preempt_when_drained: bool = False  # chosen as a victim (or its step failed) while in flight
-    discard_inflight: bool = False  # its in-flight steps failed: their tokens must not be used
-    last_scheduled_step: int = -1
     policy_state: object = None  # free slot for the policy's per-request cache
 
     @property
@@ -201,7 +154,4 @@ class Request:
     def reset_for_queue(self) -> None:
         """Forget everything the worker held: the request restarts from its known tokens."""
         self.num_computed_tokens = 0
-        self.num_inflight_steps = 0
         self.num_output_placeholders = 0
-        self.preempt_when_drained = False
-        self.discard_inflight = False

@@ -1,7 +1,7 @@
 """Fits the step-time cost model to measured worker steps.
 
     python -m scheduler_svc.sim.calibrate --from-timings steps.jsonl --out cost_cpu.json
-    python -m scheduler_svc.sim.calibrate --measure --out cost_cpu.json   # drives worker_svc in-process
+    python -m llmserve_stack.measure --out cost_cpu.json   # times worker_svc's steps in-process, then fits
 
 A timings file has one JSON object per line with the StepTiming fields (`forward_ns`,
 `sample_ns`, `total_ns`, `num_prefill_tokens`, `num_decode_seqs`, `num_kv_tokens_read`; extra
@@ -94,44 +94,29 @@ def rows_from_dicts(objs: Iterable[dict]) -> list[TimingRow]:
                       int(o.get("num_kv_tokens_read", 0)), int(o["total_ns"]) / 1e9) for o in objs]
 
 
+def fit_and_save(rows: Sequence[TimingRow], out: str | Path, name: str, source: str) -> CostModel:
+    """Fits `rows`, records where they came from (`source`) in the model's extra, writes `out`."""
+    model = fit(rows, name=name)
+    model = CostModel(model.a_s, model.b_s_per_prefill_token, model.c_s_per_decode_seq, model.d_s_per_kv_token,
+                      name=model.name, extra={**model.extra, "source": f"{source}; {model.extra['source']}"})
+    model.save(out)
+    return model
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m scheduler_svc.sim.calibrate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--from-timings", help="JSONL file of StepTiming rows")
-    src.add_argument("--measure", action="store_true", help="drive worker_svc in-process and time its steps")
+    p.add_argument("--from-timings", required=True, help="JSONL file of StepTiming rows")
     p.add_argument("--out", required=True, help="cost model JSON to write")
     p.add_argument("--name", default="cpu", help="name stored in the JSON")
     p.add_argument("--target", choices=("total", "forward"), default="total")
-    p.add_argument("--model", default="default", help="--measure: model (llmserve model source; a config folder works)")
-    p.add_argument("--device", default="cpu", help="--measure: cpu or cuda")
-    p.add_argument("--dtype", default="auto", help="--measure: auto (what the worker picks), float32, bfloat16, ...")
-    p.add_argument("--backend", default="", help="--measure: attention backend (default: torch on CPU, triton on CUDA)")
-    p.add_argument("--grid", default="cpu", choices=("cpu", "gpu", "tiny"), help="--measure: step shapes to time")
-    p.add_argument("--repeats", type=int, default=3, help="--measure: runs per shape (the fastest is kept)")
-    p.add_argument("--dump-timings", help="--measure: also write the measured rows as JSONL here")
     args = p.parse_args(argv)
     try:
-        if args.measure:
-            from scheduler_svc.sim.measure import measure_worker_steps
-
-            objs = measure_worker_steps(args.model, device=args.device, dtype=args.dtype, backend=args.backend,
-                                        grid=args.grid, repeats=args.repeats)
-            if args.dump_timings:
-                Path(args.dump_timings).write_text("".join(json.dumps(o) + "\n" for o in objs), encoding="utf-8")
-            rows = rows_from_dicts(objs)
-            source = (f"measured in-process on worker_svc (model {args.model!r}, {args.device}, {args.dtype}, "
-                      f"grid {args.grid}, fastest of {args.repeats} runs per shape)")
-        else:
-            rows = read_timings(args.from_timings, args.target)
-            source = f"fitted from {args.from_timings}"
-        model = fit(rows, name=args.name)
-    except (ValueError, FileNotFoundError, ImportError) as exc:
+        model = fit_and_save(read_timings(args.from_timings, args.target), args.out, args.name,
+                             f"fitted from {args.from_timings}")
+    except (ValueError, FileNotFoundError) as exc:
         print(f"calibrate: {exc}", file=sys.stderr)
         return 2
-    model = CostModel(model.a_s, model.b_s_per_prefill_token, model.c_s_per_decode_seq, model.d_s_per_kv_token,
-                      name=model.name, extra={**model.extra, "source": f"{source}; {model.extra['source']}"})
-    model.save(args.out)
     print(json.dumps(model.to_json(), indent=2))
     return 0
 

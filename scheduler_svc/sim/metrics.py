@@ -86,6 +86,12 @@ class RunStats:
     num_steps: int
     preemptions: int | None  # None where not observable (live replay)
     kv_util_mean: float | None  # time-weighted mean fraction of KV blocks in use over busy steps
+    # KV tokens computed twice (lost on preemption beyond the resume point, or a failed restore),
+    # by class name ("real_time", "deadline", "best_effort"); None where not observable.
+    recomputed_tokens: dict[str, int] | None = None
+    # Host-tier counters, reported as they are (host_tier_checkpoints, _restores, _refusals,
+    # _evictions, _failed_restores, _transfer_s); None when the run had no host tier.
+    checkpoint: dict[str, float] | None = None
 
 
 ServiceGainFn = Callable[[Sequence[RequestRecord], float], float]
@@ -138,6 +144,9 @@ def summarize(records: Sequence[RequestRecord], stats: RunStats, service_gain: S
     be_last = max((t for r in be for t in r.token_times[-1:]), default=None)
     be_all_tokens = sum(len(r.token_times) for r in be)
     ttfts = [r.ttft_s(stats.end_s) * 1000.0 for r in rt]
+    be_completed = sum(1 for r in be if r.complete)
+    gain = service_gain(records, stats.end_s)
+    recomputed = stats.recomputed_tokens
     tpots = [t * 1000.0 for r in rt if (t := r.mean_tpot_s()) is not None]
     attained_in_window = sum(1 for r in records if r.attained() and (r.finish_s or math.inf) <= stats.arrivals_end_s)
     return {
@@ -151,12 +160,25 @@ def summarize(records: Sequence[RequestRecord], stats: RunStats, service_gain: S
         "be_throughput_run_tok_s": None if be_last is None else be_all_tokens / max(be_last - stats.start_s, 1e-9),
         "be_mean_completion_s": None if not be_done else sum(be_done) / len(be_done),
         "be_completed_fraction": _frac(len(be_done), len(be)),
-        "service_gain": service_gain(records, stats.end_s) / window,
+        "service_gain": gain / window,
+        # The whole run's gain: with workflows the window itself depends on the policy (a call is
+        # released when its dependencies finish), so policies compare on this total.
+        "service_gain_total": gain,
         "goodput_req_s": attained_in_window / window,
         "rt_ttft_p50_ms": _pct(ttfts, 0.50),
         "rt_ttft_p99_ms": _pct(ttfts, 0.99),
         "rt_tpot_p99_ms": _pct(tpots, 0.99),
         "preemptions": stats.preemptions,
+        # Preemptions suffered, by the victim's class (every request's count, finished or not).
+        "rt_preemptions": sum(r.num_preemptions for r in rt),
+        "deadline_preemptions": sum(r.num_preemptions for r in dl),
+        "be_preemptions": sum(r.num_preemptions for r in be),
+        "be_preemptions_per_completed": None if not be else sum(r.num_preemptions for r in be) / max(be_completed, 1),
+        "recomputed_tokens": None if recomputed is None else sum(recomputed.values()),
+        "be_recomputed_tokens": None if recomputed is None else recomputed.get(BEST_EFFORT, 0),
+        "rt_recomputed_tokens": None if recomputed is None else recomputed.get(REAL_TIME, 0),
+        "be_prompt_tokens": sum(r.request.prompt_tokens for r in be),
+        **(stats.checkpoint or {}),
         "kv_util_mean": stats.kv_util_mean,
         "num_steps": stats.num_steps,
         "window_s": window,

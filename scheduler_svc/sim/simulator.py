@@ -8,6 +8,11 @@ table, driven by a virtual clock and a simulated worker (worker.py).
     idle:  the clock jumps to the next release
 
 No scheduling logic lives here: every decision is the core's (`scheduler_svc.core`).
+
+`SimConfig()`'s defaults are what `llmserve up` runs: two plans in flight, a `CheckpointBook`
+(policies that preempt by CHECKPOINT save BE KV to a host tier of the KV store's default size and
+restore it, priced by `host_tier.py`), and bros and tempo starting from the service's
+built-in cost model prior, which they refit online from the simulated step times.
 """
 
 from __future__ import annotations
@@ -20,22 +25,32 @@ from dataclasses import dataclass, field
 
 from kvstore_svc.core.lease_table import LeaseTable
 from llmserve.errors import LlmServeError
+from llmserve.plan_book import PlanLimits
 from scheduler_svc.core import Policy, Scheduler, make_policy
+from scheduler_svc.core.checkpoints import CheckpointBook
 from scheduler_svc.core.clock import ManualClock
 from scheduler_svc.core.config import SchedulerConfig
-from scheduler_svc.core.plan import BatchPlan
-from scheduler_svc.core.request import FinishReason, Request, SamplingParams, ServiceClass, Slo, WorkflowRef
+from scheduler_svc.core.plan import BatchPlan, StepResult
+from llmserve.types import service_class_named
+from scheduler_svc.core.request import FinishReason, Request, SamplingParams, Slo, WorkflowRef
 from scheduler_svc.sim.cost_model import CostModel
+from scheduler_svc.sim.host_tier import SimHostTier
 from scheduler_svc.sim.metrics import RequestRecord, RunStats
+from scheduler_svc.sim.recompute import RecomputeCounter
 from scheduler_svc.sim.release import ReleaseTracker
 from scheduler_svc.sim.worker import SimWorker
-from scheduler_svc.sim.workload import BEST_EFFORT, DEADLINE, REAL_TIME, WorkloadRequest
+from scheduler_svc.sim.workload import WorkloadRequest
 
 WORKER_ID = "sim-worker-0"
 EOS_TOKEN_ID = 2
-_CLASS = {REAL_TIME: ServiceClass.REAL_TIME, DEADLINE: ServiceClass.DEADLINE, BEST_EFFORT: ServiceClass.BEST_EFFORT}
 _REASON = {FinishReason.STOP: "stop", FinishReason.LENGTH: "length", FinishReason.CANCELLED: "cancelled",
            FinishReason.ERROR: "error"}
+# The KV store's default host tier (kvstore_svc.config.KvStoreConfig.host_tier_bytes, --host-tier-gb 2).
+DEFAULT_HOST_TIER_BYTES = 2 * 1024**3
+# KV bytes per token when the cost model JSON does not say (Llama-3-8B in bf16: 2 x 32 layers x 8
+# KV heads x 128 x 2 B); prices checkpoint copies and sizes the host tier in tokens.
+DEFAULT_KV_BYTES_PER_TOKEN = 131072
+StepObserver = Callable[[BatchPlan, StepResult, float, float], None]
 
 
 @dataclass(frozen=True)
@@ -47,7 +62,18 @@ class SimConfig:
     max_num_batched_tokens: int = 2048
     max_num_seqs: int = 256
     max_model_len: int = 8192
-    pipeline_depth: int = 1  # plans in flight (the service uses 2)
+    pipeline_depth: int = 2  # plans in flight (the service's --max-inflight-plans default)
+    # Bidirectional KV as the service runs it by default (--checkpoint-preemption): victims the
+    # policy preempts by CHECKPOINT go to a host tier and resume from it. False: recompute only.
+    checkpoint_preemption: bool = True
+    host_tier_bytes: int = DEFAULT_HOST_TIER_BYTES
+    kv_bytes_per_token: int = DEFAULT_KV_BYTES_PER_TOKEN
+    link_bytes_per_s: float = 25e9  # device <-> host copies (PCIe 4.0 x16)
+    checkpoint_lazy: bool = True  # full blocks copied while a BE request runs (the worker's default)
+    # True: cost-aware policies (bros, tempo) start from the simulated worker's own coefficients,
+    # as `llmserve up --cost-model PROFILE` does. False: from the service's built-in prior, as
+    # plain `llmserve up`. Either way they refit them online from the measured (simulated) steps.
+    cost_model_as_prior: bool = False
     # Stop this long after the last arrival even if requests are unfinished (they count as missed).
     drain_limit_s: float = 600.0
     check_invariants_every: int = 0  # steps; 0: only at the end
@@ -56,7 +82,8 @@ class SimConfig:
     @staticmethod
     def from_cost_model(cost: CostModel, **overrides: object) -> SimConfig:
         """Geometry from the cost-model JSON's deployment fields where present."""
-        keys = ("num_blocks", "block_size", "max_num_batched_tokens", "max_num_seqs", "max_model_len")
+        keys = ("num_blocks", "block_size", "max_num_batched_tokens", "max_num_seqs", "max_model_len",
+                "kv_bytes_per_token")
         base = {k: int(cost.extra[k]) for k in keys if k in cost.extra}
         return SimConfig(**{**base, **overrides})  # type: ignore[arg-type]
 
@@ -71,17 +98,20 @@ class SimResult:
     wall_s: float
     num_unfinished: int
     num_failed_steps: int
+    recompute: RecomputeCounter = field(default_factory=RecomputeCounter)
 
 
 # Policies that price steps with a cost model get the simulator's own (the same coefficients the
-# simulated worker charges), unless the options name one.
-COST_AWARE_POLICIES = frozenset({"bros"})
+# simulated worker charges) when `SimConfig.cost_model_as_prior` is set, unless the options name one.
+COST_AWARE_POLICIES = frozenset({"bros", "tempo"})
 
 
-def build_policy(name: str, cost: CostModel, options: dict[str, object]) -> Policy:
-    """`make_policy(name, **options)`, plus `cost_model=cost` for cost-aware policies."""
+def build_policy(name: str, cost: CostModel, options: dict[str, object], cost_as_prior: bool = True) -> Policy:
+    """`make_policy(name, **options)`, plus `cost_model=cost` for cost-aware policies when
+    `cost_as_prior` (else they start from their built-in prior, as the service does)."""
     opts = dict(options)
-    if name in COST_AWARE_POLICIES and "cost_model" not in opts and "cost_model_path" not in opts:
+    if (cost_as_prior and name in COST_AWARE_POLICIES and "cost_model" not in opts
+            and "cost_model_path" not in opts):
         opts["cost_model"] = cost
     return make_policy(name, **opts)
 
@@ -90,7 +120,12 @@ class Simulation:
     """One run of one policy over one workload. Build, `run()`, read the result."""
 
     def __init__(self, requests: Sequence[WorkloadRequest], policy: str, cost: CostModel, config: SimConfig,
-                 progress: Callable[[float], None] | None = None) -> None:
+                 progress: Callable[[float], None] | None = None, on_step: StepObserver | None = None,
+                 host_tier: SimHostTier | None = None) -> None:
+        """`on_step(plan, result, step_s, now)` sees every executed step (diagnostics). `host_tier`:
+        where the worker checkpoints preempted requests and restores resumed ones; by default, with
+        `config.checkpoint_preemption`, one of `config.host_tier_bytes` (the KV store's default), as
+        the service runs."""
         self._requests = list(requests)
         self._policy_name = policy
         self._config = config
@@ -101,11 +136,21 @@ class Simulation:
                                       max_num_batched_tokens=config.max_num_batched_tokens,
                                       max_num_seqs=config.max_num_seqs, max_model_len=config.max_model_len,
                                       eos_token_ids=(EOS_TOKEN_ID,), max_num_waiting=1 << 30)
-        self.core = Scheduler(core_config, build_policy(policy, cost, config.policy_options), self.clock)
+        book = CheckpointBook() if config.checkpoint_preemption else None
+        self.core = Scheduler(core_config, build_policy(policy, cost, config.policy_options, config.cost_model_as_prior),
+                              self.clock, checkpoints=book)
         self.leases = LeaseTable(ttl_s=1e12)  # the virtual clock jumps; nothing expires in a simulation
         self.leases.register_pool(WORKER_ID, config.num_blocks, config.block_size, 1, now=0.0)
+        if host_tier is None and book is not None:
+            host_tier = SimHostTier(config.block_size, config.kv_bytes_per_token, config.host_tier_bytes,
+                                    config.link_bytes_per_s, config.checkpoint_lazy)
+        self.host_tier = host_tier
+        limits = PlanLimits(config.max_num_batched_tokens, config.max_num_seqs, config.max_model_len)
         self.worker = SimWorker(WORKER_ID, self.leases, config.block_size, cost,
-                                {r.id: r.output_tokens for r in self._requests}, EOS_TOKEN_ID)
+                                {r.id: r.output_tokens for r in self._requests}, EOS_TOKEN_ID,
+                                limits=limits, host_tier=host_tier)
+        self.recompute = RecomputeCounter()
+        self._on_step = on_step
         self.records: dict[str, RequestRecord] = {}
         self._tracker = ReleaseTracker(self._requests)
         self._heap: list[tuple[float, int, WorkloadRequest]] = []
@@ -139,7 +184,7 @@ class Simulation:
         # model emits at the true length ends the request.
         room = max(1, self._config.max_model_len - req.prompt_tokens)
         sampling = SamplingParams(max_tokens=room, temperature=0.0, seed=self._seq)
-        slo = Slo(_CLASS[req.cls], req.ttft_ms, req.tpot_ms, req.deadline_ms, req.priority)
+        slo = Slo(service_class_named(req.cls), req.ttft_ms, req.tpot_ms, req.deadline_ms, req.priority)
         try:
             self.core.add_request(Request(req.id, self._prompt(req.prompt_tokens), sampling, slo, req.tenant,
                                           workflow, arrival_s=at))
@@ -183,19 +228,37 @@ class Simulation:
         self.worker.check_invariants()
         end = self.clock.now()
         arrivals = [r.arrival_s for r in self.records.values()] or [0.0]
+        for rec in self.records.values():
+            if rec.finish_s is None and (req := self.core.get_request(rec.request.id)) is not None:
+                rec.num_preemptions = req.num_preemptions  # still queued or running when the run stopped
         stats = RunStats(start_s=min(arrivals), arrivals_end_s=max(arrivals), end_s=end, num_steps=self.num_steps,
                          preemptions=self.core.num_preemptions,
-                         kv_util_mean=self._kv_block_s / (self._busy_s * self._config.num_blocks) if self._busy_s else 0.0)
+                         kv_util_mean=self._kv_block_s / (self._busy_s * self._config.num_blocks) if self._busy_s else 0.0,
+                         recomputed_tokens={c.name.lower(): n for c, n in self.recompute.recomputed_tokens.items()},
+                         checkpoint=self._checkpoint_counters())
         records = [self.records.get(r.id) or RequestRecord(r, r.arrival_s) for r in self._requests]
         unfinished = sum(1 for r in records if r.finish_s is None)
         return SimResult(self._policy_name, records, stats, time.perf_counter() - wall0, unfinished,
-                         self.worker.num_failed_steps)
+                         self.worker.num_failed_steps, self.recompute)
+
+    def _checkpoint_counters(self) -> dict[str, float] | None:
+        if self.host_tier is None:
+            return None
+        tier = self.host_tier.stats
+        return {"host_tier_checkpoints": tier.num_checkpoints, "host_tier_restores": tier.num_restores,
+                "host_tier_refusals": tier.num_refusals, "host_tier_evictions": tier.num_evictions,
+                "host_tier_failed_restores": tier.num_failed_restores,
+                "host_tier_transfer_s": round(tier.transfer_s, 6)}
 
     def _step(self, plan: BatchPlan) -> None:
         result, dt = self.worker.execute(plan, self.clock.now())
+        self.recompute.observe(plan, result)
+        if self._on_step is not None:
+            self._on_step(plan, result, dt, self.clock.now())
         if dt > 0:
-            used = self.leases.worker(WORKER_ID).pool
-            self._kv_block_s += (used.num_blocks - used.num_free) * dt
+            # Blocks held by requests (the worker's, not the store's record, which also counts the
+            # blocks held ahead and lags by a sync).
+            self._kv_block_s += self.worker.num_used_blocks * dt
             self._busy_s += dt
         self.clock.advance(dt)
         self.num_steps += 1
@@ -217,6 +280,6 @@ class Simulation:
 
 
 def simulate(requests: Sequence[WorkloadRequest], policy: str, cost: CostModel, config: SimConfig | None = None,
-             progress: Callable[[float], None] | None = None) -> SimResult:
+             progress: Callable[[float], None] | None = None, on_step: StepObserver | None = None) -> SimResult:
     """Runs one policy over a workload; see `Simulation`."""
-    return Simulation(requests, policy, cost, config or SimConfig.from_cost_model(cost), progress).run()
+    return Simulation(requests, policy, cost, config or SimConfig.from_cost_model(cost), progress, on_step).run()

@@ -1,6 +1,7 @@
 """compose.yaml: valid for Compose v2 (`docker-compose config`), the same commands and LLMSERVE_*
-environment as `llmserve up --workers 2` (llmserve.launch), health-gated start order, restart
-policies, and only the gateway's port published."""
+environment as `llmserve up --workers 2 --tls` (llmserve_stack.launch; the cluster identity mounted
+as secrets instead of a certificate per process), health-gated start order, restart policies, and
+only the gateway's port published."""
 
 from __future__ import annotations
 
@@ -12,12 +13,28 @@ from typing import Any
 import pytest
 import yaml
 
-from llmserve.launch import StackConfig, service_specs
+from llmserve_stack.launch import ServiceSpec, StackConfig
 
-from .conftest import COMPOSE_FILE, DEPLOY_ONLY_VARS, GRPC_PORT, METRICS_PORT, REPO, clean_env, compose_config, tool, translate_addresses
+from .conftest import (
+    COMPOSE_FILE,
+    COMPOSE_TLS,
+    DEPLOY_ONLY_VARS,
+    HTTP_PORT,
+    GRPC_PORT,
+    METRICS_PORT,
+    REPO,
+    SERVICE_EXTRAS,
+    assert_settings_of,
+    clean_env,
+    compose_config,
+    specs_with_tls,
+    tool,
+    translate_addresses,
+    translate_tls,
+)
 
-# The stack compose.yaml stands for: `llmserve up --workers 2` with every other default.
-COMPOSE_STACK = StackConfig(num_workers=2)
+# The stack compose.yaml stands for: `llmserve up --workers 2 --tls` with every other default.
+COMPOSE_STACK = StackConfig(num_workers=2, tls=True)
 OBSERVABILITY_UIS = {"jaeger": 16686, "grafana": 3000}
 
 
@@ -29,6 +46,11 @@ def config() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def services(config: dict[str, Any]) -> dict[str, Any]:
     return config["services"]
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory: pytest.TempPathFactory) -> list[ServiceSpec]:
+    return specs_with_tls(COMPOSE_STACK, tmp_path_factory.mktemp("tls"))
 
 
 def _llmserve_services(services: dict[str, Any]) -> dict[str, Any]:
@@ -66,8 +88,8 @@ def test_validator_rejects_a_broken_file(tmp_path: Path) -> None:
     assert result.returncode != 0 and "schedulerr" in result.stderr
 
 
-def test_commands_and_env_match_llmserve_up(services: dict[str, Any]) -> None:
-    specs = service_specs(COMPOSE_STACK)
+def test_commands_and_env_match_llmserve_up(services: dict[str, Any], launched: list[ServiceSpec]) -> None:
+    specs = launched
     address_to_name = {spec.address: spec.name for spec in specs}
     dns = {spec.name: f"{spec.name}:{GRPC_PORT}" for spec in specs}
     assert set(_llmserve_services(services)) == {spec.name for spec in specs}
@@ -76,8 +98,32 @@ def test_commands_and_env_match_llmserve_up(services: dict[str, Any]) -> None:
         assert service["command"] == spec.argv(python="python"), spec.name
         env = service["environment"]
         launched = {k: v for k, v in env.items() if k not in DEPLOY_ONLY_VARS and not k.startswith("OTEL_")}
-        expected = translate_addresses(spec.env, address_to_name, f"0.0.0.0:{GRPC_PORT}", dns)
+        ours = {k: v for k, v in spec.env.items() if k not in DEPLOY_ONLY_VARS}
+        expected = translate_tls(translate_addresses(ours, address_to_name, f"0.0.0.0:{GRPC_PORT}", dns), COMPOSE_TLS)
         assert launched == expected, spec.name
+
+
+def test_every_service_mounts_the_cluster_identity(config: dict[str, Any], services: dict[str, Any]) -> None:
+    files = {name: Path(secret["file"]).name for name, secret in config["secrets"].items()}
+    assert files == {"llmserve-ca": "ca.crt", "llmserve-cert": "tls.crt", "llmserve-key": "tls.key"}
+    assert {Path(secret["file"]).parent for secret in config["secrets"].values()} == {REPO / "deploy" / "tls"}
+    for name, service in _llmserve_services(services).items():
+        mounted = {secret["target"] for secret in service["secrets"]}
+        assert mounted == set(COMPOSE_TLS.values()), name
+        assert {k: v for k, v in service["environment"].items() if k in COMPOSE_TLS} == COMPOSE_TLS, name
+
+
+def test_every_variable_is_a_setting_of_its_service(services: dict[str, Any], launched: list[ServiceSpec]) -> None:
+    for spec in launched:
+        assert_settings_of(spec.module, services[spec.name]["environment"], f"compose.yaml {spec.name}")
+
+
+def test_each_service_builds_its_own_image(services: dict[str, Any], launched: list[ServiceSpec]) -> None:
+    for spec in launched:
+        service, extras = services[spec.name], SERVICE_EXTRAS[spec.module]
+        assert service["build"]["args"] == {"EXTRAS": extras}, spec.name
+        assert service["build"]["dockerfile"] == "deploy/docker/Dockerfile", spec.name
+        assert service["image"] == f"llmserve:cpu-{extras}", spec.name
 
 
 def test_start_order_is_health_gated(services: dict[str, Any]) -> None:
@@ -107,7 +153,7 @@ def test_every_service_restarts_and_drains(services: dict[str, Any]) -> None:
 
 def test_only_the_gateway_is_published(services: dict[str, Any]) -> None:
     published = {name: s["ports"] for name, s in services.items() if s.get("ports")}
-    assert [p["target"] for p in published.pop("gateway")] == [GRPC_PORT]
+    assert [p["target"] for p in published.pop("gateway")] == [GRPC_PORT, HTTP_PORT]
     for name, ports in published.items():
         # Trace/metric UIs are for the operator on this host only.
         assert [(p["host_ip"], p["target"]) for p in ports] == [("127.0.0.1", OBSERVABILITY_UIS[name])], name

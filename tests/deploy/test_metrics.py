@@ -9,7 +9,9 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from llmserve.runtime.metrics import ServiceMetrics, add_metrics_flag, class_label, serve_metrics, start_metrics_server
+from llmserve.runtime.metrics import ServiceMetrics, class_label, serve_metrics, start_metrics_server
+from llmserve.runtime.service_settings import ServiceSettings
+from llmserve.settings import add_settings, config_from_args
 
 
 def test_registries_are_independent() -> None:
@@ -64,14 +66,16 @@ def test_class_label(value: str | int, label: str) -> None:
 
 
 def test_metrics_port_flag_reads_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    parser = argparse.ArgumentParser()
-    add_metrics_flag(parser)
-    assert parser.parse_args([]).metrics_port == 0
+    def metrics_port(argv: list[str]) -> int:
+        parser = argparse.ArgumentParser()
+        add_settings(parser, ServiceSettings)
+        return config_from_args(ServiceSettings, parser.parse_args(argv)).metrics_port
+
+    monkeypatch.delenv("LLMSERVE_METRICS_PORT", raising=False)
+    assert metrics_port([]) == 0
     monkeypatch.setenv("LLMSERVE_METRICS_PORT", "9464")
-    parser = argparse.ArgumentParser()
-    add_metrics_flag(parser)
-    assert parser.parse_args([]).metrics_port == 9464
-    assert parser.parse_args(["--metrics-port", "0"]).metrics_port == 0
+    assert metrics_port([]) == 9464
+    assert metrics_port(["--metrics-port", "0"]) == 0
 
 
 def test_port_zero_is_off_and_bad_port_is_refused() -> None:

@@ -1,4 +1,4 @@
-"""Fixtures that start the four services as separate processes (`llmserve.supervisor.Stack`)."""
+"""Fixtures that start the four services as separate processes (`llmserve_stack.supervisor.Stack`)."""
 
 from __future__ import annotations
 

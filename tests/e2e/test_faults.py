@@ -2,7 +2,8 @@
 starts them): a worker SIGKILLed mid-generation loses its KV leases at the TTL (its blocks return
 to its pool, a late release is refused without harm), the scheduler re-routes its requests to
 the other worker, and every accepted request finishes with exactly the tokens of an undisturbed
-run: none is lost."""
+run: none is lost. Nothing restarts the dead worker here (no `Stack.supervise`), so its leases
+expire; test_service_faults.py kills each service under the supervisor."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ import tempfile
 import grpc
 import pytest
 
-from llmserve.launch import StackConfig, free_port, service_specs
+from llmserve_stack.launch import StackConfig, free_port, service_specs
 from llmserve.runtime.channel import open_channel
-from llmserve.supervisor import Stack
+from llmserve_stack.supervisor import Stack
 from llmserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, kvstore_pb2, kvstore_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -46,7 +47,7 @@ async def _pool(kv: kvstore_pb2_grpc.KvStoreStub, worker_id: str) -> kvstore_pb2
 async def test_sigkilled_worker_loses_leases_and_its_requests_finish_elsewhere() -> None:
     # float32: a recomputed request must reproduce its undisturbed tokens exactly, and in bfloat16 a
     # prefill and a decode of the same position round differently (random weights give near-ties).
-    config = StackConfig(port=0, num_workers=2, model="default", load_format="dummy", num_kv_blocks=96,
+    config = StackConfig(port=0, http_port=0, num_workers=2, model="default", load_format="dummy", num_kv_blocks=96,
                          max_num_seqs=8, lease_ttl_s=LEASE_TTL_S, log_format="text", policy="bros", dtype="float32")
     specs = service_specs(config, ports={"gateway": free_port()})
     with tempfile.TemporaryDirectory() as log_dir:

@@ -8,12 +8,13 @@ import asyncio
 import os
 import tempfile
 
+import aiohttp
 import grpc
 import pytest
 
-from llmserve.launch import StackConfig, free_port, service_specs
+from llmserve_stack.launch import StackConfig, free_port, service_specs
 from llmserve.runtime.channel import open_channel
-from llmserve.supervisor import Stack
+from llmserve_stack.supervisor import Stack
 from llmserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, kvstore_pb2, kvstore_pb2_grpc
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -69,7 +70,9 @@ def _rt_request(prompt: str, max_tokens: int, **kw: object) -> gateway_pb2.Gener
 async def test_four_processes_stream_the_greedy_reference(hf_greedy_reference: list[int]) -> None:
     # float32: the reference is transformers' float32 greedy output, token for token (bfloat16, the
     # CPU default where the hardware has it, is held to its stated bounds in test_smollm2_parity.py).
-    config = StackConfig(port=0, num_workers=1, model="default", num_kv_blocks=256, log_format="text", dtype="float32")
+    http_port = free_port()
+    config = StackConfig(port=0, http_port=http_port, num_workers=1, model="default", num_kv_blocks=256,
+                         log_format="text", dtype="float32")
     specs = service_specs(config, ports={"gateway": free_port()})
     with tempfile.TemporaryDirectory() as log_dir:
         async with Stack(specs, log_dir=log_dir) as stack:
@@ -99,7 +102,8 @@ async def test_four_processes_stream_the_greedy_reference(hf_greedy_reference: l
                         service_class=common_pb2.SERVICE_CLASS_BEST_EFFORT)))
                 assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "prompt" in err.value.details()
 
-                # A client that goes away mid-stream: its KV blocks come back within a step.
+                # A client that goes away mid-stream: its KV blocks come back within a step (to the
+                # worker's reserve), and to the store once the idle worker gives its reserve back.
                 stats = await kv.GetPoolStats(kvstore_pb2.GetPoolStatsRequest(worker_id="worker-0"), timeout=5)
                 total = stats.num_blocks
                 call = stub.Generate(_rt_request("Tell me a very long story about a dragon.", 400))
@@ -121,5 +125,24 @@ async def test_four_processes_stream_the_greedy_reference(hf_greedy_reference: l
                 # The same greedy request again still matches (the cancelled one left nothing behind).
                 tokens_again, _, _ = await _collect(stub, _rt_request(PROMPT, NUM_TOKENS))
                 assert tokens_again == hf_greedy_reference
+
+                # The OpenAI-compatible front of the same gateway: the same greedy text, and a
+                # client that drops its SSE stream gives its KV blocks back too.
+                async with aiohttp.ClientSession(f"http://127.0.0.1:{http_port}") as http:
+                    body = {"prompt": PROMPT, "max_tokens": NUM_TOKENS, "temperature": 0, "ignore_eos": True}
+                    async with http.post("/v1/completions", json=body) as response:
+                        assert (await response.json())["choices"][0]["text"] == text
+                    dropped = await http.post("/v1/completions", json={**body, "max_tokens": 400, "stream": True})
+                    for _ in range(3):
+                        await dropped.content.readline()
+                    busy = await kv.GetPoolStats(kvstore_pb2.GetPoolStatsRequest(worker_id="worker-0"), timeout=5)
+                    assert busy.num_free < total
+                    dropped.close()
+                for _ in range(100):
+                    stats = await kv.GetPoolStats(kvstore_pb2.GetPoolStatsRequest(worker_id="worker-0"), timeout=5)
+                    if stats.num_free == total:
+                        break
+                    await asyncio.sleep(0.05)
+                assert stats.num_free == total and stats.num_leases == 0
         # Stack exited: every process is gone.
         assert all(p.poll() is not None for p in processes)

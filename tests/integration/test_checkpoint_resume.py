@@ -130,8 +130,14 @@ async def _preempt_then_resume(stack: Stack, resume_on: int, lose_checkpoint: bo
     async with open_channel(stack.kvstore.address) as channel:
         kv = kvstore_pb2_grpc.KvStoreStub(channel)
         assert await _wait_complete(kv, rid) == computed
-        stats = await kv.GetPoolStats(kvstore_pb2.GetPoolStatsRequest(worker_id="w-a"))
-        assert stats.num_leases == 0 and stats.num_free == stats.num_blocks  # the device blocks went back
+        # The device blocks went back: to the worker's reserve at once, which the idle worker gives
+        # back to the store within its sync interval.
+        for _ in range(100):
+            stats = await kv.GetPoolStats(kvstore_pb2.GetPoolStatsRequest(worker_id="w-a"))
+            if stats.num_free == stats.num_blocks:
+                break
+            await asyncio.sleep(0.05)
+        assert stats.num_leases == 0 and stats.num_free == stats.num_blocks
         if lose_checkpoint:
             assert (await kv.DropCheckpoint(kvstore_pb2.DropCheckpointRequest(request_id=rid))).dropped
     session = first if resume_on == 0 else Session(stack.workers[1].address)

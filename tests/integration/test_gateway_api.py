@@ -25,8 +25,7 @@ from llmserve.errors import CapacityError, ConflictError, InvalidRequestError, U
 from llmserve.runtime.channel import open_channel
 from llmserve.runtime.server import ServiceServer
 from llmserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
-
-worker_server = pytest.importorskip("worker_svc.server", reason="the worker service is not in the tree yet")
+from worker_svc import server as worker_server
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -76,7 +75,11 @@ async def stack() -> AsyncIterator[Stack]:
         scheduler = await start_scheduler(SchedulerServiceConfig(worker_addrs=(worker.address,), kvstore_addr=kvstore.address))
         servers.append(scheduler)
         tokenizer = await loading
-        gateway = await start_gateway(GatewayConfig(scheduler_addr=scheduler.address, max_concurrent_requests=64), tokenizer=tokenizer)
+        # A lost scheduler is waited for 1 s (not the default minute) before streams fail: the
+        # last test below loses it for good.
+        gateway = await start_gateway(GatewayConfig(scheduler_addr=scheduler.address, max_concurrent_requests=64,
+                                                    scheduler_outage_s=1.0, http_address="127.0.0.1:0"),
+                                      tokenizer=tokenizer)
         servers.append(gateway)
         limits = gateway.service.model.limits  # type: ignore[union-attr]
         yield Stack(gateway, scheduler, servers, tokenizer, limits.vocab_size, limits.max_context_length)
@@ -118,13 +121,14 @@ async def scheduler_idle(stack: Stack, timeout_s: float = 5.0) -> bool:
 # ---- bad input ---------------------------------------------------------------------------------
 
 def _req(**kw: Any) -> gateway_pb2.GenerateRequest:
-    return build_request(kw.pop("prompt", "Hello"), **kw)
+    return build_request(kw.pop("prompt", "Hello"), **{"service_class": "best_effort", **kw})
 
 
 def _bad_cases(vocab: int, context: int) -> list[tuple[str, gateway_pb2.GenerateRequest, tuple[str, ...]]]:
     no_prompt = gateway_pb2.GenerateRequest()
     no_prompt.slo.service_class = common_pb2.SERVICE_CLASS_BEST_EFFORT
-    no_class = gateway_pb2.GenerateRequest(text="Hello")
+    targets_only = gateway_pb2.GenerateRequest(text="Hello")
+    targets_only.slo.ttft_ms = 100.0
     unknown_class = _req()
     unknown_class.slo.service_class = 7  # type: ignore[assignment]
     return [
@@ -145,7 +149,7 @@ def _bad_cases(vocab: int, context: int) -> list[tuple[str, gateway_pb2.Generate
         ("negative top_k", _req(top_k=-1), ("sampling.top_k is -1",)),
         ("stop token id out of vocabulary", _req(stop_token_ids=[vocab + 5]), ("sampling.stop_token_ids[0]",)),
         ("empty stop string", _req(stop=["ok", ""]), ("sampling.stop[1] is empty",)),
-        ("missing service class", no_class, ("slo.service_class is missing",)),
+        ("targets without a class", targets_only, ("slo.service_class is missing",)),
         ("unknown service class", unknown_class, ("slo.service_class = 7",)),
         ("real-time without targets", _req(service_class="real_time"), ("slo.ttft_ms must be > 0",)),
         ("real-time without tpot", _req(service_class="real_time", ttft_ms=100.0), ("slo.tpot_ms must be > 0",)),
@@ -191,7 +195,8 @@ async def test_bad_requests_do_not_disturb_a_concurrent_good_one(stack: Stack, c
 
 async def test_stream_decodes_to_its_tokens_with_usage_on_the_last_message(stack: Stack, client: GatewayClient) -> None:
     prompt = "The capital of France is"
-    responses = await collect(client, prompt, max_tokens=10, temperature=0.0, ignore_eos=True, request_id="usage-1")
+    responses = await collect(client, prompt, max_tokens=10, temperature=0.0, ignore_eos=True, request_id="usage-1",
+                              service_class="best_effort")
     assert all(r.request_id == "usage-1" for r in responses)
     assert all(r.finish_reason == 0 and not r.HasField("usage") for r in responses[:-1])
     last = responses[-1]
@@ -204,6 +209,24 @@ async def test_stream_decodes_to_its_tokens_with_usage_on_the_last_message(stack
     assert usage.completion_tokens == 10
     assert usage.ttft_ms > 0 and usage.mean_tpot_ms > 0
     assert usage.slo_attained  # best-effort, finished
+
+
+async def test_a_bare_request_runs_under_the_default_slo_and_says_so(stack: Stack) -> None:
+    async with open_channel(stack.address) as channel:
+        stub = gateway_pb2_grpc.GatewayStub(channel)
+        responses = [r async for r in stub.Generate(gateway_pb2.GenerateRequest(text="Hello"))]
+    last = responses[-1]
+    assert last.finish_reason in (LENGTH, STOP) and last.usage.completion_tokens >= 1
+    assert last.slo.service_class == common_pb2.SERVICE_CLASS_REAL_TIME
+    assert (last.slo.ttft_ms, last.slo.tpot_ms) == (2000.0, 200.0)  # GatewayConfig's defaults
+    assert not any(r.HasField("slo") for r in responses[:-1])
+
+
+async def test_the_last_response_names_an_explicit_slo(client: GatewayClient) -> None:
+    responses = await collect(client, "Hi", max_tokens=2, service_class="deadline", deadline_ms=90_000.0, priority=4)
+    slo = responses[-1].slo
+    assert (slo.service_class, slo.deadline_ms, slo.priority) == (common_pb2.SERVICE_CLASS_DEADLINE, 90_000.0, 4)
+    assert not slo.HasField("ttft_ms")
 
 
 async def test_chat_template_is_applied(stack: Stack, client: GatewayClient) -> None:
@@ -288,7 +311,7 @@ async def test_finished_requests_are_counted_in_metrics(stack: Stack, client: Ga
 
 
 async def test_busy_gateway_answers_resource_exhausted_and_drains_gracefully(stack: Stack) -> None:
-    config = GatewayConfig(scheduler_addr=stack.scheduler.address, max_concurrent_requests=1)
+    config = GatewayConfig(scheduler_addr=stack.scheduler.address, max_concurrent_requests=1, http_address="")
     small = await start_gateway(config, tokenizer=stack.tokenizer)
     try:
         async with GatewayClient(small.address) as c:
@@ -308,13 +331,17 @@ async def test_busy_gateway_answers_resource_exhausted_and_drains_gracefully(sta
 
 
 # Runs last (file order): it stops the module's scheduler.
-async def test_losing_the_scheduler_is_unavailable_to_clients(stack: Stack, client: GatewayClient) -> None:
+async def test_losing_the_scheduler_for_good_is_unavailable_to_clients(stack: Stack, client: GatewayClient) -> None:
     stream = client.generate("Hello", max_tokens=500, ignore_eos=True)
     await stream.__anext__()
     await stack.scheduler.stop(0)
+    loop = asyncio.get_running_loop()
+    lost = loop.time()
     with pytest.raises(UnavailableError, match="scheduler"):
         async for _ in stream:
             pass
+    # The stream waited for the scheduler to come back (scheduler_outage_s) before it failed.
+    assert loop.time() - lost >= 0.9
     with pytest.raises(UnavailableError, match="scheduler"):
         await collect(client, "Hello")
     assert len(stack.gateway.service.registry) == 0  # type: ignore[union-attr]

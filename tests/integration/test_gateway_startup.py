@@ -32,7 +32,7 @@ def tokenizer() -> Any:
 
 async def test_unavailable_while_waiting_for_the_scheduler_then_start_fails(tokenizer: Any) -> None:
     address = f"127.0.0.1:{free_port()}"
-    config = GatewayConfig(scheduler_addr=f"127.0.0.1:{free_port()}", scheduler_timeout_s=2.0)
+    config = GatewayConfig(scheduler_addr=f"127.0.0.1:{free_port()}", scheduler_timeout_s=2.0, http_address="127.0.0.1:0")
     starting = asyncio.create_task(start_gateway(config, address, tokenizer=tokenizer))
     async with open_channel(address) as channel:
         health = health_pb2_grpc.HealthStub(channel)

@@ -1,5 +1,5 @@
 """The real KV store service on 127.0.0.1:0 through the generated stubs: pools, atomic Apply and its
-status codes, heartbeats against expiry, the capacity stream, and multi-megabyte checkpoints
+status codes (one error of each kind of the store's, and a bug as INTERNAL), heartbeats against expiry, the capacity stream, and multi-megabyte checkpoints
 chunked both ways and restored byte-exact."""
 
 from __future__ import annotations
@@ -334,6 +334,63 @@ async def test_cancelled_checkpoint_keeps_nothing(stub: kvstore_pb2_grpc.KvStore
         return (await stats()).num_checkpoints == 0
 
     await wait_for(dropped)
+
+
+async def _status_of(call) -> tuple[grpc.StatusCode, str]:  # type: ignore[no-untyped-def]
+    """The status of a failed call, unary or server-streaming."""
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        if hasattr(call, "__aiter__"):
+            async for _ in call:
+                pass
+        else:
+            await call
+    return info.value.code(), info.value.details() or ""
+
+
+async def test_each_store_error_reaches_the_client_with_the_code_of_its_shared_base(
+    stub: kvstore_pb2_grpc.KvStoreStub,
+) -> None:
+    """One trigger per error class of kvstore_svc.core.errors, made in this order; the codes are
+    those of the shared errors they subclass."""
+    Code = grpc.StatusCode
+    await register(stub, "w0", 4)
+    await send(stub, chunks_of("half", {0: block_bytes_of(0)}, piece=BLOCK_BYTES))  # never final
+    await send(stub, chunks_of("done", {0: block_bytes_of(1)}, piece=BLOCK_BYTES, final_tokens=3))
+    big = {i: block_bytes_of(i) for i in range(20)}  # 10 MiB: more than the 8 MiB host tier
+    cases = {
+        "OutOfBlocksError": (lambda: stub.Apply(kvstore_pb2.ApplyRequest(worker_id="w0", leases=[lease("a", BE, 5)])),
+                             Code.RESOURCE_EXHAUSTED),
+        "UnknownWorkerError": (lambda: stub.GetPoolStats(kvstore_pb2.GetPoolStatsRequest(worker_id="ghost")), Code.NOT_FOUND),
+        "UnknownCheckpointError": (lambda: stub.Restore(kvstore_pb2.RestoreRequest(request_id="half")), Code.NOT_FOUND),
+        "InvalidSpecError": (lambda: stub.Apply(kvstore_pb2.ApplyRequest(worker_id="w0", leases=[lease("", BE, 1)])),
+                             Code.INVALID_ARGUMENT),
+        "CheckpointMismatchError": (lambda: stub.Restore(kvstore_pb2.RestoreRequest(request_id="done", dtype="float16")),
+                                    Code.INVALID_ARGUMENT),
+        "GeometryConflictError": (lambda: register(stub, "w0", 8), Code.ALREADY_EXISTS),
+        # Last: the host tier evicts what it can before it refuses.
+        "HostTierFullError": (lambda: send(stub, chunks_of("big", big, piece=1024 * KIB, final_tokens=1)),
+                              Code.RESOURCE_EXHAUSTED),
+    }
+    seen = {name: (await _status_of(call()))[0] for name, (call, _) in cases.items()}
+    assert seen == {name: code for name, (_, code) in cases.items()}
+
+
+async def test_a_bug_in_the_store_is_internal_and_its_text_stays_in_the_log(
+    stub: kvstore_pb2_grpc.KvStoreStub, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from kvstore_svc.core import KvStore
+
+    def broken(self: KvStore, worker_id: str) -> None:
+        raise KeyError(f"token=hunter2 in the pool of {worker_id}")
+
+    await register(stub, "w0", 4)
+    monkeypatch.setattr(KvStore, "pool_stats", broken)
+    code, details = await _status_of(stub.GetPoolStats(kvstore_pb2.GetPoolStatsRequest(worker_id="w0")))
+    assert code == grpc.StatusCode.INTERNAL and details.startswith("internal error ")
+    assert "hunter2" not in details and "KeyError" not in details
+    assert any("hunter2" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
+    monkeypatch.undo()  # the server still serves
+    assert (await stub.GetPoolStats(kvstore_pb2.GetPoolStatsRequest(worker_id="w0"))).num_blocks == 4
 
 
 def free_port() -> int:

@@ -70,13 +70,16 @@ async def stack() -> AsyncIterator[Stack]:
         loading = asyncio.create_task(asyncio.to_thread(load_tokenizer, resolve_model("default")))
         kvstore = await start_kvstore(KvStoreConfig(), "127.0.0.1:0", metrics=metrics["kvstore"])
         servers.append(kvstore)
+        # Sync interval 0: the store hears of each step's leases right after it, so even this short
+        # request's blocks reach the store (and its lease span the trace) while it runs.
         worker_config = WorkerConfig(model="default", load_format="dummy", warmup=False, kvstore_addr=kvstore.address,
                                      worker_id=WORKER_ID, num_kv_blocks=NUM_KV_BLOCKS, block_size=16,
-                                     max_num_batched_tokens=256, max_num_seqs=8, device="cpu", dtype="float32")
+                                     max_num_batched_tokens=256, max_num_seqs=8, device="cpu", dtype="float32",
+                                     kv_sync_interval_s=0.0)
         servers.append(await start_worker(worker_config, "127.0.0.1:0", metrics=metrics["worker"]))
         scheduler_config = SchedulerServiceConfig(worker_addrs=(servers[-1].address,), kvstore_addr=kvstore.address)
         servers.append(await start_scheduler(scheduler_config, "127.0.0.1:0", metrics=metrics["scheduler"]))
-        gateway = await start_gateway(GatewayConfig(scheduler_addr=servers[-1].address), "127.0.0.1:0",
+        gateway = await start_gateway(GatewayConfig(scheduler_addr=servers[-1].address, http_address=""), "127.0.0.1:0",
                                       metrics=metrics["gateway"], tokenizer=await loading)
         servers.append(gateway)
         yield Stack(exporter, gateway, metrics)

@@ -1,7 +1,10 @@
 """The real worker server with the real KV store server, both on 127.0.0.1:0: Describe, a
 pipelined Execute stream that prefills (chunked) and decodes a tiny Llama and matches Hugging
-Face's greedy tokens, blocks leased and released per the store's stats, and the failure paths
-(bad plan, refused lease, a second stream)."""
+Face's greedy tokens, with its blocks leased ahead (only the first step waits for the store, which
+learns of every lease within the sync interval), the failure paths (bad plan, refused lease, a
+second stream), and a store that goes away and comes back: steps within the blocks held ahead go
+on, one that needs more fails as KV_UNAVAILABLE, and the restarted store is rebuilt from the
+worker's declaration."""
 
 from __future__ import annotations
 
@@ -62,6 +65,32 @@ async def _stats(stub: kvstore_pb2_grpc.KvStoreStub) -> kvstore_pb2.PoolStats:
     return await stub.GetPoolStats(kvstore_pb2.GetPoolStatsRequest(worker_id="w-test"))
 
 
+def _usage(stats: kvstore_pb2.PoolStats) -> tuple[int, int, int]:
+    return stats.num_best_effort, stats.num_real_time, stats.num_leases
+
+
+async def _until_stats(stub: kvstore_pb2_grpc.KvStoreStub, predicate, timeout_s: float = 5.0) -> kvstore_pb2.PoolStats:
+    """The store's stats once `predicate` holds: the worker tells it in batches, within its sync
+    interval (1 s by default)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        try:
+            stats = await _stats(stub)
+        except grpc.aio.AioRpcError as err:  # a store just restarted: not reached yet, or the pool not re-declared
+            assert err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND), err
+            assert loop.time() < deadline, f"the store never answered: {err}"
+            await asyncio.sleep(0.05)
+            continue
+        if predicate(stats):
+            break
+        assert loop.time() < deadline, f"the store's stats never got there: {stats}"
+        await asyncio.sleep(0.02)
+    # Every block is in one place: free, held ahead by the worker, or leased to a request.
+    assert stats.num_free + stats.num_reserved + stats.num_real_time + stats.num_best_effort == stats.num_blocks
+    return stats
+
+
 async def test_describe_reports_model_and_pool(stack) -> None:
     worker, kvstore, _ = stack
     await wait_healthy(worker.address, timeout_s=5)
@@ -103,27 +132,26 @@ async def test_pipelined_execute_matches_hf_greedy_and_leases_blocks(stack) -> N
                 await call.write(plans[i + 1])  # plan N+1 is in flight before result N is read
             result = await call.read()
             assert result.step_id == plan.step_id and not result.error, result.error
-            assert result.timing.forward_ns > 0 and result.timing.total_ns >= result.timing.forward_ns
+            timing = result.timing
+            assert timing.forward_ns > 0 and timing.total_ns >= timing.forward_ns
+            assert timing.plan_decode_ns > 0 and timing.encode_ns > 0
+            # Only the first step waits for the store (an idle worker holds nothing ahead); the
+            # others take their blocks from the reserve that sync filled.
+            assert timing.kv_rpcs == (1 if i == 0 else 0), (i, timing.kv_rpcs)
             for token in result.sampled:
                 got[token.request_id].append(token.token_id)
             if i == 0:
-                assert (result.timing.num_prefill_tokens, result.timing.num_decode_seqs) == (11, 0)
-                stats = await _stats(kv)
+                assert (timing.num_prefill_tokens, timing.num_decode_seqs) == (11, 0)
                 # a: 6 tokens → 2 blocks (best-effort end); b: 5 tokens → 2 blocks (real-time end).
-                assert (stats.num_best_effort, stats.num_real_time, stats.num_leases) == (2, 2, 2)
-        stats = await _stats(kv)
+                stats = await _until_stats(kv, lambda s: _usage(s) == (2, 2, 2))
+                assert stats.num_reserved > 0
         # a was released by the last plan; b holds ceil((5 + 9) / 4) = 4 blocks.
-        assert (stats.num_best_effort, stats.num_real_time, stats.num_leases) == (0, 4, 1)
+        await _until_stats(kv, lambda s: _usage(s) == (0, 4, 1))
         await call.done_writing()
         assert await call.read() == grpc.aio.EOF
         assert await call.code() == grpc.StatusCode.OK
-        # Closing the stream dropped b's state and released its blocks.
-        for _ in range(50):
-            stats = await _stats(kv)
-            if stats.num_leases == 0:
-                break
-            await asyncio.sleep(0.05)
-        assert (stats.num_free, stats.num_leases) == (NUM_BLOCKS, 0)
+        # Closing the stream dropped b's state, released its blocks and gave the reserve back.
+        await _until_stats(kv, lambda s: (s.num_free, s.num_leases, s.num_reserved) == (NUM_BLOCKS, 0, 0))
     assert got == {"a": expected["a"], "b": expected["b"]}
 
 
@@ -136,6 +164,7 @@ async def test_failed_steps_answer_errors_and_the_stream_goes_on(stack) -> None:
         await call.write(worker_pb2.BatchPlan(step_id=0, scheduled=[_sched("ghost", 1, 3)]))
         result = await call.read()
         assert "ghost" in result.error and "unknown" in result.error and not result.sampled
+        assert result.error_code == worker_pb2.STEP_ERROR_CODE_INVALID_PLAN
         # Wrong num_computed_tokens for a new request.
         await call.write(worker_pb2.BatchPlan(step_id=1, new_requests=[_new("x", [1, 2, 3], BE)],
                                               scheduled=[_sched("x", 3, 2)]))
@@ -148,15 +177,17 @@ async def test_failed_steps_answer_errors_and_the_stream_goes_on(stack) -> None:
         assert not result.error  # 60 tokens = 15 blocks fit
         await call.write(worker_pb2.BatchPlan(step_id=3, scheduled=[_sched("big", 60, 60, sample=False)]))
         result = await call.read()
-        assert "RESOURCE_EXHAUSTED" in result.error
-        assert (await _stats(kv)).num_leases == 1  # nothing changed in the store: big still holds 15
+        assert "RESOURCE_EXHAUSTED" in result.error and result.error_code == worker_pb2.STEP_ERROR_CODE_KV_REFUSED
+        # Nothing more was leased: big still holds its 15 blocks (the store hears of them in a batch).
+        await _until_stats(kv, lambda s: _usage(s) == (15, 0, 1))
         # The failed step dropped "big"; re-admitting it works and its old lease is released first.
         await call.write(worker_pb2.BatchPlan(step_id=4, new_requests=[_new("big", long[:8], BE)],
                                               scheduled=[_sched("big", 8, 0)]))
         result = await call.read()
         assert not result.error and [t.request_id for t in result.sampled] == ["big"]
-        stats = await _stats(kv)
-        assert (stats.num_best_effort, stats.num_leases) == (2, 1)
+        assert result.error_code == worker_pb2.STEP_ERROR_CODE_UNSPECIFIED
+        assert result.timing.kv_rpcs == 0  # its 2 blocks came from the 15 released into the reserve
+        await _until_stats(kv, lambda s: _usage(s) == (2, 0, 1))
         # One stream per worker: a second Execute is refused while this one is open.
         second = worker_pb2_grpc.WorkerStub(wch).Execute()
         await second.write(worker_pb2.BatchPlan(step_id=0))
@@ -165,3 +196,73 @@ async def test_failed_steps_answer_errors_and_the_stream_goes_on(stack) -> None:
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         await call.done_writing()
         assert await call.read() == grpc.aio.EOF
+
+
+async def test_an_unreachable_store_fails_the_step_as_kv_unavailable(stack) -> None:
+    worker, kvstore, _ = stack
+    async with open_channel(worker.address) as wch:
+        call = worker_pb2_grpc.WorkerStub(wch).Execute()
+        await kvstore.stop(0.1)
+        await call.write(worker_pb2.BatchPlan(step_id=0, new_requests=[_new("a", [1, 2, 3], BE)],
+                                              scheduled=[_sched("a", 3, 0)]))
+        result = await call.read()
+        # An idle worker holds nothing ahead: this step needs the store.
+        assert result.error_code == worker_pb2.STEP_ERROR_CODE_KV_UNAVAILABLE and "UNAVAILABLE" in result.error
+        assert not result.sampled
+        call.cancel()
+
+
+async def test_steps_go_on_while_the_store_is_away_and_the_new_store_is_rebuilt_from_the_worker(tmp_path) -> None:
+    hf = save_tiny_checkpoint("llama", tmp_path)
+    kvstore = await start_kvstore(KvStoreConfig(lease_ttl_s=2.0))
+    port = kvstore.port
+    worker = await start_worker(WorkerConfig(
+        model=str(tmp_path), kvstore_addr=kvstore.address, worker_id="w-test", device="cpu", dtype="float32",
+        num_kv_blocks=NUM_BLOCKS, block_size=BLOCK, max_num_batched_tokens=64, max_num_seqs=8, kv_reserve_blocks=2,
+        warmup=False))
+    prompt = [5, 17, 33, 2, 71, 9]
+    expected = _hf_greedy(hf, prompt, 20)
+    got: list[int] = []
+    try:
+        async with open_channel(worker.address) as wch:
+            call = worker_pb2_grpc.WorkerStub(wch).Execute()
+
+            async def step(step_id: int, **fields) -> worker_pb2.StepResult:
+                await call.write(worker_pb2.BatchPlan(step_id=step_id, **fields))
+                result = await call.read()
+                got.extend(t.token_id for t in result.sampled)
+                return result
+
+            # 6 prompt tokens: 2 blocks from the store, and 2 more held ahead at each end.
+            first = await step(0, new_requests=[_new("a", prompt, RT)], scheduled=[_sched("a", 6, 0)])
+            assert not first.error and first.timing.kv_rpcs == 1
+            await kvstore.stop(0)  # the store dies
+            # Decodes to 24 tokens fit the 2 blocks held and the 4 held ahead (the real-time
+            # request takes the best-effort part too): no store needed.
+            for i in range(1, 19):
+                result = await step(i, scheduled=[_sched("a", 1, 5 + i)])
+                assert not result.error and result.timing.kv_rpcs == 0, (i, result.error)
+            # Token 25 needs a 7th block: the store is needed, and away.
+            failed = await step(19, scheduled=[_sched("a", 1, 24)])
+            assert failed.error_code == worker_pb2.STEP_ERROR_CODE_KV_UNAVAILABLE, failed.error
+            kvstore = await start_kvstore(KvStoreConfig(lease_ttl_s=2.0), f"127.0.0.1:{port}")  # it comes back
+            async with open_channel(kvstore.address) as kch:
+                kv = kvstore_pb2_grpc.KvStoreStub(kch)
+                # The worker re-declares what it holds: "a"'s 6 blocks (its release is due with the next step).
+                stats = await _until_stats(kv, lambda s: s.num_real_time + s.num_reserved == 6, timeout_s=10.0)
+                assert stats.live and stats.num_blocks == NUM_BLOCKS
+                # The scheduler recomputes "a" from its 25 known tokens: the first 24 go into its old
+                # blocks, back from the reserve; the 25th needs a 7th block, from the store again
+                # (or from the refill the worker asked for in the background meanwhile).
+                known = prompt + got
+                again = await step(20, new_requests=[_new("a", known, RT)],
+                                   scheduled=[_sched("a", 24, 0, sample=False)])
+                assert not again.error and again.timing.kv_rpcs == 0, again.error
+                last = await step(21, scheduled=[_sched("a", 1, 24)])
+                assert not last.error and last.timing.kv_rpcs <= 1, last.error
+                await _until_stats(kv, lambda s: _usage(s) == (0, 7, 1))
+            call.cancel()
+    finally:
+        await worker.stop(0.5)
+        await kvstore.stop(0.5)
+    assert got == expected

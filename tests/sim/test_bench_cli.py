@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from llmserve.bench import add_bench_parser, run_bench
+from llmserve_stack.bench import add_bench_parser, run_bench
 from scheduler_svc.sim.workload import write_workload
 from tests.sim.helpers import TEST_COST, mixed_workload
 

@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from llmserve.launch import StackConfig, free_port, service_specs
-from llmserve.supervisor import Stack
-from scheduler_svc.sim.live import LiveConfig, replay
+from llmserve_stack.launch import StackConfig, free_port, service_specs
+from llmserve_stack.supervisor import Stack
+from llmserve_stack.live import LiveConfig, replay
 from scheduler_svc.sim.workload import WorkloadRequest, write_workload
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -31,7 +31,7 @@ def _workload() -> list[WorkloadRequest]:
 
 
 async def test_live_replay_streams_true_lengths_and_orders_workflows(tmp_path):
-    config = StackConfig(port=free_port(), model="default", load_format="dummy", policy="bros", num_kv_blocks=256,
+    config = StackConfig(port=free_port(), http_port=0, model="default", load_format="dummy", policy="bros", num_kv_blocks=256,
                          log_format="text")
     reqs = _workload()
     async with Stack(service_specs(config), log_dir=str(tmp_path / "logs")) as stack:
@@ -42,7 +42,7 @@ async def test_live_replay_streams_true_lengths_and_orders_workflows(tmp_path):
         workload = tmp_path / "w.jsonl"
         write_workload(workload, reqs)
         bench = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "llmserve.cli", "bench", "--workload", str(workload), "--engine", "live",
+            sys.executable, "-m", "llmserve_stack", "bench", "--workload", str(workload), "--engine", "live",
             "--address", address, "--policies", "bros", "--live-stop", "max_tokens", "--out", str(tmp_path / "out"),
             "--no-plots", "--live-timeout", "240")
         assert await asyncio.wait_for(bench.wait(), 300) == 0

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 
 import torch
 
-from worker_svc.core.request_state import RequestState
-from worker_svc.core.types import ServiceClass
+from llmserve.plan import RestoreSpec
+from llmserve.plan_book import RequestState
+from llmserve.types import ServiceClass, cdiv
 from worker_svc.model.kv_cache import KvCache
 
 
@@ -58,14 +59,6 @@ class CheckpointWrite:
     @property
     def nbytes(self) -> int:
         return sum(len(b) for b in self.blocks)
-
-
-@dataclass(frozen=True)
-class RestoreSpec:
-    """A resumed request whose first `num_tokens` tokens' KV come from its checkpoint."""
-
-    request_id: str
-    num_tokens: int
 
 
 @dataclass(frozen=True)
@@ -104,7 +97,8 @@ def write_blocks(cache: KvCache, block_ids: Sequence[int], blocks: Sequence[byte
 
 class CheckpointTracker:
     """Per request: how many leading blocks the store holds (sent or queued), and whether it may
-    hold anything at all (then a finish drops it). `lazy_blocks` 0 turns lazy writes off."""
+    hold anything at all (then a finish drops it). `lazy_blocks` (fixed at construction) 0 turns
+    lazy writes off."""
 
     def __init__(self, cache: KvCache, lazy_blocks: int) -> None:
         if lazy_blocks < 0:
@@ -112,10 +106,14 @@ class CheckpointTracker:
         self.cache = cache
         self.format = BlockFormat.of(cache)
         self.block_size = cache.spec.block_size
-        self.lazy_blocks = lazy_blocks
+        self._lazy_blocks = lazy_blocks
         self._saved: dict[str, int] = {}  # leading blocks held by the store
         self._known: set[str] = set()  # may hold a checkpoint in the store
         self._open: set[str] = set()  # lazy writes since the last final: incomplete in the store
+
+    @property
+    def lazy_blocks(self) -> int:
+        return self._lazy_blocks
 
     def saved_blocks(self, request_id: str) -> int:
         return self._saved.get(request_id, 0)
@@ -125,7 +123,7 @@ class CheckpointTracker:
         tokens = state.num_computed
         if tokens <= 0:
             return None
-        end = -(-tokens // self.block_size)
+        end = cdiv(tokens, self.block_size)
         first = min(self._saved.pop(state.request_id, 0), end)
         self._known.add(state.request_id)
         self._open.discard(state.request_id)
@@ -149,6 +147,16 @@ class CheckpointTracker:
             return True
         return False
 
+    def forget_store(self) -> list[str]:
+        """The store restarted: it holds nothing it had of ours. Forgets what was sent and returns
+        every request it may hold a checkpoint of (writes may have reached the new store since):
+        drop those, so a later write starts again from block 0."""
+        known = sorted(self._known | set(self._saved) | self._open)
+        self._saved.clear()
+        self._open.clear()
+        self._known.clear()
+        return known
+
     def restored(self, request_id: str, num_tokens: int) -> None:
         """The request resumed from a checkpoint: its full blocks are in the store already."""
         self._saved[request_id] = num_tokens // self.block_size
@@ -156,7 +164,8 @@ class CheckpointTracker:
 
     def lazy(self, states: Iterable[RequestState]) -> list[CheckpointWrite]:
         """Writes of newly full blocks of running non-real-time requests, `lazy_blocks` at a time."""
-        if not self.lazy_blocks:
+        lazy_blocks = self._lazy_blocks
+        if not lazy_blocks:
             return []
         writes = []
         for state in states:
@@ -164,7 +173,7 @@ class CheckpointTracker:
                 continue
             full = state.num_computed // self.block_size
             first = self._saved.get(state.request_id, 0)
-            if full - first >= self.lazy_blocks:
+            if full - first >= lazy_blocks:
                 writes.append(CheckpointWrite(state.request_id, first,
                                               read_blocks(self.cache, state.block_table[first:full])))
                 self._saved[state.request_id] = full
@@ -173,16 +182,15 @@ class CheckpointTracker:
         return writes
 
     def apply_restore(self, state: RequestState, spec: RestoreSpec, data: RestoredKv | None) -> bool:
-        """Copies a fetched checkpoint into the request's first blocks and marks those tokens
-        computed. False (nothing copied) when it is missing, of another format, or too short:
-        the caller then recomputes those tokens."""
+        """Copies a fetched checkpoint into the request's first blocks (the plan book then counts
+        those tokens computed). False (nothing copied) when it is missing, of another format, or
+        too short: the step then recomputes those tokens."""
         fmt = self.format
-        need = -(-spec.num_tokens // self.block_size)
+        need = cdiv(spec.num_tokens, self.block_size)
         if (data is None or data.dtype != fmt.dtype or tuple(data.shape) != fmt.shape
                 or data.num_tokens < spec.num_tokens or len(data.blocks) < need
                 or any(len(b) != fmt.nbytes for b in data.blocks[:need]) or len(state.block_table) < need):
             return False
         write_blocks(self.cache, state.block_table[:need], data.blocks[:need])
-        state.num_computed = spec.num_tokens
         self.restored(state.request_id, spec.num_tokens)
         return True

@@ -4,6 +4,13 @@ Determinism: output token i of a request uses one uniform number from a counter-
 keyed by (seed, i) (splitmix64), and inverse-CDF sampling over that request's own distribution.
 So the token depends only on the request's logits, parameters, seed and i: not on batch mates,
 preemption or which worker runs it. Order: temperature → top-k → top-p → sample.
+
+Temperature, numerically safe at every value >= 0: 0 is greedy (argmax; the first of tied tokens).
+Any T > 0 samples from softmax((logits - max) / T), computed in float64: the largest scaled logit
+is exactly 0 and the others are <= 0, so no value overflows to +inf and no NaN arises, however small
+T is (1e-38, a float32 or float64 denormal). As T shrinks, every token below the maximum gets
+probability 0 (its scaled logit underflows to -inf), which leaves the tied maximal tokens equally
+likely: in the limit, greedy. A huge T gives the uniform distribution over the vocabulary.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from collections.abc import Sequence
 
 import torch
 
-from worker_svc.core.types import SamplingParams
+from llmserve.types import SamplingParams
 
 _MASK64 = (1 << 64) - 1
 
@@ -51,13 +58,21 @@ def sample(
             tokens[r] = t
     for rows, fn in ((plain, _sample_plain), (filtered, _sample_filtered)):
         if rows:
-            temps = torch.tensor([params[r].temperature for r in rows], dtype=logits.dtype, device=logits.device)
+            temps = torch.tensor([params[r].temperature for r in rows], dtype=torch.float64, device=logits.device)
             u = torch.tensor([uniform(params[r].seed, draw_indices[r]) for r in rows], dtype=torch.float64,
                              device=logits.device)
-            scaled = logits[rows] / temps[:, None]  # [R, V]
+            scaled = _scale(logits[rows], temps)  # [R, V] float64
             for r, t in zip(rows, fn(scaled, [params[r] for r in rows], u).tolist()):
                 tokens[r] = t
     return tokens
+
+
+def _scale(logits: torch.Tensor, temps: torch.Tensor) -> torch.Tensor:
+    # logits [R, V], temps [R] float64 > 0 → [R, V] float64 (logits - row max) / T, max exactly 0.
+    # Dividing first (in float32, as before) overflowed: at T = 1e-38 every positive logit became
+    # +inf, softmax gave NaN and the inverse CDF the last token id.
+    shifted = logits.double() - logits.double().amax(dim=-1, keepdim=True)
+    return shifted / temps[:, None]
 
 
 def _inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

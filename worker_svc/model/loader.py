@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from llmserve.model_source import ModelSource, load_hf_config
+from llmserve.model_source import ModelSource, load_hf_config, transformers_attr
 from worker_svc.kernels.backend import AttentionBackend
 from worker_svc.model.config import ModelConfig
 from worker_svc.model.llama import LlamaModel
@@ -161,7 +161,7 @@ def _safetensors_weights(folder: Path) -> Iterator[tuple[str, torch.Tensor]]:
 def _gguf_weights(source: ModelSource) -> Iterator[tuple[str, torch.Tensor]]:
     """Dequantizes through transformers (it also undoes llama.cpp's q/k row permutation), then
     hands over its tensors one by one and drops the transformers model."""
-    from transformers import AutoModelForCausalLM
+    AutoModelForCausalLM = transformers_attr("AutoModelForCausalLM")  # noqa: N806 (the class)
 
     logger.info("dequantizing %s/%s", source.folder, source.gguf_file)
     hf_model = AutoModelForCausalLM.from_pretrained(

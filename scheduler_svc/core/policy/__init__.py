@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from scheduler_svc.core.policy.base import Policy, PreemptionMode
+from scheduler_svc.core.policy.base import Policy, PreemptionMode, TicketView
 
 # name -> (module, class). Modules load only when their policy is asked for.
 _POLICIES: dict[str, tuple[str, str]] = {
@@ -16,6 +16,8 @@ _POLICIES: dict[str, tuple[str, str]] = {
 }
 
 POLICY_NAMES: tuple[str, ...] = tuple(_POLICIES)
+# Policies that price steps with an iteration-time cost model (`cost_model` / `cost_model_path`).
+COST_MODEL_POLICIES: tuple[str, ...] = ("bros", "tempo")
 
 
 def make_policy(name: str, **options: object) -> Policy:
@@ -31,4 +33,4 @@ def make_policy(name: str, **options: object) -> Policy:
         raise ValueError(f"bad options for policy {name!r}: {err}") from err
 
 
-__all__ = ["POLICY_NAMES", "Policy", "PreemptionMode", "make_policy"]
+__all__ = ["COST_MODEL_POLICIES", "POLICY_NAMES", "Policy", "PreemptionMode", "TicketView", "make_policy"]

@@ -9,36 +9,50 @@ so adding a policy never adds a branch to `Scheduler.schedule()`:
   request enters a queue and kept; k: every k steps). Waiting keys of a ttl-0 policy must not
   depend on `now`, because they stay in a heap.
 - `waiting_keys_only_worsen`: promise that a waiting request's key never improves with time
-  (Tempo's density only decays while a request waits); the queue then re-keys lazily at its top
-  instead of all waiting requests every `waiting_key_ttl` steps.
+  (Tempo's density only decays while a request waits); the queue then re-keys lazily at its top.
+  A policy whose keys may also improve (aging, in bros and tempo) sets `waiting_key_ttl` too:
+  those improvements are picked up only by that periodic full re-key.
 - `limit_tokens(...)`: trim (or zero) the tokens the next request would get this step (BROS's
   iteration-time guard).
 - `on_scheduled(...)`: note what was added (tightest deadline in the step, ...).
 - `admission_may_preempt(beneficiary, victim)`: whether a *waiting* request may take KV blocks
   from a running one to be admitted. A running request short of KV may always preempt
   lower-ranked running requests (vLLM), so the best-ranked request always progresses.
-- `preemption_mode(victim)`: RECOMPUTE now; CHECKPOINT is the hook for saving BE KV to the store's
-  host tier (issue 4).
+- `preemption_mode(victim)`: RECOMPUTE (the default) or CHECKPOINT (the victim's KV is saved to
+  the store's host tier and restored on re-admission, when the core has a checkpoint book; issue 4).
 - `kv_reserve(req)`: blocks a waiting request must leave free when admitted (headroom for RT).
+- `bind(config)`: called once by the core with its worker's geometry (block size, pool size),
+  for policies that reason about KV in blocks.
 - `on_added` / `on_finished` / `observe_step`: learning hooks (length quantiles, step times).
+
+What a policy sees of a request: the public `Request` (its SLO, tokens, token counts, status;
+read-only for policies, except `policy_state`, the policy's own slot). The core's private
+bookkeeping lives on its ticket (core/ticket.py); the two hooks that run for each request put in
+a step, `limit_tokens` and `on_scheduled`, also get a `TicketView` of it, read-only, with exactly
+two fields: `promoted_at` (aging) and `preempt_when_drained` (chosen as a victim while in flight,
+so it will not be scheduled again before it is preempted). A policy may keep a view across steps
+(pacing does, for one step) but never writes through it. The view is an explicit argument rather
+than a lookup so that the per-request hot path stays free of dict lookups.
 
 Anti-starvation (aging), common to every policy that sets `aging_s`: a request that has not been
 scheduled for `aging_s` seconds (waiting or running) is *promoted*: from then on, until it
-finishes, it ranks ahead of every non-promoted request (promoted ones in promotion order), it may
-take KV blocks and, at `max_num_seqs`, the seat of non-promoted requests to be admitted, and it is
-never a victim of a non-promoted request; `limit_tokens` hooks must not zero it. Bound: a request
-that fits the pool alone is scheduled again at most `aging_s` + 3 steps after it was last
-scheduled (or queued): promotion happens at the first step planned `aging_s` after, and a victim
-with steps in flight frees its blocks or seat once those (at most two) steps are back, unless
-requests promoted earlier still fill the token budget, the seats or the pool.
+finishes (or moves to another core), it ranks ahead of every non-promoted request (promoted ones
+in promotion order), it may take KV blocks and, at `max_num_seqs`, the seat of non-promoted
+requests to be admitted, and it is never a victim of a non-promoted request; `limit_tokens` hooks
+must not zero it (`ticket.promoted_at` tells them). Bound: a request that fits the pool alone is
+scheduled again at most `aging_s` + 3 steps after it was last scheduled (or queued): promotion
+happens at the first step planned `aging_s` after, and a victim with steps in flight frees its
+blocks or seat once those (at most two) steps are back, unless requests promoted earlier still
+fill the token budget, the seats or the pool.
 """
 
 from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
+from scheduler_svc.core.config import SchedulerConfig
 from scheduler_svc.core.plan import StepTiming
 from scheduler_svc.core.request import Request
 from scheduler_svc.core.step_draft import StepDraft
@@ -49,6 +63,18 @@ class PreemptionMode(enum.Enum):
 
     RECOMPUTE = "recompute"  # dropped; the request comes back with every known token
     CHECKPOINT = "checkpoint"  # issue 4: saved to the store's host tier, restored on re-admission
+
+
+class TicketView(Protocol):
+    """The core's bookkeeping of one request, as policies may read it (see the module doc)."""
+
+    @property
+    def promoted_at(self) -> float | None:
+        """When the request was promoted for starving past `aging_s`; None if it is not."""
+
+    @property
+    def preempt_when_drained(self) -> bool:
+        """Chosen as a victim (or its step failed) while in flight: preempted once drained."""
 
 
 class Policy(ABC):
@@ -66,11 +92,13 @@ class Policy(ABC):
     def key(self, req: Request, now: float) -> tuple:
         """Ordering key: smaller runs first."""
 
-    def limit_tokens(self, req: Request, num_tokens: int, is_decode: bool, draft: StepDraft) -> int:
+    def limit_tokens(self, req: Request, num_tokens: int, is_decode: bool, draft: StepDraft,
+                     ticket: TicketView) -> int:
         """Tokens `req` may get this step, at most `num_tokens` (0 skips it this step)."""
         return num_tokens
 
-    def on_scheduled(self, req: Request, num_tokens: int, is_decode: bool, sample: bool, draft: StepDraft) -> None:
+    def on_scheduled(self, req: Request, num_tokens: int, is_decode: bool, sample: bool, draft: StepDraft,
+                     ticket: TicketView) -> None:
         """Called after `req` was put in the step (`draft` already counts it)."""
 
     def begin_step(self, draft: StepDraft) -> None:
@@ -84,6 +112,9 @@ class Policy(ABC):
 
     def kv_reserve(self, req: Request) -> int:
         return 0
+
+    def bind(self, config: SchedulerConfig) -> None:
+        """The core this policy plans for was built with `config` (called once, at construction)."""
 
     def on_added(self, req: Request, now: float) -> None:
         """A request entered this core (new, or moved from another worker's core)."""

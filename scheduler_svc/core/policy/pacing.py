@@ -1,6 +1,6 @@
 """Pacing real-time streams: serve a streaming RT request *just enough* to keep its per-token
 deadlines (Tempo's "just enough service", papers.md §2.3), so the rest of each step goes to
-other work. Shared by the bros and tempo policies.
+other work. Used by the bros policy (`pace_rt_decodes`).
 
 A streaming RT request whose next token is due well after the step being planned can skip it:
 the next chance to sample that token is the following plan, which ends at most two step times
@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from scheduler_svc.core.policy.base import TicketView
 from scheduler_svc.core.request import Request, RequestStatus, ServiceClass
 
 _WINDOW = 64  # steps remembered for the recent maximum
@@ -69,16 +70,17 @@ def decode_may_yield(req: Request, start_s: float, step_max_s: float, margin_s: 
 
 @dataclass(slots=True)
 class OtherWork:
-    """Non-RT requests of the plan being built, and whether the previous plan's still run."""
+    """Non-RT requests of the plan being built, and whether the previous plan's still run (with
+    the core's view of each: a drained victim will not be scheduled again)."""
 
-    _current: list[Request] = field(default_factory=list)
+    _current: list[tuple[Request, TicketView]] = field(default_factory=list)
     may_yield: bool = False  # for the plan being built
 
     def begin_step(self) -> None:
         running = RequestStatus.RUNNING
-        self.may_yield = any(r.status is running and not r.preempt_when_drained for r in self._current)
+        self.may_yield = any(r.status is running and not t.preempt_when_drained for r, t in self._current)
         self._current = []
 
-    def on_scheduled(self, req: Request) -> None:
+    def on_scheduled(self, req: Request, ticket: TicketView) -> None:
         if req.service_class is not ServiceClass.REAL_TIME:
-            self._current.append(req)
+            self._current.append((req, ticket))

@@ -15,16 +15,26 @@ with the same p, for every policy:
   workflow's end-to-end deadline (`WorkflowTracker`, graph matching);
 - best-effort: `best_effort_weight · (in + w_d · out)` (no deadline: the factor is 1).
 
-Urgency band (the per-token deadlines of streams, ahead of density). A real-time request whose
-stream has started (or that is running) ranks in band 0 by the deadline of its next token,
-earliest first, as does a waiting one whose first-token deadline has not passed yet. Everything
-else, including a waiting RT request that already missed its TTFT (its SLO is lost; what it can
-still earn is its catch-up stream, which density prices), ranks in band 1 by density. Why: with
-density alone a short deadline/BE prefill could outrank a streaming decode, take the step's
-token budget and skip it (misses at tokens 150–300 of long outputs), and a late RT request's
-reward collapsed so it sank until aging. A decode is one token, so band 0 costs the density
-ranking little budget; a stream's band-0 key is fixed between its tokens, and a waiting key only
-moves from band 0 to band 1 (never better), which keeps `waiting_keys_only_worsen` true.
+Urgency band (the per-token deadlines of streams, ahead of density). A real-time stream (it has
+output tokens) ranks in band 0 by the deadline of its next token, earliest first, as does an RT
+request still in its prompt whose first token can still be on time (`policy/slo_watch.py`: not
+*lost*), and a deadline request (workflow calls included) not lost whose median remaining
+length, learnt from its own tenant, still fits before its deadline, by its latest start
+(`deadline − unit_time · (median remaining + prefill)`; with nothing learnt for its tenant yet it
+gets the benefit of the doubt, as under EDF). Everything else, including an RT prompt that can
+no longer make its TTFT (its SLO is lost; what it can still earn is its catch-up stream, which
+density prices), ranks in band 1 by density. Why: with density alone a short deadline/BE prefill could outrank a streaming decode,
+take the step's token budget and skip it (misses at tokens 150–300 of long outputs), and a late
+RT request's reward collapsed so it sank until aging. A decode is one token, so band 0 costs
+the density ranking little budget; a stream's band-0 key is fixed between its tokens.
+
+Just enough, enforced by the step guard shared with bros (`policy/step_guard.py`,
+`policy/slo_step.py`): an iteration-time cost model, refit online from the worker's measured
+steps (the given or built-in coefficients are the prior), fits every chunk but on-time RT
+decodes before the tightest RT deadline the step can still meet, and within the TPOT of the
+streams in it. Without it, density filled each 2,048-token step (~90 ms on the H100 profile)
+and every stream of an 80 ms-TPOT tier fell behind (the suite's tight cells: RT 0.13 against the
+dedicated run's 0.96).
 
 Priority in band 1 = service gain density (§2.5): `reward / remain_time`, key `(1, −density, remain_time)`,
 where `remain_time = unit_time · (remain_len + prefill_left / prefill_tokens_per_step)`,
@@ -34,7 +44,14 @@ served at that pace plus what it has already earned:
 
 - RT not started: `in·r(ttft, serve + unit)^p + w_d·L·r(ttft + tpot·L, serve + remain_time)^p`;
 - RT streaming: `gain_so_far + w_d·remain_len·r(ttft + tpot·L, serve + remain_time)^p`;
-- deadline / workflow member: `(in + w_d·L)·r(deadline, serve + remain_time)^p`;
+- deadline / workflow member: `(in + w_d·L)·P(on time)`, `P(on time)` the fraction of the
+  learnt output lengths (above what it has produced) short enough to finish by the (stage)
+  deadline at the measured pace: `(deadline − serve − prefill time) / unit_time` tokens. With
+  p = 100 the gain factor `r(deadline, finish)^p` is a step (on time or not), so its expectation
+  is that probability; pricing it at the p95 bound `L` instead made any deadline request whose
+  *bound* missed worth ≈ 0, and it sank below best-effort work though most of them were short
+  enough (the suite's deadline attainment: 0.00–0.32 against edf's 0.84–0.98). At a cold start
+  (no lengths learnt) `r(deadline, serve + remain_time)^p` at the bound is used;
 
 with `L` the request's output-length upper bound (`LengthPredictor`: online per-(tenant, prompt
 bucket) quantiles of finished requests; `max_tokens` until enough have finished; raised when a
@@ -44,27 +61,46 @@ key: `(1, −Σ member rewards / max member remain_time, ·)` (siblings rise and
 Keys of running requests are refreshed every 10 steps (the artifact recomputes every
 `schedule_interval` iterations). A waiting request's density only decays while it waits (its
 bound is fixed, its deadline factor shrinks), so waiting keys are refreshed lazily at the top of
-the queue (`waiting_keys_only_worsen`, at most 32 per step), plus a full re-key every 200
-steps (workflow keys can improve when a long sibling finishes). This keeps `schedule()` cheap;
-the full re-key costs O(waiting) once per 200 steps (~40 ms at 10,000 waiting on a slow CPU). Density favours
-short and urgent work, so long best-effort requests rely on aging (default 60 s, `base.py`).
-Preemption only on KV shortage (running beneficiaries), victims are the lowest density.
+the queue (`waiting_keys_only_worsen`, at most 32 per step), plus a full re-key every 50
+steps (workflow keys can improve when a long sibling finishes, and aging promotes). The full
+re-key costs O(waiting) once per 50 steps (~40 ms at 10,000 waiting on a slow CPU).
+
+Anti-starvation (the core's promotion is off; `aging_s`, default 60 s, is this policy's own):
+density favours short and urgent work, so a request outside band 0 that has not been scheduled
+for `aging_s` is aged (sticky) from its next key refresh (running keys within 10 steps, waiting
+ones within 50) and ranks `(1, −inf, last scheduled)`: ahead of all density-ranked work, behind
+band 0, never above an RT request that can still be on time. The first aged chunk of a step that
+the guard would trim gets at least `min_prefill_chunk` tokens unless an on-time RT prompt took
+that slot. So it is scheduled again within `aging_s` + 50 steps + one step, unless band-0 work
+or requests aged earlier fill the step's token budget or time, its seats or the KV pool (an aged
+request never preempts; it is admitted as seats and blocks free up).
+
+KV: preemption only on KV shortage (running beneficiaries; victims are the lowest ranked); a
+best-effort or deadline victim is preempted by CHECKPOINT (its KV goes to the KV store's host
+tier and comes back on resume), an RT victim by recompute. A waiting request below on-time work
+is admitted only when no such request is mid-prompt and the free KV holds its whole prompt
+(`slo_step.py`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
+from scheduler_svc.core.config import SchedulerConfig
+from scheduler_svc.core.cost_model import CostModel
 from scheduler_svc.core.length_predictor import LengthPredictor
 from scheduler_svc.core.plan import StepTiming
-from scheduler_svc.core.policy.base import Policy
-from scheduler_svc.core.request import FinishReason, Request, RequestStatus, ServiceClass
+from scheduler_svc.core.policy.base import Policy, PreemptionMode, TicketView
+from scheduler_svc.core.policy.slo_step import SloStep
+from scheduler_svc.core.policy.slo_watch import SloWatch, is_aged, is_lost
+from scheduler_svc.core.policy.step_guard import StepGuard, make_cost_model
+from scheduler_svc.core.request import FinishReason, Request, ServiceClass
 from scheduler_svc.core.step_draft import StepDraft
 from scheduler_svc.core.workflow_graph import WorkflowTracker
 
 
 _RT = ServiceClass.REAL_TIME
-_RUNNING = RequestStatus.RUNNING
 
 
 @dataclass(slots=True)
@@ -72,6 +108,7 @@ class _TempoState:
     bound: int  # current output-length upper bound
     gain: float = 0.0  # service gain earned so far (RT)
     accounted: int = 0  # output tokens already credited
+    watch: SloWatch = field(default_factory=SloWatch)  # on time / lost / aged (slo_watch.py)
 
 
 def _r(x: float, y: float) -> float:
@@ -83,7 +120,7 @@ def _r(x: float, y: float) -> float:
 class TempoPolicy(Policy):
     name = "tempo"
     running_key_ttl = 10
-    waiting_key_ttl = 200  # full re-key: the lazy one is capped per step, and workflow keys can improve
+    waiting_key_ttl = 50  # full re-key: the lazy one is capped per step; workflow keys and aging improve
     waiting_keys_only_worsen = True
 
     def __init__(
@@ -100,8 +137,21 @@ class TempoPolicy(Policy):
         default_num_stages: int = 4,
         workflow_idle_close_s: float = 30.0,
         step_time_ema: float = 0.2,
+        cost_model: CostModel | None = None,
+        cost_model_path: str | None = None,
+        online_cost_model: bool = True,
+        min_prefill_chunk: int = 16,
+        stream_reserve_tpots: float = 1.0,
     ) -> None:
-        super().__init__(aging_s=aging_s)
+        # The core's promotion would rank a starved BE request above on-time RT: aging is ours.
+        super().__init__(aging_s=None)
+        if aging_s is not None and not aging_s > 0:
+            raise ValueError(f"aging_s must be > 0 seconds or None (got {aging_s})")
+        self.starvation_s = aging_s
+        cost, self.online_cost = make_cost_model(cost_model, cost_model_path, online_cost_model)
+        self.cost = cost
+        self.guard = StepGuard(cost, self.online_cost, step_time_ema)
+        self.step = SloStep(self.guard, min_prefill_chunk, stream_reserve_tpots)
         if penalty <= 0 or decode_weight <= 0 or best_effort_weight <= 0 or unit_time_s <= 0:
             raise ValueError("tempo: penalty, decode_weight, best_effort_weight and unit_time_s must be > 0")
         if prefill_tokens_per_step < 1 or not 0 < step_time_ema <= 1:
@@ -137,24 +187,62 @@ class TempoPolicy(Policy):
                     self._collective.pop(req.workflow.workflow_id, None)
 
     def observe_step(self, timing: StepTiming | None, now: float) -> None:
+        self.guard.observe(timing)
         if timing is not None and timing.total_ns > 0:
             self.unit_time_s += self._ema * (timing.total_ns / 1e9 - self.unit_time_s)
 
     def begin_step(self, draft: StepDraft) -> None:
         self.workflows.close_idle(draft.now)
+        self.step.begin_step(draft)
+
+    # ---- the step guard (policy/slo_step.py) ---------------------------------------------------
+    def limit_tokens(self, req: Request, num_tokens: int, is_decode: bool, draft: StepDraft,
+                     ticket: TicketView) -> int:
+        watch = self._state(req).watch
+        if is_decode and req.service_class is _RT:
+            return num_tokens  # band 0: every stream's decode, one token each
+        return self.step.limit(req, watch, num_tokens, is_decode, draft, watch.aged or ticket.promoted_at is not None)
+
+    def on_scheduled(self, req: Request, num_tokens: int, is_decode: bool, sample: bool, draft: StepDraft,
+                     ticket: TicketView) -> None:
+        self.step.on_scheduled(req, self._state(req).watch, is_decode, sample, draft)
+
+    def preemption_mode(self, victim: Request) -> PreemptionMode:
+        return PreemptionMode.RECOMPUTE if victim.service_class is _RT else PreemptionMode.CHECKPOINT
+
+    def kv_reserve(self, req: Request) -> int:
+        return self.step.kv_reserve(req, self._state(req).watch)
+
+    def bind(self, config: SchedulerConfig) -> None:
+        self.step.bind(config)
 
     # ---- priority ------------------------------------------------------------------------------
+    def _state(self, req: Request) -> _TempoState:
+        state = req.policy_state
+        if not isinstance(state, _TempoState):
+            state = req.policy_state = _TempoState(self._bound(req, 0))
+        return state
+
     def key(self, req: Request, now: float) -> tuple:
-        if req.workflow is not None and req.workflow.workflow_id in self._members:
-            return self._collective_key(req.workflow.workflow_id, now)
+        watch = self._state(req).watch
         if req.slo.service_class is _RT:
             # Urgency band: a stream's next token, or a first token still attainable, is due
             # at a fixed time; earliest first, ahead of all density-ranked work.
-            if req.output_token_ids or req.status is _RUNNING:
+            if req.output_token_ids or req.num_output_placeholders:
                 return (0, req.next_token_deadline_s(), 0.0)
-            ttft_due = req.token_deadline_s(0)
-            if now <= ttft_due:
-                return (0, ttft_due, 0.0)
+            prefill_left = max(0, req.num_tokens - req.num_computed_tokens)
+            eta = self.cost.step_time(prefill_left, 0, 0) - self.cost.step_time(0, 0, 0)
+            if not is_lost(req, watch, now, eta):
+                return (0, req.token_deadline_s(0), 0.0)
+        elif req.slo.service_class is ServiceClass.DEADLINE and not is_lost(req, watch, now, 0.0):
+            # Urgency band too while its typical length still fits: by its latest start time.
+            start_by = self._latest_start(req, now)
+            if start_by is not None:
+                return (0, start_by, 0.0)
+        if is_aged(req, watch, now, self.starvation_s):
+            return (1, -math.inf, watch.last_progress_s)
+        if req.workflow is not None and req.workflow.workflow_id in self._members:
+            return self._collective_key(req.workflow.workflow_id, now)
         reward, remain_time = self._reward(req, now)
         return (1, -reward / remain_time, remain_time)
 
@@ -176,9 +264,7 @@ class TempoPolicy(Policy):
 
     def _reward(self, req: Request, now: float) -> tuple[float, float]:
         """(reward from now on plus gain so far, remaining GPU time) of one request."""
-        state = req.policy_state
-        if not isinstance(state, _TempoState):
-            state = req.policy_state = _TempoState(self._bound(req, 0))
+        state = self._state(req)
         produced = req.num_scheduled_outputs
         if produced >= state.bound:
             state.bound = self._bound(req, produced)
@@ -193,7 +279,8 @@ class TempoPolicy(Policy):
         stage_deadline = self.workflows.stage_deadline_s(req) if req.workflow is not None else None
         slo = req.slo
         if stage_deadline is not None:
-            reward = (n_in + w_d * bound) * _r(stage_deadline - req.arrival_s, finish) ** p
+            reward = (n_in + w_d * bound) * self._on_time(req, stage_deadline - req.arrival_s, serve, produced,
+                                                          prefill_left, finish)
         elif slo.service_class is ServiceClass.REAL_TIME:
             ttft, tpot = slo.ttft_ms / 1000.0, slo.tpot_ms / 1000.0  # type: ignore[operator]
             stream_deadline = ttft + tpot * bound
@@ -203,10 +290,39 @@ class TempoPolicy(Policy):
                 self._account(req, state, ttft, tpot)
                 reward = state.gain + w_d * remain_len * _r(stream_deadline, finish) ** p
         elif slo.service_class is ServiceClass.DEADLINE:
-            reward = (n_in + w_d * bound) * _r(slo.deadline_ms / 1000.0, finish) ** p  # type: ignore[operator]
+            reward = (n_in + w_d * bound) * self._on_time(req, slo.deadline_ms / 1000.0, serve, produced,  # type: ignore[operator]
+                                                          prefill_left, finish)
         else:
             reward = self.be_weight * (n_in + w_d * bound)
         return reward, remain_time
+
+    def _latest_start(self, req: Request, now: float) -> float | None:
+        """When a deadline request must start decoding to finish its median remaining length by
+        its deadline at the measured pace; None when that is already past: its deadline then
+        competes on density. Only its tenant's lengths count (other tenants' chat or batch
+        outputs say little about a tool call's); until it has some, it gets the benefit of the
+        doubt, as under EDF: at the length bound (max_tokens at a cold start) every deadline
+        request of a new tenant looked hopeless, was never served, and so never taught the
+        predictor its lengths (deadline attainment 0.00 against edf's 0.93 in the suite)."""
+        produced = req.num_scheduled_outputs
+        typical = self.predictor.length_quantile(req.tenant, req.num_prompt_tokens, produced, 0.5, tenant_only=True)
+        if typical is None:
+            typical = produced
+        prefill_left = max(0, req.num_tokens - req.num_computed_tokens)
+        start_by = req.token_deadline_s(0) - self.unit_time_s * (max(0, typical - produced)
+                                                                 + prefill_left / self.prefill_tokens_per_step)
+        return start_by if start_by >= now else None
+
+    def _on_time(self, req: Request, deadline_s: float, serve: float, produced: int, prefill_left: int,
+                 finish: float) -> float:
+        """P(the request finishes by `deadline_s` after arrival), from the learnt lengths; at a
+        cold start, the gain factor at the length bound (module docstring)."""
+        unit = self.unit_time_s
+        room = (deadline_s - serve) / unit - prefill_left / self.prefill_tokens_per_step  # tokens that still fit
+        share = self.predictor.fraction_at_most(req.tenant, req.num_prompt_tokens, produced, produced + room)
+        if share is None:
+            return _r(deadline_s, finish) ** self.p
+        return share
 
     def _account(self, req: Request, state: _TempoState, ttft: float, tpot: float) -> None:
         """Credits the RT tokens delivered since the last call (measured delivery times)."""

@@ -10,7 +10,11 @@ Stream spec syntax (the `--stream` flag of make_workload): `SOURCE:CLASS[:key=va
                           others: req/s (agentic: sessions/s) of the arrival process
             rate_scale=X  multiplies the stream's rate (timestamped: compresses its clock)
             start=S       timestamped: offset into the trace, seconds of trace time
-            process=poisson|gamma, cv=C   arrival process of sampled sources
+            process=poisson|gamma, cv=C   arrival process of sampled sources; on a timestamped
+                          source it replaces the trace's clock (lengths are the trace's calls in
+                          order from `start`, arrivals the process at `rate`, default the trace's)
+            min_prompt=P, max_prompt=Q    keep only calls/rows whose prompt is in [P, Q] tokens
+                          (a filter, not a cap: e.g. the 2-4k-prompt rows of arxiv)
             prompt_mean=P, output_mean=O  synthetic lengths (lognormal, sigma 0.6)
             sessions=N, max_calls=M, think_scale=F, max_think=S   agentic shaping
             priority=K, tenant=NAME
@@ -37,7 +41,7 @@ TIMED_SOURCES: dict[str, Callable[[], list[traces.TimedCall]]] = {
 LENGTH_SOURCES: dict[str, str] = {"arxiv": traces.ARXIV_LENGTHS, "sharegpt": traces.SHAREGPT_LENGTHS}
 SOURCES = (*TIMED_SOURCES, *LENGTH_SOURCES, "synthetic", "agentic")
 _FLOAT_KEYS = {"rate", "rate_scale", "start", "cv", "prompt_mean", "output_mean", "think_scale", "max_think"}
-_INT_KEYS = {"sessions", "max_calls", "priority"}
+_INT_KEYS = {"sessions", "max_calls", "priority", "min_prompt", "max_prompt"}
 _STR_KEYS = {"process", "tenant"}
 
 
@@ -118,16 +122,27 @@ def _flat(spec: StreamSpec, cfg: BuildConfig, rng: random.Random, prefix: str) -
     """A stream of independent requests: arrivals and lengths, then class and SLO per request."""
     scale = float(spec.get("rate_scale", 1.0)) * cfg.rate_scale
     arrivals_lengths: list[tuple[float, int, int]]
+    keep = _prompt_filter(spec)
     if spec.source in TIMED_SOURCES:
         calls = TIMED_SOURCES[spec.source]()
         span = calls[-1].arrival_s - calls[0].arrival_s
         native = len(calls) / span if span > 0 else 1.0
         rate = float(spec.get("rate", native)) * scale
-        speed = rate / native  # trace seconds per workload second
         start = float(spec.get("start", 0.0))
-        end = start + cfg.duration_s * speed
-        arrivals_lengths = [((c.arrival_s - start) / speed, c.prompt_tokens, c.output_tokens)
-                            for c in calls if start <= c.arrival_s < end]
+        if "process" in spec.options:
+            # The trace's lengths in order, on a synthetic clock (module doc).
+            lengths = [(c.prompt_tokens, c.output_tokens) for c in calls if c.arrival_s >= start
+                       and keep(c.prompt_tokens)]
+            if not lengths:
+                raise ValueError(f"stream {spec.source}:{spec.cls}: no call left after start/min_prompt/max_prompt")
+            times = arrival_times(rate, cfg.duration_s, rng, process=str(spec.options["process"]),
+                                  cv=float(spec.get("cv", 1.0)))
+            arrivals_lengths = [(t, *lengths[k % len(lengths)]) for k, t in enumerate(times)]
+        else:
+            speed = rate / native  # trace seconds per workload second
+            end = start + cfg.duration_s * speed
+            arrivals_lengths = [((c.arrival_s - start) / speed, c.prompt_tokens, c.output_tokens)
+                                for c in calls if start <= c.arrival_s < end and keep(c.prompt_tokens)]
     else:
         if "rate" not in spec.options:
             raise ValueError(f"stream {spec.source}:{spec.cls} needs rate=R (requests/s)")
@@ -135,7 +150,9 @@ def _flat(spec: StreamSpec, cfg: BuildConfig, rng: random.Random, prefix: str) -
         times = arrival_times(rate, cfg.duration_s, rng, process=str(spec.get("process", "poisson")),
                               cv=float(spec.get("cv", 1.0)))
         if spec.source in LENGTH_SOURCES:
-            table = traces.read_lengths(LENGTH_SOURCES[spec.source])
+            table = [row for row in traces.read_lengths(LENGTH_SOURCES[spec.source]) if keep(row[0])]
+            if not table:
+                raise ValueError(f"stream {spec.source}:{spec.cls}: no row left after min_prompt/max_prompt")
             arrivals_lengths = [(t, *rng.choice(table)) for t in times]
         else:
             pm, om = float(spec.get("prompt_mean", 512)), float(spec.get("output_mean", 128))
@@ -145,6 +162,14 @@ def _flat(spec: StreamSpec, cfg: BuildConfig, rng: random.Random, prefix: str) -
         cls = spec.cls if spec.cls != "mix" else rng.choices(CLASSES, weights=cfg.mix)[0]
         out.append(_request(f"{prefix}{k:06d}", t, p, o, cls, k, spec, cfg))
     return out
+
+
+def _prompt_filter(spec: StreamSpec) -> Callable[[int], bool]:
+    """min_prompt / max_prompt of a stream as a predicate on prompt lengths."""
+    lo, hi = int(spec.get("min_prompt", 0)), int(spec.get("max_prompt", 0)) or None
+    if hi is not None and hi < lo:
+        raise ValueError(f"stream {spec.source}:{spec.cls}: max_prompt {hi} < min_prompt {lo}")
+    return lambda prompt: prompt >= lo and (hi is None or prompt <= hi)
 
 
 def _lognormal(rng: random.Random, mean: float, sigma: float = 0.6) -> int:

@@ -36,15 +36,17 @@ def test_smollm2_chat_template(smol_tokenizer: Any) -> None:
 
 
 def test_registry_rejects_duplicates_and_enforces_the_limit() -> None:
-    reg: RequestRegistry[str] = RequestRegistry(max_running=2)
-    reg.admit("a", "handle-a")
+    reg: RequestRegistry[str] = RequestRegistry(max_running=3)
+    reg.admit(("", "a"), "handle-a")
     with pytest.raises(ConflictError, match="'a' is already running"):
-        reg.admit("a", "again")
-    reg.admit("b", "handle-b")
-    with pytest.raises(CapacityError, match="limit of 2 concurrent requests"):
-        reg.admit("c", "handle-c")
-    assert reg.get("a") == "handle-a" and len(reg) == 2
-    reg.release("a")
-    reg.release("unknown")
-    reg.admit("c", "handle-c")
-    assert reg.get("a") is None and len(reg) == 2
+        reg.admit(("", "a"), "again")
+    reg.admit(("tenant-b", "a"), "b's a")  # the same id in another tenant's scope is another request
+    with pytest.raises(CapacityError, match="limit of 3 concurrent requests") as refused:
+        reg.admit(("", "b"), "handle-b")
+        reg.admit(("", "c"), "handle-c")
+    assert refused.value.retry_after_s == 1.0
+    assert reg.get(("", "a")) == "handle-a" and reg.get(("tenant-b", "a")) == "b's a" and len(reg) == 3
+    reg.release(("", "a"))
+    reg.release(("", "unknown"))
+    reg.admit(("", "c"), "handle-c")
+    assert reg.get(("", "a")) is None and len(reg) == 3

@@ -6,7 +6,7 @@ from __future__ import annotations
 from gateway import convert
 from gateway.client import build_request
 from gateway.core.types import Delta, FinishReason, PreparedRequest, Sampling, ServiceClass, Slo, Usage, Workflow
-from llmserve.v1 import common_pb2, gateway_pb2, scheduler_pb2
+from llmserve.v1 import common_pb2, gateway_pb2, scheduler_pb2, worker_pb2
 
 
 def test_unset_fields_are_none_and_unknown_class_is_kept() -> None:
@@ -63,7 +63,21 @@ def test_model_info_from_stats() -> None:
     stats.model.model_name, stats.model.max_model_len, stats.model.vocab_size = "m", 2048, 49152
     stats.model.eos_token_ids.append(2)
     stats.model.block_size = 16
-    info = convert.model_info_to_pb(stats, has_chat_template=True)
+    served = worker_pb2.WorkerInfo(model_name="served", max_model_len=1024, vocab_size=100, block_size=8)
+    info = convert.model_info_to_pb(stats, has_chat_template=True, served=served)
     assert (info.model_name, info.max_context_length, info.vocab_size, list(info.eos_token_ids)) == ("m", 2048, 49152, [2])
     assert (info.num_workers, info.kv_block_size, info.scheduling_policy, info.has_chat_template) == (2, 16, "bros", True)
     assert convert.limits_from_worker_info(stats.model).max_context_length == 2048
+    assert convert.described_model_from_pb(stats) == stats.model
+    # No worker right now: the model served so far describes the model.
+    no_worker = scheduler_pb2.SchedulerStats(policy="bros", num_workers=0)
+    assert convert.described_model_from_pb(no_worker) is None
+    info = convert.model_info_to_pb(no_worker, has_chat_template=False, served=served)
+    assert (info.model_name, info.max_context_length, info.kv_block_size, info.num_workers) == ("served", 1024, 8, 0)
+
+
+def test_token_event_from_pb() -> None:
+    event = scheduler_pb2.TokenEvent(request_id="r", token_ids=[5, 6], finish_reason=common_pb2.FINISH_REASON_ERROR,
+                                     error_message="worker lost")
+    token_ids, reason, message = convert.token_event_from_pb(event)
+    assert (list(token_ids), reason, message) == ([5, 6], FinishReason.ERROR, "worker lost")

@@ -11,11 +11,13 @@ import pytest
 
 from gateway.core.ids import SEED_BITS, new_request_id, random_seed
 from gateway.core.prepare import prepare_request
-from gateway.core.types import GenerateInput, ModelLimits, SamplingInput, ServiceClass, SloInput, Workflow
+from gateway.core.types import ChatMessage, GenerateInput, ModelLimits, SamplingInput, ServiceClass, Slo, SloInput, Workflow
 from gateway.core.validate import DEFAULT_MAX_TOKENS
 from llmserve.errors import InvalidRequestError
 
 LIMITS = ModelLimits(model_name="tiny", max_context_length=64, vocab_size=300)
+DEFAULT_SLO = Slo(ServiceClass.REAL_TIME, ttft_ms=2000.0, tpot_ms=200.0)
+MAX_PROMPT_BYTES = 1000
 BE = SloInput(service_class=ServiceClass.BEST_EFFORT)
 RT = SloInput(service_class=ServiceClass.REAL_TIME, ttft_ms=500.0, tpot_ms=50.0)
 GOOD = GenerateInput(token_ids=(5, 6, 7), slo=BE)
@@ -23,7 +25,8 @@ GOOD = GenerateInput(token_ids=(5, 6, 7), slo=BE)
 
 def prepare(inp: GenerateInput, tokenizer: Any, limits: ModelLimits = LIMITS) -> Any:
     return prepare_request(
-        inp, tokenizer, limits, new_request_id=new_request_id, new_seed=lambda: 1234, arrival_unix_s=100.0
+        inp, tokenizer, limits, new_request_id=new_request_id, new_seed=lambda: 1234, arrival_unix_s=100.0,
+        default_slo=DEFAULT_SLO, max_prompt_bytes=MAX_PROMPT_BYTES,
     )
 
 
@@ -65,7 +68,11 @@ BAD_REQUESTS: list[tuple[str, GenerateInput, tuple[str, ...]]] = [
     ),
     ("empty stop string", replace(GOOD, sampling=sampling(stop=("",))), ("sampling.stop[0] is empty",)),
     ("too many stop strings", replace(GOOD, sampling=sampling(stop=("x",) * 17)), ("sampling.stop has 17", "at most 16")),
-    ("missing service class", GenerateInput(token_ids=(1,)), ("slo.service_class is missing", "SERVICE_CLASS_REAL_TIME")),
+    (
+        "targets without a service class",
+        GenerateInput(token_ids=(1,), slo=SloInput(ttft_ms=100.0)),
+        ("slo.service_class is missing", "SERVICE_CLASS_REAL_TIME", "server's default SLO"),
+    ),
     ("unknown service class", replace(GOOD, slo=SloInput(service_class=7)), ("slo.service_class = 7", "not a known")),
     (
         "real-time without ttft",
@@ -107,6 +114,32 @@ BAD_REQUESTS: list[tuple[str, GenerateInput, tuple[str, ...]]] = [
     ("request id with slash", replace(GOOD, request_id="a/b"), ("request_id 'a/b'",)),
     ("request id non-ascii", replace(GOOD, request_id="reqé"), ("request_id 'reqé'",)),
     ("tenant too long", replace(GOOD, tenant="t" * 300), ("tenant is 300 characters long",)),
+    ("tenant with a control character", replace(GOOD, tenant="acme\x1b[2J"), ("tenant 'acme\\x1b[2J' has characters",)),
+    ("tenant with a newline", replace(GOOD, tenant="a\nb"), ("tenant", "letters, digits")),
+    (
+        "10k stop token ids",
+        replace(GOOD, sampling=sampling(stop_token_ids=(1,) * 10_000)),
+        ("sampling.stop_token_ids has 10000 ids", "at most 256"),
+    ),
+    (
+        "10k workflow dependencies",
+        replace(GOOD, workflow=Workflow(workflow_id="wf1", depends_on=("a",) * 10_000)),
+        ("workflow.depends_on has 10000 ids", "at most 256"),
+    ),
+    (
+        "workflow application with control characters",
+        replace(GOOD, workflow=Workflow(workflow_id="wf1", application="co\x00de")),
+        ("workflow.application",),
+    ),
+    ("text over the byte cap", GenerateInput(text="x" * (MAX_PROMPT_BYTES + 1), slo=BE), ("text is over 1000 bytes",)),
+    ("multi-byte text over the byte cap", GenerateInput(text="é" * 501, slo=BE), ("text is over 1000 bytes",)),
+    (
+        "chat messages over the byte cap",
+        GenerateInput(messages=(ChatMessage("user", "x" * 600), ChatMessage("user", "y" * 600)), slo=BE),
+        ("messages is over 1000 bytes",),
+    ),
+    ("no chat messages", GenerateInput(messages=(), slo=BE), ("messages is empty",)),
+    ("unknown chat role", GenerateInput(messages=(ChatMessage("wizard", "hi"),), slo=BE), ("messages[0].role is 'wizard'",)),
 ]
 
 
@@ -168,3 +201,28 @@ def test_random_seed_is_63_bit_and_varies() -> None:
     assert all(0 <= s < 2**SEED_BITS for s in seeds)
     assert len(set(seeds)) == 100
     assert max(seeds) > 2**62  # the top bit is used
+
+
+def test_a_request_without_an_slo_runs_under_the_server_default(tiny_tokenizer: Any) -> None:
+    req = prepare(GenerateInput(token_ids=(5, 6), slo=SloInput(priority=-3)), tiny_tokenizer)
+    assert req.slo == replace(DEFAULT_SLO, priority=-3)  # the request's priority is kept
+
+
+def test_an_oversized_prompt_is_refused_before_the_tokenizer_sees_it() -> None:
+    class Exploding:
+        chat_template = None
+
+        def encode(self, *args: Any, **kwargs: Any) -> list[int]:
+            raise AssertionError("tokenized an oversized prompt")
+
+    with pytest.raises(InvalidRequestError, match="over 1000 bytes"):
+        prepare(GenerateInput(text="x" * 10 * MAX_PROMPT_BYTES, slo=BE), Exploding())
+
+
+def test_chat_without_max_tokens_fills_the_context(smol_tokenizer: Any) -> None:
+    limits = ModelLimits(model_name="smol", max_context_length=512, vocab_size=49152)
+    inp = GenerateInput(messages=(ChatMessage("system", "Be brief."), ChatMessage("user", "Hi")), slo=BE,
+                        sampling=SamplingInput(fill_context=True))
+    req = prepare(inp, smol_tokenizer, limits)
+    assert "<|im_start|>system\nBe brief.<|im_end|>" in smol_tokenizer.decode(req.prompt_token_ids)
+    assert req.sampling.max_tokens == 512 - len(req.prompt_token_ids)

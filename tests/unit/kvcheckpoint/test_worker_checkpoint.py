@@ -1,16 +1,17 @@
 """The worker's checkpoint pieces: block bytes round-trip through the store's layout (fp32 and
 bf16, non-contiguous block ids), the tracker sends only what the store lacks (lazy full blocks,
 then the tail), completes lazily-written checkpoints when a request's state goes, and refuses
-restores of another format or too short."""
+restores of another format or too short (a good one is copied in)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from worker_svc.core.checkpoint import BlockFormat, CheckpointTracker, RestoredKv, RestoreSpec, read_blocks, write_blocks
-from worker_svc.core.request_state import RequestState
-from worker_svc.core.types import SamplingParams, ServiceClass
+from llmserve.plan import RestoreSpec
+from llmserve.plan_book import RequestState
+from llmserve.types import SamplingParams, ServiceClass
+from worker_svc.core.checkpoint import BlockFormat, CheckpointTracker, RestoredKv, read_blocks, write_blocks
 from worker_svc.model.kv_cache import KvCache, KvCacheSpec
 
 
@@ -21,7 +22,7 @@ def _cache(dtype: torch.dtype = torch.float32, num_blocks: int = 12) -> KvCache:
 
 
 def _state(rid: str, table: list[int], computed: int, cls: ServiceClass = ServiceClass.BEST_EFFORT) -> RequestState:
-    state = RequestState(rid, list(range(computed + 1)), 3, SamplingParams(temperature=0.0), cls, 0)
+    state = RequestState(rid, list(range(computed + 1)), 3, SamplingParams(max_tokens=16, temperature=0.0), cls, 0)
     state.block_table, state.num_computed = list(table), computed
     return state
 
@@ -77,5 +78,6 @@ def test_restore_checks_format_and_length() -> None:
         state = _state("x", [6, 7, 8], computed=0)
         assert not tracker.apply_restore(state, spec, bad) and state.num_computed == 0
     state = _state("x", [6, 7, 8], computed=0)
-    assert tracker.apply_restore(state, spec, good) and state.num_computed == 9
+    # The tracker only copies; the plan book then counts the tokens computed (PlanBook.restore).
+    assert tracker.apply_restore(state, spec, good) and state.num_computed == 0
     assert torch.equal(cache.data[:, :, 6], cache.data[:, :, 1]) and tracker.saved_blocks("x") == 2

@@ -1,20 +1,13 @@
-"""Proto <-> domain conversion of the KV store: restore chunking, lease specs, error mapping."""
+"""Proto <-> domain conversion of the KV store: restore chunking, lease specs. (Its errors map to
+statuses through the one table: tests/contract/test_error_status_table.py.)"""
 
 from __future__ import annotations
 
 import pytest
 
 from kvstore_svc import convert
-from kvstore_svc.core import (
-    CheckpointData,
-    GeometryConflictError,
-    HostTierFullError,
-    InvalidSpecError,
-    OutOfBlocksError,
-    ServiceClass,
-    UnknownWorkerError,
-)
-from llmserve.runtime.errors import CapacityError, ConflictError, InvalidRequestError, NotFoundError
+from kvstore_svc.core import CheckpointData, ServiceClass
+from llmserve.errors import InvalidRequestError
 from llmserve.v1 import common_pb2, kvstore_pb2
 
 
@@ -46,18 +39,3 @@ def test_lease_specs_need_a_service_class() -> None:
     del request.leases[1]
     [spec] = convert.lease_specs_from_pb(request)
     assert (spec.request_id, spec.service_class, spec.num_blocks) == ("a", ServiceClass.DEADLINE, 2)
-
-
-@pytest.mark.parametrize(
-    "error, expected",
-    [
-        (InvalidSpecError("x"), InvalidRequestError),
-        (UnknownWorkerError("x"), NotFoundError),
-        (GeometryConflictError("x"), ConflictError),
-        (OutOfBlocksError("x", requested=2, free=1), CapacityError),
-        (HostTierFullError("x"), CapacityError),
-    ],
-)
-def test_core_errors_map_to_the_shared_table(error: Exception, expected: type) -> None:
-    mapped = convert.service_error(error)  # type: ignore[arg-type]
-    assert type(mapped) is expected and str(mapped) == "x"

@@ -45,16 +45,31 @@ def _bros(**options):
     return opts
 
 
-def test_bros_ranks_rt_by_slack_then_deadline_then_be():
+def test_bros_ranks_on_time_work_by_slack_then_be():
     sched = make_scheduler("bros", max_num_batched_tokens=64, policy_options=_bros())
     now = sched.clock.now()
     sched.add_request(make_request("be", prompt_len=2, service_class=BE, arrival_s=now - 5))
-    sched.add_request(make_request("dl", prompt_len=2, service_class=DL, deadline_ms=100, arrival_s=now))
+    sched.add_request(make_request("dl_far", prompt_len=2, service_class=DL, deadline_ms=5000, arrival_s=now))
+    sched.add_request(make_request("dl_near", prompt_len=2, service_class=DL, deadline_ms=100, arrival_s=now))
     # Same TTFT, but the long prompt needs 30 ms more prefill: less slack, so it goes first.
     sched.add_request(make_request("rt_short", prompt_len=2, service_class=RT, ttft_ms=1000, arrival_s=now))
     sched.add_request(make_request("rt_long", prompt_len=32, service_class=RT, ttft_ms=1000, arrival_s=now))
     plan = sched.schedule()
-    assert [s.request_id for s in plan.scheduled] == ["rt_long", "rt_short", "dl", "be"]
+    # On-time RT and deadline work compete by slack (a deadline due first goes first, as in EDF).
+    assert [s.request_id for s in plan.scheduled] == ["dl_near", "rt_long", "rt_short", "dl_far", "be"]
+
+
+def test_bros_ranks_lost_work_after_work_that_can_still_make_it():
+    sched = make_scheduler("bros", max_num_batched_tokens=64, policy_options=_bros())
+    sched.clock.advance(10.0)
+    now = sched.clock.now()
+    sched.add_request(make_request("be", prompt_len=2, service_class=BE, arrival_s=now - 9))
+    sched.add_request(make_request("rt_lost", prompt_len=4, service_class=RT, ttft_ms=500, arrival_s=now - 2))
+    sched.add_request(make_request("dl_lost", prompt_len=4, service_class=DL, deadline_ms=500, arrival_s=now - 2))
+    sched.add_request(make_request("dl", prompt_len=4, service_class=DL, deadline_ms=5000, arrival_s=now))
+    sched.add_request(make_request("rt", prompt_len=4, service_class=RT, ttft_ms=1000, arrival_s=now))
+    plan = sched.schedule()
+    assert [s.request_id for s in plan.scheduled] == ["rt", "dl", "rt_lost", "dl_lost", "be"]
 
 
 def test_bros_trims_be_work_to_the_tightest_rt_deadline():
@@ -70,8 +85,9 @@ def test_bros_trims_be_work_to_the_tightest_rt_deadline():
     p1 = sched.schedule()
     by_id = {s.request_id: s for s in p1.scheduled}
     assert by_id["rt"].num_tokens == 1
-    # start = now (nothing in flight); limit 45 ms: 10 + 1 (decode) + 1·m ≤ 45  ->  m = 34
-    assert by_id["be"].num_tokens == 34
+    # start = now (nothing in flight). The token is due at 45 ms, but a stream's step lasts at
+    # most its TPOT (40 ms: it keeps its slack, step_guard.py): 10 + 1 (decode) + 1·m ≤ 40 -> m = 29
+    assert by_id["be"].num_tokens == 29
     assert not by_id["be"].sample
 
 
@@ -81,21 +97,44 @@ def test_bros_without_rt_be_uses_the_whole_budget():
     assert sched.schedule().scheduled[0].num_tokens == 100
 
 
-def test_bros_rt_takes_be_blocks_at_admission():
-    # Classic BROS order (RT ahead of every BE request): a waiting RT may take a decoding BE's blocks.
-    sched = make_scheduler("bros", num_blocks=6, policy_options=_bros(decodes_first=False))
+def _be_pool_then(sched, rt_ttft_ms: float, wait_s: float = 1.5, be_prompt: int = 12):
+    """be1 and be2 fill a 6-block pool and decode; `wait_s` later an RT request arrives. With
+    12-token prompts their next decode needs a 4th block each; with 10 it fits their 3 blocks."""
     now = sched.clock.now()
-    sched.add_request(make_request("be1", prompt_len=12, max_tokens=4, service_class=BE, arrival_s=now))
-    sched.add_request(make_request("be2", prompt_len=12, max_tokens=4, service_class=BE, arrival_s=now + 1))
+    sched.add_request(make_request("be1", prompt_len=be_prompt, max_tokens=4, service_class=BE, arrival_s=now))
+    sched.add_request(make_request("be2", prompt_len=be_prompt, max_tokens=4, service_class=BE, arrival_s=now + 1))
     p0 = sched.schedule()
     assert sched.ledger.num_free == 0
     sched.update(StepResult(p0.step_id, (("be1", 5), ("be2", 6))))
-    sched.add_request(make_request("rt", prompt_len=8, max_tokens=4, service_class=RT, arrival_s=now))
-    p1 = sched.schedule()
+    sched.clock.advance(wait_s)
+    sched.add_request(make_request("rt", prompt_len=8, max_tokens=4, service_class=RT, ttft_ms=rt_ttft_ms,
+                                   arrival_s=sched.clock.now()))
+    return sched.schedule()
+
+
+def test_bros_rt_takes_be_blocks_at_admission_when_its_first_token_needs_them():
+    # Classic BROS order (RT ahead of every BE request): a waiting RT may take a decoding BE's
+    # blocks, once its TTFT slack (30 ms - 18 ms of prefill) is under two steps (2 x 10 ms).
+    sched = make_scheduler("bros", num_blocks=6, policy_options=_bros(decodes_first=False))
+    p1 = _be_pool_then(sched, rt_ttft_ms=30)
     assert p1.preempted_request_ids == ("be2",)  # the latest BE, nearest the boundary
     assert [n.request_id for n in p1.new_requests] == ["rt"]
     assert sched.get_request("be2").status is RequestStatus.PREEMPTED
     assert sched.stats().kv_blocks_by_class[RT] == 2
+
+
+def test_bros_rt_with_slack_waits_for_blocks_instead_of_preempting():
+    sched = make_scheduler("bros", num_blocks=6, policy_options=_bros(decodes_first=False))
+    p1 = _be_pool_then(sched, rt_ttft_ms=1000, be_prompt=10)
+    assert p1.preempted_request_ids == () and p1.new_requests == ()
+    assert {s.request_id for s in p1.scheduled} == {"be1", "be2"}
+
+
+def test_bros_never_preempts_a_victim_just_readmitted():
+    # Same urgency as above, but the BE requests were admitted 0.5 s ago (< victim_hold_s = 1 s).
+    sched = make_scheduler("bros", num_blocks=6, policy_options=_bros(decodes_first=False))
+    p1 = _be_pool_then(sched, rt_ttft_ms=30, wait_s=0.5, be_prompt=10)
+    assert p1.preempted_request_ids == () and p1.new_requests == ()
 
 
 def test_bros_decodes_first_rt_takes_blocks_of_be_still_in_prefill():
@@ -108,7 +147,9 @@ def test_bros_decodes_first_rt_takes_blocks_of_be_still_in_prefill():
     p0 = sched.schedule()
     assert {s.request_id: s.num_tokens for s in p0.scheduled} == {"be1": 8, "be2": 12}  # 5 of 6 blocks
     sched.update(StepResult(p0.step_id, (("be1", 5),)))
-    sched.add_request(make_request("rt", prompt_len=8, max_tokens=4, service_class=RT, arrival_s=now))
+    sched.clock.advance(1.5)  # past victim_hold_s; the RT's TTFT slack is under two steps
+    sched.add_request(make_request("rt", prompt_len=8, max_tokens=4, service_class=RT, ttft_ms=30,
+                                   arrival_s=sched.clock.now()))
     p1 = sched.schedule()
     assert p1.preempted_request_ids == ("be2",)
     assert [n.request_id for n in p1.new_requests] == ["rt"]

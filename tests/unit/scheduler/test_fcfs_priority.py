@@ -35,11 +35,28 @@ def test_victim_in_flight_is_drained_then_preempted():
     p0 = sched.schedule()
     p1 = sched.schedule()  # every decode needs a new block; c (the victim) is still in flight
     assert p1.is_empty()
-    assert sched.get_request("c").preempt_when_drained
+    assert sched.ticket("c").preempt_when_drained
     sched.update(StepResult(p0.step_id, (("a", 50), ("b", 51), ("c", 52))))
     p1 = sched.schedule()
     assert p1.preempted_request_ids == ("c",)
     assert [s.request_id for s in p1.scheduled] == ["a", "b"]
+
+
+def test_short_requests_wait_for_a_draining_victim_instead_of_draining_more():
+    # a, b, c, d of 6 prompt tokens (2 blocks each) fill 8 blocks; each decode needs a 3rd block.
+    sched = make_scheduler("fcfs", num_blocks=8)
+    for i, rid in enumerate("abcd"):
+        sched.add_request(make_request(rid, prompt_len=8, max_tokens=4, arrival_s=0.1 * (i + 1)))
+    p0 = sched.schedule()
+    assert sched.ledger.num_free == 0
+    p1 = sched.schedule()  # pipelined: every victim is still in flight
+    assert p1.is_empty()
+    # a drained d; d's 2 blocks cover b and c too, so c is not drained for b.
+    assert [r.request_id for r in sched.running_requests() if sched.ticket(r.request_id).preempt_when_drained] == ["d"]
+    sched.update(StepResult(p0.step_id, (("a", 50), ("b", 51), ("c", 52), ("d", 53))))
+    p1 = sched.schedule()
+    assert p1.preempted_request_ids == ("d",)
+    assert [s.request_id for s in p1.scheduled] == ["a", "b"]  # c waits a step for a block
 
 
 def test_preempted_request_resumes_with_its_tokens_and_same_output():

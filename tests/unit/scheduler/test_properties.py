@@ -1,7 +1,11 @@
 """Property tests: random workloads, aborts and step failures, with 1 or 2 plans in flight, for
-every policy. Invariants: the ledger mirrors the worker's blocks exactly (no leak, no double
-allocation), the worker never sees an inconsistent plan, every request ends exactly once with
-exactly the tokens an uninterrupted run would produce, and nothing is left behind."""
+every policy, the real scheduler core driving the real worker's plan book (tests/factories.py
+FakeWorker) leasing ahead (random reserve sizes and sync intervals) against the kvstore core's
+lease table. Invariants: no block is held twice and the book's tables are exactly the worker's
+leases, the store's record is exactly what the worker told it, the core's ledger mirrors what the
+worker's requests hold (no leak, no double allocation), the worker never sees an inconsistent
+plan, every request ends exactly once with exactly the tokens an uninterrupted run would produce,
+and at the end every lease is released and the reserve given back."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from hypothesis import strategies as st
 from scheduler_svc.core import POLICY_NAMES, FinishReason, ServiceClass
 from tests.factories import EOS, default_token, make_driver, make_request, make_scheduler
 
-_CLASSES = list(ServiceClass)
+_CLASSES = [c for c in ServiceClass if c is not ServiceClass.UNSPECIFIED]
 _POLICIES = list(POLICY_NAMES)
 
 
@@ -41,6 +45,8 @@ def scenarios(draw):
         max_num_seqs=draw(st.integers(1, 8)),
         max_inflight=draw(st.sampled_from([1, 2])),
         fail_steps=draw(st.sets(st.integers(0, 60), max_size=3)),
+        reserve_blocks=draw(st.integers(0, 4)),
+        sync_interval_s=draw(st.sampled_from([0.0, 0.05, 1.0])),
         requests=requests,
     )
 
@@ -52,7 +58,8 @@ def test_random_interleavings_keep_every_invariant(sc):
                            max_num_batched_tokens=sc["budget"], max_num_seqs=sc["max_num_seqs"],
                            policy_options={"aging_s": 0.2})
     eos_at = {r["request_id"]: r["eos_at"] for r in sc["requests"] if r["eos_at"] is not None}
-    driver = make_driver(sched, eos_at=eos_at, fail_steps=set(sc["fail_steps"]))
+    driver = make_driver(sched, eos_at=eos_at, fail_steps=set(sc["fail_steps"]), reserve_blocks=sc["reserve_blocks"],
+                         sync_interval_s=sc["sync_interval_s"])
     driver.max_inflight = sc["max_inflight"]
     worker = driver.worker
     failures_seen = []
@@ -60,12 +67,13 @@ def test_random_interleavings_keep_every_invariant(sc):
     def check_mirror(plan):
         failures_seen.extend(s for s in worker.fail_steps if s == plan.step_id)
         sched.ledger.check()
+        worker.check_invariants()
         assert not worker.violations, worker.violations
         for rid, state in worker.requests.items():
-            held = sched.ledger.held(rid)
-            assert state.num_blocks <= held, (rid, state.num_blocks, held)
+            held, blocks = sched.ledger.held(rid), len(state.block_table)
+            assert blocks <= held, (rid, blocks, held)
             if not failures_seen:
-                assert state.num_blocks == held, (rid, state.num_blocks, held)
+                assert blocks == held, (rid, blocks, held)
         if not failures_seen:
             assert worker.num_used_blocks == sched.ledger.num_used
 
@@ -101,5 +109,9 @@ def test_random_interleavings_keep_every_invariant(sc):
             stop = r["eos_at"] is not None and r["eos_at"] < r["max_tokens"]
             assert final.finish_reason is (FinishReason.STOP if stop else FinishReason.LENGTH)
     assert sched.ledger.num_used == 0
-    assert worker.num_used_blocks == 0 and not worker.requests
+    worker.check_invariants()
+    assert worker.num_used_blocks == 0 and not worker.requests and not worker.book.unreleased
+    worker.settle()  # what the worker's background syncs do within its sync interval
+    worker.check_invariants()
+    assert worker.num_leases == 0 and worker.num_store_blocks_used == 0
     assert sched.stats().num_running == 0 and sched.stats().num_waiting == 0

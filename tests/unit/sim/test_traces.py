@@ -92,3 +92,33 @@ def test_agentic_subagents_fan_out_and_join():
     assert joins and all(c.agent == "main" for c in joins)
     sub_roots = [c for c in calls if c.agent != "main" and all(calls[d].agent == "main" for d in c.depends_on)]
     assert len(sub_roots) >= 2
+
+
+def test_prompt_filters_keep_real_rows_inside_the_range():
+    cfg = BuildConfig(duration_s=200, seed=4, max_prompt_tokens=8192, max_output_tokens=8192)
+    long_be = build_workload([StreamSpec.parse("arxiv:best_effort:rate=5,min_prompt=2048,max_prompt=4096")], cfg)
+    short_be = build_workload([StreamSpec.parse("sharegpt:best_effort:rate=5,max_prompt=1024")], cfg)
+    assert long_be and all(2048 <= r.prompt_tokens <= 4096 for r in long_be)
+    assert short_be and all(r.prompt_tokens <= 1024 for r in short_be)
+    rows = {row for row in traces.read_lengths(traces.SHAREGPT_LENGTHS) if row[0] <= 1024}
+    assert all((r.prompt_tokens, r.output_tokens) in rows for r in short_be)  # real rows, not capped ones
+    with pytest.raises(ValueError, match="max_prompt"):
+        build_workload([StreamSpec.parse("arxiv:best_effort:rate=1,min_prompt=10,max_prompt=5")], cfg)
+
+
+def test_a_process_replaces_a_trace_clock_and_keeps_its_lengths_in_order():
+    cfg = BuildConfig(duration_s=120, seed=5, max_prompt_tokens=1 << 20, max_output_tokens=1 << 20)
+    poisson = build_workload([StreamSpec.parse("azure_conv:real_time:start=600,rate=4,process=poisson")], cfg)
+    bursty = build_workload([StreamSpec.parse("azure_conv:real_time:start=600,rate=4,process=gamma,cv=4")], cfg)
+    calls = [c for c in traces.read_azure(traces.AZURE_CONV) if c.arrival_s >= 600]
+    for reqs in (poisson, bursty):
+        assert len(reqs) == pytest.approx(480, rel=0.35)
+        assert [(r.prompt_tokens, r.output_tokens) for r in reqs] == [(c.prompt_tokens, c.output_tokens)
+                                                                      for c in calls[:len(reqs)]]
+
+    def cv(reqs):
+        gaps = [b.arrival_s - a.arrival_s for a, b in zip(reqs, reqs[1:])]
+        return statistics.pstdev(gaps) / statistics.mean(gaps)
+
+    assert cv(poisson) == pytest.approx(1.0, abs=0.25)
+    assert cv(bursty) > 2.0

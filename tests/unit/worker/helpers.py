@@ -9,8 +9,9 @@ from pathlib import Path
 
 import torch
 
+from llmserve.plan import BatchPlan, Grant, KvDelta, StepResult
+from llmserve.types import cdiv
 from worker_svc.core.runner import RunnerLimits, StepRunner
-from worker_svc.core.types import BatchPlan, Grant, KvDelta, StepOutput
 from worker_svc.model.kv_cache import KvCache, KvCacheSpec
 from worker_svc.model.llama import LlamaModel
 from worker_svc.model.metadata import build_metadata
@@ -71,7 +72,7 @@ def make_runner(model: LlamaModel, num_blocks: int = 64, block_size: int = 4, ma
     return StepRunner(model, KvCache(spec, num_blocks, "cpu"), RunnerLimits(max_tokens, max_seqs))
 
 
-def run_step(runner: StepRunner, pool: LocalBlockPool, plan: BatchPlan) -> StepOutput:
+def run_step(runner: StepRunner, pool: LocalBlockPool, plan: BatchPlan) -> StepResult:
     return runner.finish_step(pool.apply(runner.begin_step(plan)))
 
 
@@ -84,7 +85,7 @@ class PagedSeq:
     def __init__(self, ids: list[int], free: list[int]) -> None:
         self.ids = ids
         self.computed = 0
-        self.table = [free.pop() for _ in range(-(-len(ids) // PAGED_BLOCK) + 1)]
+        self.table = [free.pop() for _ in range(cdiv(len(ids), PAGED_BLOCK) + 1)]
 
 
 def paged_forward(model: LlamaModel, kv: KvCache, seqs: list[PagedSeq], chunk_lens: list[int]) -> torch.Tensor:

@@ -10,7 +10,8 @@ import torch
 
 from llmserve.model_source import resolve_model
 from tests.unit.worker.helpers import LocalBlockPool, PagedSeq, make_runner, paged_cache, paged_forward, run_step
-from worker_svc.core.types import BatchPlan, NewRequest, SamplingParams, ScheduledRequest, ServiceClass
+from llmserve.plan import BatchPlan, NewRequest, ScheduledRequest
+from llmserve.types import SamplingParams, ServiceClass
 from worker_svc.kernels.backend import make_backend
 from worker_svc.model.llama import LlamaModel
 from worker_svc.model.linear import prepack_supported
@@ -106,7 +107,7 @@ def test_runner_greedy_with_chunked_prefill_and_mixed_steps_matches_hf(tiny_chec
     gen = torch.Generator().manual_seed(5)
     prompts = {rid: torch.randint(0, 96, (n,), generator=gen).tolist() for rid, n in (("a", 13), ("b", 6), ("c", 20))}
     expected = {rid: _hf_greedy(hf, p, 32)[0] for rid, p in prompts.items()}
-    greedy = SamplingParams(temperature=0.0)
+    greedy = SamplingParams(max_tokens=16, temperature=0.0)
 
     def new(rid: str) -> NewRequest:
         return NewRequest(rid, tuple(prompts[rid]), len(prompts[rid]), greedy, ServiceClass.BEST_EFFORT)
@@ -132,8 +133,8 @@ def test_runner_greedy_with_chunked_prefill_and_mixed_steps_matches_hf(tiny_chec
             scheduled.append(ScheduledRequest(rid, n, computed[rid], computed[rid] + n == known))
             computed[rid] += n
         out = run_step(runner, pool, BatchPlan(step, tuple(new_requests), tuple(scheduled), tuple(finished)))
-        for token in out.sampled:
-            got[token.request_id].append(token.token_id)
+        for rid, token in out.sampled:
+            got[rid].append(token)
         step += 1
         if step == 40:  # "b" finished at step 32; its blocks went back and were reused
             assert "b" in done and "b" not in runner.request_ids and "b" not in pool.owned

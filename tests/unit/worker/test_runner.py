@@ -7,16 +7,10 @@ from __future__ import annotations
 import pytest
 
 from llmserve.model_source import resolve_model
+from llmserve.plan import BatchPlan, Grant, NewRequest, ScheduledRequest
+from llmserve.plan_book import PlanError
+from llmserve.types import SamplingParams, ServiceClass
 from tests.unit.worker.helpers import LocalBlockPool, make_runner, run_step
-from worker_svc.core.types import (
-    BatchPlan,
-    Grant,
-    NewRequest,
-    PlanError,
-    SamplingParams,
-    ScheduledRequest,
-    ServiceClass,
-)
 from worker_svc.kernels.backend import make_backend
 from worker_svc.model.loader import load_model
 
@@ -30,7 +24,8 @@ def model(tiny_checkpoints):
 
 def new(rid: str, n: int, cls: ServiceClass = BE, sampling: SamplingParams | None = None, outputs: int = 0) -> NewRequest:
     tokens = tuple((7 * i + len(rid)) % 96 for i in range(n))
-    return NewRequest(rid, tokens, n - outputs, sampling or SamplingParams(temperature=0.0), cls, num_output_tokens=outputs)
+    return NewRequest(rid, tokens, n - outputs, sampling or SamplingParams(max_tokens=16, temperature=0.0), cls,
+                      num_output_tokens=outputs)
 
 
 def sched(rid: str, n: int, computed: int, sample: bool = True) -> ScheduledRequest:
@@ -43,14 +38,14 @@ def test_block_needs_releases_and_timing(model) -> None:
     assert delta.release_request_ids == ()
     assert [(lease.request_id, lease.service_class, lease.num_blocks) for lease in delta.leases] == [("a", BE, 2), ("b", RT, 1)]
     out = runner.finish_step(pool.apply(delta))
-    assert [t.request_id for t in out.sampled] == ["b"]
+    assert [rid for rid, _ in out.sampled] == ["b"]
     assert (out.timing.num_prefill_tokens, out.timing.num_decode_seqs, out.timing.num_kv_tokens_read) == (9, 0, 9)
     # a's last 3 prompt tokens fit in 1 new block; b's decode (token 4) fits its first block.
     delta = runner.begin_step(BatchPlan(1, (), (sched("b", 1, 3), sched("a", 3, 6))))
     assert [(lease.request_id, lease.num_blocks) for lease in delta.leases] == [("a", 1)]
     out = runner.finish_step(pool.apply(delta))
     assert (out.timing.num_prefill_tokens, out.timing.num_decode_seqs, out.timing.num_kv_tokens_read) == (3, 1, 13)
-    assert [t.request_id for t in out.sampled] == ["b", "a"]  # plan order, though decodes run first
+    assert [rid for rid, _ in out.sampled] == ["b", "a"]  # plan order, though decodes run first
     delta = runner.begin_step(BatchPlan(2, (), (sched("a", 1, 9),), finished_request_ids=("b",)))
     assert delta.release_request_ids == ("b",) and delta.leases == ()
     run_step_output = runner.finish_step(pool.apply(delta))
@@ -60,16 +55,12 @@ def test_block_needs_releases_and_timing(model) -> None:
 
 @pytest.mark.parametrize(
     "plan, message",
-    [
+    [  # the book's full table is tests/unit/plan_book/test_book.py; these are the runner's own limits
         (BatchPlan(0, (), (sched("ghost", 1, 0),)), "unknown to this worker"),
-        (BatchPlan(0, (new("a", 4),), (sched("a", 4, 1),)), "num_computed_tokens=1, worker has 0"),
-        (BatchPlan(0, (new("a", 4),), (sched("a", 5, 0),)), "only 4 tokens are known"),
-        (BatchPlan(0, (new("a", 4),), (sched("a", 3, 0, True),)), "sample=true but the chunk ends at 3"),
-        (BatchPlan(0, (new("a", 4), new("a", 4)), ()), "listed twice"),
-        (BatchPlan(0, (new("a", 4),), (sched("a", 2, 0, False), sched("a", 2, 0, False))), "scheduled twice"),
         (BatchPlan(0, (new("a", 80),), (sched("a", 80, 0),)), "exceed max_num_batched_tokens 64"),
-        (BatchPlan(0, (NewRequest("a", (1, 500), 2, SamplingParams(), BE),), ()), "token id 500 >= vocab size 96"),
-        (BatchPlan(0, (NewRequest("a", (1, 2), 3, SamplingParams(), BE),), ()), "num_prompt_tokens 3 not in [1, 2]"),
+        (BatchPlan(0, (NewRequest("a", (1, 500), 2, SamplingParams(max_tokens=16), BE),), ()), "token id 500 >= vocab size 96"),
+        (BatchPlan(0, (NewRequest("a", (1,) * 300, 300, SamplingParams(max_tokens=16), BE, num_computed_tokens=250),),
+                   (sched("a", 10, 250, False),)), "260 tokens exceed the model's max length 256"),
     ],
 )
 def test_invalid_plans_are_rejected_without_side_effects(model, plan: BatchPlan, message: str) -> None:
@@ -128,7 +119,7 @@ def test_reset_returns_every_request_to_release(model) -> None:
 
 
 def test_recompute_preemption_resumes_the_same_random_tokens(model) -> None:
-    sampling = SamplingParams(temperature=1.0, top_k=20, seed=77)
+    sampling = SamplingParams(max_tokens=16, temperature=1.0, top_k=20, seed=77)
     runner, pool = make_runner(model), LocalBlockPool(64)
     run_step(runner, pool, BatchPlan(0, (new("a", 6, sampling=sampling),), (sched("a", 6, 0),)))
     for i in range(9):
@@ -146,3 +137,21 @@ def test_recompute_preemption_resumes_the_same_random_tokens(model) -> None:
     for i in range(5):
         run_step(other, pool2, BatchPlan(5 + i, (), (sched("a", 1, 10 + i),)))
     assert other.state("a").token_ids[6:] == uninterrupted
+
+
+def test_a_failed_restore_scheduled_as_one_token_is_batched_as_the_prefill_it_becomes(model) -> None:
+    """A resumed request whose checkpoint is gone recomputes its prefix in the step: its 1-token
+    chunk becomes a 6-token prefill, which must not be batched among the decodes."""
+    sampling = SamplingParams(max_tokens=16, temperature=1.0, seed=3)
+    runner, pool = make_runner(model), LocalBlockPool(64)
+    run_step(runner, pool, BatchPlan(0, (new("a", 4), new("b", 4)), (sched("a", 4, 0), sched("b", 4, 0))))
+    tokens = tuple((5 * i + 1) % 96 for i in range(6))
+    resumed = NewRequest("r", tokens, 5, sampling, BE, num_output_tokens=1, num_computed_tokens=5)
+    out = run_step(runner, pool, BatchPlan(1, (resumed,), (sched("r", 1, 5), sched("a", 1, 4), sched("b", 1, 4))))
+    assert out.restore_failed_request_ids == ("r",) and out.timing.num_recomputed_tokens == 5
+    assert (out.timing.num_prefill_tokens, out.timing.num_decode_seqs) == (6, 2)
+    # The same token as a worker that never had a checkpoint to restore.
+    clean, pool2 = make_runner(model), LocalBlockPool(64, seed=1)
+    fresh = NewRequest("r", tokens, 5, sampling, BE, num_output_tokens=1)
+    assert run_step(clean, pool2, BatchPlan(0, (fresh,), (sched("r", 6, 0),))).sampled == out.sampled[:1]
+

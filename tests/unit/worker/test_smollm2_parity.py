@@ -18,7 +18,8 @@ import torch
 
 from llmserve.model_source import load_hf_config, resolve_model
 from tests.unit.worker.helpers import LocalBlockPool, PagedSeq, make_runner, paged_cache, paged_forward, run_step
-from worker_svc.core.types import BatchPlan, NewRequest, SamplingParams, ScheduledRequest, ServiceClass
+from llmserve.plan import BatchPlan, NewRequest, ScheduledRequest
+from llmserve.types import SamplingParams, ServiceClass
 from worker_svc.kernels.backend import make_backend
 from worker_svc.model.config import ModelConfig
 from worker_svc.model.loader import model_from_hf_state_dict
@@ -89,10 +90,10 @@ def test_greedy_32_tokens_and_decode_logits(smollm2) -> None:
     expected = hf_out[0, len(ids):].tolist()
     assert len(expected) == 32  # no end-of-sequence within 32 tokens for this prompt
     runner, pool = make_runner(ours, num_blocks=32, block_size=16), LocalBlockPool(32)
-    new = NewRequest("r", tuple(ids), len(ids), SamplingParams(temperature=0.0), ServiceClass.REAL_TIME)
-    got = [_step(runner, pool, 0, [new], "r", len(ids), 0, True).sampled[0].token_id]
+    new = NewRequest("r", tuple(ids), len(ids), SamplingParams(max_tokens=16, temperature=0.0), ServiceClass.REAL_TIME)
+    got = [_step(runner, pool, 0, [new], "r", len(ids), 0, True).sampled[0][1]]
     for i in range(31):
-        got.append(_step(runner, pool, i + 1, [], "r", 1, len(ids) + i, True).sampled[0].token_id)
+        got.append(_step(runner, pool, i + 1, [], "r", 1, len(ids) + i, True).sampled[0][1])
     assert got == expected
     # Decode logits of the paged path against HF's at a few positions.
     kv, free = paged_cache(ours, 32)

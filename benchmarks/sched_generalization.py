@@ -1,0 +1,136 @@
+"""The scheduling generalization suite (issue 9): every policy on workloads it was not tuned on.
+
+    .venv/bin/python benchmarks/sched_generalization.py --out bench_out/generalization --jobs 2
+
+On the simulator with its defaults (what `llmserve up` runs: 2 plans in flight, checkpoint
+preemption, bros's online cost model), on the `h100_llama3_8b` profile: 24 hybrid + 4 agentic
+workloads per seed built from the real traces (benchmarks/sched_suite/workloads.py), each at
+every load of `--loads`, under fcfs, priority, edf, bros and tempo, with the dedicated run (the
+workload's RT requests alone under fcfs) beside it. The targets of issue 9 are evaluated per cell
+(benchmarks/sched_suite/targets.py) for bros and tempo.
+
+Seeds are split: TUNING_SEEDS are the ones policies may be changed against; HELD_OUT_SEEDS are run
+only to report (`--half held-out`), never while changing a policy. Both halves are reported
+separately. Outputs in --out: results.json (every run's `llmserve bench` metrics, the verdicts,
+the summary), table.md (summary and one row per cell), heatmap.png.
+
+`--reuse OLD/results.json --rerun bros,tempo` takes every other run from an earlier result of the
+same configuration (fcfs, priority, edf and dedicated do not change when only bros or tempo does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.sched_suite.report import cell_table, heatmap, summary_table  # noqa: E402
+from benchmarks.sched_suite.runner import DEDICATED, Job, run_job  # noqa: E402
+from benchmarks.sched_suite.targets import EVALUATED_POLICIES, evaluate, summarize_targets  # noqa: E402
+from benchmarks.sched_suite.workloads import WorkloadSpec, suite_specs  # noqa: E402
+from scheduler_svc.sim.workloads.traces import TRACES_ENV  # noqa: E402
+
+TUNING_SEEDS = (1,)
+HELD_OUT_SEEDS = (2,)  # never looked at while changing a policy
+POLICIES = ("fcfs", "priority", "edf", "bros", "tempo")
+LOADS = (0.5, 1.0, 2.0, 4.0)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="bench_out/generalization")
+    p.add_argument("--half", choices=("tuning", "held-out", "both"), default="both")
+    p.add_argument("--jobs", type=int, default=2, help="simulations in parallel processes")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds of arrivals per workload at load x1")
+    p.add_argument("--loads", type=float, nargs="+", default=list(LOADS))
+    p.add_argument("--cost-model", default="h100_llama3_8b")
+    p.add_argument("--families", default="hybrid,agentic")
+    p.add_argument("--only", default="", help="run only workloads whose name contains this")
+    p.add_argument("--reuse", default="", help="an earlier results.json of the same configuration")
+    p.add_argument("--rerun", default="bros,tempo", help="with --reuse: the policies to simulate again")
+    p.add_argument("--traces", default="", help="the traces folder (default: $LLMSERVE_TRACES_DIR or ../shared/traces)")
+    p.add_argument("--no-plot", action="store_true")
+    return p.parse_args(argv)
+
+
+def _halves(which: str) -> dict[str, tuple[int, ...]]:
+    halves = {"tuning": TUNING_SEEDS, "held_out": HELD_OUT_SEEDS}
+    return halves if which == "both" else {which.replace("-", "_"): halves[which.replace("-", "_")]}
+
+
+def _config(args: argparse.Namespace) -> dict:
+    return {"duration_s": args.duration, "loads": list(args.loads), "cost_model": args.cost_model,
+            "policies": list(POLICIES), "sim_config": "SimConfig.from_cost_model defaults (llmserve up's)"}
+
+
+def _load_reuse(args: argparse.Namespace) -> dict[str, dict]:
+    if not args.reuse:
+        return {}
+    doc = json.loads(Path(args.reuse).read_text(encoding="utf-8"))
+    if {k: doc["suite"].get(k) for k in _config(args)} != _config(args):
+        raise SystemExit(f"--reuse {args.reuse}: another configuration ({doc['suite']}); rerun everything")
+    rerun = {p.strip() for p in args.rerun.split(",") if p.strip()}
+    return {f"{c['workload']}|x{c['load']:g}|{name}": m for half in doc["halves"].values() for c in half["cells"]
+            for name, m in c["runs"].items() if name not in rerun}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.traces:
+        os.environ[TRACES_ENV] = str(Path(args.traces).resolve())  # the worker processes inherit it
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    families = {f.strip() for f in args.families.split(",")}
+    halves = {name: [s for s in suite_specs(seeds) if s.family in families and args.only in s.name]
+              for name, seeds in _halves(args.half).items()}
+    runs = _load_reuse(args)
+    jobs = [Job(spec, load, policy, args.duration, args.cost_model)
+            for specs in halves.values() for spec in specs for load in args.loads
+            for policy in (*POLICIES, DEDICATED)]
+    todo = [j for j in jobs if j.key not in runs]
+    sys.stderr.write(f"{len(jobs)} runs ({len(todo)} to simulate, {len(jobs) - len(todo)} reused) "
+                     f"in {args.jobs} processes\n")
+    wall0 = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        for done, (key, metrics) in enumerate(pool.map(run_job, todo, chunksize=2), 1):
+            runs[key] = metrics
+            if done % 20 == 0 or done == len(todo):
+                sys.stderr.write(f"\r{done}/{len(todo)} runs, {time.perf_counter() - wall0:.0f} s")
+    wall_s = time.perf_counter() - wall0
+    sys.stderr.write("\n")
+    doc = {"suite": {**_config(args), "tuning_seeds": list(TUNING_SEEDS), "held_out_seeds": list(HELD_OUT_SEEDS),
+                     "wall_s": round(wall_s, 1), "simulated_runs": len(todo), "reused_runs": len(jobs) - len(todo)},
+           "halves": {}}
+    text = [f"# Scheduling generalization suite ({args.cost_model}, {args.duration:g} s per workload at x1, "
+            f"loads {', '.join(f'x{x:g}' for x in args.loads)}; {len(todo)} runs simulated in {wall_s:.0f} s)"]
+    for name, specs in halves.items():
+        cells = [_cell(spec, load, runs) for spec in specs for load in args.loads]
+        doc["halves"][name] = {"seeds": sorted({s.seed for s in specs}), "summary": summarize_targets(cells),
+                               "cells": cells}
+        text += [f"\n## {name} half (seeds {sorted({s.seed for s in specs})}): targets met / applicable cells\n",
+                 summary_table(cells), f"\n### {name} half, per cell (✓ met, ✗ missed, · n/a)\n", cell_table(cells)]
+        print(f"\n{name} half:\n{summary_table(cells)}")
+    (out / "results.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    (out / "table.md").write_text("\n".join(text) + "\n", encoding="utf-8")
+    if not args.no_plot:
+        heatmap({name: h["cells"] for name, h in doc["halves"].items()}, out / "heatmap.png")
+    print(f"\nwrote {out}/results.json, table.md{'' if args.no_plot else ', heatmap.png'} ({wall_s:.0f} s)",
+          file=sys.stderr)
+    return 0
+
+
+def _cell(spec: WorkloadSpec, load: float, runs: dict[str, dict]) -> dict:
+    cell_runs = {p: runs[f"{spec.name}|x{load:g}|{p}"] for p in (*POLICIES, DEDICATED)}
+    return {"workload": spec.name, "family": spec.family, "mix": spec.mix, "slo": spec.slo, "be": spec.be,
+            "arrivals": spec.arrivals, "seed": spec.seed, "load": load, "runs": cell_runs,
+            "targets": {p: evaluate(p, cell_runs) for p in EVALUATED_POLICIES}}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""How much of each request goes into a step: the rules bros and tempo share on top of the step
+guard (`step_guard.py`) and the on-time / lost / aged split (`slo_watch.py`).
+
+- On-time RT decodes are always taken (one token, ~20 µs each).
+- Every other chunk is trimmed so the step ends before the tightest RT deadline it can still
+  meet (and within the pace of its streams, `StepGuard.note`).
+- A chunk that completes an on-time RT prompt must also end before that request's own first
+  token is due; trimming it to that deadline helps only if the whole chunk then fits, else the
+  token is late anyway and the chunk takes what the others' deadlines allow. (Trimming every
+  such chunk to its own deadline left ~300 tokens of each step's budget unused while RT
+  prompts queued in the suite's near-saturated cells.)
+- Progress beyond the guard: the first chunk of a step that is on-time RT work or aged and
+  does not fit still gets `min_prefill_chunk` tokens; only the first. A minimum chunk for every
+  waiting RT request overran a step by ~30 ms in a burst and left them all half done.
+- One prompt at a time below on-time work: a waiting request that is neither on-time RT nor
+  on-time deadline work is admitted only when no such request is left mid-prompt (Sarathi's
+  "continue the partial prefill first"). Prefill cost is linear, so several half-done prompts
+  gain nothing, but each holds a seat and has claimed KV for a prompt not computed yet: with
+  chunks trimmed by the guard and the progress rule, up to 120 BE prompts were half done at once
+  in the diagnosis (docs/scheduling.md) and their growth preempted 70 BE requests (fcfs: 0).
+- A prompt one can hold: such a request is admitted only when the free blocks hold its whole
+  known tokens (`kv_reserve`: the blocks beyond its first chunk stay free), so its later chunks
+  never have to take blocks from the requests already running.
+"""
+
+from __future__ import annotations
+
+import math
+
+from scheduler_svc.core.config import SchedulerConfig
+from scheduler_svc.core.policy.slo_watch import SloWatch, note_admission, note_progress
+from scheduler_svc.core.policy.step_guard import StepGuard
+from scheduler_svc.core.request import Request, RequestStatus, ServiceClass
+from scheduler_svc.core.step_draft import StepDraft
+
+_RT = ServiceClass.REAL_TIME
+
+
+def on_time(req: Request, watch: SloWatch) -> bool:
+    """RT or deadline work that can still meet its SLO (as last ranked)."""
+    return req.service_class is not ServiceClass.BEST_EFFORT and not watch.lost
+
+
+class SloStep:
+    """Per-step state of those rules; the policy calls it from its hooks."""
+
+    __slots__ = ("guard", "min_prefill_chunk", "stream_reserve_tpots", "block_size", "_forced", "_partial", "_last")
+
+    def __init__(self, guard: StepGuard, min_prefill_chunk: int, stream_reserve_tpots: float) -> None:
+        if min_prefill_chunk < 1 or stream_reserve_tpots < 0:
+            raise ValueError("min_prefill_chunk >= 1 and stream_reserve_tpots >= 0")
+        self.guard = guard
+        self.min_prefill_chunk = min_prefill_chunk
+        self.stream_reserve_tpots = stream_reserve_tpots
+        self._forced = False  # a chunk got min_prefill_chunk beyond the guard in this step
+        self._partial: dict[str, Request] = {}  # admitted, not on time, prompt not computed yet
+        self.block_size = 0  # the core's (bind); 0: unknown, no whole-prompt reserve
+        self._last: tuple[str, int] = ("", 0)  # the last limit() answer: (request id, tokens)
+
+    def bind(self, config: SchedulerConfig) -> None:
+        self.block_size = config.block_size
+
+    def begin_step(self, draft: StepDraft) -> None:
+        self.guard.begin_step(draft)
+        self._forced = False
+
+    def _prompt_in_progress(self) -> bool:
+        partial = self._partial
+        for rid, r in list(partial.items()):
+            if r.status is not RequestStatus.RUNNING or r.num_computed_tokens >= r.num_prompt_tokens:
+                del partial[rid]
+        return bool(partial)
+
+    def limit(self, req: Request, watch: SloWatch, num_tokens: int, is_decode: bool, draft: StepDraft,
+              may_force: bool) -> int:
+        """Tokens `req` gets (see the module docstring); `may_force`: it is aged (or promoted)."""
+        tokens = self._limit(req, watch, num_tokens, is_decode, draft, may_force)
+        self._last = (req.request_id, tokens)
+        return tokens
+
+    def kv_reserve(self, req: Request, watch: SloWatch) -> int:
+        """Blocks a waiting request must leave free when admitted: below on-time work, those of
+        its known tokens beyond the chunk it gets now (its `limit` answer, asked just before)."""
+        if on_time(req, watch) or not self.block_size:
+            return 0
+        rid, chunk = self._last
+        first = req.num_computed_tokens + (chunk if rid == req.request_id else 0)
+        size = self.block_size
+        return max(0, -(-req.num_tokens // size) - -(-first // size))
+
+    def _limit(self, req: Request, watch: SloWatch, num_tokens: int, is_decode: bool, draft: StepDraft,
+               may_force: bool) -> int:
+        timely = on_time(req, watch)
+        rt_on_time = timely and req.service_class is _RT
+        if rt_on_time and is_decode:
+            return num_tokens
+        if not timely and req.status is not RequestStatus.RUNNING and self._prompt_in_progress():
+            return 0
+        guard = self.guard
+        deadline = draft.tightest_deadline_s
+        if rt_on_time and req.num_computed_tokens + num_tokens >= req.num_tokens:
+            own = min(deadline, req.next_token_deadline_s())
+            if guard.fit(req, num_tokens, is_decode, draft, own) == num_tokens:
+                return num_tokens
+        fits = guard.fit(req, num_tokens, is_decode, draft, deadline)
+        floor = min(num_tokens, self.min_prefill_chunk)
+        if fits < floor and (rt_on_time or may_force) and not self._forced:
+            self._forced = True
+            return floor
+        return fits
+
+    def on_scheduled(self, req: Request, watch: SloWatch, is_decode: bool, sample: bool, draft: StepDraft) -> None:
+        note_admission(req, watch, draft.now)
+        note_progress(watch, draft.now)
+        timely = on_time(req, watch)
+        if not is_decode and not sample and not timely:
+            self._partial[req.request_id] = req
+        if timely and req.service_class is _RT:
+            # The token this step samples (or, for a prefill chunk, the first token still due);
+            # a stream's also at its pace, keeping `stream_reserve_tpots` TPOTs of its slack.
+            index = req.num_scheduled_outputs - 1 if sample else req.num_scheduled_outputs
+            if is_decode:
+                tpot = req.slo.tpot_ms / 1000.0  # type: ignore[operator]
+                self.guard.note(req.token_deadline_s(index), draft, tpot, self.stream_reserve_tpots * tpot)
+            else:
+                self.guard.note(req.token_deadline_s(index), draft, math.inf)

@@ -1,0 +1,229 @@
+"""One step being filled: which running requests get tokens, which waiting ones are admitted, and
+which lower-ranked requests give up KV (or a seat) for them. Built afresh for every plan by the
+step planner (planner.py), which hands it the running requests in rank order.
+
+The walk (`fill`) merges two streams in key order: the ranked running requests and the waiting
+queue's best. Each request gets the tokens it lacks, chunked at the token budget, while
+`max_num_seqs` and the ledger allow:
+
+    tokens:   |<-- num_computed -->|<- num_tokens ->|
+    blocks:   |  b0  |  b1  |  b2  |  b3  |              block_size = 4, held = 3
+    need = cdiv(num_computed + num_tokens, block_size) - held
+
+A running request short of KV preempts requests ranked after it that have no step in flight (a
+victim with one in flight is drained: not scheduled again, preempted by the roster once its
+results are in). A waiting request may do so only where the policy allows it; a promoted one
+always may, and may take a seat at `max_num_seqs`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from llmserve.types import cdiv, is_decode
+from scheduler_svc.core.checkpoints import CheckpointBook
+from scheduler_svc.core.plan import NewRequestData, ScheduledRequest
+from scheduler_svc.core.policy.base import Policy
+from scheduler_svc.core.request import RequestStatus
+from scheduler_svc.core.roster import Entry, Roster
+from scheduler_svc.core.step_draft import StepDraft
+from scheduler_svc.core.ticket import Ticket
+
+_RUNNING = RequestStatus.RUNNING
+
+
+class StepBuilder:
+    """Accumulates one plan's work. `running`: the running requests in rank order (best first);
+    those at index `start` or later rank after the request being served and may be its victims."""
+
+    __slots__ = ("draft", "running", "scheduled", "entries", "new_requests", "victims", "preempted_any",
+                 "_roster", "_ledger", "_policy", "_checkpoints", "_block_size", "_limit_tokens", "_on_scheduled")
+
+    def __init__(self, draft: StepDraft, running: list[Ticket], roster: Roster, policy: Policy,
+                 checkpoints: CheckpointBook | None, block_size: int,
+                 limit_tokens: Callable | None, on_scheduled: Callable | None) -> None:
+        """`limit_tokens` / `on_scheduled`: the policy's hooks, None where it keeps the defaults
+        (skipped on the per-request hot path)."""
+        self.draft = draft
+        self.running = running
+        self.scheduled: list[ScheduledRequest] = []
+        self.entries: list[Entry] = []
+        self.new_requests: list[NewRequestData] = []
+        self.victims: list[Ticket] = []  # preempted in this step: queued once the step is planned
+        self.preempted_any = False
+        self._roster = roster
+        self._ledger = roster.ledger
+        self._policy = policy
+        self._checkpoints = checkpoints
+        self._block_size = block_size
+        self._limit_tokens = limit_tokens
+        self._on_scheduled = on_scheduled
+
+    def fill(self, refresh: Callable[[Ticket], tuple | None] | None, max_num_seqs: int) -> None:
+        """Walks running and waiting requests merged in key order until the token budget is spent
+        or nobody can use it. `refresh`: the waiting queue's lazy re-keying (or None)."""
+        draft, running, waiting = self.draft, self.running, self._roster.waiting
+        admitted = self._roster.running  # grows as requests are admitted
+        ri = 0
+        admission_open = True
+        while draft.token_budget > 0:
+            r = running[ri] if ri < len(running) else None
+            w = waiting.peek(refresh) if admission_open else None
+            if w is not None and len(admitted) >= max_num_seqs:
+                if w.promoted_at is None or not self._free_seat(w, ri):
+                    w = None
+                    admission_open = False
+            if w is None and r is None:
+                break
+            if w is not None and (r is None or w.sched_key < r.sched_key):
+                admission_open = self._try_admit(w, ri)
+            else:
+                ri += 1
+                if r.req.status is _RUNNING and not r.preempt_when_drained:
+                    self._try_schedule(r, ri)
+
+    def _try_admit(self, t: Ticket, start: int) -> bool:
+        """Admits the best waiting request if it fits; False closes admission for this step."""
+        req = t.req
+        privileged = t.promoted_at is not None
+        if self.preempted_any and not privileged:
+            return False  # vLLM: no admission in a step that had to preempt (avoids thrashing)
+        # Resume from a host-tier checkpoint when the book has one: its tokens are not recomputed.
+        book = self._checkpoints
+        resume = book.resume_point(req.request_id, req.num_tokens) if book else 0
+        req.num_computed_tokens = resume  # policies price the step from here (0 unless resuming)
+        num_tokens = min(req.num_tokens - resume, self.draft.token_budget)
+        decode = is_decode(resume, num_tokens, req.num_prompt_tokens)
+        num_tokens = self._policy.limit_tokens(req, num_tokens, decode, self.draft, t)
+        if num_tokens <= 0:
+            req.num_computed_tokens = 0
+            return False
+        need = cdiv(resume + num_tokens, self._block_size)  # a waiting request holds no blocks
+        reserve = 0 if privileged else self._policy.kv_reserve(req)
+        if not self._ledger.can_allocate(need, reserve):
+            if not self._make_room(t, need, reserve, start, admission=True):
+                req.num_computed_tokens = 0
+                return False
+        self._roster.admit(t)
+        self.new_requests.append(NewRequestData(
+            req.request_id, req.all_token_ids(), req.num_prompt_tokens, req.sampling, req.service_class,
+            req.num_output_tokens, resume))
+        if resume:
+            book.on_restore(req.request_id, resume)  # type: ignore[union-attr]
+        self._commit(t, num_tokens, decode, need)
+        return True
+
+    def _try_schedule(self, t: Ticket, start: int) -> None:
+        """Gives a running request the tokens it lacks, if budgets and KV allow."""
+        # Hot path (runs for every running request every step): plain locals, no properties.
+        req = t.req
+        num_output = len(req.output_token_ids) + req.num_output_placeholders
+        if num_output >= req.sampling.max_tokens:
+            return  # its last token is being sampled: nothing more to compute
+        computed = req.num_computed_tokens
+        num_prompt = len(req.prompt_token_ids)
+        missing = num_prompt + num_output - computed
+        if missing <= 0:
+            return
+        budget = self.draft.token_budget
+        num_tokens = missing if missing < budget else budget
+        decode = is_decode(computed, num_tokens, num_prompt)
+        if self._limit_tokens is not None:
+            num_tokens = self._limit_tokens(req, num_tokens, decode, self.draft, t)
+            if num_tokens <= 0:
+                return
+        ledger = self._ledger
+        block_size = self._block_size
+        held = ledger.held(req.request_id)
+        need = cdiv(computed + num_tokens, block_size) - held
+        if need > 0 and not ledger.can_allocate(need):
+            if not self._make_room(t, need, 0, start, admission=False):
+                # Take what the free blocks hold rather than nothing (a shorter prefill chunk).
+                num_tokens = min(num_tokens, (held + ledger.num_free) * block_size - computed)
+                if num_tokens <= 0:
+                    return
+                need = cdiv(computed + num_tokens, block_size) - held
+        self._commit(t, num_tokens, decode, need)
+
+    def _commit(self, t: Ticket, num_tokens: int, decode: bool, need: int) -> None:
+        """Puts `num_tokens` of the request in the step; `need`: blocks to add for them."""
+        req = t.req
+        computed = req.num_computed_tokens
+        rid = req.request_id
+        if need > 0:
+            self._ledger.allocate(rid, req.slo.service_class, need)
+        sample = computed + num_tokens == (
+            len(req.prompt_token_ids) + len(req.output_token_ids) + req.num_output_placeholders)
+        self.scheduled.append(ScheduledRequest(rid, num_tokens, computed, sample))
+        self.entries.append((t, sample))
+        req.num_computed_tokens = computed + num_tokens
+        if sample:
+            req.num_output_placeholders += 1
+        t.num_inflight_steps += 1
+        draft = self.draft
+        t.last_progress_s = draft.now
+        draft.add(computed, num_tokens, decode)
+        if self._on_scheduled is not None:
+            self._on_scheduled(req, num_tokens, decode, sample, draft, t)
+
+    def _make_room(self, beneficiary: Ticket, need: int, reserve: int, start: int, admission: bool) -> bool:
+        """Frees KV for `beneficiary` by preempting lower-ranked running requests (`running[start:]`,
+        worst first). Victims with a step in flight are drained instead: they stop being scheduled
+        and are preempted once their results are in, so their blocks come a step later. Nobody is
+        touched unless enough blocks can be had. True if `need` blocks (+ reserve) are free now.
+        Nobody is touched either while victims already being drained will free enough: the
+        beneficiary waits a step for their blocks (else, with two plans in flight, every short
+        request of a step drained a victim of its own for a block or two)."""
+        ledger = self._ledger
+        free = ledger.num_free - reserve
+        chosen: list[Ticket] = []
+        gain = 0
+        running = self.running
+        if free + sum(ledger.held(t.req.request_id) for t in running if t.preempt_when_drained) >= need:
+            return False
+        privileged = beneficiary.promoted_at is not None
+        policy = self._policy
+        for j in range(len(running) - 1, start - 1, -1):
+            victim = running[j]
+            if victim is beneficiary or victim.req.status is not _RUNNING or victim.preempt_when_drained:
+                continue
+            if victim.promoted_at is not None and not privileged:
+                continue
+            if admission and not privileged and not policy.admission_may_preempt(beneficiary.req, victim.req):
+                continue
+            held = ledger.held(victim.req.request_id)
+            if held == 0:
+                continue
+            chosen.append(victim)
+            gain += held
+            if free + gain >= need:
+                break
+        if free + gain < need:
+            return False
+        for victim in chosen:
+            if victim.num_inflight_steps:
+                victim.preempt_when_drained = True
+            else:
+                self._roster.preempt(victim, policy.preemption_mode(victim.req), counted=True)
+                self.victims.append(victim)
+        self.preempted_any = True
+        return ledger.can_allocate(need, reserve)
+
+    def _free_seat(self, beneficiary: Ticket, start: int) -> bool:
+        """A promoted request may take the seat of the lowest-ranked non-promoted running request
+        when max_num_seqs is reached (the aging bound would not hold otherwise). True if a seat
+        is free now; a victim with a step in flight is drained and frees its seat a step later."""
+        running = self.running
+        for j in range(len(running) - 1, start - 1, -1):
+            victim = running[j]
+            if victim.req.status is not _RUNNING or victim.promoted_at is not None:
+                continue
+            if victim.preempt_when_drained:
+                return False  # a seat is already on its way
+            if victim.num_inflight_steps:
+                victim.preempt_when_drained = True
+                return False
+            self._roster.preempt(victim, self._policy.preemption_mode(victim.req), counted=True)
+            self.victims.append(victim)
+            return True
+        return False
