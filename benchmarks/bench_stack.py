@@ -1,256 +1,193 @@
-"""Throughput and latency of the running stack against Hugging Face transformers, side by side in
-one run on the same model, prompts and machine.
+"""llmserve against Hugging Face transformers, side by side in ONE run on the same model, prompts
+and machine (issue 10):
 
-    python benchmarks/bench_stack.py --concurrency 32 --max-tokens 64 --out bench_out/stack
+    python benchmarks/bench_stack.py --streams 1 8 32 128 --max-tokens 64 --threads 2 --out bench_out/stack
 
-Measures, for N concurrent streams of `max_tokens` new tokens each (EOS ignored, greedy):
-- the stack (four processes started here, exactly as `llmserve up`): output tokens/s, TTFT and
-  TPOT p50/p99 measured by the client;
-- the same engine driven in-process (scheduler core + worker runner + KV store core, no gRPC):
-  the difference in TTFT p50 is what the gRPC hops add;
-- transformers: static batching (`generate` on the padded batch) and its continuous-batching API
-  (`generate_batch`) when available.
-Writes `results.json` and `results.md` under --out and prints the table.
+For each number of concurrent streams (1 = requests one after another), every engine generates
+`--max-tokens` greedy tokens per request (EOS ignored, so all do the same work) for the same
+prompts (`benchmarks/prompts.py`):
+- the full stack through its four services, started here exactly as `llmserve up` does, with the
+  benchmark client on the same machine (as a user's would be);
+- the same engine in-process (no gRPC, no extra processes): what the hops cost;
+- transformers static batching in float32 AND bfloat16; the faster is its "best mode".
+Each (engine, streams) runs `--repeats` times after a warm-up, round-robin across the engines, and
+keeps the fastest (on a shared machine the least disturbed run); the 1-minute load average is
+recorded with each row.
+Then the time to first token of one `--prefill-tokens`-token prompt per engine (prefill
+throughput), and `gemm_ceiling.py`'s GEMM ceiling at the model's shapes with the engine's decode
+and prefill FLOP/s as fractions of it. Writes `results.json` and `results.md` under --out.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import json
+import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-from scheduler_svc.core.policy import POLICY_NAMES
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from prompts import benchmark_prompts  # noqa: E402
+from scheduler_svc.core.policy import POLICY_NAMES  # noqa: E402
 
-
-@dataclass
-class Row:
-    engine: str
-    throughput_tok_s: float
-    ttft_p50_ms: float | None
-    ttft_p99_ms: float | None
-    tpot_p50_ms: float | None
-    tpot_p99_ms: float | None
-    wall_s: float
-    output_tokens: int
+from bench_common import PrefillRow, Row, fastest, load1  # noqa: E402
+from bench_report import Report, to_markdown  # noqa: E402
+from prompts import benchmark_prompts, long_prompt_ids  # noqa: E402
 
 
-def _pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--streams", type=int, nargs="+", default=[1, 8, 32, 128])
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--sequential-requests", type=int, default=8, help="requests of the 1-stream level")
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--load-format", default="auto", help="dummy: random weights of the model's config")
+    parser.add_argument("--dtype", default="auto", help="the llmserve engines' --dtype (transformers runs both)")
+    parser.add_argument("--policy", default="fcfs", choices=POLICY_NAMES)
+    parser.add_argument("--num-kv-blocks", type=int, default=1024)
+    parser.add_argument("--max-num-batched-tokens", type=int, default=512, help="as `llmserve up`")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch threads of every engine (the worker's --num-threads)")
+    parser.add_argument("--omp-wait-policy", default="PASSIVE",
+                        help="OMP_WAIT_POLICY of every engine (the worker's default)")
+    parser.add_argument("--engines", default="stack,inproc,hf", help="comma list of stack, inproc, hf")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per (engine, streams); the fastest is kept")
+    parser.add_argument("--prefill-tokens", type=int, default=1024)
+    parser.add_argument("--hf-continuous", action="store_true", help="also run transformers' generate_batch")
+    parser.add_argument("--skip-gemm", action="store_true")
+    parser.add_argument("--out", default="bench_out/stack")
+    return parser.parse_args()
 
 
-def _row(engine: str, ttfts: list[float], tpots: list[float], wall: float, tokens: int) -> Row:
-    return Row(engine, tokens / wall, _pct(ttfts, 50), _pct(ttfts, 99), _pct(tpots, 50), _pct(tpots, 99), wall, tokens)
+def _prompts(streams: int, args: argparse.Namespace) -> list[str]:
+    return benchmark_prompts(args.sequential_requests if streams == 1 else streams)
 
 
-# ---- the stack over gRPC ---------------------------------------------------------------------
-async def _one_stream(stub, request) -> tuple[float, float, int]:  # type: ignore[no-untyped-def]
-    start = time.perf_counter()
-    first = last = None
-    count = 0
-    async for chunk in stub.Generate(request, timeout=600):
-        if chunk.token_ids:
-            now = time.perf_counter()
-            if first is None:
-                first = now
-            last = now
-            count += len(chunk.token_ids)
-    assert first is not None and last is not None
-    ttft_ms = (first - start) * 1000
-    tpot_ms = (last - first) * 1000 / max(1, count - 1)
-    return ttft_ms, tpot_ms, count
+async def _call(fn, *args):  # type: ignore[no-untyped-def]
+    result = fn(*args)
+    return await result if asyncio.iscoroutine(result) else result
 
 
-async def bench_stack(address: str, prompts: list[str], max_tokens: int, sequential: bool = False) -> Row:
-    from llmserve.runtime.channel import open_channel
-    from llmserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
-
-    def request(prompt: str) -> gateway_pb2.GenerateRequest:
-        return gateway_pb2.GenerateRequest(
-            text=prompt,
-            sampling=common_pb2.SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True),
-            slo=common_pb2.Slo(service_class=common_pb2.SERVICE_CLASS_BEST_EFFORT),
-        )
-
-    async with open_channel(address) as channel:
-        stub = gateway_pb2_grpc.GatewayStub(channel)
-        await _one_stream(stub, request("Warm up."))  # first-call costs out of the measurement
-        if sequential:
-            start = time.perf_counter()
-            results = [await _one_stream(stub, request(p)) for p in prompts]
-        else:
-            start = time.perf_counter()
-            results = await asyncio.gather(*(_one_stream(stub, request(p)) for p in prompts))
-        wall = time.perf_counter() - start
-    label = "llmserve stack (gRPC, 4 processes)" + (", one request at a time" if sequential else "")
-    return _row(label, [r[0] for r in results], [r[1] for r in results], wall, sum(r[2] for r in results))
-
-
-async def run_stack(args: argparse.Namespace, prompts: list[str]) -> Row:
-    from llmserve_stack.launch import StackConfig, free_port, service_specs
-    from llmserve_stack.supervisor import Stack
-
-    if args.address:
-        return await bench_stack(args.address, prompts, args.max_tokens, args.sequential)
-    config = StackConfig(port=free_port(), http_port=0, model=args.model, load_format=args.load_format, num_kv_blocks=args.num_kv_blocks,
-                         max_num_seqs=max(64, args.concurrency), max_num_batched_tokens=args.max_num_batched_tokens,
-                         policy=args.policy, log_format="text")
-    log_dir = Path(args.out) / "logs"
-    async with Stack(service_specs(config), log_dir=str(log_dir)) as stack:
-        return await bench_stack(stack.specs[-1].address, prompts, args.max_tokens, args.sequential)
+async def _measure(runners: list, args: argparse.Namespace, long_ids: list[int]) -> tuple[list[Row], list[PrefillRow]]:
+    """Every engine at every level, the repeats taken round-robin across engines so that a burst
+    of load on the shared machine hits one try of each engine rather than all tries of one."""
+    rows, prefill = [], []
+    for streams in args.streams:
+        prompts = _prompts(streams, args)
+        tries: dict[str, list[Row]] = {name: [] for name, _, _ in runners}
+        for _ in range(args.repeats):
+            for name, run, _ in runners:
+                tries[name].append(await _call(run, prompts, streams))
+        for name, _, _ in runners:
+            rows.append(fastest(tries[name]))
+            best = rows[-1]
+            print(f"{name} x{streams}: {best.throughput_tok_s:.1f} tok/s (load {best.load1:.2f})", file=sys.stderr)
+        # What is done survives a run cut short (a level at 128 streams can take long on a loaded machine).
+        (Path(args.out) / "partial.json").write_text(json.dumps([asdict(r) for r in rows], indent=2))
+    times: dict[str, list[float]] = {name: [] for name, _, _ in runners}
+    for _ in range(args.repeats):
+        for name, _, first_token in runners:
+            times[name].append(await _call(first_token, long_ids))
+    for name, _, _ in runners:
+        prefill.append(PrefillRow(name, len(long_ids), min(times[name]), load1()))
+        print(f"{name} prefill {len(long_ids)}: {prefill[-1].tok_s:.0f} tok/s", file=sys.stderr)
+    return rows, prefill
 
 
-# ---- the same engine in-process --------------------------------------------------------------
-def run_in_process(args: argparse.Namespace, prompts: list[str]) -> Row:
+async def run_all(args: argparse.Namespace) -> Report:
     import torch
 
     from llmserve_stack.engine import InProcessEngine
+    from llmserve_stack.launch import StackConfig, free_port, service_specs
+    from llmserve.runtime.channel import open_channel
+    from llmserve_stack.supervisor import Stack
+    from llmserve.v1 import gateway_pb2_grpc
+    from llmserve_runs import INPROC, STACK, InProcessRunner, StackClient
 
     torch.set_num_threads(args.threads)
-
+    engines = set(args.engines.split(","))
+    runners = []  # (name, run(prompts, streams) -> Row, first_token(ids) -> seconds)
     engine = InProcessEngine.build(model=args.model, load_format=args.load_format, num_kv_blocks=args.num_kv_blocks,
-                                   max_num_seqs=max(64, args.concurrency),
-                                   max_num_batched_tokens=args.max_num_batched_tokens, policy=args.policy)
-    engine.generate_all([engine.tokenize("Warm up.")], max_tokens=args.max_tokens)
-    token_prompts = [engine.tokenize(p) for p in prompts]
-    if args.sequential:
-        runs = [engine.generate_all([p], max_tokens=args.max_tokens) for p in token_prompts]
-        return _row("same engine in-process (no gRPC), one request at a time", [t for r in runs for t in r.ttfts_ms],
-                    [t for r in runs for t in r.tpots_ms], sum(r.wall_s for r in runs), sum(r.output_tokens for r in runs))
-    result = engine.generate_all(token_prompts, max_tokens=args.max_tokens)
-    return _row("same engine in-process (no gRPC)", result.ttfts_ms, result.tpots_ms, result.wall_s, result.output_tokens)
+                                   max_num_seqs=max(128, *args.streams), dtype=args.dtype, policy=args.policy,
+                                   max_num_batched_tokens=args.max_num_batched_tokens)
+    long_ids = long_prompt_ids(engine.tokenize, args.prefill_tokens)
+    prompt_lens = [len(engine.tokenize(p)) for p in benchmark_prompts(max(args.streams))]
+    if "inproc" in engines:
+        inproc = InProcessRunner(engine, args.max_tokens)
+        engine.generate_all([engine.tokenize("Warm up.")], max_tokens=args.max_tokens)
+        runners.append((INPROC, lambda prompts, s: inproc.run([engine.tokenize(p) for p in prompts], s),
+                        inproc.time_to_first_token))
+    hf_fp32 = None
+    if "hf" in engines:
+        hf_fp32, hf = _hf_runners(args)
+        runners += hf
+    async with contextlib.AsyncExitStack() as stack_scope:
+        if "stack" in engines:
+            config = StackConfig(port=free_port(), http_port=0, model=args.model, load_format=args.load_format, dtype=args.dtype,
+                                 num_kv_blocks=args.num_kv_blocks, max_num_seqs=max(128, *args.streams),
+                                 max_num_batched_tokens=args.max_num_batched_tokens, policy=args.policy,
+                                 log_format="text")
+            # The worker's torch threads as every other engine's (--num-threads is not a stack setting).
+            specs = [dataclasses.replace(s, env={**s.env, "LLMSERVE_NUM_THREADS": str(args.threads)})
+                     if s.module == "worker_svc" else s for s in service_specs(config)]
+            stack = await stack_scope.enter_async_context(Stack(specs, log_dir=str(Path(args.out) / "logs")))
+            channel = await stack_scope.enter_async_context(open_channel(stack.specs[-1].address))
+            client = StackClient(gateway_pb2_grpc.GatewayStub(channel), args.max_tokens)
+            await client.run(["Warm up."], 1)
+            runners.insert(0, (STACK, client.run, client.time_to_first_token))
+        started = time.time()
+        rows, prefill = await _measure(runners, args, long_ids)
+    if hf_fp32 is not None and args.hf_continuous:
+        from hf_runs import run_generate_batch
+
+        extra = run_generate_batch(hf_fp32.net, hf_fp32.tokenizer, _prompts(32, args), args.max_tokens)
+        rows += [extra] if extra else []
+    gemm = None
+    if not args.skip_gemm:
+        from gemm_ceiling import measure
+
+        gemm = measure(engine.runner.model.config, repeats=5)
+    return Report(args, engine.runner.model.config, str(engine.runner.kv_cache.spec.dtype), rows, prefill, gemm,
+                  prompt_lens, started)
 
 
-# ---- Hugging Face transformers ---------------------------------------------------------------
-def run_hf(args: argparse.Namespace, prompts: list[str]) -> list[Row]:
+def _hf_runners(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """transformers' float32 runner and the (name, run, first_token) of both dtypes."""
+    import copy
+
     import torch
-    from transformers import AutoModelForCausalLM, GenerationConfig
+    from hf_runs import HfStaticRunner, load_hf
 
-    from llmserve.model_source import load_tokenizer, resolve_model
-
-    torch.set_num_threads(args.threads)
-    source = resolve_model(args.model, args.load_format)
-    tokenizer = load_tokenizer(source)
-    if source.load_format == "dummy":  # same architecture and FLOPs, random weights
-        from llmserve.model_source import load_hf_config
-
-        torch.manual_seed(0)
-        model = AutoModelForCausalLM.from_config(load_hf_config(source), dtype=torch.float32)
-    else:
-        kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
-        model = AutoModelForCausalLM.from_pretrained(source.folder, local_files_only=True, dtype=torch.float32, **kwargs)
-    model.eval()
-    rows = []
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    batch = tokenizer(prompts, return_tensors="pt", padding=True)
-    with torch.inference_mode():
-        model.generate(**tokenizer(["Warm up."], return_tensors="pt"), max_new_tokens=4, do_sample=False)
-        start = time.perf_counter()
-        model.generate(**batch, max_new_tokens=1, min_new_tokens=1, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-        prefill = time.perf_counter() - start
-        start = time.perf_counter()
-        out = model.generate(**batch, max_new_tokens=args.max_tokens, min_new_tokens=args.max_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id)
-        wall = time.perf_counter() - start
-    tokens = (out.shape[1] - batch.input_ids.shape[1]) * len(prompts)
-    tpot = (wall - prefill) * 1000 / max(1, args.max_tokens - 1)
-    rows.append(Row(f"transformers static batch of {len(prompts)}", tokens / wall, prefill * 1000, prefill * 1000,
-                    tpot, tpot, wall, tokens))
-    if hasattr(model, "generate_batch") and not args.skip_hf_continuous:
-        try:
-            config = GenerationConfig(max_new_tokens=args.max_tokens, min_new_tokens=args.max_tokens, do_sample=False,
-                                      eos_token_id=-1, pad_token_id=tokenizer.pad_token_id)
-            inputs = [tokenizer(p).input_ids for p in prompts]
-            with torch.no_grad():  # generate_batch fails under inference_mode
-                start = time.perf_counter()
-                outputs = model.generate_batch(inputs=inputs, generation_config=config)
-                wall = time.perf_counter() - start
-            tokens = sum(len(o.generated_tokens) for o in outputs.values())
-            rows.append(Row("transformers generate_batch (continuous batching)", tokens / wall, None, None, None, None,
-                            wall, tokens))
-        except Exception as err:  # report, don't fail the whole benchmark
-            print(f"transformers generate_batch failed: {err!r}", file=sys.stderr)
-    return rows
-
-
-def to_markdown(rows: list[Row], args: argparse.Namespace) -> str:
-    def fmt(v: float | None, digits: int = 1) -> str:
-        return "—" if v is None else f"{v:.{digits}f}"
-
-    lines = [
-        f"{args.concurrency} concurrent streams × {args.max_tokens} new tokens (greedy, EOS ignored), model {args.model} "
-        f"({args.load_format} weights), "
-        f"policy {args.policy}, {args.threads} torch threads",
-        "",
-        "| engine | output tok/s | TTFT p50 ms | TTFT p99 ms | TPOT p50 ms | TPOT p99 ms | wall s |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(f"| {r.engine} | {fmt(r.throughput_tok_s)} | {fmt(r.ttft_p50_ms)} | {fmt(r.ttft_p99_ms)} | "
-                     f"{fmt(r.tpot_p50_ms)} | {fmt(r.tpot_p99_ms)} | {fmt(r.wall_s, 2)} |")
-    by_name = {r.engine.split(" ")[0] + ("-inproc" if "in-process" in r.engine else ""): r for r in rows}
-    stack = next((r for r in rows if r.engine.startswith("llmserve stack")), None)
-    inproc = next((r for r in rows if "in-process" in r.engine), None)
-    static = next((r for r in rows if "static" in r.engine), None)
-    lines.append("")
-    if stack and static:
-        lines.append(f"- stack / transformers static throughput: **{stack.throughput_tok_s / static.throughput_tok_s:.2f}x**")
-    if stack and inproc and stack.ttft_p50_ms is not None and inproc.ttft_p50_ms is not None and not args.sequential:
-        lines.append(f"- TTFT p50 difference (stack − in-process) at {args.concurrency} concurrent streams: "
-                     f"{stack.ttft_p50_ms - inproc.ttft_p50_ms:+.1f} ms (includes arrival spread and CPU shared with "
-                     "the gateway and scheduler processes)")
-    if stack and inproc and stack.ttft_p50_ms is not None and inproc.ttft_p50_ms is not None and args.sequential:
-        lines.append(f"- TTFT p50 added by the gRPC hops (stack − in-process): **{stack.ttft_p50_ms - inproc.ttft_p50_ms:+.1f} ms**")
-    del by_name
-    return "\n".join(lines) + "\n"
+    fp32, tokenizer = load_hf(args.model, args.load_format)
+    runners = [HfStaticRunner(fp32, tokenizer, "float32", args.max_tokens),
+               HfStaticRunner(copy.deepcopy(fp32).to(torch.bfloat16), tokenizer, "bfloat16", args.max_tokens)]
+    for runner in runners:
+        runner.warm_up()
+    return runners[0], [(r.name, r.run, r.time_to_first_token) for r in runners]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--model", default="default")
-    parser.add_argument("--load-format", default="auto", help="dummy: random weights of the model's config")
-    parser.add_argument("--policy", default="fcfs", choices=POLICY_NAMES)
-    parser.add_argument("--num-kv-blocks", type=int, default=1024)
-    parser.add_argument("--max-num-batched-tokens", type=int, default=512)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads for the in-process and HF runs")
-    parser.add_argument("--address", default="", help="bench an already running gateway instead of starting one")
-    parser.add_argument("--engines", default="stack,inproc,hf", help="comma list of stack, inproc, hf")
-    parser.add_argument("--skip-hf-continuous", action="store_true")
-    parser.add_argument("--sequential", action="store_true",
-                        help="one request at a time (isolates what the gRPC hops add to TTFT)")
-    parser.add_argument("--out", default="bench_out/stack")
-    args = parser.parse_args()
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    prompts = benchmark_prompts(args.concurrency)
-    engines = set(args.engines.split(","))
-    rows: list[Row] = []
-    if "stack" in engines:
-        rows.append(asyncio.run(run_stack(args, prompts)))
-        print(f"stack done: {rows[-1].throughput_tok_s:.1f} tok/s", file=sys.stderr)
-    if "inproc" in engines:
-        rows.append(run_in_process(args, prompts))
-        print(f"in-process done: {rows[-1].throughput_tok_s:.1f} tok/s", file=sys.stderr)
-    if "hf" in engines:
-        rows.extend(run_hf(args, prompts))
-    table = to_markdown(rows, args)
+    args = parse_args()
+    # Before torch (and OpenMP) load, so that the in-process engines and the stack's worker wait alike.
+    os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = asyncio.run(run_all(args))
+    table = to_markdown(report)
     print(table)
-    (Path(args.out) / "results.md").write_text(table)
-    (Path(args.out) / "results.json").write_text(json.dumps([asdict(r) for r in rows], indent=2))
+    (out / "results.md").write_text(table)
+    (out / "results.json").write_text(json.dumps({
+        "rows": [asdict(r) for r in report.rows],
+        "prefill": [asdict(p) | {"tok_s": p.tok_s} for p in report.prefill],
+        "gemm": [asdict(g) for g in report.gemm or []],
+        "args": vars(args),
+    }, indent=2))
     return 0
 
 

@@ -26,3 +26,13 @@ def benchmark_prompts(n: int) -> list[str]:
         suffix = "" if i < len(TOPICS) else f" (variant {i // len(TOPICS)})"
         prompts.append(f"Explain {topic} in a few clear paragraphs{suffix}.")
     return prompts
+
+
+def long_prompt_ids(tokenize, num_tokens: int) -> list[int]:  # type: ignore[no-untyped-def]
+    """A prompt of exactly `num_tokens` token ids (the benchmark prompts joined and cut), for
+    prefill throughput; `tokenize(text) -> list[int]`."""
+    text = " ".join(benchmark_prompts(len(TOPICS)))
+    ids: list[int] = []
+    while len(ids) < num_tokens:
+        ids += tokenize(text)
+    return ids[:num_tokens]

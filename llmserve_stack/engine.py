@@ -30,6 +30,7 @@ from worker_svc.core.runner import RunnerLimits, StepRunner
 from worker_svc.kernels.backend import default_backend_name, make_backend
 from worker_svc.model.kv_cache import KvCache, KvCacheSpec
 from worker_svc.model.loader import load_model
+from worker_svc.model.precision import resolve_dtype
 
 _WORKER_ID = "in-process"
 
@@ -70,14 +71,15 @@ class InProcessEngine:
         max_num_batched_tokens: int = 512,
         max_num_seqs: int = 64,
         policy: str = "fcfs",
-        dtype: torch.dtype = torch.float32,
+        dtype: str = "auto",
         device: str = "cpu",
         attention_backend: str = "",
         with_tokenizer: bool = True,
     ) -> InProcessEngine:
         source = resolve_model(model, load_format)  # type: ignore[arg-type]
-        net = load_model(source, make_backend(attention_backend or default_backend_name(device)), dtype, device)
-        spec = KvCacheSpec.for_model(net.config, block_size, dtype)
+        torch_dtype = resolve_dtype(dtype, torch.device(device))  # the worker's own choice for "auto"
+        net = load_model(source, make_backend(attention_backend or default_backend_name(device)), torch_dtype, device)
+        spec = KvCacheSpec.for_model(net.config, block_size, torch_dtype)
         kv_cache = KvCache(spec, num_kv_blocks, device)
         runner = StepRunner(net, kv_cache, RunnerLimits(max_num_batched_tokens, max_num_seqs))
         store = KvStore(lease_ttl_s=1e9, host_tier_bytes=1, clock=time.monotonic)

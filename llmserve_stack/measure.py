@@ -66,7 +66,7 @@ GRIDS = {
 }
 
 
-def measure_worker_steps(model: str = "default", *, device: str = "cpu", dtype: str = "float32",
+def measure_worker_steps(model: str = "default", *, device: str = "cpu", dtype: str = "auto",
                          backend: str = "", grid: str = "cpu", repeats: int = 3, block_size: int = 16,
                          seed: int = 0) -> list[dict]:
     """Runs every shape of `GRIDS[grid]` `repeats` times on worker_svc in-process; returns one
@@ -80,10 +80,11 @@ def measure_worker_steps(model: str = "default", *, device: str = "cpu", dtype: 
     from worker_svc.core.runner import RunnerLimits, StepRunner
     from worker_svc.kernels.backend import default_backend_name, make_backend
     from worker_svc.model.kv_cache import KvCache, KvCacheSpec
-    from worker_svc.model.loader import load_model, parse_dtype
+    from worker_svc.model.loader import load_model
+    from worker_svc.model.precision import resolve_dtype
 
     g = GRIDS[grid]
-    torch_dtype = parse_dtype(dtype)
+    torch_dtype = resolve_dtype(dtype, torch.device(device))
     net = load_model(resolve_model(model, load_format="dummy"), make_backend(backend or default_backend_name(device)),
                      torch_dtype, device, seed=seed)
     spec = KvCacheSpec.for_model(net.config, block_size, torch_dtype)
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default="cpu", help="name stored in the JSON")
     p.add_argument("--model", default="default", help="model (llmserve model source; a config folder works)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--dtype", default="float32", help="float32, bfloat16, ...")
+    p.add_argument("--dtype", default="auto", help="auto (what the worker picks), float32, bfloat16, ...")
     p.add_argument("--backend", default="", help="attention backend (default: torch on CPU, triton on CUDA)")
     p.add_argument("--grid", default="cpu", choices=tuple(GRIDS), help="step shapes to time")
     p.add_argument("--repeats", type=int, default=3, help="runs per shape (the fastest is kept)")

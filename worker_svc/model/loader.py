@@ -21,8 +21,6 @@ from worker_svc.model.llama import LlamaModel
 
 logger = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
 _LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
 # HF name inside a layer → (our fused name, which shard of it).
 _FUSED = {
@@ -32,13 +30,6 @@ _FUSED = {
     "mlp.gate_proj": ("mlp.gate_up_proj", 0),
     "mlp.up_proj": ("mlp.gate_up_proj", 1),
 }
-
-
-def parse_dtype(name: str) -> torch.dtype:
-    try:
-        return DTYPES[name]
-    except KeyError:
-        raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {name!r}") from None
 
 
 def load_model(
@@ -59,7 +50,7 @@ def load_model(
         load_hf_weights(model, _safetensors_weights(source.folder))
     else:
         raise ValueError(f"unknown load format {source.load_format!r}")
-    return model.eval()
+    return _ready(model)
 
 
 def _empty_model(config: ModelConfig, backend: AttentionBackend, dtype: torch.dtype, device: torch.device | str) -> LlamaModel:
@@ -79,6 +70,14 @@ def model_from_hf_state_dict(
     `state_dict().items()`)."""
     model = _empty_model(config, backend, dtype, device)
     load_hf_weights(model, weights)
+    return _ready(model)
+
+
+def _ready(model: LlamaModel) -> LlamaModel:
+    """Inference mode, with the weights laid out for the machine's fastest GEMM path (a no-op where
+    there is none: see `linear.py`)."""
+    if model.prepack_linears():
+        logger.info("linear weights prepacked for oneDNN (%s)", str(model.embed_tokens.weight.dtype))
     return model.eval()
 
 

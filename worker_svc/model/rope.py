@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -40,18 +41,17 @@ class RotaryEmbedding:
         self.cos = freqs.cos()  # [P, D/2] float32
         self.sin = freqs.sin()
 
-    def apply(
-        self,
-        positions: torch.Tensor,  # [T]
-        q: torch.Tensor,  # [T, Hq, D]
-        k: torch.Tensor,  # [T, Hkv, D]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        cos = self.cos[positions].unsqueeze(1).to(q.dtype)  # [T, 1, D/2]
-        sin = self.sin[positions].unsqueeze(1).to(q.dtype)
-        return _rotate(q, cos, sin), _rotate(k, cos, sin)
+    def tables(self, positions: torch.Tensor, dtype: torch.dtype) -> RopeTables:  # positions [T]
+        """The rotation of each token of one step, looked up once and shared by every layer."""
+        return RopeTables(self.cos[positions].unsqueeze(1).to(dtype), self.sin[positions].unsqueeze(1).to(dtype))
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    # x [T, H, D]: first and second halves form the rotated pairs.
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+@dataclass(frozen=True)
+class RopeTables:
+    cos: torch.Tensor  # [T, 1, D/2] in the model dtype
+    sin: torch.Tensor
+
+    def rotate(self, x: torch.Tensor) -> torch.Tensor:  # [T, H, D] → [T, H, D], contiguous
+        # The first and second halves of the head dimension form the rotated pairs.
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat((x1 * self.cos - x2 * self.sin, x2 * self.cos + x1 * self.sin), dim=-1)

@@ -99,6 +99,8 @@ def paged_forward(model: LlamaModel, kv: KvCache, seqs: list[PagedSeq], chunk_le
 
 
 def paged_cache(model: LlamaModel, num_blocks: int = 64) -> tuple[KvCache, list[int]]:
+    """A cache in the model's dtype, and its free block ids (shuffled)."""
     free = list(range(num_blocks))
     random.Random(0).shuffle(free)
-    return KvCache(KvCacheSpec.for_model(model.config, PAGED_BLOCK, torch.float32), num_blocks, "cpu"), free
+    dtype = model.embed_tokens.weight.dtype
+    return KvCache(KvCacheSpec.for_model(model.config, PAGED_BLOCK, dtype), num_blocks, "cpu"), free

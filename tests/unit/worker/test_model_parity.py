@@ -14,6 +14,7 @@ from llmserve.plan import BatchPlan, NewRequest, ScheduledRequest
 from llmserve.types import SamplingParams, ServiceClass
 from worker_svc.kernels.backend import make_backend
 from worker_svc.model.llama import LlamaModel
+from worker_svc.model.linear import prepack_supported
 from worker_svc.model.loader import load_model
 
 ATOL = 1e-4
@@ -140,3 +141,26 @@ def test_runner_greedy_with_chunked_prefill_and_mixed_steps_matches_hf(tiny_chec
             assert pool.num_used == sum(len(runner.state(r).block_table) for r in ("a", "c"))
     assert got == expected
     assert pool.num_used == 0 and runner.request_ids == ()
+
+
+# bfloat16 against HF float32 on the same weights. The tiny random models have flat, small logits
+# (|logit| < 5), so the bound is absolute: max error 0.25 and mean error 0.04 (observed 0.11 and
+# 0.018, the size of bfloat16's own rounding through two layers); greedy agreement is checked on
+# the real model (test_smollm2_parity.py), where it means something.
+BF16_MAX_ERROR, BF16_MEAN_ERROR = 0.25, 0.04
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_bfloat16_logits_within_the_stated_bound_of_hf_float32(tiny_checkpoints, kind: str) -> None:
+    folder, hf = tiny_checkpoints[kind]
+    model = load_model(resolve_model(str(folder)), make_backend("torch"), torch.bfloat16)
+    # The fast path is the one under test wherever the machine has it.
+    assert (model.lm_head.packed is not None) == prepack_supported(torch.bfloat16, "cpu")
+    ids = torch.randint(0, 96, (23,), generator=torch.Generator().manual_seed(6)).tolist()
+    kv, free = paged_cache(model)
+    seq = PagedSeq(ids, free)
+    # A chunked prefill (a chunk starting mid-block), then paged decodes.
+    got = torch.cat([paged_forward(model, kv, [seq], [n]) for n in (9, 6)] + [paged_forward(model, kv, [seq], [1])
+                                                                              for _ in range(8)])
+    error = (got - _hf_logits(hf, ids)).abs()
+    assert float(error.max()) <= BF16_MAX_ERROR and float(error.mean()) <= BF16_MEAN_ERROR
