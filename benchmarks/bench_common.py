@@ -19,6 +19,9 @@ class Row:
     wall_s: float
     output_tokens: int
     load1: float  # 1-minute load average right after the run
+    # The stack only: the worker's time by phase over the run (its /metrics, before and after),
+    # seconds by phase name; the wall time minus their sum is the worker waiting for plans.
+    worker_phases_s: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -140,6 +140,28 @@ def _flops(report: Report) -> list[str]:
     return lines
 
 
+PHASES = ("forward", "sample", "kv", "plan_decode", "encode", "other")
+
+
+def _worker_time(report: Report) -> list[str]:
+    """Where the stack's worker spent each level's wall time (its step phases over the fastest
+    try, from its /metrics); "outside the forward pass" is everything but `forward`, waiting for
+    the next plan included: issue 10's per-step overhead."""
+    rows = [r for s in report.args.streams if (r := _get(report.rows, STACK, s)) and r.worker_phases_s]
+    if not rows:
+        return []
+    lines = ["", "The stack's worker: its wall time by step phase, % (waiting: no step running, i.e. for the next "
+                 "plan):", "", "| streams | " + " | ".join(PHASES) + " | waiting | outside the forward pass |",
+             "|---|" + "---|" * (len(PHASES) + 2)]
+    for r in rows:
+        phases = dict(r.worker_phases_s)
+        waiting = max(0.0, r.wall_s - sum(phases.values()))
+        cells = [f"{100 * phases.get(p, 0.0) / r.wall_s:.1f}" for p in PHASES]
+        outside = 100 * (1 - phases.get("forward", 0.0) / r.wall_s)
+        lines.append(f"| {r.streams} | " + " | ".join(cells) + f" | {100 * waiting / r.wall_s:.1f} | **{outside:.1f}** |")
+    return lines
+
+
 def to_markdown(report: Report) -> str:
     import torch
 
@@ -154,4 +176,5 @@ def to_markdown(report: Report) -> str:
         f"{min(loads):.1f}–{max(loads):.1f}.",
         "",
     ]
-    return "\n".join(header + _tables(report) + _ratios(report) + _prefill(report) + _flops(report)) + "\n"
+    return "\n".join(header + _tables(report) + _ratios(report) + _worker_time(report) + _prefill(report)
+                     + _flops(report)) + "\n"

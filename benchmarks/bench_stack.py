@@ -100,6 +100,16 @@ async def _measure(runners: list, args: argparse.Namespace, long_ids: list[int])
     return rows, prefill
 
 
+def _free_port_run(count: int) -> int:
+    """The first of `count` consecutive free loopback ports (the stack's metrics ports)."""
+    from llmserve_stack.launch import port_is_free
+
+    for base in range(20000, 60000, 97):
+        if all(port_is_free("127.0.0.1", base + i) for i in range(count)):
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports for the stack's /metrics")
+
+
 async def run_all(args: argparse.Namespace) -> Report:
     import torch
 
@@ -129,8 +139,10 @@ async def run_all(args: argparse.Namespace) -> Report:
         runners += hf
     async with contextlib.AsyncExitStack() as stack_scope:
         if "stack" in engines:
-            config = StackConfig(port=free_port(), http_port=0, model=args.model, load_format=args.load_format, dtype=args.dtype,
-                                 num_kv_blocks=args.num_kv_blocks, max_num_seqs=max(128, *args.streams),
+            metrics_base = _free_port_run(4)  # gateway, scheduler, kvstore, worker-0
+            config = StackConfig(port=free_port(), http_port=0, model=args.model, load_format=args.load_format,
+                                 dtype=args.dtype, num_kv_blocks=args.num_kv_blocks,
+                                 max_num_seqs=max(128, *args.streams), metrics_port=metrics_base,
                                  max_num_batched_tokens=args.max_num_batched_tokens, policy=args.policy,
                                  log_format="text")
             # The worker's torch threads as every other engine's (--num-threads is not a stack setting).
@@ -138,7 +150,8 @@ async def run_all(args: argparse.Namespace) -> Report:
                      if s.module == "worker_svc" else s for s in service_specs(config)]
             stack = await stack_scope.enter_async_context(Stack(specs, log_dir=str(Path(args.out) / "logs")))
             channel = await stack_scope.enter_async_context(open_channel(stack.specs[-1].address))
-            client = StackClient(gateway_pb2_grpc.GatewayStub(channel), args.max_tokens)
+            client = StackClient(gateway_pb2_grpc.GatewayStub(channel), args.max_tokens,
+                                 worker_metrics_url=f"http://127.0.0.1:{metrics_base + 3}/metrics")
             await client.run(["Warm up."], 1)
             runners.insert(0, (STACK, client.run, client.time_to_first_token))
         started = time.time()

@@ -9,7 +9,9 @@ all `streams` prompts are submitted at once.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
+import urllib.request
 from typing import Any
 
 from bench_common import Row, make_row
@@ -19,12 +21,26 @@ INPROC = "llmserve engine in-process"
 
 
 # ---- the stack over gRPC ---------------------------------------------------------------------
-class StackClient:
-    """Streams requests to a running gateway and times them on the client."""
+PHASE_METRIC = "llmserve_step_phase_seconds_total"
 
-    def __init__(self, stub: Any, max_tokens: int) -> None:
+
+def worker_phases(metrics_url: str) -> dict[str, float]:
+    """The worker's cumulative step time by phase, from its /metrics (one worker)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    body = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
+    return {s.labels["phase"]: s.value for family in text_string_to_metric_families(body)
+            for s in family.samples if s.name == PHASE_METRIC}
+
+
+class StackClient:
+    """Streams requests to a running gateway and times them on the client; with the worker's
+    /metrics URL it also records where the worker's time went during each run."""
+
+    def __init__(self, stub: Any, max_tokens: int, worker_metrics_url: str = "") -> None:
         self.stub = stub
         self.max_tokens = max_tokens
+        self.worker_metrics_url = worker_metrics_url
 
     def _request(self, prompt: str | list[int], max_tokens: int) -> Any:
         from llmserve.v1 import common_pb2, gateway_pb2
@@ -50,6 +66,7 @@ class StackClient:
         return (first - start) * 1000, (last - first) * 1000 / max(1, count - 1), count
 
     async def run(self, prompts: list[str], streams: int) -> Row:
+        before = await asyncio.to_thread(worker_phases, self.worker_metrics_url) if self.worker_metrics_url else {}
         start = time.perf_counter()
         if streams == 1:
             results = [await self._one(p, self.max_tokens) for p in prompts]
@@ -57,7 +74,12 @@ class StackClient:
             results = await asyncio.gather(*(self._one(p, self.max_tokens) for p in prompts))
         wall = time.perf_counter() - start
         ttfts, tpots, counts = zip(*results)
-        return make_row(STACK, streams, list(ttfts), list(tpots), wall, sum(counts))
+        row = make_row(STACK, streams, list(ttfts), list(tpots), wall, sum(counts))
+        if not self.worker_metrics_url:
+            return row
+        after = await asyncio.to_thread(worker_phases, self.worker_metrics_url)
+        phases = tuple((phase, after[phase] - before.get(phase, 0.0)) for phase in sorted(after))
+        return dataclasses.replace(row, worker_phases_s=phases)
 
     async def time_to_first_token(self, prompt_ids: list[int]) -> float:
         """Seconds from sending one request to its first token: its prefill plus the hops."""

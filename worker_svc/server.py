@@ -194,9 +194,14 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         failed = self.checkpoints.take_failed() if self.checkpoints is not None else []
         encode_start = time.perf_counter_ns()
         message = convert.step_result(output, failed)
+        encode_ns = time.perf_counter_ns() - encode_start
         convert.set_timing(message, output, kv_ns=kv_ns, total_ns=total_ns, restore_fetch_ns=fetch_ns,
-                           plan_decode_ns=plan_decode_ns, encode_ns=time.perf_counter_ns() - encode_start,
-                           kv_rpcs=kv_rpcs)
+                           plan_decode_ns=plan_decode_ns, encode_ns=encode_ns, kv_rpcs=kv_rpcs)
+        if self.metrics is not None and (t := output.timing) is not None:
+            phases = {"forward": t.forward_ns, "sample": t.sample_ns, "kv": kv_ns, "plan_decode": plan_decode_ns,
+                      "encode": encode_ns}
+            phases["other"] = total_ns + encode_ns - sum(phases.values())
+            self.metrics.observe_step_phases(self.description.worker_id, phases)
         return message
 
     def _send_checkpoint_ops(self) -> None:

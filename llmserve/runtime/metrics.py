@@ -14,6 +14,7 @@ Who records what (the labels in brackets):
              `kv_blocks_used[worker, service_class]`, `kv_blocks_total[worker]`,
              `preemptions_total[service_class, kind]`.
 - worker:    `step_seconds[worker]` (plan received → result sent), `tokens_per_step[worker, phase]`,
+             `step_phase_seconds_total[worker, phase]` (a step's time by phase, through `observe_step_phases()`),
              `checkpoint_bytes_total[direction]`, `restores_total`, `checkpoint_seconds[direction]`
              (device↔host copies; restores include the fetch), `recomputed_tokens_total[reason]`
              (`restore_failed`) through `observe_checkpoint_step()`.
@@ -85,6 +86,7 @@ class ServiceMetrics:
     recomputed_tokens_total: Counter
     kv_pool_blocks: Gauge
     kv_pool_live: Gauge
+    step_phase_seconds_total: Counter
 
     @classmethod
     def create(cls, service: str, registry: CollectorRegistry | None = None) -> ServiceMetrics:
@@ -129,6 +131,10 @@ class ServiceMetrics:
                                  "best_effort, reserved: held ahead by the worker).", ("worker", "state")),
             kv_pool_live=gauge("kv_pool_live", "1 while the store holds the worker's leases, 0 once they expired.",
                                ("worker",)),
+            step_phase_seconds_total=counter("step_phase_seconds", "Where a worker's step time went (forward, "
+                                             "sample, kv, plan_decode, encode, other; their sum is the step's wall "
+                                             "time, and wall clock minus it is time spent waiting for plans).",
+                                             ("worker", "phase")),
         )
 
     def observe_finished(
@@ -167,6 +173,12 @@ class ServiceMetrics:
         for label in SERVICE_CLASSES:
             self.kv_blocks_used.labels(worker, label).set(used.get(label, 0))
         self.kv_blocks_total.labels(worker).set(total)
+
+    def observe_step_phases(self, worker: str, phases: dict[str, int]) -> None:
+        """Adds one step's time per phase (nanoseconds by phase name) to `step_phase_seconds_total`."""
+        for phase, ns in phases.items():
+            if ns > 0:
+                self.step_phase_seconds_total.labels(worker, phase).inc(ns / 1e9)
 
     def observe_checkpoint_step(self, *, saved_bytes: int, restored_bytes: int, save_s: float, restore_s: float,
                                 restores: int, recomputed_tokens: int) -> None:

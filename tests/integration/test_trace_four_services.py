@@ -154,6 +154,12 @@ async def test_one_request_is_one_trace_across_four_services(stack: Stack) -> No
     assert stack.sample("gateway", "llmserve_ttft_seconds_count", {"service_class": "best_effort"}) == be_before
     assert stack.sample("gateway", "llmserve_requests_total", {"service_class": "real_time", "finish_reason": "length"}) >= 1
     assert stack.sample("worker", "llmserve_step_seconds_count", {"worker": WORKER_ID}) >= worker_steps_before + 4
+    # The steps' time by phase adds up to their wall time (forward the largest part of it).
+    phases = {p: stack.sample("worker", "llmserve_step_phase_seconds_total", {"worker": WORKER_ID, "phase": p})
+              for p in ("forward", "sample", "kv", "plan_decode", "encode", "other")}
+    step_sum = stack.sample("worker", "llmserve_step_seconds_sum", {"worker": WORKER_ID})
+    assert phases["forward"] > 0 and max(phases.values()) == phases["forward"], phases
+    assert sum(v for p, v in phases.items() if p != "encode") == pytest.approx(step_sum, rel=1e-6), (phases, step_sum)
     assert stack.sample("scheduler", "llmserve_step_seconds_count", {"worker": WORKER_ID}) >= 4
     assert stack.sample("scheduler", "llmserve_tokens_per_step_count", {"worker": WORKER_ID, "phase": "prefill"}) >= 1
     assert stack.sample("scheduler", "llmserve_tokens_per_step_count", {"worker": WORKER_ID, "phase": "decode"}) >= 3
