@@ -45,11 +45,9 @@ from llmserve_stack.supervisor import Stack  # noqa: E402
 from prompts import benchmark_prompts  # noqa: E402
 from soak_report import Fault, Outcome, RssSample, markdown, plot_rss, summarize  # noqa: E402
 
-# The services a fault may hit; "worker" is any one of the workers. PENDING: "kvstore" is not in
-# the default rotation until the store is rebuilt from the workers' declared leases (another
-# branch, issue 11): a restarted store may lease a running request's blocks twice.
+# The services a fault may hit; "worker" is any one of the workers.
 FAULTS = ("worker", "scheduler", "gateway", "kvstore")
-DEFAULT_FAULTS = ("worker", "scheduler", "gateway")
+DEFAULT_FAULTS = FAULTS
 GIVE_UP_S = 120.0  # a request not completed this long after its first attempt counts as lost
 
 
@@ -218,8 +216,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--fault-every-s", type=float, default=60.0)
     parser.add_argument("--faults", type=lambda s: s.split(","), default=list(DEFAULT_FAULTS),
-                        help=f"comma-separated, from {','.join(FAULTS)} (default: {','.join(DEFAULT_FAULTS)}; "
-                             "kvstore is pending)")
+                        help=f"comma-separated, from {','.join(FAULTS)} (default: all)")
     parser.add_argument("--warmup-s", type=float, default=30.0, help="no fault before; RSS is compared from here")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--prompts", type=int, default=16, help="distinct prompts (each with a reference output)")
