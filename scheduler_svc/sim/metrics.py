@@ -24,12 +24,14 @@ class RequestRecord:
     arrival_s: float  # when it was actually submitted (after its dependencies for workflow calls)
     token_times: list[float] = field(default_factory=list)
     finish_s: float | None = None
-    finish_reason: str = ""
+    finish_reason: str = ""  # "rejected": refused at arrival by the RT admission control
     num_preemptions: int = 0
+    # RT admission control's predicted TTFT (seconds after arrival), when it checked the request.
+    predicted_ttft_s: float | None = None
 
     @property
     def finished(self) -> bool:
-        return self.finish_s is not None and self.finish_reason not in ("error", "cancelled")
+        return self.finish_s is not None and self.finish_reason not in ("error", "cancelled", "rejected")
 
     @property
     def complete(self) -> bool:
@@ -149,10 +151,20 @@ def summarize(records: Sequence[RequestRecord], stats: RunStats, service_gain: S
     recomputed = stats.recomputed_tokens
     tpots = [t * 1000.0 for r in rt if (t := r.mean_tpot_s()) is not None]
     attained_in_window = sum(1 for r in records if r.attained() and (r.finish_s or math.inf) <= stats.arrivals_end_s)
+    rt_admitted = [r for r in rt if r.finish_reason != "rejected"]
+    forecast_errors = [(r.predicted_ttft_s - r.ttft_s(stats.end_s)) * 1000.0 for r in rt_admitted
+                       if r.predicted_ttft_s is not None and r.token_times]
     return {
         "num_requests": len(records),
         "num_completed": sum(1 for r in records if r.complete),
+        # Over all RT requests: one the admission control rejected counts as a miss.
         "rt_slo_attainment": _frac(sum(r.rt_attained() for r in rt), len(rt)),
+        # RT admission control (opt-in): rejected at arrival, and the attainment of those admitted.
+        "rt_rejected": sum(1 for r in rt if r.finish_reason == "rejected"),
+        "rt_slo_attainment_admitted": _frac(sum(r.rt_attained() for r in rt_admitted), len(rt_admitted)),
+        # Its forecast against the TTFT each admitted request got: median |error| and median error.
+        "rt_ttft_forecast_abs_err_p50_ms": _pct([abs(e) for e in forecast_errors], 0.5),
+        "rt_ttft_forecast_err_p50_ms": _pct(forecast_errors, 0.5),
         "deadline_slo_attainment": _frac(sum(r.deadline_attained() for r in dl), len(dl)),
         "workflow_slo_attainment": workflow_attainment(records),
         "be_throughput_tok_s": None if not be else be_tokens / window,

@@ -31,6 +31,7 @@ from scheduler_svc.core.policy import POLICY_NAMES
 from scheduler_svc.core.checkpoints import CheckpointBook
 from scheduler_svc.core.clock import ManualClock
 from scheduler_svc.core.config import SchedulerConfig
+from scheduler_svc.core.errors import TtftInfeasibleError
 from scheduler_svc.core.plan import BatchPlan, StepResult
 from llmserve.types import service_class_named
 from scheduler_svc.core.request import FinishReason, Request, SamplingParams, Slo, WorkflowRef
@@ -78,6 +79,9 @@ class SimConfig:
     cost_model_as_prior: bool = False
     # Stop this long after the last arrival even if requests are unfinished (they count as missed).
     drain_limit_s: float = 600.0
+    # The scheduler's opt-in --rt-admission-control (off by default, as in the service): a new RT
+    # request whose predicted TTFT exceeds its SLO is rejected at arrival (record "rejected").
+    rt_admission_control: bool = False
     check_invariants_every: int = 0  # steps; 0: only at the end
     policy_options: dict[str, object] = field(default_factory=dict)
 
@@ -143,7 +147,8 @@ class Simulation:
         core_config = SchedulerConfig(num_blocks=config.num_blocks, block_size=config.block_size,
                                       max_num_batched_tokens=config.max_num_batched_tokens,
                                       max_num_seqs=config.max_num_seqs, max_model_len=config.max_model_len,
-                                      eos_token_ids=(EOS_TOKEN_ID,), max_num_waiting=1 << 30)
+                                      eos_token_ids=(EOS_TOKEN_ID,), max_num_waiting=1 << 30,
+                                      rt_admission_control=config.rt_admission_control)
         book = CheckpointBook() if config.checkpoint_preemption else None
         true_lengths = {r.id: r.output_tokens for r in self._requests}
         self.core = Scheduler(core_config, build_policy(policy, cost, config.policy_options, config.cost_model_as_prior,
@@ -196,11 +201,16 @@ class Simulation:
         slo = Slo(service_class_named(req.cls), req.ttft_ms, req.tpot_ms, req.deadline_ms, req.priority)
         try:
             self.core.add_request(Request(req.id, self._prompt(req.prompt_tokens), sampling, slo, req.tenant,
-                                          workflow, arrival_s=at))
+                                          workflow, arrival_s=at), new_arrival=True)
+        except TtftInfeasibleError as err:  # RT admission control: sent elsewhere, a miss here
+            rec.finish_s, rec.finish_reason, rec.predicted_ttft_s = at, "rejected", err.predicted_ttft_s
+            self._finished(req.id, at)
         except LlmServeError as err:  # too long for the context, queue full: the request fails
             rec.finish_s, rec.finish_reason = at, "error"
             self._finished(req.id, at)
             del err
+        else:
+            rec.predicted_ttft_s = self.core.last_ttft_forecast_s
 
     def _finished(self, request_id: str, at: float) -> None:
         for release, child in self._tracker.finished(request_id, at):

@@ -99,6 +99,7 @@ from scheduler_svc.core.policy.step_guard import StepGuard, make_cost_model
 from scheduler_svc.core.policy.tempo_reward import TempoPricing, TempoState
 from scheduler_svc.core.request import FinishReason, Request, ServiceClass
 from scheduler_svc.core.step_draft import StepDraft
+from scheduler_svc.core.work_ahead import WorkAhead
 from scheduler_svc.core.workflow_graph import WorkflowTracker
 
 
@@ -203,6 +204,9 @@ class TempoPolicy(Policy):
 
     def kv_reserve(self, req: Request) -> int:
         return self.step.kv_reserve(req, self._state(req).watch)
+
+    def forecast_first_token_s(self, work: WorkAhead) -> float | None:
+        return self.guard.forecast_s(work)
 
     def bind(self, config: SchedulerConfig) -> None:
         self.step.bind(config)
