@@ -75,6 +75,10 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cost-model-prior", action="store_true",
                    help="sim: bros and tempo start from the simulated cost model (as `llmserve up --cost-model FILE`); "
                         "default: from the service's built-in prior, refit online either way")
+    p.add_argument("--rt-admission-control", action="store_true",
+                   help="sim: the scheduler's opt-in --rt-admission-control (bros, tempo): a new RT request whose "
+                        "predicted TTFT exceeds its SLO is rejected (rt_rejected; it counts as a miss in "
+                        "rt_slo_attainment, not in rt_slo_attainment_admitted)")
     p.add_argument("--drain-limit", type=float, default=600.0,
                    help="sim: stop this many seconds after the last arrival; unfinished requests miss")
     p.add_argument("--num-blocks", type=int, default=0, help="sim: KV blocks (0: from the cost model JSON)")
@@ -125,6 +129,14 @@ def _policies(args: argparse.Namespace) -> list[str] | str:
         only_sim = " (tempo-oracle, which knows every true output length, exists in the simulator only)" \
             if args.engine == "live" else ""
         return f"unknown --policies {','.join(unknown)} for --engine {args.engine}: choose from {','.join(known)}{only_sim}"
+    if args.rt_admission_control:
+        from scheduler_svc.core.policy import COST_MODEL_POLICIES
+        from scheduler_svc.sim.oracle_lengths import ORACLE_POLICY
+
+        without = [p for p in policies if p not in (*COST_MODEL_POLICIES, ORACLE_POLICY)]
+        if without or args.engine != "sim":
+            return ("--rt-admission-control (sim) needs policies with a cost model: "
+                    f"{', '.join(COST_MODEL_POLICIES)} (got {','.join(without) or '--engine live'})")
     if args.engine == "live" and args.address and len(policies) > 1:
         return ("--address replays against one running stack, which serves one policy: pass one policy "
                 "with --policies, or drop --address to start a stack per policy")
@@ -152,7 +164,7 @@ def _sim_overrides(args: argparse.Namespace) -> dict[str, object]:
         k: v for k, v in (("num_blocks", args.num_blocks), ("max_num_batched_tokens", args.max_num_batched_tokens),
                           ("max_num_seqs", args.max_num_seqs)) if v}
     overrides.update(drain_limit_s=args.drain_limit, checkpoint_preemption=not args.no_checkpoint_preemption,
-                     cost_model_as_prior=args.cost_model_prior)
+                     cost_model_as_prior=args.cost_model_prior, rt_admission_control=args.rt_admission_control)
     if args.pipeline_depth is not None:
         overrides["pipeline_depth"] = args.pipeline_depth
     if args.host_tier_gb is not None:
