@@ -118,7 +118,7 @@ def format_table(policies: dict[str, dict], title: str) -> str:
 
 def _policies(args: argparse.Namespace) -> list[str] | str:
     """The policies to run, or why they cannot be."""
-    from scheduler_svc.sim.simulator import SIM_POLICY_NAMES
+    from scheduler_svc.sim.policies import SIM_POLICY_NAMES
 
     known = SIM_POLICY_NAMES if args.engine == "sim" else POLICY_NAMES
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]

@@ -20,14 +20,13 @@ from __future__ import annotations
 import heapq
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from kvstore_svc.core.lease_table import LeaseTable
 from llmserve.errors import LlmServeError
 from llmserve.plan_book import PlanLimits
-from scheduler_svc.core import Policy, Scheduler, make_policy
-from scheduler_svc.core.policy import POLICY_NAMES
+from scheduler_svc.core import Scheduler
 from scheduler_svc.core.checkpoints import CheckpointBook
 from scheduler_svc.core.clock import ManualClock
 from scheduler_svc.core.config import SchedulerConfig
@@ -38,7 +37,7 @@ from scheduler_svc.core.request import FinishReason, Request, SamplingParams, Sl
 from scheduler_svc.sim.cost_model import CostModel
 from scheduler_svc.sim.host_tier import SimHostTier
 from scheduler_svc.sim.metrics import RequestRecord, RunStats
-from scheduler_svc.sim.oracle_lengths import ORACLE_POLICY, make_oracle_tempo
+from scheduler_svc.sim.policies import build_policy
 from scheduler_svc.sim.recompute import RecomputeCounter
 from scheduler_svc.sim.release import ReleaseTracker
 from scheduler_svc.sim.worker import SimWorker
@@ -105,27 +104,6 @@ class SimResult:
     num_unfinished: int
     num_failed_steps: int
     recompute: RecomputeCounter = field(default_factory=RecomputeCounter)
-
-
-# Policies that price steps with a cost model get the simulator's own (the same coefficients the
-# simulated worker charges) when `SimConfig.cost_model_as_prior` is set, unless the options name one.
-COST_AWARE_POLICIES = frozenset({"bros", "tempo", ORACLE_POLICY})
-# What the simulator runs: the service's policies, plus the oracle that only it can build.
-SIM_POLICY_NAMES: tuple[str, ...] = (*POLICY_NAMES, ORACLE_POLICY)
-
-
-def build_policy(name: str, cost: CostModel, options: dict[str, object], cost_as_prior: bool = True,
-                 true_lengths: Mapping[str, int] | None = None) -> Policy:
-    """`make_policy(name, **options)`, plus `cost_model=cost` for cost-aware policies when
-    `cost_as_prior` (else they start from their built-in prior, as the service does).
-    `tempo-oracle` (SIM_POLICY_NAMES, issue 9's target 4) is tempo told `true_lengths`."""
-    opts = dict(options)
-    if (cost_as_prior and name in COST_AWARE_POLICIES and "cost_model" not in opts
-            and "cost_model_path" not in opts):
-        opts["cost_model"] = cost
-    if name == ORACLE_POLICY:
-        return make_oracle_tempo(true_lengths or {}, **opts)
-    return make_policy(name, **opts)
 
 
 class Simulation:
