@@ -6,8 +6,11 @@ On the simulator with its defaults (what `llmserve up` runs: 2 plans in flight, 
 preemption, bros's online cost model), on the `h100_llama3_8b` profile: 24 hybrid + 4 agentic
 workloads per seed built from the real traces (benchmarks/sched_suite/workloads.py), each at
 every load of `--loads`, under fcfs, priority, edf, bros and tempo, with the dedicated run (the
-workload's RT requests alone under fcfs) beside it. The targets of issue 9 are evaluated per cell
-(benchmarks/sched_suite/targets.py) for bros and tempo.
+workload's RT requests alone under fcfs) beside it, and tempo-oracle (tempo told the true output
+lengths, simulator only) for target 4. The targets of issue 9 are evaluated per cell
+(benchmarks/sched_suite/targets.py) for bros and tempo. `--policies` picks the runs (e.g.
+`tempo,tempo-oracle` for target 4 alone; `bros+admission` adds bros with the scheduler's opt-in
+--rt-admission-control, target 5, reported by benchmarks/sched_suite/admission.py).
 
 Seeds are split: TUNING_SEEDS are the ones policies may be changed against; HELD_OUT_SEEDS are run
 only to report (`--half held-out`), never while changing a policy. Both halves are reported
@@ -38,7 +41,7 @@ from scheduler_svc.sim.workloads.traces import TRACES_ENV  # noqa: E402
 
 TUNING_SEEDS = (1,)
 HELD_OUT_SEEDS = (2,)  # never looked at while changing a policy
-POLICIES = ("fcfs", "priority", "edf", "bros", "tempo")
+POLICIES = ("fcfs", "priority", "edf", "bros", "tempo", "tempo-oracle")
 LOADS = (0.5, 1.0, 2.0, 4.0)
 
 
@@ -49,6 +52,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=2, help="simulations in parallel processes")
     p.add_argument("--duration", type=float, default=60.0, help="seconds of arrivals per workload at load x1")
     p.add_argument("--loads", type=float, nargs="+", default=list(LOADS))
+    p.add_argument("--policies", default=",".join((*POLICIES, DEDICATED)),
+                   help="runs per cell, comma-separated: simulator policies (tempo-oracle: target 4), "
+                        "NAME+admission (with --rt-admission-control: target 5), dedicated; checks whose runs "
+                        "are missing do not apply")
     p.add_argument("--cost-model", default="h100_llama3_8b")
     p.add_argument("--families", default="hybrid,agentic")
     p.add_argument("--only", default="", help="run only workloads whose name contains this")
@@ -64,9 +71,13 @@ def _halves(which: str) -> dict[str, tuple[int, ...]]:
     return halves if which == "both" else {which.replace("-", "_"): halves[which.replace("-", "_")]}
 
 
+def _policies(args: argparse.Namespace) -> tuple[str, ...]:
+    return tuple(p.strip() for p in args.policies.split(",") if p.strip())
+
+
 def _config(args: argparse.Namespace) -> dict:
     return {"duration_s": args.duration, "loads": list(args.loads), "cost_model": args.cost_model,
-            "policies": list(POLICIES), "sim_config": "SimConfig.from_cost_model defaults (llmserve up's)"}
+            "sim_config": "SimConfig.from_cost_model defaults (llmserve up's)"}
 
 
 def _load_reuse(args: argparse.Namespace) -> dict[str, dict]:
@@ -92,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = _load_reuse(args)
     jobs = [Job(spec, load, policy, args.duration, args.cost_model)
             for specs in halves.values() for spec in specs for load in args.loads
-            for policy in (*POLICIES, DEDICATED)]
+            for policy in _policies(args)]
     todo = [j for j in jobs if j.key not in runs]
     sys.stderr.write(f"{len(jobs)} runs ({len(todo)} to simulate, {len(jobs) - len(todo)} reused) "
                      f"in {args.jobs} processes\n")
@@ -104,13 +115,14 @@ def main(argv: list[str] | None = None) -> int:
                 sys.stderr.write(f"\r{done}/{len(todo)} runs, {time.perf_counter() - wall0:.0f} s")
     wall_s = time.perf_counter() - wall0
     sys.stderr.write("\n")
-    doc = {"suite": {**_config(args), "tuning_seeds": list(TUNING_SEEDS), "held_out_seeds": list(HELD_OUT_SEEDS),
+    doc = {"suite": {**_config(args), "policies": list(_policies(args)), "tuning_seeds": list(TUNING_SEEDS),
+                     "held_out_seeds": list(HELD_OUT_SEEDS),
                      "wall_s": round(wall_s, 1), "simulated_runs": len(todo), "reused_runs": len(jobs) - len(todo)},
            "halves": {}}
     text = [f"# Scheduling generalization suite ({args.cost_model}, {args.duration:g} s per workload at x1, "
             f"loads {', '.join(f'x{x:g}' for x in args.loads)}; {len(todo)} runs simulated in {wall_s:.0f} s)"]
     for name, specs in halves.items():
-        cells = [_cell(spec, load, runs) for spec in specs for load in args.loads]
+        cells = [_cell(spec, load, runs, _policies(args)) for spec in specs for load in args.loads]
         doc["halves"][name] = {"seeds": sorted({s.seed for s in specs}), "summary": summarize_targets(cells),
                                "cells": cells}
         text += [f"\n## {name} half (seeds {sorted({s.seed for s in specs})}): targets met / applicable cells\n",
@@ -125,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _cell(spec: WorkloadSpec, load: float, runs: dict[str, dict]) -> dict:
-    cell_runs = {p: runs[f"{spec.name}|x{load:g}|{p}"] for p in (*POLICIES, DEDICATED)}
+def _cell(spec: WorkloadSpec, load: float, runs: dict[str, dict], policies: tuple[str, ...]) -> dict:
+    cell_runs = {p: runs[f"{spec.name}|x{load:g}|{p}"] for p in policies}
     return {"workload": spec.name, "family": spec.family, "mix": spec.mix, "slo": spec.slo, "be": spec.be,
             "arrivals": spec.arrivals, "seed": spec.seed, "load": load, "runs": cell_runs,
             "targets": {p: evaluate(p, cell_runs) for p in EVALUATED_POLICIES}}

@@ -22,14 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from llmserve.model_source import ModelSettings
-from llmserve.settings import add_settings, values_from_args
+from llmserve.settings import add_settings
+from llmserve_stack.bench_runs import live_one, sim_one
 from scheduler_svc.core.policy import POLICY_NAMES
+
 TABLE_COLUMNS = (
     ("rt_slo_attainment", "RT SLO", "{:.1%}"),
     ("deadline_slo_attainment", "DL SLO", "{:.1%}"),
@@ -53,7 +53,8 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workload", required=True, help="workload JSONL (python -m scheduler_svc.sim.make_workload)")
     p.add_argument("--policies", default=",".join(POLICY_NAMES),
-                   help=f"comma-separated, from {', '.join(POLICY_NAMES)} (default: all)")
+                   help=f"comma-separated, from {', '.join(POLICY_NAMES)} (default: all); sim also "
+                        "tempo-oracle: tempo told every true output length (issue 9's target 4, never servable)")
     p.add_argument("--engine", choices=("sim", "live"), default="sim")
     p.add_argument("--cost-model", default="h100_llama3_8b",
                    help="sim: cost-model JSON file or bundled profile name (h100_llama3_8b, cpu_smollm2_135m)")
@@ -74,6 +75,10 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cost-model-prior", action="store_true",
                    help="sim: bros and tempo start from the simulated cost model (as `llmserve up --cost-model FILE`); "
                         "default: from the service's built-in prior, refit online either way")
+    p.add_argument("--rt-admission-control", action="store_true",
+                   help="sim: the scheduler's opt-in --rt-admission-control (bros, tempo): a new RT request whose "
+                        "predicted TTFT exceeds its SLO is rejected (rt_rejected; it counts as a miss in "
+                        "rt_slo_attainment, not in rt_slo_attainment_admitted)")
     p.add_argument("--drain-limit", type=float, default=600.0,
                    help="sim: stop this many seconds after the last arrival; unfinished requests miss")
     p.add_argument("--num-blocks", type=int, default=0, help="sim: KV blocks (0: from the cost model JSON)")
@@ -89,70 +94,6 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="live, cancel stop: the max_tokens every request carries (outputs are capped to it)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.set_defaults(func=run_bench)
-
-
-def _progress(label: str):
-    def show(done: float, total: float) -> None:
-        frac = 0.0 if total <= 0 else min(done / total, 1.0)
-        bar = "#" * int(frac * 30)
-        sys.stderr.write(f"\r{label:<28} [{bar:<30}] {frac:6.1%}")
-        sys.stderr.flush()
-
-    return show
-
-
-def _sim_one(args: tuple) -> dict:
-    """One simulated (policy, rate scale) run; a top-level function so that processes can run it."""
-    requests, policy, cost_path, overrides, show_progress, label = args
-    from scheduler_svc.sim.cost_model import load_cost_model
-    from scheduler_svc.sim.metrics import summarize
-    from scheduler_svc.sim.service_gain import service_gain
-    from scheduler_svc.sim.simulator import SimConfig, simulate
-
-    cost = load_cost_model(cost_path)
-    config = SimConfig.from_cost_model(cost, **overrides)
-    horizon = max((r.arrival_s for r in requests), default=1.0)
-    bar = _progress(label) if show_progress else None
-    result = simulate(requests, policy, cost, config, progress=(lambda t: bar(t, horizon)) if bar else None)
-    if bar:
-        bar(horizon, horizon)
-        sys.stderr.write(f"  {result.wall_s:.1f}s wall\n")
-    metrics = summarize(result.records, result.stats, service_gain)
-    metrics["sim_wall_s"] = round(result.wall_s, 3)
-    metrics["sim_requests_per_wall_s"] = round(len(requests) / max(result.wall_s, 1e-9), 1)
-    metrics["num_unfinished"] = result.num_unfinished
-    metrics["num_failed_steps"] = result.num_failed_steps
-    return {"metrics": metrics, "records": result.records, "end_s": result.stats.end_s}
-
-
-def _live_one(requests: Sequence, policy: str, args: argparse.Namespace, label: str) -> dict:
-    import asyncio
-
-    from llmserve_stack.live import LiveConfig, replay
-    from scheduler_svc.sim.metrics import summarize
-    from scheduler_svc.sim.service_gain import service_gain
-
-    async def go() -> tuple:
-        bar = _progress(label)
-        if args.address:
-            return await replay(requests, LiveConfig(args.address, run_timeout_s=args.live_timeout,
-                                                     stop=args.live_stop, max_tokens=args.live_max_tokens), bar)
-        from llmserve_stack.launch import StackConfig, free_port, service_specs
-        from llmserve_stack.supervisor import Stack
-
-        config = StackConfig(port=free_port(), http_port=0, policy=policy, log_format="json",
-                             **values_from_args(ModelSettings, args))
-        async with Stack(service_specs(config), log_dir=str(Path(args.out) / f"logs-{policy}")) as stack:
-            return await replay(requests, LiveConfig(stack.specs[-1].address, run_timeout_s=args.live_timeout,
-                                                     stop=args.live_stop, max_tokens=args.live_max_tokens), bar)
-
-    wall0 = time.perf_counter()
-    records, stats = asyncio.run(go())
-    sys.stderr.write("\n")
-    metrics = summarize(records, stats, service_gain)
-    metrics["live_wall_s"] = round(time.perf_counter() - wall0, 3)
-    metrics["num_unfinished"] = sum(1 for r in records if r.finish_s is None)
-    return {"metrics": metrics, "records": records, "end_s": stats.end_s}
 
 
 def _fmt(value: object, spec: str) -> str:
@@ -175,87 +116,133 @@ def format_table(policies: dict[str, dict], title: str) -> str:
     return "\n".join(lines)
 
 
+def _policies(args: argparse.Namespace) -> list[str] | str:
+    """The policies to run, or why they cannot be."""
+    from scheduler_svc.sim.policies import SIM_POLICY_NAMES
+
+    known = SIM_POLICY_NAMES if args.engine == "sim" else POLICY_NAMES
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    if not policies:
+        return f"--policies is empty: name at least one ({','.join(known)})"
+    unknown = [p for p in policies if p not in known]
+    if unknown:
+        only_sim = " (tempo-oracle, which knows every true output length, exists in the simulator only)" \
+            if args.engine == "live" else ""
+        return f"unknown --policies {','.join(unknown)} for --engine {args.engine}: choose from {','.join(known)}{only_sim}"
+    if args.rt_admission_control:
+        from scheduler_svc.core.policy import COST_MODEL_POLICIES
+        from scheduler_svc.sim.oracle_lengths import ORACLE_POLICY
+
+        without = [p for p in policies if p not in (*COST_MODEL_POLICIES, ORACLE_POLICY)]
+        if without or args.engine != "sim":
+            return ("--rt-admission-control (sim) needs policies with a cost model: "
+                    f"{', '.join(COST_MODEL_POLICIES)} (got {','.join(without) or '--engine live'})")
+    if args.engine == "live" and args.address and len(policies) > 1:
+        return ("--address replays against one running stack, which serves one policy: pass one policy "
+                "with --policies, or drop --address to start a stack per policy")
+    return policies
+
+
+def _read_requests(args: argparse.Namespace) -> list:
+    """The workload, cut and scaled as the flags say (raises WorkloadError, OSError, ValueError)."""
+    from scheduler_svc.sim import transform
+    from scheduler_svc.sim.workload import read_workload
+
+    requests = read_workload(args.workload)
+    if args.max_requests:
+        requests = transform.first_requests(requests, args.max_requests)
+    max_output = args.max_output_tokens or None
+    if args.engine == "live" and args.live_stop == "cancel":
+        max_output = min(max_output or args.live_max_tokens, args.live_max_tokens)
+    requests = transform.cap_lengths(requests, args.max_prompt_tokens or None, max_output)
+    return transform.stretch_time(requests, args.time_scale)
+
+
+def _sim_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """`SimConfig` fields the flags set."""
+    overrides: dict[str, object] = {
+        k: v for k, v in (("num_blocks", args.num_blocks), ("max_num_batched_tokens", args.max_num_batched_tokens),
+                          ("max_num_seqs", args.max_num_seqs)) if v}
+    overrides.update(drain_limit_s=args.drain_limit, checkpoint_preemption=not args.no_checkpoint_preemption,
+                     cost_model_as_prior=args.cost_model_prior, rt_admission_control=args.rt_admission_control)
+    if args.pipeline_depth is not None:
+        overrides["pipeline_depth"] = args.pipeline_depth
+    if args.host_tier_gb is not None:
+        overrides["host_tier_bytes"] = int(args.host_tier_gb * 2**30)
+    return overrides
+
+
+def _run_scale(scaled: list, policies: list[str], args: argparse.Namespace, overrides: dict, scale: float) -> dict:
+    """Every policy at one rate scale: {policy: {"metrics", "records", "end_s"}}."""
+    results: dict[str, dict] = {}
+    if args.engine != "sim":
+        for p in policies:
+            results[p] = live_one(scaled, p, args, f"{p} x{scale:g} (live)")
+        return results
+    jobs = [(scaled, p, args.cost_model, overrides, args.jobs <= 1, f"{p} x{scale:g}") for p in policies]
+    if args.jobs > 1:
+        sys.stderr.write(f"simulating {len(policies)} policies at rate x{scale:g} in {args.jobs} processes\n")
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            for p, res in zip(policies, pool.map(sim_one, jobs)):
+                results[p] = res
+    else:
+        for p, job in zip(policies, jobs):
+            results[p] = sim_one(job)
+    return results
+
+
 def run_bench(args: argparse.Namespace) -> int:
     """Runs the bench; returns the process exit code (2 on bad input)."""
     from scheduler_svc.sim import transform
-    from scheduler_svc.sim.workload import WorkloadError, read_workload
+    from scheduler_svc.sim.workload import WorkloadError
 
-    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-    if not policies:
-        print(f"bench: --policies is empty: name at least one ({','.join(POLICY_NAMES)})", file=sys.stderr)
-        return 2
-    if args.engine == "live" and args.address and len(policies) > 1:
-        print("bench: --address replays against one running stack, which serves one policy: pass one policy "
-              "with --policies, or drop --address to start a stack per policy", file=sys.stderr)
+    policies = _policies(args)
+    if isinstance(policies, str):
+        print(f"bench: {policies}", file=sys.stderr)
         return 2
     try:
-        requests = read_workload(args.workload)
-        if args.max_requests:
-            requests = transform.first_requests(requests, args.max_requests)
-        max_output = args.max_output_tokens or None
-        if args.engine == "live" and args.live_stop == "cancel":
-            max_output = min(max_output or args.live_max_tokens, args.live_max_tokens)
-        requests = transform.cap_lengths(requests, args.max_prompt_tokens or None, max_output)
-        requests = transform.stretch_time(requests, args.time_scale)
+        requests = _read_requests(args)
     except (WorkloadError, OSError, ValueError) as err:
         print(f"bench: {err}", file=sys.stderr)
         return 2
     if not requests:
         print(f"bench: {args.workload} has no requests", file=sys.stderr)
         return 2
-    cost_path = args.cost_model
+    cost = None
     if args.engine == "sim":
         from scheduler_svc.sim.cost_model import load_cost_model
 
         try:
-            cost = load_cost_model(cost_path)
+            cost = load_cost_model(args.cost_model)
         except (FileNotFoundError, ValueError) as err:
             print(f"bench: {err}", file=sys.stderr)
             return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    overrides = {k: v for k, v in (("num_blocks", args.num_blocks), ("max_num_batched_tokens", args.max_num_batched_tokens),
-                                   ("max_num_seqs", args.max_num_seqs)) if v}
-    overrides.update(drain_limit_s=args.drain_limit, checkpoint_preemption=not args.no_checkpoint_preemption,
-                     cost_model_as_prior=args.cost_model_prior)
-    if args.pipeline_depth is not None:
-        overrides["pipeline_depth"] = args.pipeline_depth
-    if args.host_tier_gb is not None:
-        overrides["host_tier_bytes"] = int(args.host_tier_gb * 2**30)
+    overrides = _sim_overrides(args)
     sweep: list[dict] = []
-    runs_for_plots: dict[str, dict] = {}
-    for scale_index, scale in enumerate(args.rate_scale):
+    for scale in args.rate_scale:
         scaled = transform.scale_rate(requests, scale)
-        results: dict[str, dict] = {}
-        if args.engine == "sim":
-            jobs = [(scaled, p, cost_path, overrides, args.jobs <= 1, f"{p} x{scale:g}") for p in policies]
-            if args.jobs > 1:
-                sys.stderr.write(f"simulating {len(policies)} policies at rate x{scale:g} in {args.jobs} processes\n")
-                with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-                    for p, res in zip(policies, pool.map(_sim_one, jobs)):
-                        results[p] = res
-            else:
-                for p, job in zip(policies, jobs):
-                    results[p] = _sim_one(job)
-        else:
-            for p in policies:
-                results[p] = _live_one(scaled, p, args, f"{p} x{scale:g} (live)")
+        results = _run_scale(scaled, policies, args, overrides, scale)
         metrics = {p: r["metrics"] for p, r in results.items()}
         sweep.append({"rate_scale": scale, "policies": metrics})
         print(format_table(metrics, f"\n{args.engine} | {Path(args.workload).name} | {len(scaled)} requests | "
-                                    f"rate x{scale:g}" + (f" | cost model {cost.name}" if args.engine == "sim" else "")))
-        if scale_index == 0:
-            runs_for_plots = results
+                                    f"rate x{scale:g}" + (f" | cost model {cost.name}" if cost is not None else "")))
         if not args.no_plots:
             from scheduler_svc.sim.plots import plot_latency_cdf
 
             plot_latency_cdf({p: r["records"] for p, r in results.items()}, {p: r["end_s"] for p, r in results.items()},
                              out / f"latency_cdf_x{scale:g}.png", title=f"{Path(args.workload).stem}, rate x{scale:g}")
+    _write_results(args, out, cost, len(requests), sweep)
+    return 0
+
+
+def _write_results(args: argparse.Namespace, out: Path, cost: object, num_requests: int, sweep: list[dict]) -> None:
     doc = {
         "workload": str(args.workload),
         "engine": args.engine,
-        "cost_model": cost.to_json() if args.engine == "sim" else None,
-        "num_requests": len(requests),
+        "cost_model": cost.to_json() if cost is not None else None,  # type: ignore[attr-defined]
+        "num_requests": num_requests,
         "time_scale": args.time_scale,
         "rate_scales": list(args.rate_scale),
         "policies": sweep[0]["policies"],
@@ -266,9 +253,7 @@ def run_bench(args: argparse.Namespace) -> int:
         from scheduler_svc.sim.plots import plot_sweep
 
         plot_sweep({s["rate_scale"]: s["policies"] for s in sweep}, out / "sweep.png", title=Path(args.workload).stem)
-    del runs_for_plots
     print(f"\nwrote {out / 'results.json'}", file=sys.stderr)
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,6 +33,10 @@ class SchedulerServiceConfig(ServiceSettings):
     # go to the KV store's host tier and resume without recompute.
     checkpoint_preemption: bool = setting(True, help="preempt by checkpoint to the KV store's host tier "
                                                      "(--no-checkpoint-preemption: recompute only)")
+    # Issue 9's target 5, opt-in: a router in front can send a rejected request elsewhere.
+    rt_admission_control: bool = setting(False, help="bros, tempo: reject (RESOURCE_EXHAUSTED, with the predicted TTFT in "
+                                                     "the message) a new real-time request whose TTFT the policy's cost "
+                                                     "model predicts past its SLO, instead of queueing it")
     # Keyword options of the policy factory, for code (e.g. a benchmark's aging_s); not a flag.
     policy_options: tuple[tuple[str, object], ...] = ()
 
@@ -43,6 +47,9 @@ class SchedulerServiceConfig(ServiceSettings):
         if self.cost_model and self.policy not in COST_MODEL_POLICIES:
             raise ValueError(f"--cost-model is used by --policy {' or '.join(COST_MODEL_POLICIES)} only "
                              f"(got --policy {self.policy})")
+        if self.rt_admission_control and self.policy not in COST_MODEL_POLICIES:
+            raise ValueError(f"--rt-admission-control needs --policy {' or '.join(COST_MODEL_POLICIES)}, whose cost "
+                             f"model predicts the TTFT (got --policy {self.policy})")
         if self.max_inflight_plans < 1:
             raise ValueError("--max-inflight-plans must be >= 1")
         if self.max_num_waiting < 1:

@@ -25,7 +25,8 @@ from scheduler_svc.core.scheduler import SchedulerStats
 SERVICE_NAME = scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"].full_name
 
 
-def core_config_from_worker(info: worker_pb2.WorkerInfo, max_num_waiting: int) -> SchedulerConfig:
+def core_config_from_worker(info: worker_pb2.WorkerInfo, max_num_waiting: int,
+                            rt_admission_control: bool = False) -> SchedulerConfig:
     """The core plans with exactly the worker's pool geometry and step budgets."""
     return SchedulerConfig(
         num_blocks=info.num_blocks,
@@ -35,6 +36,7 @@ def core_config_from_worker(info: worker_pb2.WorkerInfo, max_num_waiting: int) -
         max_model_len=info.max_model_len,
         eos_token_ids=tuple(info.eos_token_ids),
         max_num_waiting=max_num_waiting,
+        rt_admission_control=rt_admission_control,
     )
 
 

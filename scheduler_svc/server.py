@@ -79,7 +79,8 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
 
     # ---- wiring ----------------------------------------------------------------------------
     def make_core(self, info: worker_pb2.WorkerInfo) -> Scheduler:
-        core_config = convert.core_config_from_worker(info, max_num_waiting=self.config.max_num_waiting)
+        core_config = convert.core_config_from_worker(info, max_num_waiting=self.config.max_num_waiting,
+                                                      rt_admission_control=self.config.rt_admission_control)
         options = dict(self.config.policy_options)
         if self.config.cost_model:
             options["cost_model_path"] = self.config.cost_model
@@ -226,7 +227,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             entry = _OpenRequest(core_request, link)
             self._open[request_id] = entry
             self.observer.open_request(core_request)  # the Submit span is current here
-            link.submit(core_request)
+            link.submit(core_request, new_arrival=True)
             if core_request.output_token_ids and self.checkpoints is not None:
                 self.checkpoints.on_resubmitted(request_id)
         except BaseException:

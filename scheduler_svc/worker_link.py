@@ -128,10 +128,11 @@ class WorkerLink:
             await self._channel.close()
 
     # ---- requests --------------------------------------------------------------------------
-    def submit(self, request: Request) -> None:
-        """Queues a request on this worker (raises the core's InvalidRequestError/CapacityError)."""
+    def submit(self, request: Request, *, new_arrival: bool = False) -> None:
+        """Queues a request on this worker (raises the core's InvalidRequestError/CapacityError).
+        `new_arrival`: a Submit, not a request moved from another worker (admission.py)."""
         assert self.core is not None
-        self.core.add_request(request)
+        self.core.add_request(request, new_arrival=new_arrival)
         self._wake.set()
 
     def abort(self, request_id: str) -> bool:

@@ -8,7 +8,8 @@ from benchmarks.sched_suite.targets import EVALUATED_POLICIES, TARGETS, TEMPO_ON
 
 _MARK = {True: "✓", False: "✗", None: "·"}
 _SHORT = {"rt_dedicated": "RT≈ded", "be_throughput": "BE tput", "be_preemptions": "BE pre", "be_recompute": "BE rec",
-          "deadline": "DL≥edf", "workflow": "WF best", "gain": "gain best", "overload": "overload"}
+          "deadline": "DL≥edf", "workflow": "WF best", "gain": "gain best", "overload": "overload",
+          "oracle": "≥95% oracle"}
 
 
 def _columns() -> list[tuple[str, str]]:
@@ -34,6 +35,7 @@ def cell_table(cells: list[dict]) -> str:
     """One row per cell: RT attainment of dedicated / fcfs / bros / tempo, then ✓ ✗ · per target."""
     cols = _columns()
     head = ["workload", "load", "RT ded", "RT fcfs", "RT bros", "RT tempo", "BE bros/fcfs", "BE tempo/fcfs",
+            "gain tempo/oracle",
             *(f"{p[0]}:{_SHORT[t]}" for p, t in cols)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for cell in cells:
@@ -44,12 +46,17 @@ def cell_table(cells: list[dict]) -> str:
             return "-" if v is None else f"{v:.2f}"
 
         def be_ratio(name: str) -> str:
-            a, b = runs.get(name, {}).get("be_throughput_run_tok_s"), runs["fcfs"].get("be_throughput_run_tok_s")
+            a, b = runs.get(name, {}).get("be_throughput_run_tok_s"), runs.get("fcfs", {}).get("be_throughput_run_tok_s")
             return "-" if not a or not b else f"{a / b:.2f}"
+
+        def gain_ratio() -> str:
+            a = runs.get("tempo", {}).get("service_gain_total")
+            b = runs.get("tempo-oracle", {}).get("service_gain_total")
+            return "-" if a is None or not b else f"{a / b:.3f}"
 
         marks = [_MARK[cell["targets"].get(p, {}).get(t)] for p, t in cols]
         lines.append("| " + " | ".join([cell["workload"], f"x{cell['load']:g}", rt("dedicated"), rt("fcfs"), rt("bros"),
-                                        rt("tempo"), be_ratio("bros"), be_ratio("tempo"), *marks]) + " |")
+                                        rt("tempo"), be_ratio("bros"), be_ratio("tempo"), gain_ratio(), *marks]) + " |")
     return "\n".join(lines)
 
 

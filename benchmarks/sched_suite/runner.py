@@ -21,13 +21,22 @@ from scheduler_svc.sim.workload import BEST_EFFORT, REAL_TIME, WorkloadRequest
 from benchmarks.sched_suite.workloads import WorkloadSpec
 
 DEDICATED = "dedicated"
+# "<policy>+admission": the policy with the scheduler's opt-in --rt-admission-control (target 5).
+ADMISSION = "+admission"
+
+
+def split_policy(name: str) -> tuple[str, dict[str, object]]:
+    """(the simulator's policy name, SimConfig overrides) of a suite run name."""
+    if name.endswith(ADMISSION):
+        return name.removesuffix(ADMISSION), {"rt_admission_control": True}
+    return name, {}
 
 
 @dataclass(frozen=True)
 class Job:
     spec: WorkloadSpec
     load: float
-    policy: str  # a policy name, or DEDICATED
+    policy: str  # a simulator policy name (tempo-oracle included), "<name>+admission", or DEDICATED
     duration_s: float
     cost_model: str
     overrides: tuple[tuple[str, object], ...] = ()
@@ -70,12 +79,12 @@ def run_job(job: Job) -> tuple[str, dict]:
     """Runs one job; returns (job key, metrics). A top-level function for process pools."""
     wall0 = time.perf_counter()
     requests = list(_workload(job.spec, job.duration_s))
-    policy = job.policy
+    policy, variant = split_policy(job.policy)
     if policy == DEDICATED:
         requests, policy = [r for r in requests if r.cls == REAL_TIME], "fcfs"
     requests = transform.scale_rate(requests, job.load)
     cost = load_cost_model(job.cost_model)
-    config = SimConfig.from_cost_model(cost, **dict(job.overrides))
+    config = SimConfig.from_cost_model(cost, **{**dict(job.overrides), **variant})
     watch = _StarvationWatch(requests)
     sim = Simulation(requests, policy, cost, config, on_step=watch.on_step)
     result = sim.run()

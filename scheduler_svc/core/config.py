@@ -23,6 +23,9 @@ class SchedulerConfig:
     eos_token_ids: tuple[int, ...] = ()
     # Requests waiting for admission before add_request raises CapacityError.
     max_num_waiting: int = 4096
+    # Reject, at add_request, a new real-time request whose predicted TTFT (the policy's cost
+    # model) exceeds its TTFT SLO (core/admission.py). Needs bros or tempo. Off: queue everything.
+    rt_admission_control: bool = False
 
     def __post_init__(self) -> None:
         for name in ("num_blocks", "block_size", "max_num_batched_tokens", "max_num_seqs", "max_model_len",

@@ -55,6 +55,10 @@ class Roster:
         """Band 1 (not promoted), the policy's key, then admission order."""
         return (1, *self._policy.key(t.req, now), t.seq)
 
+    def key_if_added(self, req: Request, now: float) -> tuple:
+        """The key `req` would get if it were added now (it is not: admission control asks)."""
+        return (1, *self._policy.key(req, now), self._next_seq)
+
     @staticmethod
     def promoted_key(t: Ticket, now: float) -> tuple:
         """Band 0: ahead of every non-promoted request, promoted ones in promotion order."""

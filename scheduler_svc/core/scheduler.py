@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from llmserve.errors import CapacityError, InvalidRequestError
+from scheduler_svc.core.admission import RtAdmission
 from scheduler_svc.core.block_ledger import BlockLedger
 from scheduler_svc.core.checkpoints import CheckpointBook
 from scheduler_svc.core.clock import Clock
@@ -69,20 +70,30 @@ class Scheduler:
         self._roster = Roster(config, policy, clock, checkpoints)
         self._planner = StepPlanner(self._roster, policy, config, checkpoints)
         self._results = ResultHandler(self._roster, policy, clock, config, checkpoints)
+        self._admission = RtAdmission(config, policy) if config.rt_admission_control else None
 
     # ---- requests in ---------------------------------------------------------------------------
-    def add_request(self, req: Request) -> None:
+    def add_request(self, req: Request, *, new_arrival: bool = False) -> None:
         """Queues a request (new, or evicted from another worker's core with its known tokens).
 
         Raises InvalidRequestError (duplicate id, empty prompt, too long for the context or the
-        KV pool) or CapacityError (the waiting queue is full).
+        KV pool) or CapacityError (the waiting queue is full; with `rt_admission_control`, a
+        `new_arrival` real-time request whose predicted TTFT exceeds its SLO: admission.py).
         """
         req.prompt_token_ids = tuple(req.prompt_token_ids)
         self._check_new(req)
         now = self.clock.now()
         if req.arrival_s <= 0:
             req.arrival_s = now
+        if new_arrival and self._admission is not None:
+            self._admission.check(req, self._roster, now)
         self._roster.add(req, now)
+
+    @property
+    def last_ttft_forecast_s(self) -> float | None:
+        """With `rt_admission_control`: the predicted TTFT (seconds after arrival) of the last
+        real-time request `add_request` checked, admitted or not (for measuring the forecast)."""
+        return self._admission.last_forecast_s if self._admission is not None else None
 
     def _check_new(self, req: Request) -> None:
         cfg = self.config

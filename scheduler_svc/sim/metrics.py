@@ -24,12 +24,14 @@ class RequestRecord:
     arrival_s: float  # when it was actually submitted (after its dependencies for workflow calls)
     token_times: list[float] = field(default_factory=list)
     finish_s: float | None = None
-    finish_reason: str = ""
+    finish_reason: str = ""  # "rejected": refused at arrival by the RT admission control
     num_preemptions: int = 0
+    # RT admission control's predicted TTFT (seconds after arrival), when it checked the request.
+    predicted_ttft_s: float | None = None
 
     @property
     def finished(self) -> bool:
-        return self.finish_s is not None and self.finish_reason not in ("error", "cancelled")
+        return self.finish_s is not None and self.finish_reason not in ("error", "cancelled", "rejected")
 
     @property
     def complete(self) -> bool:
@@ -126,6 +128,21 @@ def workflow_attainment(records: Sequence[RequestRecord]) -> float | None:
     return _frac(met, len(groups))
 
 
+def _admission_metrics(rt: Sequence[RequestRecord]) -> dict:
+    """RT admission control (opt-in): the requests it rejected at arrival, the attainment of those
+    it admitted, and its TTFT forecast against what each admitted request got (median |error|
+    and median error, predicted - actual, ms)."""
+    admitted = [r for r in rt if r.finish_reason != "rejected"]
+    errors = [(r.predicted_ttft_s - (r.token_times[0] - r.arrival_s)) * 1000.0 for r in admitted
+              if r.predicted_ttft_s is not None and r.token_times]
+    return {
+        "rt_rejected": len(rt) - len(admitted),
+        "rt_slo_attainment_admitted": _frac(sum(r.rt_attained() for r in admitted), len(admitted)),
+        "rt_ttft_forecast_abs_err_p50_ms": _pct([abs(e) for e in errors], 0.5),
+        "rt_ttft_forecast_err_p50_ms": _pct(errors, 0.5),
+    }
+
+
 def summarize(records: Sequence[RequestRecord], stats: RunStats, service_gain: ServiceGainFn) -> dict:
     """The `results.json` metrics of one policy (fractions in [0, 1]; None for an absent class).
 
@@ -152,7 +169,9 @@ def summarize(records: Sequence[RequestRecord], stats: RunStats, service_gain: S
     return {
         "num_requests": len(records),
         "num_completed": sum(1 for r in records if r.complete),
+        # Over all RT requests: one the admission control rejected counts as a miss.
         "rt_slo_attainment": _frac(sum(r.rt_attained() for r in rt), len(rt)),
+        **_admission_metrics(rt),
         "deadline_slo_attainment": _frac(sum(r.deadline_attained() for r in dl), len(dl)),
         "workflow_slo_attainment": workflow_attainment(records),
         "be_throughput_tok_s": None if not be else be_tokens / window,

@@ -26,16 +26,18 @@ from dataclasses import dataclass, field
 from kvstore_svc.core.lease_table import LeaseTable
 from llmserve.errors import LlmServeError
 from llmserve.plan_book import PlanLimits
-from scheduler_svc.core import Policy, Scheduler, make_policy
+from scheduler_svc.core import Scheduler
 from scheduler_svc.core.checkpoints import CheckpointBook
 from scheduler_svc.core.clock import ManualClock
 from scheduler_svc.core.config import SchedulerConfig
+from scheduler_svc.core.errors import TtftInfeasibleError
 from scheduler_svc.core.plan import BatchPlan, StepResult
 from llmserve.types import service_class_named
 from scheduler_svc.core.request import FinishReason, Request, SamplingParams, Slo, WorkflowRef
 from scheduler_svc.sim.cost_model import CostModel
 from scheduler_svc.sim.host_tier import SimHostTier
 from scheduler_svc.sim.metrics import RequestRecord, RunStats
+from scheduler_svc.sim.policies import build_policy
 from scheduler_svc.sim.recompute import RecomputeCounter
 from scheduler_svc.sim.release import ReleaseTracker
 from scheduler_svc.sim.worker import SimWorker
@@ -76,6 +78,9 @@ class SimConfig:
     cost_model_as_prior: bool = False
     # Stop this long after the last arrival even if requests are unfinished (they count as missed).
     drain_limit_s: float = 600.0
+    # The scheduler's opt-in --rt-admission-control (off by default, as in the service): a new RT
+    # request whose predicted TTFT exceeds its SLO is rejected at arrival (record "rejected").
+    rt_admission_control: bool = False
     check_invariants_every: int = 0  # steps; 0: only at the end
     policy_options: dict[str, object] = field(default_factory=dict)
 
@@ -101,21 +106,6 @@ class SimResult:
     recompute: RecomputeCounter = field(default_factory=RecomputeCounter)
 
 
-# Policies that price steps with a cost model get the simulator's own (the same coefficients the
-# simulated worker charges) when `SimConfig.cost_model_as_prior` is set, unless the options name one.
-COST_AWARE_POLICIES = frozenset({"bros", "tempo"})
-
-
-def build_policy(name: str, cost: CostModel, options: dict[str, object], cost_as_prior: bool = True) -> Policy:
-    """`make_policy(name, **options)`, plus `cost_model=cost` for cost-aware policies when
-    `cost_as_prior` (else they start from their built-in prior, as the service does)."""
-    opts = dict(options)
-    if (cost_as_prior and name in COST_AWARE_POLICIES and "cost_model" not in opts
-            and "cost_model_path" not in opts):
-        opts["cost_model"] = cost
-    return make_policy(name, **opts)
-
-
 class Simulation:
     """One run of one policy over one workload. Build, `run()`, read the result."""
 
@@ -135,10 +125,12 @@ class Simulation:
         core_config = SchedulerConfig(num_blocks=config.num_blocks, block_size=config.block_size,
                                       max_num_batched_tokens=config.max_num_batched_tokens,
                                       max_num_seqs=config.max_num_seqs, max_model_len=config.max_model_len,
-                                      eos_token_ids=(EOS_TOKEN_ID,), max_num_waiting=1 << 30)
+                                      eos_token_ids=(EOS_TOKEN_ID,), max_num_waiting=1 << 30,
+                                      rt_admission_control=config.rt_admission_control)
         book = CheckpointBook() if config.checkpoint_preemption else None
-        self.core = Scheduler(core_config, build_policy(policy, cost, config.policy_options, config.cost_model_as_prior),
-                              self.clock, checkpoints=book)
+        true_lengths = {r.id: r.output_tokens for r in self._requests}
+        self.core = Scheduler(core_config, build_policy(policy, cost, config.policy_options, config.cost_model_as_prior,
+                                                        true_lengths), self.clock, checkpoints=book)
         self.leases = LeaseTable(ttl_s=1e12)  # the virtual clock jumps; nothing expires in a simulation
         self.leases.register_pool(WORKER_ID, config.num_blocks, config.block_size, 1, now=0.0)
         if host_tier is None and book is not None:
@@ -147,7 +139,7 @@ class Simulation:
         self.host_tier = host_tier
         limits = PlanLimits(config.max_num_batched_tokens, config.max_num_seqs, config.max_model_len)
         self.worker = SimWorker(WORKER_ID, self.leases, config.block_size, cost,
-                                {r.id: r.output_tokens for r in self._requests}, EOS_TOKEN_ID,
+                                true_lengths, EOS_TOKEN_ID,
                                 limits=limits, host_tier=host_tier)
         self.recompute = RecomputeCounter()
         self._on_step = on_step
@@ -187,11 +179,16 @@ class Simulation:
         slo = Slo(service_class_named(req.cls), req.ttft_ms, req.tpot_ms, req.deadline_ms, req.priority)
         try:
             self.core.add_request(Request(req.id, self._prompt(req.prompt_tokens), sampling, slo, req.tenant,
-                                          workflow, arrival_s=at))
+                                          workflow, arrival_s=at), new_arrival=True)
+        except TtftInfeasibleError as err:  # RT admission control: sent elsewhere, a miss here
+            rec.finish_s, rec.finish_reason, rec.predicted_ttft_s = at, "rejected", err.predicted_ttft_s
+            self._finished(req.id, at)
         except LlmServeError as err:  # too long for the context, queue full: the request fails
             rec.finish_s, rec.finish_reason = at, "error"
             self._finished(req.id, at)
             del err
+        else:
+            rec.predicted_ttft_s = self.core.last_ttft_forecast_s
 
     def _finished(self, request_id: str, at: float) -> None:
         for release, child in self._tracker.finished(request_id, at):

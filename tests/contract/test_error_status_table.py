@@ -17,6 +17,7 @@ import pytest
 from kvstore_svc.core import errors as kv
 from llmserve import errors as shared
 from llmserve.runtime.errors import STATUS_OF_ERROR, error_for_status, status_code_for
+from scheduler_svc.core import errors as sched
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("llmserve", "gateway", "scheduler_svc", "worker_svc", "kvstore_svc")
@@ -42,6 +43,7 @@ INTENDED: dict[type[shared.LlmServeError], grpc.StatusCode] = {
     kv.SyncOrderError: Code.FAILED_PRECONDITION,
     kv.OutOfBlocksError: Code.RESOURCE_EXHAUSTED,
     kv.HostTierFullError: Code.RESOURCE_EXHAUSTED,
+    sched.TtftInfeasibleError: Code.RESOURCE_EXHAUSTED,
 }
 
 
@@ -84,7 +86,12 @@ def test_every_domain_error_in_the_tree_maps_to_its_intended_status() -> None:
     assert in_tree == set(INTENDED), f"decide the status of: {sorted(c.__name__ for c in in_tree ^ set(INTENDED))}"
     wrong = {}
     for cls, code in INTENDED.items():
-        error = cls("m", requested=1, free=0) if cls is kv.OutOfBlocksError else cls("m")
+        if cls is kv.OutOfBlocksError:
+            error = cls("m", requested=1, free=0)
+        elif cls is sched.TtftInfeasibleError:
+            error = cls(3.4, 1.0)
+        else:
+            error = cls("m")
         if status_code_for(error) != code:
             wrong[cls.__name__] = (status_code_for(error), code)
     assert not wrong, wrong

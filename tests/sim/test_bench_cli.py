@@ -62,3 +62,17 @@ def test_bad_input_exits_2_with_a_message(tmp_path, capsys):
     write_workload(ok, mixed_workload(seed=3, duration_s=1.0))
     assert run_bench(_parse(["--workload", str(ok), "--cost-model", "nope", "--out", str(tmp_path / "o")])) == 2
     assert "bundled profile" in capsys.readouterr().err
+
+
+def test_tempo_oracle_is_a_sim_policy_only(tmp_path, capsys):
+    workload = tmp_path / "w.jsonl"
+    write_workload(workload, mixed_workload(seed=2, duration_s=3.0))
+    out = tmp_path / "out"
+    args = _parse(["--workload", str(workload), "--policies", "tempo,tempo-oracle", "--out", str(out), "--no-plots"])
+    assert run_bench(args) == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert set(doc["policies"]) == {"tempo", "tempo-oracle"}
+    live = _parse(["--workload", str(workload), "--policies", "tempo-oracle", "--engine", "live",
+                   "--address", "127.0.0.1:1", "--out", str(out)])
+    assert run_bench(live) == 2
+    assert "simulator only" in capsys.readouterr().err

@@ -16,6 +16,10 @@ _POLICIES: dict[str, tuple[str, str]] = {
 }
 
 POLICY_NAMES: tuple[str, ...] = tuple(_POLICIES)
+# Options the factory never passes: the simulator injects these by hand (its target-4 oracle of
+# output lengths, scheduler_svc/sim/oracle_lengths.py), so the service, which builds its policy
+# here, cannot reach them.
+SIMULATOR_ONLY_OPTIONS: frozenset[str] = frozenset({"lengths"})
 # Policies that price steps with an iteration-time cost model (`cost_model` / `cost_model_path`).
 COST_MODEL_POLICIES: tuple[str, ...] = ("bros", "tempo")
 
@@ -26,6 +30,10 @@ def make_policy(name: str, **options: object) -> Policy:
     entry = _POLICIES.get(name)
     if entry is None:
         raise ValueError(f"unknown scheduling policy {name!r}: choose one of {', '.join(POLICY_NAMES)}")
+    refused = SIMULATOR_ONLY_OPTIONS & set(options)
+    if refused:
+        raise ValueError(f"policy option {', '.join(sorted(refused))} is the simulator's to inject "
+                         "(scheduler_svc.sim.oracle_lengths); served policies learn output lengths online")
     cls = getattr(importlib.import_module(entry[0]), entry[1])
     try:
         return cls(**options)
@@ -33,4 +41,4 @@ def make_policy(name: str, **options: object) -> Policy:
         raise ValueError(f"bad options for policy {name!r}: {err}") from err
 
 
-__all__ = ["COST_MODEL_POLICIES", "POLICY_NAMES", "Policy", "PreemptionMode", "TicketView", "make_policy"]
+__all__ = ["COST_MODEL_POLICIES", "POLICY_NAMES", "SIMULATOR_ONLY_OPTIONS", "Policy", "PreemptionMode", "TicketView", "make_policy"]

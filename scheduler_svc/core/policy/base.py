@@ -24,6 +24,9 @@ so adding a policy never adds a branch to `Scheduler.schedule()`:
 - `bind(config)`: called once by the core with its worker's geometry (block size, pool size),
   for policies that reason about KV in blocks.
 - `on_added` / `on_finished` / `observe_step`: learning hooks (length quantiles, step times).
+- `forecast_first_token_s(work)`: seconds from now until a new request's first token, with
+  `work` ahead of it, by the policy's cost model; None (the default) for policies without one.
+  The opt-in RT admission control (core/admission.py) rejects on it.
 
 What a policy sees of a request: the public `Request` (its SLO, tokens, token counts, status;
 read-only for policies, except `policy_state`, the policy's own slot). The core's private
@@ -56,6 +59,7 @@ from scheduler_svc.core.config import SchedulerConfig
 from scheduler_svc.core.plan import StepTiming
 from scheduler_svc.core.request import Request
 from scheduler_svc.core.step_draft import StepDraft
+from scheduler_svc.core.work_ahead import WorkAhead
 
 
 class PreemptionMode(enum.Enum):
@@ -124,3 +128,8 @@ class Policy(ABC):
 
     def observe_step(self, timing: StepTiming | None, now: float) -> None:
         """A step's result arrived."""
+
+    def forecast_first_token_s(self, work: WorkAhead) -> float | None:
+        """Seconds from now until the first token of a request that has `work` ahead of it (its
+        own prefill included); None: this policy has no cost model to say."""
+        return None

@@ -67,6 +67,7 @@ from scheduler_svc.core.policy.slo_watch import SloWatch, is_aged, is_lost
 from scheduler_svc.core.policy.step_guard import StepGuard, make_cost_model
 from scheduler_svc.core.request import Request, ServiceClass
 from scheduler_svc.core.step_draft import StepDraft
+from scheduler_svc.core.work_ahead import WorkAhead
 
 _RT = ServiceClass.REAL_TIME
 _DL = ServiceClass.DEADLINE
@@ -206,6 +207,9 @@ class BrosPolicy(Policy):
     def kv_reserve(self, req: Request) -> int:
         reserve = self.step.kv_reserve(req, self._watch(req))  # whole prompts below on-time work
         return reserve if req.service_class is _RT else reserve + self.rt_reserve_blocks
+
+    def forecast_first_token_s(self, work: WorkAhead) -> float | None:
+        return self.guard.forecast_s(work)
 
     def bind(self, config: SchedulerConfig) -> None:
         self.step.bind(config)

@@ -38,6 +38,7 @@ from scheduler_svc.core.online_cost_model import OnlineLinearCostModel, linear_p
 from scheduler_svc.core.plan import StepTiming
 from scheduler_svc.core.request import Request
 from scheduler_svc.core.step_draft import StepDraft
+from scheduler_svc.core.work_ahead import WorkAhead
 
 _FLOAT_SLACK_S = 1e-9  # a step that lands exactly on the deadline fits
 _ERROR_WINDOW = 64  # steps whose prediction errors set the margin
@@ -149,6 +150,30 @@ class StepGuard:
             else:
                 hi = mid - 1
         return lo
+
+    def forecast_s(self, work: WorkAhead) -> float:
+        """Seconds from now until `work`'s prefill has run: after the plans in flight (each priced
+        when it was built, the one being sent included), in steps that each carry every running
+        stream's decode and fill the rest of the token budget with prefill (the last one with work
+        ranked behind, as chunked prefill does), every prediction with
+        the guard's error margin; with streams running, a step holds only the prefill that keeps
+        it within their tightest TPOT (`work.step_time_cap_s`), as the guard's pace does."""
+        pending = self._pending
+        ahead = sum(self._inflight) + (self.predict(pending) if pending is not None and pending.num_scheduled else 0.0)
+        step_time = self.cost.step_time
+        d, k = work.decode_seqs, work.kv_tokens
+        per_step = max(1, work.token_budget - work.decode_seqs)
+        if not math.isinf(work.step_time_cap_s):  # the most prefill a step within the streams' TPOT holds
+            limit_s = work.step_time_cap_s / (1.0 + self.margin)
+            lo, hi = 1, per_step
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                lo, hi = (mid, hi) if step_time(mid, d, k) <= limit_s else (lo, mid - 1)
+            per_step = lo
+        full, rest = divmod(max(1, work.prefill_tokens), per_step)
+        last = min(per_step, rest + work.prefill_behind) if rest else 0  # filled by work ranked behind
+        steps = full * step_time(per_step, d, k) + (step_time(last, d, k) if last else 0.0)
+        return (ahead + steps) * (1.0 + self.margin)
 
     def prefill_s(self, num_tokens: int) -> float:
         """Time to compute `num_tokens` of prefill in one step of its own (fixed cost included)."""

@@ -53,9 +53,11 @@ served at that pace plus what it has already earned:
   enough (the suite's deadline attainment: 0.00–0.32 against edf's 0.84–0.98). At a cold start
   (no lengths learnt) `r(deadline, serve + remain_time)^p` at the bound is used;
 
-with `L` the request's output-length upper bound (`LengthPredictor`: online per-(tenant, prompt
-bucket) quantiles of finished requests; `max_tokens` until enough have finished; raised when a
-request outgrows it). The true output length is never read. Members of one workflow share one
+with `L` the request's output-length upper bound (`lengths`, by default `OnlineLengths` over
+`LengthPredictor`: online per-(tenant, prompt bucket) quantiles of finished requests;
+`max_tokens` until enough have finished; raised when a request outgrows it). The true output
+length is never read (core/output_lengths.py; only the simulator's target-4 oracle knows it).
+The pricing is `policy/tempo_reward.py`. Members of one workflow share one
 key: `(1, −Σ member rewards / max member remain_time, ·)` (siblings rise and fall together).
 
 Keys of running requests are refreshed every 10 steps (the artifact recomputes every
@@ -85,37 +87,23 @@ is admitted only when no such request is mid-prompt and the free KV holds its wh
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 from scheduler_svc.core.config import SchedulerConfig
 from scheduler_svc.core.cost_model import CostModel
-from scheduler_svc.core.length_predictor import LengthPredictor
+from scheduler_svc.core.output_lengths import OnlineLengths, OutputLengths
 from scheduler_svc.core.plan import StepTiming
 from scheduler_svc.core.policy.base import Policy, PreemptionMode, TicketView
 from scheduler_svc.core.policy.slo_step import SloStep
-from scheduler_svc.core.policy.slo_watch import SloWatch, is_aged, is_lost
+from scheduler_svc.core.policy.slo_watch import is_aged, is_lost
 from scheduler_svc.core.policy.step_guard import StepGuard, make_cost_model
+from scheduler_svc.core.policy.tempo_reward import TempoPricing, TempoState
 from scheduler_svc.core.request import FinishReason, Request, ServiceClass
 from scheduler_svc.core.step_draft import StepDraft
+from scheduler_svc.core.work_ahead import WorkAhead
 from scheduler_svc.core.workflow_graph import WorkflowTracker
 
 
 _RT = ServiceClass.REAL_TIME
-
-
-@dataclass(slots=True)
-class _TempoState:
-    bound: int  # current output-length upper bound
-    gain: float = 0.0  # service gain earned so far (RT)
-    accounted: int = 0  # output tokens already credited
-    watch: SloWatch = field(default_factory=SloWatch)  # on time / lost / aged (slo_watch.py)
-
-
-def _r(x: float, y: float) -> float:
-    if y <= 0:
-        return 1.0
-    return min(1.0, max(1e-6, x / y))
-
 
 class TempoPolicy(Policy):
     name = "tempo"
@@ -142,7 +130,11 @@ class TempoPolicy(Policy):
         online_cost_model: bool = True,
         min_prefill_chunk: int = 16,
         stream_reserve_tpots: float = 1.0,
+        lengths: OutputLengths | None = None,
     ) -> None:
+        """`lengths`: where output lengths come from; None (always, in the service: `make_policy`
+        refuses this option) learns them online from finished requests (`OnlineLengths`). The
+        simulator's oracle of issue 9's target 4 is the only other one (core/output_lengths.py)."""
         # The core's promotion would rank a starved BE request above on-time RT: aging is ours.
         super().__init__(aging_s=None)
         if aging_s is not None and not aging_s > 0:
@@ -156,27 +148,26 @@ class TempoPolicy(Policy):
             raise ValueError("tempo: penalty, decode_weight, best_effort_weight and unit_time_s must be > 0")
         if prefill_tokens_per_step < 1 or not 0 < step_time_ema <= 1:
             raise ValueError("tempo: prefill_tokens_per_step >= 1 and 0 < step_time_ema <= 1")
-        self.p = penalty
-        self.w_d = decode_weight
-        self.be_weight = best_effort_weight
-        self.unit_time_s = unit_time_s
-        self.prefill_tokens_per_step = prefill_tokens_per_step
         self._ema = step_time_ema
-        self.predictor = LengthPredictor(quantile=quantile, min_samples=min_samples)
+        self.lengths: OutputLengths = lengths if lengths is not None else OnlineLengths(quantile, min_samples)
         self.workflows = WorkflowTracker(default_num_stages=default_num_stages, idle_close_s=workflow_idle_close_s)
+        self.pricing = TempoPricing(penalty=penalty, decode_weight=decode_weight,
+                                    best_effort_weight=best_effort_weight, unit_time_s=unit_time_s,
+                                    prefill_tokens_per_step=prefill_tokens_per_step, lengths=self.lengths,
+                                    workflows=self.workflows)
         self._members: dict[str, dict[str, Request]] = {}
         self._collective: dict[str, tuple[float, tuple]] = {}  # workflow_id -> (now, shared key)
 
     # ---- learning hooks ------------------------------------------------------------------------
     def on_added(self, req: Request, now: float) -> None:
-        req.policy_state = _TempoState(self._bound(req, 0))
+        req.policy_state = TempoState(self.lengths.upper_bound(req, 0))
         if req.workflow is not None:
             self.workflows.on_added(req, now)
             self._members.setdefault(req.workflow.workflow_id, {})[req.request_id] = req
 
     def on_finished(self, req: Request, now: float) -> None:
         if req.finish_reason in (FinishReason.STOP, FinishReason.LENGTH):
-            self.predictor.observe(req.tenant, req.num_prompt_tokens, req.num_output_tokens)
+            self.lengths.observe(req)
         if req.workflow is not None:
             self.workflows.on_finished(req, now)
             members = self._members.get(req.workflow.workflow_id)
@@ -189,7 +180,8 @@ class TempoPolicy(Policy):
     def observe_step(self, timing: StepTiming | None, now: float) -> None:
         self.guard.observe(timing)
         if timing is not None and timing.total_ns > 0:
-            self.unit_time_s += self._ema * (timing.total_ns / 1e9 - self.unit_time_s)
+            pricing = self.pricing
+            pricing.unit_time_s += self._ema * (timing.total_ns / 1e9 - pricing.unit_time_s)
 
     def begin_step(self, draft: StepDraft) -> None:
         self.workflows.close_idle(draft.now)
@@ -213,15 +205,15 @@ class TempoPolicy(Policy):
     def kv_reserve(self, req: Request) -> int:
         return self.step.kv_reserve(req, self._state(req).watch)
 
+    def forecast_first_token_s(self, work: WorkAhead) -> float | None:
+        return self.guard.forecast_s(work)
+
     def bind(self, config: SchedulerConfig) -> None:
         self.step.bind(config)
 
     # ---- priority ------------------------------------------------------------------------------
-    def _state(self, req: Request) -> _TempoState:
-        state = req.policy_state
-        if not isinstance(state, _TempoState):
-            state = req.policy_state = _TempoState(self._bound(req, 0))
-        return state
+    def _state(self, req: Request) -> TempoState:
+        return self.pricing.state(req)
 
     def key(self, req: Request, now: float) -> tuple:
         watch = self._state(req).watch
@@ -236,14 +228,14 @@ class TempoPolicy(Policy):
                 return (0, req.token_deadline_s(0), 0.0)
         elif req.slo.service_class is ServiceClass.DEADLINE and not is_lost(req, watch, now, 0.0):
             # Urgency band too while its typical length still fits: by its latest start time.
-            start_by = self._latest_start(req, now)
+            start_by = self.pricing.latest_start(req, now)
             if start_by is not None:
                 return (0, start_by, 0.0)
         if is_aged(req, watch, now, self.starvation_s):
             return (1, -math.inf, watch.last_progress_s)
         if req.workflow is not None and req.workflow.workflow_id in self._members:
             return self._collective_key(req.workflow.workflow_id, now)
-        reward, remain_time = self._reward(req, now)
+        reward, remain_time = self.pricing.reward(req, now)
         return (1, -reward / remain_time, remain_time)
 
     def _collective_key(self, workflow_id: str, now: float) -> tuple:
@@ -252,85 +244,10 @@ class TempoPolicy(Policy):
             return cached[1]
         total, longest = 0.0, 0.0
         for member in self._members[workflow_id].values():
-            reward, remain_time = self._reward(member, now)
+            reward, remain_time = self.pricing.reward(member, now)
             total += reward
             longest = max(longest, remain_time)
         key = (1, -total / longest, longest)
         self._collective[workflow_id] = (now, key)
         return key
 
-    def _bound(self, req: Request, produced: int) -> int:
-        return self.predictor.upper_bound(req.tenant, req.num_prompt_tokens, req.sampling.max_tokens, produced)
-
-    def _reward(self, req: Request, now: float) -> tuple[float, float]:
-        """(reward from now on plus gain so far, remaining GPU time) of one request."""
-        state = self._state(req)
-        produced = req.num_scheduled_outputs
-        if produced >= state.bound:
-            state.bound = self._bound(req, produced)
-        bound = state.bound
-        remain_len = max(1, bound - produced)
-        prefill_left = max(0, req.num_tokens - req.num_computed_tokens)
-        unit = self.unit_time_s
-        remain_time = unit * (remain_len + prefill_left / self.prefill_tokens_per_step)
-        serve = now - req.arrival_s
-        finish = serve + remain_time
-        p, w_d, n_in = self.p, self.w_d, req.num_prompt_tokens
-        stage_deadline = self.workflows.stage_deadline_s(req) if req.workflow is not None else None
-        slo = req.slo
-        if stage_deadline is not None:
-            reward = (n_in + w_d * bound) * self._on_time(req, stage_deadline - req.arrival_s, serve, produced,
-                                                          prefill_left, finish)
-        elif slo.service_class is ServiceClass.REAL_TIME:
-            ttft, tpot = slo.ttft_ms / 1000.0, slo.tpot_ms / 1000.0  # type: ignore[operator]
-            stream_deadline = ttft + tpot * bound
-            if not req.output_token_ids:
-                reward = n_in * _r(ttft, serve + unit) ** p + w_d * bound * _r(stream_deadline, finish) ** p
-            else:
-                self._account(req, state, ttft, tpot)
-                reward = state.gain + w_d * remain_len * _r(stream_deadline, finish) ** p
-        elif slo.service_class is ServiceClass.DEADLINE:
-            reward = (n_in + w_d * bound) * self._on_time(req, slo.deadline_ms / 1000.0, serve, produced,  # type: ignore[operator]
-                                                          prefill_left, finish)
-        else:
-            reward = self.be_weight * (n_in + w_d * bound)
-        return reward, remain_time
-
-    def _latest_start(self, req: Request, now: float) -> float | None:
-        """When a deadline request must start decoding to finish its median remaining length by
-        its deadline at the measured pace; None when that is already past: its deadline then
-        competes on density. Only its tenant's lengths count (other tenants' chat or batch
-        outputs say little about a tool call's); until it has some, it gets the benefit of the
-        doubt, as under EDF: at the length bound (max_tokens at a cold start) every deadline
-        request of a new tenant looked hopeless, was never served, and so never taught the
-        predictor its lengths (deadline attainment 0.00 against edf's 0.93 in the suite)."""
-        produced = req.num_scheduled_outputs
-        typical = self.predictor.length_quantile(req.tenant, req.num_prompt_tokens, produced, 0.5, tenant_only=True)
-        if typical is None:
-            typical = produced
-        prefill_left = max(0, req.num_tokens - req.num_computed_tokens)
-        start_by = req.token_deadline_s(0) - self.unit_time_s * (max(0, typical - produced)
-                                                                 + prefill_left / self.prefill_tokens_per_step)
-        return start_by if start_by >= now else None
-
-    def _on_time(self, req: Request, deadline_s: float, serve: float, produced: int, prefill_left: int,
-                 finish: float) -> float:
-        """P(the request finishes by `deadline_s` after arrival), from the learnt lengths; at a
-        cold start, the gain factor at the length bound (module docstring)."""
-        unit = self.unit_time_s
-        room = (deadline_s - serve) / unit - prefill_left / self.prefill_tokens_per_step  # tokens that still fit
-        share = self.predictor.fraction_at_most(req.tenant, req.num_prompt_tokens, produced, produced + room)
-        if share is None:
-            return _r(deadline_s, finish) ** self.p
-        return share
-
-    def _account(self, req: Request, state: _TempoState, ttft: float, tpot: float) -> None:
-        """Credits the RT tokens delivered since the last call (measured delivery times)."""
-        times = req.token_times_s
-        p, w_d = self.p, self.w_d
-        for i in range(state.accounted, len(times)):
-            delay = times[i] - req.arrival_s
-            if i == 0:
-                state.gain += req.num_prompt_tokens * _r(ttft, delay) ** p
-            state.gain += w_d * _r(ttft + i * tpot, delay) ** p
-        state.accounted = len(times)

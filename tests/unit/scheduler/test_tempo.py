@@ -32,7 +32,7 @@ def _deadline_and_be_order(learnt: bool) -> list[str]:
     sched = make_scheduler("tempo", max_num_batched_tokens=4, policy_options={"unit_time_s": 0.01})
     if learnt:  # the "tool" tenant's outputs are 10 tokens long: ≈ 0.1 s of work at 10 ms a token
         for _ in range(25):
-            sched.policy.predictor.observe("tool", 4, 10)  # type: ignore[attr-defined]
+            sched.policy.lengths.predictor.observe("tool", 4, 10)  # type: ignore[attr-defined]
     now = sched.clock.now()
     sched.add_request(make_request("late", prompt_len=4, max_tokens=10, service_class=DL, deadline_ms=20,
                                    arrival_s=now, tenant="tool"))
@@ -60,7 +60,7 @@ def test_tempo_learns_short_outputs_per_tenant():
     for i in range(8):
         sched.add_request(make_request(f"chat{i}", prompt_len=8, max_tokens=200, tenant="chat"))
     driver.run()
-    assert policy.predictor.upper_bound("chat", 8, 200) == 3
+    assert policy.lengths.predictor.upper_bound("chat", 8, 200) == 3
     fresh = make_request("new", prompt_len=8, max_tokens=200, tenant="chat")
     sched.add_request(fresh)
     assert fresh.policy_state.bound == 3
@@ -142,11 +142,11 @@ def test_waiting_rt_ranks_by_first_token_deadline_until_it_has_passed():
 
 def test_penalty_100_makes_a_late_deadline_worth_almost_nothing():
     policy = TempoPolicy(unit_time_s=0.01)
-    assert policy.p == 100.0
+    assert policy.pricing.p == 100.0
     on_time = make_request("a", prompt_len=8, max_tokens=10, service_class=DL, deadline_ms=1_000)
     late = make_request("b", prompt_len=8, max_tokens=10, service_class=DL, deadline_ms=95)  # needs ~0.1 s
     policy.on_added(on_time, 0.0)
     policy.on_added(late, 0.0)
-    full, _ = policy._reward(on_time, 0.0)
+    full, _ = policy.pricing.reward(on_time, 0.0)
     assert full == pytest.approx(8 + 8 * 10)
-    assert policy._reward(late, 0.0)[0] < 0.01 * full  # (0.95)^100 ≈ 0.006
+    assert policy.pricing.reward(late, 0.0)[0] < 0.01 * full  # (0.95)^100 ≈ 0.006

@@ -29,7 +29,7 @@ def test_exposed_settings_are_the_services_own() -> None:
 
 def test_each_process_reads_back_the_stacks_values() -> None:
     stack = StackConfig(num_workers=2, model="/m", load_format="dummy", tokenizer="/tok", policy="bros",
-                        cost_model="/c.json", num_kv_blocks=96, block_size=32, max_num_batched_tokens=256,
+                        cost_model="/c.json", rt_admission_control=True, num_kv_blocks=96, block_size=32, max_num_batched_tokens=256,
                         max_num_seqs=8, dtype="float32", device="cpu", lease_ttl_s=1.5,
                         host_tier_bytes=GIB // 4, log_format="text")
     processes = service_specs(stack, ports={"gateway": 50051, "kvstore": 1, "scheduler": 2, "worker-0": 3, "worker-1": 4})
@@ -46,6 +46,7 @@ def test_each_process_reads_back_the_stacks_values() -> None:
     s = configs["scheduler"]
     assert (s.worker_addrs, s.kvstore_addr, s.policy, s.cost_model) == (("127.0.0.1:3", "127.0.0.1:4"), "127.0.0.1:1",
                                                                          "bros", "/c.json")
+    assert s.rt_admission_control
     g = configs["gateway"]
     assert (g.address, g.scheduler_addr, g.model, g.load_format, g.tokenizer) == ("127.0.0.1:50051", "127.0.0.1:2",
                                                                                    "/m", "dummy", "/tok")
@@ -57,6 +58,7 @@ def test_defaults_are_the_services_own() -> None:
                                                                                      "worker-0": 3, "scheduler": 4}))
     assert (worker.max_num_batched_tokens, worker.max_num_seqs, worker.num_kv_blocks) == (0, 0, 0)  # auto
     assert (scheduler.policy, scheduler.cost_model, gateway.tokenizer) == ("fcfs", "", None)
+    assert not scheduler.rt_admission_control
 
 
 def test_up_flags(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -136,6 +138,9 @@ def test_preflight_refuses_a_busy_port_and_a_bad_combination_before_anything_sta
             preflight(config, service_specs(config))
     config = StackConfig(port=free_port(), http_port=free_port(), cost_model="h100_llama3_8b")  # fcfs: no cost model
     with pytest.raises(ValueError, match="scheduler: --cost-model is used by --policy bros or tempo only"):
+        preflight(config, service_specs(config))
+    config = StackConfig(port=free_port(), http_port=free_port(), rt_admission_control=True)  # fcfs again
+    with pytest.raises(ValueError, match="scheduler: --rt-admission-control needs --policy bros or tempo"):
         preflight(config, service_specs(config))
     config = StackConfig(port=free_port(), http_port=free_port())
     preflight(config, service_specs(config))  # all free, all valid

@@ -1,0 +1,54 @@
+"""Where tempo learns how long a request's output will be: the `OutputLengths` interface, and the
+one the service runs, `OnlineLengths` (online quantiles of finished requests, length_predictor.py).
+
+The "no oracle" rule: the true output length of a request does not exist in the core (request.py),
+so `OnlineLengths` answers from finished requests only. The simulator measures what that costs
+against an oracle that knows every true length (`scheduler_svc/sim/oracle_lengths.py`, issue 9's
+target 4); it reaches tempo only through `TempoPolicy(lengths=...)`, which the policy factory
+(`make_policy`), the one the service builds its policy with, refuses to pass.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from scheduler_svc.core.length_predictor import LengthPredictor
+from scheduler_svc.core.request import Request
+
+
+class OutputLengths(Protocol):
+    """Estimates of one request's total output length (prompt excluded), given that it has
+    produced `produced` tokens (scheduled ones included)."""
+
+    def observe(self, req: Request) -> None:
+        """`req` finished normally (STOP or LENGTH): its output length is known now."""
+
+    def upper_bound(self, req: Request, produced: int) -> int:
+        """A bound on its total length, in (produced, max_tokens] while it is unfinished."""
+
+    def typical(self, req: Request, produced: int) -> int | None:
+        """Its median total length, from its own tenant's requests only; None while none is known."""
+
+    def fraction_at_most(self, req: Request, produced: int, length: float) -> float | None:
+        """P(total length <= `length` | it is > `produced`); None while nothing is known."""
+
+
+class OnlineLengths:
+    """The service's estimates: quantiles of finished requests' lengths (LengthPredictor)."""
+
+    __slots__ = ("predictor",)
+
+    def __init__(self, quantile: float = 0.95, min_samples: int = 20) -> None:
+        self.predictor = LengthPredictor(quantile=quantile, min_samples=min_samples)
+
+    def observe(self, req: Request) -> None:
+        self.predictor.observe(req.tenant, req.num_prompt_tokens, req.num_output_tokens)
+
+    def upper_bound(self, req: Request, produced: int) -> int:
+        return self.predictor.upper_bound(req.tenant, req.num_prompt_tokens, req.sampling.max_tokens, produced)
+
+    def typical(self, req: Request, produced: int) -> int | None:
+        return self.predictor.length_quantile(req.tenant, req.num_prompt_tokens, produced, 0.5, tenant_only=True)
+
+    def fraction_at_most(self, req: Request, produced: int, length: float) -> float | None:
+        return self.predictor.fraction_at_most(req.tenant, req.num_prompt_tokens, produced, length)
