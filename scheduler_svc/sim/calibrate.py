@@ -79,11 +79,15 @@ def rows_from_dicts(objs: Iterable[dict]) -> list[TimingRow]:
                       int(o.get("num_kv_tokens_read", 0)), int(o["total_ns"]) / 1e9) for o in objs]
 
 
-def fit_and_save(rows: Sequence[TimingRow], out: str | Path, name: str, source: str) -> CostModel:
-    """Fits `rows`, records where they came from (`source`) in the model's extra, writes `out`."""
+def fit_and_save(rows: Sequence[TimingRow], out: str | Path, name: str, source: str,
+                 deployment: dict | None = None) -> CostModel:
+    """Fits `rows`, records where they came from (`source`) and the deployment they describe
+    (`deployment`: the geometry fields `SimConfig.from_cost_model` reads) in the model's extra,
+    writes `out`."""
     model = fit(rows, name=name)
+    extra = {**model.extra, "source": f"{source}; {model.extra['source']}", **(deployment or {})}
     model = CostModel(model.a_s, model.b_s_per_prefill_token, model.c_s_per_decode_seq, model.d_s_per_kv_token,
-                      name=model.name, extra={**model.extra, "source": f"{source}; {model.extra['source']}"})
+                      name=model.name, extra=extra)
     model.save(out)
     return model
 
