@@ -9,8 +9,8 @@ scaled to the CPU), each live under fcfs, bros and tempo and as the dedicated ru
 alone under fcfs), one local stack per policy (live_runs.py). Then the simulator on the same
 scaled requests with the worker's start-up calibration (predict.py). Outputs in --out:
 results.json (every run's metrics, live and simulated, each stack's worker description and the
-verdicts), table.md (the targets, the predicted-vs-measured table, the summary), logs-*/ (the
-services' logs). Run it under `flock /work/notes/cpu.lock` on the shared machine.
+verdicts), table.md (the targets, the predicted-vs-measured table, the summary), prediction.png,
+logs-*/ (the services' logs). Run it under `flock /work/notes/cpu.lock` on the shared machine.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.sched_live_suite import workloads as wl  # noqa: E402
 from benchmarks.sched_live_suite.live_runs import run_live  # noqa: E402
+from benchmarks.sched_live_suite.plots import plot_prediction  # noqa: E402
 from benchmarks.sched_live_suite.predict import predict  # noqa: E402
 from benchmarks.sched_live_suite.report import prediction_table, summary_table, targets_table, verdicts  # noqa: E402
 
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--mixes", nargs="+", default=list(wl.MIXES), choices=list(wl.MIXES))
     p.add_argument("--loads", nargs="+", type=float, default=list(wl.LOADS))
+    p.add_argument("--resim", help="an earlier results.json: take its live runs and worker descriptions, "
+                                   "simulate and report again (no live run)")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -49,9 +52,14 @@ def main(argv: list[str] | None = None) -> int:
         live[cell.name][run] = metrics
         (out / "partial.json").write_text(json.dumps(live, indent=1) + "\n", encoding="utf-8")
 
-    infos = run_live(cells, POLICIES, out, on_result)
-    live_wall_s = time.time() - started
-    load1 = os.getloadavg()
+    if args.resim:
+        old = json.loads(Path(args.resim).read_text(encoding="utf-8"))
+        live, infos = {c.name: old["live"][c.name] for c in cells}, old["workers"]
+        live_wall_s, load0, load1 = old["live_wall_s"], old["load_avg_start"], old["load_avg_end"]
+    else:
+        infos = run_live(cells, POLICIES, out, on_result)
+        live_wall_s = time.time() - started
+        load1 = os.getloadavg()
     sim: dict[str, dict] = {c.name: {} for c in cells}
     for cell in cells:
         for run in live[cell.name]:
@@ -70,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
              f"## Simulator vs live\n\n{prediction_table(live, sim, v)}\n\n## Summary\n\n{summary_table(v)}\n\n"
              f"## Start-up calibrations\n\n{calib}\n")
     (out / "table.md").write_text(table, encoding="utf-8")
+    plot_prediction(live, sim, out / "prediction.png")
     print(table)
     return 0
 

@@ -83,5 +83,6 @@ def summary_table(v: dict) -> str:
     lines = ["| check | met / cells where it applies |", "|---|---|"]
     for k in checks:
         vals = [cell[k] for cell in v.values() if cell.get(k) is not None]
-        lines.append(f"| {k} | {sum(vals)}/{len(vals)} |")
+        if vals:
+            lines.append(f"| {k} | {sum(vals)}/{len(vals)} |")
     return "\n".join(lines)
