@@ -23,10 +23,7 @@ from llmserve_stack.supervisor import Stack
 from scheduler_svc.sim.metrics import summarize
 from scheduler_svc.sim.service_gain import service_gain
 
-from benchmarks.sched_live_suite.workloads import DEDICATED, MAX_OUTPUT, Cell, cell_requests
-
-DRAIN_S = 60.0  # a run ends this long after its window at the latest; what is unfinished misses
-
+from benchmarks.sched_live_suite.workloads import DEDICATED, DRAIN_S, MAX_OUTPUT, Cell, cell_requests
 
 def describe(info: worker_pb2.WorkerInfo) -> dict:
     """What the suite keeps of a worker's Describe: geometry and the start-up calibration."""

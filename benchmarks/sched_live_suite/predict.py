@@ -3,8 +3,8 @@ simulated deployment with the live worker's geometry, its steps priced by the mo
 fitted on itself at start (Describe's `step_cost`), and bros and tempo starting their online
 model from that calibration, as the live scheduler does. Everything else is the simulator's
 default, which is what the stack runs: 2 plans in flight, checkpoint preemption to a 2 GiB host
-tier. A fresh simulation per cell (the live stack carries what its policy learnt from one cell
-to the next)."""
+tier; it stops `DRAIN_S` after the last arrival, as the live run does. A fresh simulation per
+cell (the live stack carries what its policy learnt from one cell to the next)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from scheduler_svc.sim.metrics import summarize
 from scheduler_svc.sim.service_gain import service_gain
 from scheduler_svc.sim.simulator import SimConfig, simulate
 
-from benchmarks.sched_live_suite.workloads import DEDICATED, Cell, cell_requests
+from benchmarks.sched_live_suite.workloads import DEDICATED, DRAIN_S, Cell, cell_requests
 
 _COEFFICIENTS = ("a_s", "b_s_per_prefill_token", "c_s_per_decode_seq", "d_s_per_kv_token")
 
@@ -33,7 +33,8 @@ def predict(cell: Cell, label: str, info: dict) -> dict:
     config = SimConfig(num_blocks=info["num_blocks"], block_size=info["block_size"],
                        max_num_batched_tokens=info["max_num_batched_tokens"], max_num_seqs=info["max_num_seqs"],
                        max_model_len=info["max_model_len"],
-                       kv_bytes_per_token=info["bytes_per_block"] // info["block_size"], cost_model_as_prior=True)
+                       kv_bytes_per_token=info["bytes_per_block"] // info["block_size"], cost_model_as_prior=True,
+                       drain_limit_s=DRAIN_S)
     policy = "fcfs" if label == DEDICATED else label
     requests = cell_requests(cell, dedicated=label == DEDICATED)
     result = simulate(requests, policy, cost, config)

@@ -12,7 +12,8 @@ base TTFT 1 s / TPOT 100 ms / deadline 10 s, request k at x(k mod 4 + 1)):
 Scaling (the README's live example): every time (arrivals, SLOs) x `TIME_SCALE`; prompts capped at
 `MAX_PROMPT` tokens (BE prompts of `rt_be_long` at `MAX_LONG_PROMPT`, so they stay the longest),
 outputs at `MAX_OUTPUT`. A load x L compresses arrivals by L; each cell is `WINDOW_S` seconds of
-arrivals (more requests at a higher load), so every run is about as short as the others.
+arrivals (more requests at a higher load), so every run is about as short as the others, and ends
+`DRAIN_S` after its last arrival at the latest (what is unfinished then misses its SLO).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ MAX_PROMPT = 256
 MAX_LONG_PROMPT = 512  # one full step's budget: a long BE prompt still costs a whole CPU step
 MAX_OUTPUT = 32
 WINDOW_S = 25.0  # seconds of arrivals per cell, wall time
+DRAIN_S = 30.0  # a run ends this long after its last arrival at the latest (live and simulated); unfinished misses
 LOADS = (0.5, 1.0, 2.0)
 SLO = SloSpec(ttft_ms=1000.0, tpot_ms=100.0, deadline_ms=10000.0, tiers=4)
 SEED = 1
