@@ -29,8 +29,8 @@ TIME_SCALE = 4.0  # a CPU step is ~5-15x an H100 step of Llama-3-8B; x4 keeps a 
 MAX_PROMPT = 256
 MAX_LONG_PROMPT = 512  # one full step's budget: a long BE prompt still costs a whole CPU step
 MAX_OUTPUT = 32
-WINDOW_S = 25.0  # seconds of arrivals per cell, wall time
-DRAIN_S = 30.0  # a run ends this long after its last arrival at the latest (live and simulated); unfinished misses
+WINDOW_S = 20.0  # seconds of arrivals per cell, wall time
+DRAIN_S = 20.0  # a run ends this long after its last arrival at the latest (live and simulated); unfinished misses
 LOADS = (0.5, 1.0, 2.0)
 SLO = SloSpec(ttft_ms=1000.0, tpot_ms=100.0, deadline_ms=10000.0, tiers=4)
 SEED = 1
