@@ -43,6 +43,7 @@ from worker_svc.build import build_runner
 from worker_svc.checkpoint_client import KvCheckpointClient
 from worker_svc.core.checkpoint import RestoredKv
 from worker_svc.config import WorkerConfig
+from worker_svc.fit_watch import FitWatch
 from worker_svc.core.runner import StepRunner
 from worker_svc.core.types import WorkerDescription
 from worker_svc.kv_client import UNREACHABLE_CODES, KvLeaseClient
@@ -77,6 +78,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         self._stream_open = False
         self._in_thread: asyncio.Future[Any] | None = None
         self._store_restarted = False  # set by the lease client; applied between steps
+        calibration = description.step_cost
+        self._fit_watch = FitWatch(calibration.fit.cost, description.worker_id) if calibration is not None else None
         kv.set_on_store_restarted(self._note_store_restarted)
 
     def _note_store_restarted(self) -> None:
@@ -129,6 +132,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                            len(ids), err.code().name, err.details())
         finally:
             self._stream_open = False
+            if self._fit_watch is not None:
+                self._fit_watch.flush()
 
     async def _run_plan(self, plan_pb: worker_pb2.BatchPlan) -> worker_pb2.StepResult:
         try:
@@ -174,6 +179,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                                             kv_ns=kv_ns, total_ns=time.perf_counter_ns() - start)
         total_ns = time.perf_counter_ns() - start
         self._observe(output, len(plan.scheduled), len(delta.restores), total_ns, fetch_ns)
+        if self._fit_watch is not None and output.timing is not None:
+            self._fit_watch.observe(output.timing, total_ns)
         failed = self.checkpoints.take_failed() if self.checkpoints is not None else []
         encode_start = time.perf_counter_ns()
         message = convert.step_result(output, failed)

@@ -78,3 +78,17 @@ def test_calibrate_fits_the_runner_and_describe_carries_it(model) -> None:
             info.step_cost.d_s_per_kv_token) == (0.01, 2e-4, 3e-4, 4e-8)
     assert (info.step_cost.num_samples, info.step_cost.r2, info.step_cost.median_rel_error,
             info.step_cost.calibration_s) == (12, 0.97, 0.05, 2.5)
+
+
+def test_the_fit_watch_logs_measured_over_predicted(caplog) -> None:
+    from llmserve.types import StepTiming
+    from worker_svc.fit_watch import FitWatch
+
+    watch = FitWatch(StepCost(0.01, 1e-3, 0.0, 0.0), "w0", every=2)
+    step = StepTiming(forward_ns=15_000_000, sample_ns=5_000_000, num_prefill_tokens=10, num_kv_tokens_read=10)
+    with caplog.at_level("INFO", logger="worker_svc.fit_watch"):
+        watch.observe(step, total_ns=40_000_000)  # predicted 20 ms: the step 2x, its compute 1x
+        watch.observe(StepTiming(), total_ns=1)  # no work: not counted
+        assert not caplog.records
+        watch.observe(step, total_ns=40_000_000)
+    assert "the last 2 steps took 2.00x" in caplog.text and "alone 1.00x" in caplog.text
