@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from llmserve.runtime.channel import open_channel
-from llmserve.v1 import worker_pb2, worker_pb2_grpc
+from llmserve.v1 import scheduler_pb2, scheduler_pb2_grpc, worker_pb2, worker_pb2_grpc
 from llmserve_stack.launch import StackConfig, free_port, service_specs
 from llmserve_stack.live import LiveConfig, replay
 from llmserve_stack.supervisor import Stack
@@ -50,21 +50,31 @@ async def run_policy(policy: str, runs: list[tuple[Cell, str]], out: Path,
             info = describe(await worker_pb2_grpc.WorkerStub(channel).Describe(worker_pb2.DescribeRequest(),
                                                                                timeout=30.0))
         gateway = stack.specs[-1].address
+        scheduler = next(s for s in stack.specs if s.name == "scheduler").address
         for cell, label in runs:
             requests = cell_requests(cell, dedicated=label == DEDICATED)
             window = max(r.arrival_s for r in requests)
             live = LiveConfig(gateway, max_tokens=MAX_OUTPUT, run_timeout_s=window + DRAIN_S)
             wall0 = time.perf_counter()
+            preempted = await _preemptions(scheduler)
             records, stats = await replay(requests, live)
             metrics = summarize(records, stats, service_gain)
+            metrics["preemptions"] = await _preemptions(scheduler) - preempted
             metrics["live_wall_s"] = round(time.perf_counter() - wall0, 2)
             metrics["num_unfinished"] = sum(1 for r in records if r.finish_s is None)
             metrics["num_requests"] = len(requests)
             on_result(cell, label, metrics)
             print(f"live {cell.name:<20} {label:<9} RT {_pct(metrics['rt_slo_attainment'])} "
-                  f"BE job {_num(metrics['be_throughput_run_tok_s'])} tok/s  {metrics['live_wall_s']:.0f}s",
+                  f"BE job {_num(metrics['be_throughput_run_tok_s'])} tok/s  preempt {metrics['preemptions']}  {metrics['live_wall_s']:.0f}s",
                   file=sys.stderr)
     return info
+
+
+async def _preemptions(scheduler: str) -> int:
+    """Preemptions the scheduler has made since it started (its GetStats)."""
+    async with open_channel(scheduler) as channel:
+        stats = await scheduler_pb2_grpc.SchedulerStub(channel).GetStats(scheduler_pb2.GetStatsRequest(), timeout=10.0)
+    return int(stats.num_preemptions)
 
 
 def run_live(cells: list[Cell], policies: tuple[str, ...], out: Path,
