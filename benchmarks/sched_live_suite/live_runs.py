@@ -5,6 +5,7 @@ through the public Gateway API (`llmserve_stack.live.replay`), the dedicated run
 A stack serves its cells one after another (its policy keeps what it learnt online: cost model,
 tempo's lengths, as a server that runs for a while would), and each stack's worker calibrated
 itself at start: its `Worker.Describe` step-time model is recorded for the simulator's prediction.
+Each run also records the preemptions the scheduler made during it (its GetStats, before and after).
 """
 
 from __future__ import annotations
@@ -65,8 +66,8 @@ async def run_policy(policy: str, runs: list[tuple[Cell, str]], out: Path,
             metrics["num_requests"] = len(requests)
             on_result(cell, label, metrics)
             print(f"live {cell.name:<20} {label:<9} RT {_pct(metrics['rt_slo_attainment'])} "
-                  f"BE job {_num(metrics['be_throughput_run_tok_s'])} tok/s  preempt {metrics['preemptions']}  {metrics['live_wall_s']:.0f}s",
-                  file=sys.stderr)
+                  f"BE job {_num(metrics['be_throughput_run_tok_s'])} tok/s  preempt {metrics['preemptions']}  "
+                  f"{metrics['live_wall_s']:.0f}s", file=sys.stderr)
     return info
 
 
