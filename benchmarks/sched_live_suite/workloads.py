@@ -31,7 +31,7 @@ MAX_LONG_PROMPT = 512  # one full step's budget: a long BE prompt still costs a 
 MAX_OUTPUT = 32
 WINDOW_S = 20.0  # seconds of arrivals per cell, wall time
 DRAIN_S = 20.0  # a run ends this long after its last arrival at the latest (live and simulated); unfinished misses
-LOADS = (0.5, 1.0, 2.0)
+LOADS = (1.0, 2.0, 4.0)
 SLO = SloSpec(ttft_ms=1000.0, tpot_ms=100.0, deadline_ms=10000.0, tiers=4)
 SEED = 1
 
