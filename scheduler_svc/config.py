@@ -21,8 +21,8 @@ class SchedulerServiceConfig(ServiceSettings):
     kvstore_addr: str = setting("", help="the KV store's host:port, for its capacity stream (empty: none)")
     policy: str = setting("fcfs", choices=POLICY_NAMES, help="scheduling policy")
     cost_model: str = setting("", help="bros, tempo: JSON file of step-time coefficients, the prior of the cost "
-                                       "model they refit online from step timings (e.g. "
-                                       "scheduler_svc/sim/profiles/cpu_smollm2_135m.json on a CPU)")
+                                       "model they refit online from step timings (empty: the model each worker "
+                                       "fitted on itself at start, else built-in defaults)")
     # Plans in flight per worker: 2 lets the scheduler plan step N+1 while step N runs.
     max_inflight_plans: int = setting(2, help="plans in flight per worker")
     max_num_waiting: int = setting(4096, help="requests waiting per worker before Submit answers RESOURCE_EXHAUSTED")

@@ -17,6 +17,7 @@ from llmserve.types import SamplingParams, ServiceClass, service_class_of
 from llmserve.v1 import common_pb2, scheduler_pb2, worker_pb2
 from scheduler_svc.core.clock import Clock
 from scheduler_svc.core.config import SchedulerConfig
+from scheduler_svc.core.cost_model import LinearCostModel
 from scheduler_svc.core.plan import RequestOutput
 from scheduler_svc.core.request import Request, Slo, WorkflowRef
 from scheduler_svc.core.scheduler import SchedulerStats
@@ -165,6 +166,14 @@ def output_to_event(output: RequestOutput) -> scheduler_pb2.TokenEvent:
 
 def describe_request_to_pb() -> worker_pb2.DescribeRequest:
     return worker_pb2.DescribeRequest()
+
+
+def step_cost_from_info(info: worker_pb2.WorkerInfo) -> LinearCostModel | None:
+    """The step-time model the worker fitted at start, or None when it reported none."""
+    if not info.HasField("step_cost"):
+        return None
+    c = info.step_cost
+    return LinearCostModel(c.a_s, c.b_s_per_prefill_token, c.c_s_per_decode_seq, c.d_s_per_kv_token)
 
 
 def worker_id_from_info(info: worker_pb2.WorkerInfo) -> str:

@@ -37,6 +37,7 @@ from scheduler_svc.core.policy import make_policy
 from scheduler_svc.core.request import FinishReason, Request
 from scheduler_svc.core.scheduler import Scheduler
 from scheduler_svc.observe import SchedulerObserver
+from scheduler_svc.policy_options import policy_options
 from scheduler_svc.capacity_watch import CapacityWatcher
 from scheduler_svc.core.checkpoints import CheckpointBook
 from scheduler_svc.worker_link import WorkerLink
@@ -81,10 +82,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     def make_core(self, info: worker_pb2.WorkerInfo) -> Scheduler:
         core_config = convert.core_config_from_worker(info, max_num_waiting=self.config.max_num_waiting,
                                                       rt_admission_control=self.config.rt_admission_control)
-        options = dict(self.config.policy_options)
-        if self.config.cost_model:
-            options["cost_model_path"] = self.config.cost_model
-        policy = make_policy(self.config.policy, **options)
+        policy = make_policy(self.config.policy, **policy_options(self.config, info))
         return Scheduler(core_config, policy, self.clock, checkpoints=self.checkpoints)
 
     async def connect_workers(self, client_interceptors: tuple[grpc.aio.ClientInterceptor, ...] = (),

@@ -8,6 +8,7 @@ import logging
 import torch
 
 from llmserve.model_source import resolve_model
+from worker_svc.calibration import calibrate
 from worker_svc.config import AUTO, WorkerConfig
 from worker_svc.core.runner import RunnerLimits, StepRunner
 from worker_svc.core.types import WorkerDescription
@@ -45,8 +46,8 @@ def resolve_step_limits(config: WorkerConfig, device: torch.device) -> RunnerLim
 
 
 def build_runner(config: WorkerConfig) -> tuple[StepRunner, WorkerDescription]:
-    """Loads the model, sizes and allocates the KV cache, warms up; returns the runner and what
-    Describe reports."""
+    """Loads the model, sizes and allocates the KV cache, warms up and calibrates the step-time
+    model (`worker_svc.calibration`); returns the runner and what Describe reports."""
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     device = resolve_device(config.device)
@@ -59,8 +60,11 @@ def build_runner(config: WorkerConfig) -> tuple[StepRunner, WorkerDescription]:
     kv_cache = KvCache(spec, num_blocks, device)
     limits = resolve_step_limits(config, device)
     runner = StepRunner(model, kv_cache, limits, lazy_checkpoint_blocks=config.checkpoint_lazy_blocks)
+    step_cost = None
     if config.warmup:
         runner.warm_up()
+        if config.calibrate:  # timings of cold kernels would fit nothing the worker serves with
+            step_cost = calibrate(runner, config.worker_id)
     logger.info(
         "worker %s: %s (%s) on %s/%s, backend %s, %d KV blocks of %d tokens (%d bytes each)",
         config.worker_id, source.name, source.load_format, device, dtype_name(dtype), backend.name,
@@ -79,6 +83,7 @@ def build_runner(config: WorkerConfig) -> tuple[StepRunner, WorkerDescription]:
         device=str(device),
         max_num_batched_tokens=limits.max_num_batched_tokens,
         max_num_seqs=limits.max_num_seqs,
+        step_cost=step_cost,
     )
     return runner, description
 

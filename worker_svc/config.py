@@ -33,6 +33,11 @@ class WorkerConfig(ModelSettings, ServiceSettings):
     seed: int = setting(0, help="seed of dummy weights")
     num_threads: int = setting(0, help="torch CPU threads (0: torch's default)")
     warmup: bool = setting(True, help="run warm-up forward passes before serving")
+    # The scheduler prices steps with a cost model; one fitted on this machine, at start, beats a
+    # bundled profile of another machine or engine (it refits online from the steps either way).
+    calibrate: bool = setting(True, help="after warm-up, time a grid of step shapes for a few seconds and report the "
+                                         "fitted step-time model in Describe (--no-calibrate: start faster, report "
+                                         "none; needs --warmup)")
     kvstore_connect_timeout_s: float = setting(60.0, help="how long to wait at start for the KV store, seconds")
     # Forward passes in a thread keep the event loop responsive (heartbeats, reading the next plan)
     # but every torch op then hands the GIL back and forth with the loop thread.

@@ -96,7 +96,7 @@ def error_result(step_id: int, code: StepErrorCode, message: str, kv_ns: int = 0
 
 
 def worker_info(d: WorkerDescription) -> worker_pb2.WorkerInfo:
-    return worker_pb2.WorkerInfo(
+    info = worker_pb2.WorkerInfo(
         worker_id=d.worker_id,
         model_name=d.model_name,
         vocab_size=d.vocab_size,
@@ -110,6 +110,13 @@ def worker_info(d: WorkerDescription) -> worker_pb2.WorkerInfo:
         max_num_batched_tokens=d.max_num_batched_tokens,
         max_num_seqs=d.max_num_seqs,
     )
+    if d.step_cost is not None:
+        fit, cost = d.step_cost.fit, d.step_cost.fit.cost
+        info.step_cost.CopyFrom(worker_pb2.StepCostModel(
+            a_s=cost.a_s, b_s_per_prefill_token=cost.b_s_per_prefill_token, c_s_per_decode_seq=cost.c_s_per_decode_seq,
+            d_s_per_kv_token=cost.d_s_per_kv_token, num_samples=fit.num_samples, r2=fit.r2,
+            median_rel_error=fit.median_rel_error, calibration_s=d.step_cost.seconds))
+    return info
 
 
 def register_pool_request(d: WorkerDescription,

@@ -25,29 +25,29 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
-from opentelemetry.trace import Link
 
-from llmserve.plan import BatchPlan, RestoreSpec, StepErrorCode, StepResult
+from llmserve.plan import RestoreSpec, StepErrorCode, StepResult
 from llmserve.plan_book import LeaseKeeper, PlanError, auto_reserve_blocks
 from llmserve.runtime import tracing
 from llmserve.runtime.errors import PreconditionError
-from llmserve.runtime.metrics import ServiceMetrics, class_label, start_metrics_server
+from llmserve.runtime.metrics import ServiceMetrics, start_metrics_server
 from llmserve.runtime.server import ServiceServer, start_server
 from llmserve.v1 import worker_pb2_grpc
 
 from worker_svc import convert
 from worker_svc.build import build_runner
 from worker_svc.checkpoint_client import KvCheckpointClient
-from llmserve.types import is_decode
 from worker_svc.core.checkpoint import RestoredKv
 from worker_svc.config import WorkerConfig
+from worker_svc.fit_watch import FitWatch
 from worker_svc.core.runner import StepRunner
 from worker_svc.core.types import WorkerDescription
 from worker_svc.kv_client import UNREACHABLE_CODES, KvLeaseClient
+from worker_svc.step_trace import traced_step
 
 if TYPE_CHECKING:
     from llmserve.v1 import worker_pb2
@@ -78,6 +78,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         self._stream_open = False
         self._in_thread: asyncio.Future[Any] | None = None
         self._store_restarted = False  # set by the lease client; applied between steps
+        calibration = description.step_cost
+        self._fit_watch = FitWatch(calibration.fit.cost, description.worker_id) if calibration is not None else None
         kv.set_on_store_restarted(self._note_store_restarted)
 
     def _note_store_restarted(self) -> None:
@@ -130,6 +132,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                            len(ids), err.code().name, err.details())
         finally:
             self._stream_open = False
+            if self._fit_watch is not None:
+                self._fit_watch.flush()
 
     async def _run_plan(self, plan_pb: worker_pb2.BatchPlan) -> worker_pb2.StepResult:
         try:
@@ -153,21 +157,12 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             return convert.error_result(step_id, StepErrorCode.INVALID_PLAN, f"invalid plan: {err}",
                                         total_ns=time.perf_counter_ns() - start)
         plan_decode_ns = time.perf_counter_ns() - start - self.runner.begin_checkpoint_ns
-        with self._traced_step(plan):
+        with traced_step(self.runner, self.description.worker_id, plan):
             kv_start = time.perf_counter_ns()
             try:
                 grants, kv_rpcs = await self.kv.lease(delta)
             except grpc.aio.AioRpcError as err:
-                # The releases stand (the keeper took them back); nothing was leased.
-                dropped = self.runner.abort_step(kv_applied=True)
-                self._send_checkpoint_ops()
-                code = kv_failure_code(err.code())
-                logger.warning("step %d: KV leases failed (%s), dropped %d requests", step_id, err.code().name,
-                               len(dropped))
-                what = "could not be reached for" if code is StepErrorCode.KV_UNAVAILABLE else "refused"
-                return convert.error_result(step_id, code, f"KV store {what} the step's leases: {err.code().name}: "
-                                            f"{err.details()}", kv_ns=time.perf_counter_ns() - kv_start,
-                                            total_ns=time.perf_counter_ns() - start)
+                return self._leases_failed(step_id, err, kv_start, start)
             kv_ns = time.perf_counter_ns() - kv_start
             fetch_start = time.perf_counter_ns()
             restored = await self._fetch_restores(delta.restores) if delta.restores else {}
@@ -183,14 +178,9 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                                             f"step failed: {type(err).__name__}: {err}",
                                             kv_ns=kv_ns, total_ns=time.perf_counter_ns() - start)
         total_ns = time.perf_counter_ns() - start
-        if self.metrics is not None and (t := output.timing) is not None:
-            self.metrics.observe_step(self.description.worker_id, seconds=total_ns / 1e9, prefill_tokens=t.num_prefill_tokens,
-                                      decode_tokens=t.num_decode_seqs, batch_size=len(plan.scheduled))
-            self.metrics.observe_checkpoint_step(
-                saved_bytes=t.checkpoint_bytes, restored_bytes=t.restore_bytes, save_s=t.checkpoint_ns / 1e9,
-                restore_s=(t.restore_ns + fetch_ns) / 1e9,
-                restores=len(delta.restores) - len(output.restore_failed_request_ids),
-                recomputed_tokens=t.num_recomputed_tokens)
+        self._observe(output, len(plan.scheduled), len(delta.restores), total_ns, fetch_ns)
+        if self._fit_watch is not None and output.timing is not None:
+            self._fit_watch.observe(output.timing, total_ns)
         failed = self.checkpoints.take_failed() if self.checkpoints is not None else []
         encode_start = time.perf_counter_ns()
         message = convert.step_result(output, failed)
@@ -203,6 +193,29 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             phases["other"] = total_ns + encode_ns - sum(phases.values())
             self.metrics.observe_step_phases(self.description.worker_id, phases)
         return message
+
+    def _leases_failed(self, step_id: int, err: grpc.aio.AioRpcError, kv_start: int, start: int) -> worker_pb2.StepResult:
+        """The step's leases failed: its releases stand (the keeper took them back), nothing was
+        leased, its requests are dropped for the scheduler to recompute."""
+        dropped = self.runner.abort_step(kv_applied=True)
+        self._send_checkpoint_ops()
+        code = kv_failure_code(err.code())
+        logger.warning("step %d: KV leases failed (%s), dropped %d requests", step_id, err.code().name, len(dropped))
+        what = "could not be reached for" if code is StepErrorCode.KV_UNAVAILABLE else "refused"
+        return convert.error_result(step_id, code, f"KV store {what} the step's leases: {err.code().name}: "
+                                    f"{err.details()}", kv_ns=time.perf_counter_ns() - kv_start,
+                                    total_ns=time.perf_counter_ns() - start)
+
+    def _observe(self, output: StepResult, batch_size: int, num_restores: int, total_ns: int, fetch_ns: int) -> None:
+        """The step's metrics (none without a registry or a timing)."""
+        if self.metrics is None or (t := output.timing) is None:
+            return
+        self.metrics.observe_step(self.description.worker_id, seconds=total_ns / 1e9, prefill_tokens=t.num_prefill_tokens,
+                                  decode_tokens=t.num_decode_seqs, batch_size=batch_size)
+        self.metrics.observe_checkpoint_step(
+            saved_bytes=t.checkpoint_bytes, restored_bytes=t.restore_bytes, save_s=t.checkpoint_ns / 1e9,
+            restore_s=(t.restore_ns + fetch_ns) / 1e9, restores=num_restores - len(output.restore_failed_request_ids),
+            recomputed_tokens=t.num_recomputed_tokens)
 
     def _send_checkpoint_ops(self) -> None:
         """Hands the runner's checkpoint writes and drops to the background sender, in order."""
@@ -237,40 +250,6 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             return fn()
         self._in_thread = asyncio.ensure_future(asyncio.to_thread(fn))
         return await asyncio.shield(self._in_thread)
-
-    @contextlib.contextmanager
-    def _traced_step(self, plan: BatchPlan) -> Iterator[None]:
-        """Around the Apply and the forward pass of a begun step: the step's span (its own trace,
-        linked to every traced request it serves; current, so the Apply is its child) and one
-        `worker.prefill_chunk` span per prefill chunk, in that request's trace, linked to the step.
-        Free while tracing is off."""
-        if not tracing.tracing_active():
-            yield
-            return
-        traced = []  # (scheduled item, its state, its extracted context)
-        for item in plan.scheduled:
-            state = self.runner.state(item.request_id)
-            if state.trace_context:
-                traced.append((item, state, tracing.extract_context(dict(state.trace_context))))
-        attrs = {tracing.Attr.WORKER_ID: self.description.worker_id, tracing.Attr.NUM_REQUESTS: len(plan.scheduled),
-                 tracing.Attr.NUM_TOKENS: sum(item.num_tokens for item in plan.scheduled)}
-        with tracing.step_span(plan.step_id, [ctx for _, _, ctx in traced], attrs) as step:
-            links = [Link(step.get_span_context())]
-            chunks = []
-            for item, state, ctx in traced:
-                if is_decode(item.num_computed_tokens, item.num_tokens, state.num_prompt_tokens):
-                    continue
-                chunk_attrs = {
-                    **tracing.request_attributes(item.request_id, class_label(int(state.service_class))),
-                    tracing.Attr.WORKER_ID: self.description.worker_id, tracing.Attr.STEP_ID: plan.step_id,
-                    tracing.Attr.NUM_TOKENS: item.num_tokens, tracing.Attr.NUM_COMPUTED_TOKENS: item.num_computed_tokens,
-                }
-                chunks.append(tracing.start_request_span(tracing.SpanNames.PREFILL_CHUNK, chunk_attrs, context=ctx, links=links))
-            try:
-                yield
-            finally:
-                for span in chunks:
-                    span.end()
 
 
 async def start_worker(config: WorkerConfig, address: str = "127.0.0.1:0",

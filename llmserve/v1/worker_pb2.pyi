@@ -26,7 +26,7 @@ class DescribeRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class WorkerInfo(_message.Message):
-    __slots__ = ("worker_id", "model_name", "vocab_size", "max_model_len", "eos_token_ids", "block_size", "num_blocks", "bytes_per_block", "dtype", "device", "max_num_batched_tokens", "max_num_seqs")
+    __slots__ = ("worker_id", "model_name", "vocab_size", "max_model_len", "eos_token_ids", "block_size", "num_blocks", "bytes_per_block", "dtype", "device", "max_num_batched_tokens", "max_num_seqs", "step_cost")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +39,7 @@ class WorkerInfo(_message.Message):
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     MAX_NUM_BATCHED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_NUM_SEQS_FIELD_NUMBER: _ClassVar[int]
+    STEP_COST_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     model_name: str
     vocab_size: int
@@ -51,7 +52,28 @@ class WorkerInfo(_message.Message):
     device: str
     max_num_batched_tokens: int
     max_num_seqs: int
-    def __init__(self, worker_id: _Optional[str] = ..., model_name: _Optional[str] = ..., vocab_size: _Optional[int] = ..., max_model_len: _Optional[int] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., block_size: _Optional[int] = ..., num_blocks: _Optional[int] = ..., bytes_per_block: _Optional[int] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., max_num_batched_tokens: _Optional[int] = ..., max_num_seqs: _Optional[int] = ...) -> None: ...
+    step_cost: StepCostModel
+    def __init__(self, worker_id: _Optional[str] = ..., model_name: _Optional[str] = ..., vocab_size: _Optional[int] = ..., max_model_len: _Optional[int] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., block_size: _Optional[int] = ..., num_blocks: _Optional[int] = ..., bytes_per_block: _Optional[int] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., max_num_batched_tokens: _Optional[int] = ..., max_num_seqs: _Optional[int] = ..., step_cost: _Optional[_Union[StepCostModel, _Mapping]] = ...) -> None: ...
+
+class StepCostModel(_message.Message):
+    __slots__ = ("a_s", "b_s_per_prefill_token", "c_s_per_decode_seq", "d_s_per_kv_token", "num_samples", "r2", "median_rel_error", "calibration_s")
+    A_S_FIELD_NUMBER: _ClassVar[int]
+    B_S_PER_PREFILL_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    C_S_PER_DECODE_SEQ_FIELD_NUMBER: _ClassVar[int]
+    D_S_PER_KV_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    NUM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    R2_FIELD_NUMBER: _ClassVar[int]
+    MEDIAN_REL_ERROR_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_S_FIELD_NUMBER: _ClassVar[int]
+    a_s: float
+    b_s_per_prefill_token: float
+    c_s_per_decode_seq: float
+    d_s_per_kv_token: float
+    num_samples: int
+    r2: float
+    median_rel_error: float
+    calibration_s: float
+    def __init__(self, a_s: _Optional[float] = ..., b_s_per_prefill_token: _Optional[float] = ..., c_s_per_decode_seq: _Optional[float] = ..., d_s_per_kv_token: _Optional[float] = ..., num_samples: _Optional[int] = ..., r2: _Optional[float] = ..., median_rel_error: _Optional[float] = ..., calibration_s: _Optional[float] = ...) -> None: ...
 
 class NewRequest(_message.Message):
     __slots__ = ("request_id", "token_ids", "num_prompt_tokens", "sampling", "service_class", "num_output_tokens", "trace_context", "restore_from_checkpoint", "num_computed_tokens")

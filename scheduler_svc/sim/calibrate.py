@@ -6,9 +6,9 @@
 A timings file has one JSON object per line with the StepTiming fields (`forward_ns`,
 `sample_ns`, `total_ns`, `num_prefill_tokens`, `num_decode_seqs`, `num_kv_tokens_read`; extra
 fields are ignored). The target is `total_ns` (`--target forward` fits `forward_ns + sample_ns`).
-The fit is ordinary least squares with non-negative coefficients (a small active-set loop: a
-negative coefficient is pinned to 0 and the rest refitted), so noise cannot yield a model that
-predicts cheaper steps for more work.
+The fit is `llmserve.step_cost.fit_step_cost`, the one the worker runs on its own start-up
+timings: ordinary least squares with non-negative coefficients, so noise cannot yield a model
+that predicts cheaper steps for more work.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
+from llmserve.step_cost import StepCostFit, StepSample, fit_step_cost
 from scheduler_svc.sim.cost_model import CostModel
 
 FEATURES = ("num_prefill_tokens", "num_decode_seqs", "num_kv_tokens_read")
@@ -59,33 +58,19 @@ def read_timings(path: str | Path, target: str = "total") -> list[TimingRow]:
 
 
 def fit(rows: Sequence[TimingRow], name: str = "fitted") -> CostModel:
-    """Non-negative least-squares fit of (a, b, c, d); raises ValueError with fewer than 4 rows."""
-    if len(rows) < 4:
-        raise ValueError(f"need at least 4 timing rows to fit 4 coefficients, got {len(rows)}")
-    x = np.array([[1.0, r.prefill_tokens, r.decode_seqs, r.kv_tokens_read] for r in rows])  # [n, 4]
-    y = np.array([r.seconds for r in rows])  # [n]
-    # Scale columns so lstsq is well conditioned (kv tokens reach 1e5 while the constant is 1).
-    scale = np.maximum(np.abs(x).max(axis=0), 1e-12)  # [4]
-    xs = x / scale
-    active = [True] * 4
-    coef = np.zeros(4)
-    for _ in range(4):
-        cols = [i for i in range(4) if active[i]]
-        sol, *_ = np.linalg.lstsq(xs[:, cols], y, rcond=None)
-        coef = np.zeros(4)
-        coef[cols] = sol
-        negative = [i for i in cols if coef[i] < 0 and i != 0]
-        if not negative:
-            break
-        active[min(negative, key=lambda i: coef[i])] = False
-    coef = coef / scale
-    pred = x @ coef
-    ss_res = float(((y - pred) ** 2).sum())
-    ss_tot = float(((y - y.mean()) ** 2).sum()) or 1e-30
-    rel = np.abs(pred - y) / np.maximum(y, 1e-12)
-    extra = {"source": f"least-squares fit of {len(rows)} measured worker steps", "fit_rows": len(rows),
-             "fit_r2": round(1.0 - ss_res / ss_tot, 6), "fit_median_rel_error": round(float(np.median(rel)), 6)}
-    return CostModel(max(float(coef[0]), 1e-9), *(max(float(c), 0.0) for c in coef[1:]), name=name, extra=extra)
+    """Non-negative least-squares fit of (a, b, c, d) (`llmserve.step_cost`, the worker's own
+    start-up fit); raises ValueError with fewer than 4 rows."""
+    result = fit_step_cost([StepSample(r.prefill_tokens, r.decode_seqs, r.kv_tokens_read, r.seconds) for r in rows])
+    return cost_model_of(result, name)
+
+
+def cost_model_of(result: StepCostFit, name: str, source: str = "") -> CostModel:
+    """The simulator's CostModel of a fit, its statistics kept in `extra`."""
+    c = result.cost
+    extra = {"source": source or f"least-squares fit of {result.num_samples} measured worker steps",
+             "fit_rows": result.num_samples, "fit_r2": round(result.r2, 6),
+             "fit_median_rel_error": round(result.median_rel_error, 6)}
+    return CostModel(c.a_s, c.b_s_per_prefill_token, c.c_s_per_decode_seq, c.d_s_per_kv_token, name=name, extra=extra)
 
 
 def rows_from_dicts(objs: Iterable[dict]) -> list[TimingRow]:
@@ -94,11 +79,15 @@ def rows_from_dicts(objs: Iterable[dict]) -> list[TimingRow]:
                       int(o.get("num_kv_tokens_read", 0)), int(o["total_ns"]) / 1e9) for o in objs]
 
 
-def fit_and_save(rows: Sequence[TimingRow], out: str | Path, name: str, source: str) -> CostModel:
-    """Fits `rows`, records where they came from (`source`) in the model's extra, writes `out`."""
+def fit_and_save(rows: Sequence[TimingRow], out: str | Path, name: str, source: str,
+                 deployment: dict | None = None) -> CostModel:
+    """Fits `rows`, records where they came from (`source`) and the deployment they describe
+    (`deployment`: the geometry fields `SimConfig.from_cost_model` reads) in the model's extra,
+    writes `out`."""
     model = fit(rows, name=name)
+    extra = {**model.extra, "source": f"{source}; {model.extra['source']}", **(deployment or {})}
     model = CostModel(model.a_s, model.b_s_per_prefill_token, model.c_s_per_decode_seq, model.d_s_per_kv_token,
-                      name=model.name, extra={**model.extra, "source": f"{source}; {model.extra['source']}"})
+                      name=model.name, extra=extra)
     model.save(out)
     return model
 

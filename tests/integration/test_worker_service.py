@@ -99,6 +99,10 @@ async def test_describe_reports_model_and_pool(stack) -> None:
     assert (info.worker_id, info.vocab_size, info.block_size, info.num_blocks) == ("w-test", 96, BLOCK, NUM_BLOCKS)
     assert info.bytes_per_block == 2 * 2 * BLOCK * 2 * 16 * 4  # layers, K/V, tokens, kv heads, head dim, fp32
     assert (info.dtype, info.device, info.max_model_len, info.max_num_seqs) == ("float32", "cpu", 256, 8)
+    # It calibrated itself at start (warm-up on, calibration on by default).
+    assert info.HasField("step_cost") and info.step_cost.num_samples >= 4 and info.step_cost.a_s > 0
+    assert min(info.step_cost.b_s_per_prefill_token, info.step_cost.c_s_per_decode_seq,
+               info.step_cost.d_s_per_kv_token) >= 0 and info.step_cost.calibration_s > 0
     async with open_channel(kvstore.address) as channel:
         stats = await _stats(kvstore_pb2_grpc.KvStoreStub(channel))
     assert (stats.num_blocks, stats.num_free) == (NUM_BLOCKS, NUM_BLOCKS)  # the pool is registered

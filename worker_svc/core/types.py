@@ -5,6 +5,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from llmserve.step_cost import StepCostFit
+
+
+@dataclass(frozen=True)
+class StepCalibration:
+    """The step-time model the worker fitted at start, and how long the timing took."""
+
+    fit: StepCostFit
+    seconds: float
+
 
 @dataclass(frozen=True)
 class WorkerDescription:
@@ -22,3 +32,4 @@ class WorkerDescription:
     device: str
     max_num_batched_tokens: int
     max_num_seqs: int
+    step_cost: StepCalibration | None = None  # None: calibration off or failed
