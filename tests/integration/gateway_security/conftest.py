@@ -12,16 +12,13 @@ import pytest_asyncio
 
 from llmserve.runtime.server import ServiceServer
 from tests.integration.gateway_security.calls import KEY_A, KEY_B
-from tests.integration.inprocess import Backend, start_backend
+from tests.integration.inprocess import Backend, running_backend
 
 
 @pytest_asyncio.fixture(scope="package", loop_scope="package")
 async def backend() -> AsyncIterator[Backend]:
-    backend = await start_backend()
-    try:
-        yield backend
-    finally:
-        await backend.stop()
+    async with running_backend() as started:
+        yield started
 
 
 @pytest.fixture(scope="package")
