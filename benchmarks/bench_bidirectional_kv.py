@@ -115,10 +115,11 @@ def run_sim(args: argparse.Namespace) -> dict[str, dict]:
 
 # ---- live stack --------------------------------------------------------------------------------
 async def run_live_variant(model_dir: str, policy: str, checkpoint: bool, args: argparse.Namespace) -> dict:
+    """One variant against an in-process kvstore, worker and scheduler (on port 0)."""
     from kvstore_svc.config import KvStoreConfig
     from kvstore_svc.server import start_kvstore
     from llmserve.runtime.channel import open_channel
-    from llmserve.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
+    from llmserve.v1 import scheduler_pb2_grpc
     from scheduler_svc.config import SchedulerServiceConfig
     from scheduler_svc.server import start_scheduler
     from worker_svc.config import WorkerConfig
@@ -134,35 +135,8 @@ async def run_live_variant(model_dir: str, policy: str, checkpoint: bool, args: 
             scheduler = await start_scheduler(SchedulerServiceConfig(
                 worker_addrs=(worker.address,), kvstore_addr=kvstore.address, policy=policy,
                 policy_options=(("aging_s", 60.0),) if policy == "bros" else (), checkpoint_preemption=True))
-            rng = random.Random(args.seed)
             async with open_channel(scheduler.address) as channel:
-                stub = scheduler_pb2_grpc.SchedulerStub(channel)
-
-                async def submit(rid: str, cls: int, prompt_len: int, n: int) -> tuple[float, float, int, float]:
-                    slo = common_pb2.Slo(service_class=cls)
-                    if cls == common_pb2.SERVICE_CLASS_REAL_TIME:
-                        slo.ttft_ms, slo.tpot_ms = 1000, 500
-                    request = scheduler_pb2.SubmitRequest(
-                        request_id=rid, prompt_token_ids=[rng.randint(3, 95) for _ in range(prompt_len)], slo=slo,
-                        sampling=common_pb2.SamplingParams(max_tokens=n, temperature=0.0, seed=1, ignore_eos=True))
-                    start = time.perf_counter()
-                    first, count = math.nan, 0
-                    async for event in stub.Submit(request, timeout=600):
-                        if event.token_ids and math.isnan(first):
-                            first = time.perf_counter() - start
-                        count += len(event.token_ids)
-                    return start, first, count, time.perf_counter()
-
-                t0 = time.perf_counter()
-                be = [asyncio.create_task(submit(f"be{i}", common_pb2.SERVICE_CLASS_BEST_EFFORT, 48, 48))
-                      for i in range(args.live_be)]
-                await asyncio.sleep(1.0)
-                rt = []
-                for i in range(args.live_rt):
-                    rt.append(asyncio.create_task(submit(f"rt{i}", common_pb2.SERVICE_CLASS_REAL_TIME, 24, 8)))
-                    await asyncio.sleep(rng.expovariate(1 / args.live_rt_gap_s))
-                rt_results = await asyncio.gather(*rt)
-                be_results = await asyncio.gather(*be)
+                t0, rt_results, be_results = await _replay(scheduler_pb2_grpc.SchedulerStub(channel), args)
         be_end = max(r[3] for r in be_results) - t0
         book = scheduler.service.checkpoints.stats
         sender = worker.service.checkpoints.stats
@@ -182,6 +156,45 @@ async def run_live_variant(model_dir: str, policy: str, checkpoint: bool, args: 
             await scheduler.stop(0.5)
         await worker.stop(0.5)
         await kvstore.stop(0.5)
+
+
+# (submitted at, time to first token, tokens, ended at), perf_counter seconds.
+LiveResult = tuple[float, float, int, float]
+
+
+async def _replay(stub, args: argparse.Namespace) -> tuple[float, list[LiveResult], list[LiveResult]]:  # noqa: ANN001
+    """BE requests at once, then RT requests at exponential gaps; (start, RT results, BE results)."""
+    from llmserve.v1 import common_pb2
+
+    rng = random.Random(args.seed)
+    t0 = time.perf_counter()
+    be = [asyncio.create_task(_submit(stub, rng, f"be{i}", common_pb2.SERVICE_CLASS_BEST_EFFORT, 48, 48))
+          for i in range(args.live_be)]
+    await asyncio.sleep(1.0)
+    rt = []
+    for i in range(args.live_rt):
+        rt.append(asyncio.create_task(_submit(stub, rng, f"rt{i}", common_pb2.SERVICE_CLASS_REAL_TIME, 24, 8)))
+        await asyncio.sleep(rng.expovariate(1 / args.live_rt_gap_s))
+    return t0, list(await asyncio.gather(*rt)), list(await asyncio.gather(*be))
+
+
+async def _submit(stub, rng: random.Random, rid: str, cls: int, prompt_len: int, n: int) -> LiveResult:  # noqa: ANN001
+    """One request of `prompt_len` random tokens and `n` greedy output tokens (RT: 1 s TTFT, 500 ms TPOT)."""
+    from llmserve.v1 import common_pb2, scheduler_pb2
+
+    slo = common_pb2.Slo(service_class=cls)
+    if cls == common_pb2.SERVICE_CLASS_REAL_TIME:
+        slo.ttft_ms, slo.tpot_ms = 1000, 500
+    request = scheduler_pb2.SubmitRequest(
+        request_id=rid, prompt_token_ids=[rng.randint(3, 95) for _ in range(prompt_len)], slo=slo,
+        sampling=common_pb2.SamplingParams(max_tokens=n, temperature=0.0, seed=1, ignore_eos=True))
+    start = time.perf_counter()
+    first, count = math.nan, 0
+    async for event in stub.Submit(request, timeout=600):
+        if event.token_ids and math.isnan(first):
+            first = time.perf_counter() - start
+        count += len(event.token_ids)
+    return start, first, count, time.perf_counter()
 
 
 def run_live(args: argparse.Namespace) -> dict[str, dict]:

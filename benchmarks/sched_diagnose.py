@@ -58,17 +58,16 @@ class Probe:
     # ---- wrappers (observe, then call the original) ------------------------------------------
     def _wrap(self) -> None:
         """Wraps the core's step-building methods (`StepBuilder`, one per plan: patched on the
-        class for this run, restored by `close`) and the policy's begin_step."""
-        core, policy, probe = self.core, self.policy, self
-        schedule = core.schedule
-        try_admit, make_room, free_seat = StepBuilder._try_admit, StepBuilder._make_room, StepBuilder._free_seat
-        self._originals = (try_admit, make_room, free_seat)
-        begin_step = policy.begin_step
-        state = {"draft": None, "closed": None}
+        class for this run, restored by `close`), the core's schedule and the policy's begin_step."""
+        self._originals = (StepBuilder._try_admit, StepBuilder._make_room, StepBuilder._free_seat)
+        self._state: dict = {"draft": None, "closed": None}  # this step's draft, why admission closed
+        self._wrap_admission()
+        self._wrap_preemption()
+        self._wrap_schedule()
 
-        def begin(draft):  # noqa: ANN001
-            state["draft"] = draft
-            begin_step(draft)
+    def _wrap_admission(self) -> None:
+        """Notes why a step first stopped admitting."""
+        try_admit, state = StepBuilder._try_admit, self._state
 
         def admit(step, ticket, start):  # noqa: ANN001
             before = (step.preempted_any, len(step.victims))
@@ -82,6 +81,12 @@ class Probe:
                     why = "limit_or_kv"
                 state["closed"] = f"{why}:{_NAME[ticket.req.service_class]}"
             return ok
+
+        StepBuilder._try_admit = admit  # type: ignore[method-assign]
+
+    def _wrap_preemption(self) -> None:
+        """Counts every victim of `_make_room` and `_free_seat` with its beneficiary."""
+        make_room, free_seat, probe = StepBuilder._make_room, StepBuilder._free_seat, self
 
         def new_victims(step, call):  # noqa: ANN001
             n = len(step.victims)
@@ -103,6 +108,18 @@ class Probe:
                 probe._preempted(v, beneficiary, "seat", step.draft.step_id)
             return ok
 
+        StepBuilder._make_room = room  # type: ignore[method-assign]
+        StepBuilder._free_seat = seat  # type: ignore[method-assign]
+
+    def _wrap_schedule(self) -> None:
+        """Keeps each step's draft (policy.begin_step) and records each plan's composition."""
+        core, policy, probe, state = self.core, self.policy, self, self._state
+        schedule, begin_step = core.schedule, policy.begin_step
+
+        def begin(draft):  # noqa: ANN001
+            state["draft"] = draft
+            begin_step(draft)
+
         def plan_step():
             state["closed"] = None
             waiting_before = len(core.waiting_requests())
@@ -122,9 +139,6 @@ class Probe:
             return plan
 
         policy.begin_step = begin  # type: ignore[method-assign]
-        StepBuilder._try_admit = admit  # type: ignore[method-assign]
-        StepBuilder._make_room = room  # type: ignore[method-assign]
-        StepBuilder._free_seat = seat  # type: ignore[method-assign]
         core.schedule = plan_step  # type: ignore[method-assign]
 
     def close(self) -> None:

@@ -11,7 +11,8 @@ their wire format to `GenerateInput`/`Caller` and `Delta`s back; every rule live
 Tokenization runs on a small thread pool (the tokenizers release the GIL while they work), so an
 oversized prompt never stalls another request's stream or a health check. Detokenizing the few
 tokens of a usual event takes about 3 µs inline against about 56 µs for a hop to a thread, so
-only events that carry many tokens at once are detokenized on the pool.
+only events that carry many tokens at once are detokenized on the pool. The stream of one
+admitted request is `gateway/generation.py`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -35,30 +36,18 @@ from gateway.core.ids import new_request_id, random_seed, scheduler_request_id
 from gateway.core.prepare import check_request, finish_request, tokenize
 from gateway.core.quota import Quota, QuotaBook
 from gateway.core.registry import Key, RequestRegistry
-from gateway.core.stream import OutputStream
-from gateway.core.types import (
-    Caller,
-    Delta,
-    FinishReason,
-    GenerateInput,
-    ModelLimits,
-    PreparedRequest,
-    ServiceClass,
-    Slo,
-)
-from gateway.upstream import SchedulerUpstream, SubmitHandle
-from llmserve.runtime.errors import LlmServeError, UnavailableError, error_for_status
+from gateway.core.types import Caller, Delta, GenerateInput, ModelLimits, ServiceClass, Slo
+from gateway.generation import Generation, Running
+from gateway.upstream import SchedulerUpstream
+from llmserve.runtime.errors import UnavailableError
 from llmserve.runtime.logs import REQUEST_ID
 from llmserve.runtime.metrics import ServiceMetrics
-from llmserve.runtime.tracing import Attr, SpanNames, request_attributes, request_span, start_request_span
+from llmserve.runtime.tracing import SpanNames, request_attributes, request_span
 
 if TYPE_CHECKING:
     from llmserve.v1 import scheduler_pb2_grpc, worker_pb2
 
 logger = logging.getLogger(__name__)
-
-# Events with more tokens than this are detokenized on the pool (a resumed stream's backlog).
-INLINE_DETOKENIZE_TOKENS = 32
 
 
 @dataclass(frozen=True)
@@ -71,15 +60,6 @@ class ServedModel:
     has_chat_template: bool
 
 
-@dataclass(slots=True)
-class _Running:
-    """A request between admission and its last delta."""
-
-    call: SubmitHandle | None = None  # its Scheduler.Submit call, across scheduler restarts
-    cancel_requested: bool = False
-    finished: bool = False
-
-
 def default_slo(config: GatewayConfig) -> Slo:
     """The SLO of a request that sets none (`--default-slo-class` and its targets)."""
     service_class = ServiceClass[config.default_slo_class.upper()]
@@ -88,104 +68,6 @@ def default_slo(config: GatewayConfig) -> Slo:
     if service_class == ServiceClass.DEADLINE:
         return Slo(service_class, deadline_ms=config.default_deadline_ms)
     return Slo(service_class)
-
-
-class Generation:
-    """One admitted request: iterate `deltas()` once. Leaving the iteration early (a stop on the
-    client's side, a disconnect) cancels the request upstream and frees its KV within one step."""
-
-    def __init__(self, lifecycle: Lifecycle, prepared: PreparedRequest, client_request_id: str, key: Key,
-                 running: _Running, arrival_s: float) -> None:
-        self.lifecycle = lifecycle
-        self.prepared = prepared
-        self.request_id = client_request_id  # what the client sees (the scheduler's may carry a tenant tag)
-        self.key = key
-        self.running = running
-        self.arrival_s = arrival_s
-        self._started = False
-        self._closed = False
-
-    @property
-    def slo(self) -> Slo:
-        return self.prepared.slo
-
-    def close(self) -> None:
-        """Gives back a generation whose deltas were never iterated (its front failed or its
-        client left before the stream began); a no-op once `deltas()` started."""
-        if not self._started and not self._closed:
-            self._closed = True
-            self.lifecycle._release(self)
-            self.lifecycle.quotas.finish(self.prepared.tenant, 0, self.lifecycle.clock())
-
-    async def deltas(self) -> AsyncIterator[Delta]:
-        """Text deltas; the last one is finished (STOP, LENGTH, CANCELLED by a Cancel call) and
-        carries usage. A failure raises its domain error (the scheduler's status, or INTERNAL with
-        the scheduler's reason) after the partial output was yielded."""
-        if self._started or self._closed:
-            raise RuntimeError("a generation's deltas are iterated once")
-        self._started = True
-        try:
-            async for delta in self._deltas():
-                yield delta
-        finally:
-            self.lifecycle._release(self)
-
-    async def _deltas(self) -> AsyncIterator[Delta]:
-        life, prepared, running = self.lifecycle, self.prepared, self.running
-        model = life.model
-        assert model is not None
-        clock = life.clock
-        out = OutputStream.start(prepared, model.tokenizer, self.arrival_s)
-        slo = prepared.slo
-        span = start_request_span(
-            SpanNames.DETOKENIZE,
-            request_attributes(prepared.request_id, slo.service_class.name.lower(), ttft_ms=slo.ttft_ms,
-                               tpot_ms=slo.tpot_ms, deadline_ms=slo.deadline_ms, priority=slo.priority),
-        )
-        final: Delta | None = None
-        upstream_error: grpc.aio.AioRpcError | None = None
-        # The one place that consumes Scheduler.Submit (gateway.upstream: it resubmits across a
-        # scheduler restart). Leaving early cancels the call: the scheduler aborts the request.
-        running.call = handle = SubmitHandle()
-        events = life.upstream.token_events(prepared, handle)
-        try:
-            try:
-                async for token_ids, finish_reason, error_message in events:
-                    if len(token_ids) > INLINE_DETOKENIZE_TOKENS:
-                        delta = await life.off_loop(out.on_tokens, tuple(token_ids), finish_reason, clock(),
-                                                    error_message)
-                    else:
-                        delta = out.on_tokens(token_ids, finish_reason, clock(), error_message)
-                    if delta.finished:
-                        final = delta
-                        break
-                    if delta.text or delta.token_ids:
-                        yield delta
-                if final is None:
-                    final = out.fail(clock(), "the scheduler ended the stream without a finish reason")
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                # Our own Cancel cancelled the Submit call; a cancelled task is the client leaving.
-                if not running.cancel_requested or (task is not None and task.cancelling()):
-                    raise
-                final = out.cancel(clock())
-            except grpc.aio.AioRpcError as err:
-                upstream_error = err
-                final = out.fail(clock(), err.details() or err.code().name)
-            running.finished = True
-            if upstream_error is None:
-                yield final
-        finally:
-            await events.aclose()  # cancels the Submit call unless it finished: the scheduler aborts
-            if final is None:
-                final = out.cancel(clock())  # the client went away mid-stream
-            life._record(self, final)
-            span.set_attribute(Attr.FINISH_REASON, final.finish_reason.name.lower())
-            span.end()
-        if upstream_error is not None:
-            raise scheduler_error(upstream_error)
-        if final.finish_reason == FinishReason.ERROR:
-            raise LlmServeError(final.error_message or "the request failed")  # INTERNAL, with the scheduler's reason
 
 
 class Lifecycle:
@@ -211,7 +93,7 @@ class Lifecycle:
         self.clock = clock
         self.wall_clock = wall_clock
         self.default_slo = default_slo(config)
-        self.registry: RequestRegistry[_Running] = RequestRegistry(config.max_concurrent_requests)
+        self.registry: RequestRegistry[Running] = RequestRegistry(config.max_concurrent_requests)
         self.quotas = QuotaBook(Quota(config.tenant_max_concurrent_requests, config.tenant_tokens_per_minute))
         self.model: ServedModel | None = None
         self.draining = False
@@ -261,7 +143,7 @@ class Lifecycle:
                                     new_seed=lambda: random_seed(self._rng))
             client_id = inp.request_id or new_request_id()
             key: Key = (caller.scope, client_id)
-            running = _Running()
+            running = Running()
             self.registry.admit(key, running)
             try:
                 prompt = await self.off_loop(tokenize, model.tokenizer, inp, limits.model_name)
@@ -275,10 +157,12 @@ class Lifecycle:
         REQUEST_ID.set(prepared.request_id)
         return Generation(self, prepared, client_id, key, running, arrival_s)
 
-    def _release(self, generation: Generation) -> None:
+    def release(self, generation: Generation) -> None:
+        """Frees the generation's admission slot (its id may be used again)."""
         self.registry.release(generation.key)
 
-    def _record(self, generation: Generation, final: Delta) -> None:
+    def record(self, generation: Generation, final: Delta) -> None:
+        """Accounts a finished generation: its tenant's quota and the per-class metrics."""
         prepared = generation.prepared
         usage = final.usage
         self.quotas.finish(prepared.tenant, usage.completion_tokens if usage else 0, self.clock())
@@ -309,13 +193,3 @@ class Lifecycle:
             # The cancelled Submit call aborts the request anyway; Abort only makes it sooner.
             logger.warning("Scheduler.Abort(%s) failed: %s", internal_id, err.details())
         return True
-
-
-def scheduler_error(err: grpc.aio.AioRpcError) -> LlmServeError:
-    """The scheduler's status as this client's (RESOURCE_EXHAUSTED, UNAVAILABLE, ...; CANCELLED, the
-    scheduler gone, is UNAVAILABLE), its message marked as the scheduler's. A full queue is worth
-    a retry after a second."""
-    error = error_for_status(err.code(), f"scheduler: {err.details() or err.code().name}")
-    if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and getattr(error, "retry_after_s", None) is None:
-        error.retry_after_s = 1.0  # type: ignore[attr-defined]
-    return error

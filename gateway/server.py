@@ -23,13 +23,14 @@ from gateway import convert
 from gateway.config import GatewayConfig
 from gateway.core.auth import KeyBook
 from gateway.http_front import OpenAIFront, bound_port, start_http_front
-from gateway.lifecycle import Lifecycle, ServedModel, scheduler_error
+from gateway.lifecycle import Lifecycle, ServedModel
 from gateway.stats import SchedulerStatsPoller, VllmGauges
-from gateway.upstream import ResubmitPolicy, SchedulerUpstream
+from gateway.upstream import ResubmitPolicy, SchedulerUpstream, scheduler_error
 from llmserve.model_source import load_tokenizer, resolve_model
 from llmserve.runtime.channel import is_serving, open_channel, wait_healthy
 from llmserve.runtime.metrics import ServiceMetrics, start_metrics_server
 from llmserve.runtime.server import MAX_MESSAGE_BYTES, ServiceServer, start_server
+from llmserve.runtime.tls import Tls
 from llmserve.runtime.tracing import client_interceptors, server_interceptors
 from llmserve.v1 import gateway_pb2_grpc, scheduler_pb2_grpc
 
@@ -177,25 +178,8 @@ async def start_gateway(
     running.cleanups.append(channel.close)
     running.cleanups.append(lambda: asyncio.to_thread(executor.shutdown, wait=False, cancel_futures=True))
     try:
-        if config.http_address:
-            front = OpenAIFront(lifecycle, metrics.registry, model_aliases=(config.model,))
-            runner = await start_http_front(front, config.http_address,
-                                            max_body_bytes=2 * config.max_prompt_bytes + MESSAGE_OVERHEAD_BYTES,
-                                            shutdown_timeout_s=config.drain_grace_s)
-            service.http_port = bound_port(runner)
-            # The HTTP front drains beside gRPC: listeners close, open streams get the grace.
-            running.drains.append(lambda grace_s: runner.cleanup())
-        metrics_server = start_metrics_server(config.metrics_port, metrics.registry)
-        if metrics_server is not None:
-            running.cleanups.append(lambda: asyncio.to_thread(metrics_server.close))
-        if tokenizer is None:
-            source = resolve_model(config.model, config.load_format, config.tokenizer)  # type: ignore[arg-type]
-            tokenizer, _ = await asyncio.gather(
-                asyncio.to_thread(load_tokenizer, source),
-                wait_healthy(config.scheduler_addr, timeout_s=config.scheduler_timeout_s, tls=tls),
-            )
-        else:
-            await wait_healthy(config.scheduler_addr, timeout_s=config.scheduler_timeout_s, tls=tls)
+        await _start_side_ports(config, running, service, metrics)
+        tokenizer = await _tokenizer_once_scheduler_healthy(config, tokenizer, tls)
         lifecycle.set_model(tokenizer, await _scheduler_model(stub, config.scheduler_timeout_s))
         poller.start()
     except BaseException:
@@ -206,3 +190,32 @@ async def start_gateway(
     logger.info("gateway serving %s on %s (HTTP %s, scheduler %s)", served.limits.model_name, running.address,
                 config.http_address or "off", config.scheduler_addr)
     return running
+
+
+async def _start_side_ports(config: GatewayConfig, running: ServiceServer, service: GatewayService,
+                            metrics: ServiceMetrics) -> None:
+    """The HTTP front (unless `http_address` is empty) and the metrics endpoint, stopped with `running`."""
+    if config.http_address:
+        front = OpenAIFront(service.lifecycle, metrics.registry, model_aliases=(config.model,))
+        runner = await start_http_front(front, config.http_address,
+                                        max_body_bytes=2 * config.max_prompt_bytes + MESSAGE_OVERHEAD_BYTES,
+                                        shutdown_timeout_s=config.drain_grace_s)
+        service.http_port = bound_port(runner)
+        # The HTTP front drains beside gRPC: listeners close, open streams get the grace.
+        running.drains.append(lambda grace_s: runner.cleanup())
+    metrics_server = start_metrics_server(config.metrics_port, metrics.registry)
+    if metrics_server is not None:
+        running.cleanups.append(lambda: asyncio.to_thread(metrics_server.close))
+
+
+async def _tokenizer_once_scheduler_healthy(config: GatewayConfig, tokenizer: Any | None, tls: Tls | None) -> Any:
+    """The given tokenizer, or the model's, loaded while waiting for the scheduler to be healthy."""
+    if tokenizer is not None:
+        await wait_healthy(config.scheduler_addr, timeout_s=config.scheduler_timeout_s, tls=tls)
+        return tokenizer
+    source = resolve_model(config.model, config.load_format, config.tokenizer)  # type: ignore[arg-type]
+    loaded, _ = await asyncio.gather(
+        asyncio.to_thread(load_tokenizer, source),
+        wait_healthy(config.scheduler_addr, timeout_s=config.scheduler_timeout_s, tls=tls),
+    )
+    return loaded

@@ -34,6 +34,7 @@ import grpc
 
 from gateway import convert
 from gateway.core.types import FinishReason, PreparedRequest
+from llmserve.runtime.errors import LlmServeError, error_for_status
 
 if TYPE_CHECKING:
     from llmserve.v1 import scheduler_pb2_grpc
@@ -210,3 +211,13 @@ class _ReadinessProbe:
             if self._waiters == 0:
                 return False  # nobody waits any more (they gave up or left)
             await asyncio.sleep(self._poll_s)
+
+
+def scheduler_error(err: grpc.aio.AioRpcError) -> LlmServeError:
+    """The scheduler's status as this client's (RESOURCE_EXHAUSTED, UNAVAILABLE, ...; CANCELLED, the
+    scheduler gone, is UNAVAILABLE), its message marked as the scheduler's. A full queue is worth
+    a retry after a second."""
+    error = error_for_status(err.code(), f"scheduler: {err.details() or err.code().name}")
+    if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and getattr(error, "retry_after_s", None) is None:
+        error.retry_after_s = 1.0  # type: ignore[attr-defined]
+    return error

@@ -21,7 +21,8 @@ from kvstore_svc.core.errors import (
     UnknownWorkerError,
 )
 from kvstore_svc.core.host_tier import CheckpointData, HostTier, KvChunk
-from kvstore_svc.core.lease_table import ApplyResult, Grant, HeartbeatResult, Lease, LeaseSpec, LeaseTable, PoolGeometry
+from kvstore_svc.core.lease_table import ApplyResult, Grant, HeartbeatResult, LeaseSpec, LeaseTable
+from kvstore_svc.core.worker_pool import Lease, PoolGeometry
 from kvstore_svc.core.store import CheckpointWriter, KvStore, KvStoreMetrics, PoolStats
 
 __all__ = [

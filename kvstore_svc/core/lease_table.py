@@ -9,12 +9,14 @@ live: it must register again before leasing.
 Two ways to lease. `apply` grants blocks to requests directly (one call per change). `sync` serves
 a worker that leases ahead (llmserve/plan_book/leases.py): the worker holds a reserve of blocks
 taken from either end, hands them to its requests itself, and reports in batches which requests
-hold which blocks; its releases go back to its reserve. Every block of a pool is in exactly one
-place: free, in the worker's reserve, or in one request's lease.
+hold which blocks; its releases go back to its reserve (checked and applied in
+`kvstore_svc/core/lease_sync.py`). Every block of a pool is in exactly one place: free, in the
+worker's reserve, or in one request's lease (`kvstore_svc/core/worker_pool.py`).
 
 After the store lost a pool (it restarted; the worker's leases expired) the worker re-declares
 everything it holds in `register_pool(..., declaration=...)`, which is accepted only when no live
-pool exists, and rebuilds the pool with exactly those blocks taken.
+pool exists, and rebuilds the pool with exactly those blocks taken
+(`kvstore_svc/core/declaration.py`).
 
 Every mutating method validates everything first and then mutates, so a refused call changes
 nothing.
@@ -23,12 +25,13 @@ nothing.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from llmserve.plan import Grant, Holding, LeaseSpec, LeaseSync, PoolDeclaration, SyncReply
+from llmserve.plan import Grant, LeaseSpec, LeaseSync, PoolDeclaration, SyncReply
 
 from kvstore_svc.core.block_pool import BlockPool
-from kvstore_svc.core.classes import PoolEnd, ServiceClass, pool_end
+from kvstore_svc.core.classes import ServiceClass, pool_end
+from kvstore_svc.core.declaration import holds_exactly, rebuild
 from kvstore_svc.core.errors import (
     GeometryConflictError,
     InvalidSpecError,
@@ -37,15 +40,8 @@ from kvstore_svc.core.errors import (
     SyncOrderError,
     UnknownWorkerError,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class PoolGeometry:
-    """The shape of a worker's KV pool."""
-
-    num_blocks: int
-    block_size: int  # tokens per block
-    bytes_per_block: int  # one block across layers, K and V
+from kvstore_svc.core.lease_sync import apply_sync, check_sync
+from kvstore_svc.core.worker_pool import Lease, PoolGeometry, WorkerPool
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,43 +58,6 @@ class HeartbeatResult:
 
     known: bool
     num_leases: int
-
-
-@dataclass(slots=True)
-class Lease:
-    """Blocks held by one request of one worker."""
-
-    worker_id: str
-    request_id: str
-    service_class: ServiceClass
-    block_ids: list[int]
-
-
-@dataclass(slots=True)
-class WorkerPool:
-    """A worker's pool, its leases and its liveness."""
-
-    worker_id: str
-    geometry: PoolGeometry
-    pool: BlockPool
-    last_seen: float
-    live: bool = True
-    leases: dict[str, Lease] = field(default_factory=dict)
-    num_expired_leases: int = 0  # since the store started, across re-registrations
-    # Blocks the worker holds ahead of need (no request's yet), by the end they were taken from.
-    reserve: dict[int, PoolEnd] = field(default_factory=dict)
-    sequence: int = 0  # the last sync applied (0: none since registration)
-    last_sync: SyncReply | None = None  # its reply, answered again to a retry
-
-    def leased_blocks(self) -> tuple[int, int]:
-        """Blocks leased to real-time requests, and to the others (deadline and best-effort)."""
-        real_time = others = 0
-        for lease in self.leases.values():
-            if lease.service_class is ServiceClass.REAL_TIME:
-                real_time += len(lease.block_ids)
-            else:
-                others += len(lease.block_ids)
-        return real_time, others
 
 
 class LeaseTable:
@@ -139,13 +98,13 @@ class LeaseTable:
         old = self._workers.get(worker_id)
         if old is not None and old.live and old.geometry != geometry:
             raise GeometryConflictError(
-                f"worker {worker_id} is live with {_describe(old.geometry)}, not {_describe(geometry)}: "
+                f"worker {worker_id} is live with {old.geometry.describe()}, not {geometry.describe()}: "
                 "stop it (or wait for its leases to expire) before changing its pool"
             )
         declared = declaration is not None and not declaration.empty
         if declared and old is not None and old.live:
             assert declaration is not None
-            if old.sequence == 0 and _holds_exactly(old, declaration):
+            if old.sequence == 0 and holds_exactly(old, declaration):
                 old.last_seen = now  # the same declaration again (its reply was lost)
                 return
             raise PoolLiveError(
@@ -156,7 +115,7 @@ class LeaseTable:
                             num_expired_leases=old.num_expired_leases if old is not None else 0)
         if declared:
             assert declaration is not None
-            _rebuild(record, declaration)  # validates everything before the record is kept
+            rebuild(record, declaration)  # validates everything before the record is kept
             self.num_declared_pools += 1
         if old is not None and old.live:
             self.num_dropped_on_register += len(old.leases)
@@ -196,24 +155,7 @@ class LeaseTable:
         record = self._live(worker_id)
         releases = list(dict.fromkeys(release_request_ids))  # repeats release once
         released_leases = [record.leases[r] for r in releases if r in record.leases]
-        released = set(lease.request_id for lease in released_leases)
-        seen: set[str] = set()
-        for index, spec in enumerate(lease_specs):
-            if not spec.request_id:
-                raise InvalidSpecError(f"leases[{index}].request_id is empty")
-            if spec.request_id in seen:
-                raise InvalidSpecError(f"leases[{index}]: request {spec.request_id} appears twice; merge its specs")
-            seen.add(spec.request_id)
-            if spec.num_blocks < 0:
-                raise InvalidSpecError(f"leases[{index}].num_blocks must be >= 0, got {spec.num_blocks}")
-            if spec.service_class is ServiceClass.UNSPECIFIED:
-                raise InvalidSpecError(f"leases[{index}]: request {spec.request_id} has no service class")
-            held = record.leases.get(spec.request_id)
-            if held is not None and spec.request_id not in released and held.service_class is not spec.service_class:
-                raise InvalidSpecError(
-                    f"leases[{index}]: request {spec.request_id} holds {held.service_class.label} blocks, "
-                    f"cannot add {spec.service_class.label} ones"
-                )
+        _check_specs(record, lease_specs, released={lease.request_id for lease in released_leases})
         num_released = sum(len(lease.block_ids) for lease in released_leases)
         asked = sum(spec.num_blocks for spec in lease_specs)
         free_after = record.pool.num_free + num_released
@@ -235,11 +177,7 @@ class LeaseTable:
         for spec in lease_specs:
             block_ids = record.pool.allocate(spec.num_blocks, pool_end(spec.service_class))
             if block_ids:
-                lease = record.leases.get(spec.request_id)
-                if lease is None:
-                    lease = Lease(worker_id, spec.request_id, spec.service_class, [])
-                    record.leases[spec.request_id] = lease
-                lease.block_ids.extend(block_ids)
+                record.add_to_lease(spec.request_id, spec.service_class, block_ids)
             grants.append(Grant(spec.request_id, tuple(block_ids)))
         return ApplyResult(tuple(grants), num_released)
 
@@ -262,76 +200,15 @@ class LeaseTable:
                 f"worker {worker_id}: sync {sync.sequence} after {record.sequence}: the store and the worker disagree "
                 "about the pool; register it again"
             )
-        reserve = record.reserve
-        releases = list(dict.fromkeys(sync.release_request_ids))
-        released_leases = [record.leases[r] for r in releases if r in record.leases]
-        released = {lease.request_id for lease in released_leases}
-        released_blocks = {block for lease in released_leases for block in lease.block_ids}
-        taken: set[int] = set()  # reserve blocks this sync assigns or unreserves
-
-        def check_reserved(block: int, where: str) -> None:
-            if block in taken or not (block in reserve or block in released_blocks):
-                raise InvalidSpecError(f"{where}: block {block} is not in worker {worker_id}'s reserve")
-            taken.add(block)
-
-        seen: set[str] = set()
-        for index, holding in enumerate(sync.assignments):
-            where = f"assignments[{index}]"
-            _check_holding(holding, where, seen)
-            held = record.leases.get(holding.request_id)
-            conflict = held is not None and held.service_class is not holding.service_class
-            if conflict and holding.request_id not in released:
-                raise InvalidSpecError(
-                    f"{where}: request {holding.request_id} holds {held.service_class.label} blocks, "
-                    f"cannot add {holding.service_class.label} ones"
-                )
-            for block in holding.block_ids:
-                check_reserved(block, where)
-        for block in dict.fromkeys(sync.unreserve_block_ids):
-            check_reserved(block, "unreserve_block_ids")
-        if len(set(sync.unreserve_block_ids)) != len(sync.unreserve_block_ids):
-            raise InvalidSpecError("unreserve_block_ids names a block twice")
-        if sync.reserve_low < 0 or sync.reserve_high < 0:
-            raise InvalidSpecError("reserve_low and reserve_high must be >= 0")
-        asked = sync.reserve_low + sync.reserve_high
-        free_after = record.pool.num_free + len(sync.unreserve_block_ids)
-        if asked > free_after:
+        try:
+            checked = check_sync(record, sync)
+        except OutOfBlocksError:
             self.num_refused_applies += 1
-            raise OutOfBlocksError(
-                f"worker {worker_id}: {asked} reserve blocks asked, {free_after} free; nothing changed",
-                requested=asked, free=free_after,
-            )
-        # Everything checked: mutate. Nothing can fail from here on.
+            raise
         record.last_seen = now
-        self.num_refused_releases += len(releases) - len(released_leases)
-        for lease in released_leases:
-            for block in lease.block_ids:
-                end = record.pool.end_of(block)
-                assert end is not None
-                reserve[block] = end
-            del record.leases[lease.request_id]
-        for holding in sync.assignments:
-            for block in holding.block_ids:
-                del reserve[block]
-            lease = record.leases.get(holding.request_id)
-            if lease is None:
-                lease = Lease(worker_id, holding.request_id, holding.service_class, [])
-                record.leases[holding.request_id] = lease
-            lease.block_ids.extend(holding.block_ids)
-        for block in sync.unreserve_block_ids:
-            del reserve[block]
-        record.pool.free(sync.unreserve_block_ids)
-        low = record.pool.allocate(sync.reserve_low, PoolEnd.LOW)
-        high = record.pool.allocate(sync.reserve_high, PoolEnd.HIGH)
-        for block in low:
-            reserve[block] = PoolEnd.LOW
-        for block in high:
-            reserve[block] = PoolEnd.HIGH
-        reply = SyncReply(sync.sequence, tuple(low), tuple(high), len(released_blocks))
-        record.sequence = sync.sequence
-        record.last_sync = reply
+        self.num_refused_releases += checked.num_releases - len(checked.released_leases)
         self.num_syncs += 1
-        return reply
+        return apply_sync(record, sync, checked)
 
     def heartbeat(self, worker_id: str, now: float) -> HeartbeatResult:
         """Renews all of a live worker's leases. An unknown or expired worker stays so."""
@@ -369,47 +246,18 @@ class LeaseTable:
         return record
 
 
-def _describe(geometry: PoolGeometry) -> str:
-    return (
-        f"{geometry.num_blocks} blocks of {geometry.block_size} tokens, "
-        f"{geometry.bytes_per_block} bytes each"
-    )
-
-
-def _check_holding(holding: Holding, where: str, seen: set[str]) -> None:
-    """A holding names a request (once per call) and a class, and no block twice."""
-    if not holding.request_id:
-        raise InvalidSpecError(f"{where}.request_id is empty")
-    if holding.request_id in seen:
-        raise InvalidSpecError(f"{where}: request {holding.request_id} appears twice; merge its blocks")
-    seen.add(holding.request_id)
-    if holding.service_class is ServiceClass.UNSPECIFIED:
-        raise InvalidSpecError(f"{where}: request {holding.request_id} has no service class")
-    if len(set(holding.block_ids)) != len(holding.block_ids):
-        raise InvalidSpecError(f"{where}: request {holding.request_id} names a block twice")
-
-
-def _rebuild(record: WorkerPool, declaration: PoolDeclaration) -> None:
-    """Takes the declared blocks in a new record's empty pool (InvalidSpecError: a bad
-    declaration; the record is then thrown away)."""
+def _check_specs(record: WorkerPool, lease_specs: Sequence[LeaseSpec], released: set[str]) -> None:
+    """Each spec names a request once, a class (the class of its lease, unless released first)
+    and a non-negative count."""
     seen: set[str] = set()
-    for index, holding in enumerate(declaration.held):
-        _check_holding(holding, f"held[{index}]", seen)
-    pool = record.pool
-    # `take` checks range and repeats, across calls too (a taken block is not free any more).
-    for holding in declaration.held:
-        pool.take(holding.block_ids, pool_end(holding.service_class))
-        record.leases[holding.request_id] = Lease(record.worker_id, holding.request_id, holding.service_class,
-                                                  list(holding.block_ids))
-    for end, blocks in ((PoolEnd.LOW, declaration.reserved_low), (PoolEnd.HIGH, declaration.reserved_high)):
-        pool.take(blocks, end)
-        for block in blocks:
-            record.reserve[block] = end
-
-
-def _holds_exactly(record: WorkerPool, declaration: PoolDeclaration) -> bool:
-    """Whether a live pool is exactly what the declaration describes."""
-    leases = {rid: (lease.service_class, tuple(lease.block_ids)) for rid, lease in record.leases.items()}
-    declared = {h.request_id: (h.service_class, tuple(h.block_ids)) for h in declaration.held}
-    reserve = {b: PoolEnd.LOW for b in declaration.reserved_low} | {b: PoolEnd.HIGH for b in declaration.reserved_high}
-    return leases == declared and record.reserve == reserve
+    for index, spec in enumerate(lease_specs):
+        if not spec.request_id:
+            raise InvalidSpecError(f"leases[{index}].request_id is empty")
+        if spec.request_id in seen:
+            raise InvalidSpecError(f"leases[{index}]: request {spec.request_id} appears twice; merge its specs")
+        seen.add(spec.request_id)
+        if spec.num_blocks < 0:
+            raise InvalidSpecError(f"leases[{index}].num_blocks must be >= 0, got {spec.num_blocks}")
+        if spec.service_class is ServiceClass.UNSPECIFIED:
+            raise InvalidSpecError(f"leases[{index}]: request {spec.request_id} has no service class")
+        record.check_class(spec.request_id, spec.service_class, released, f"leases[{index}]")

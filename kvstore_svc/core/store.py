@@ -13,7 +13,8 @@ from llmserve.plan import LeaseSync, PoolDeclaration, SyncReply
 
 from kvstore_svc.core.errors import InvalidSpecError
 from kvstore_svc.core.host_tier import CheckpointData, HostTier, KvChunk
-from kvstore_svc.core.lease_table import ApplyResult, HeartbeatResult, LeaseSpec, LeaseTable, WorkerPool
+from kvstore_svc.core.lease_table import ApplyResult, HeartbeatResult, LeaseSpec, LeaseTable
+from kvstore_svc.core.worker_pool import WorkerPool
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,12 +30,14 @@ The KV Apply is, for a worker that leases ahead, the `LeaseKeeper`'s (`leases.py
 and leases served from the blocks it holds ahead, with a store RPC only when those run short.
 
 Files: `book.py` (PlanBook), `checks.py` (PlanError and the checks), `state.py` (RequestState,
-StepWork, Chunk), `leases.py` (LeaseKeeper: leases held ahead, synced with the store in batches).
+StepWork, Chunk), `leases.py` (LeaseKeeper: leases held ahead, synced with the store in batches;
+its parts `reserve.py` and `store_record.py`).
 """
 
 from llmserve.plan_book.book import PlanBook
 from llmserve.plan_book.checks import PlanError, PlanLimits
-from llmserve.plan_book.leases import KeeperStats, LeaseKeeper, auto_reserve_blocks
+from llmserve.plan_book.leases import KeeperStats, LeaseKeeper
+from llmserve.plan_book.reserve import auto_reserve_blocks
 from llmserve.plan_book.state import Chunk, RequestState, StepWork
 
 __all__ = ["Chunk", "KeeperStats", "LeaseKeeper", "PlanBook", "PlanError", "PlanLimits", "RequestState", "StepWork",

@@ -6,6 +6,14 @@ from pathlib import Path
 
 from llmserve import gen_protos
 
+# What must carry a leading comment, by its field number in FileDescriptorProto (the path of a
+# comment's location): its list, the list of its members, and how a report names both.
+DOCUMENTED_KINDS = (
+    (4, "message_type", "field", "message", "field"),
+    (5, "enum_type", "value", "enum", "enum value"),
+    (6, "service", "method", "service", "rpc"),
+)
+
 
 def test_committed_stubs_match_protos(tmp_path: Path) -> None:
     gen_protos.generate(tmp_path)
@@ -38,24 +46,14 @@ def test_every_proto_element_is_documented() -> None:
     undocumented: list[str] = []
     for fd in fds.file:
         documented = {tuple(loc.path) for loc in fd.source_code_info.location if loc.leading_comments.strip()}
-        for mi, msg in enumerate(fd.message_type):
-            if (4, mi) not in documented:
-                undocumented.append(f"{fd.name}: message {msg.name}")
-            for fi, fld in enumerate(msg.field):
-                if (4, mi, 2, fi) not in documented:
-                    undocumented.append(f"{fd.name}: field {msg.name}.{fld.name}")
-        for ei, enum in enumerate(fd.enum_type):
-            if (5, ei) not in documented:
-                undocumented.append(f"{fd.name}: enum {enum.name}")
+        for enum in fd.enum_type:
             assert enum.value[0].number == 0 and enum.value[0].name.endswith("_UNSPECIFIED"), enum.name
-            for vi, value in enumerate(enum.value):
-                if (5, ei, 2, vi) not in documented:
-                    undocumented.append(f"{fd.name}: enum value {value.name}")
-        for si, svc in enumerate(fd.service):
-            if (6, si) not in documented:
-                undocumented.append(f"{fd.name}: service {svc.name}")
-            for ri, rpc in enumerate(svc.method):
-                if (6, si, 2, ri) not in documented:
-                    undocumented.append(f"{fd.name}: rpc {svc.name}.{rpc.name}")
+        for tag, elements, members, kind, member_kind in DOCUMENTED_KINDS:
+            for i, element in enumerate(getattr(fd, elements)):
+                if (tag, i) not in documented:
+                    undocumented.append(f"{fd.name}: {kind} {element.name}")
+                for j, member in enumerate(getattr(element, members)):
+                    if (tag, i, 2, j) not in documented:  # 2: the member list's field number in each
+                        undocumented.append(f"{fd.name}: {member_kind} {element.name}.{member.name}")
         assert fd.package == "llmserve.v1"
     assert not undocumented, "undocumented proto elements:\n" + "\n".join(undocumented)

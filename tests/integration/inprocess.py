@@ -5,6 +5,8 @@ and any number of gateways over them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +76,16 @@ async def start_backend(num_kv_blocks: int = 256, **scheduler_options: Any) -> B
         for server in reversed(servers):
             await server.stop(0)
         raise
+
+
+@contextlib.asynccontextmanager
+async def running_backend(num_kv_blocks: int = 256, **scheduler_options: Any) -> AsyncIterator[Backend]:
+    """`start_backend`, stopped (with its gateways) on leaving: the body of a backend fixture."""
+    backend = await start_backend(num_kv_blocks, **scheduler_options)
+    try:
+        yield backend
+    finally:
+        await backend.stop()
 
 
 def http_base(gateway: ServiceServer) -> str:

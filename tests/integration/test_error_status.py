@@ -3,7 +3,7 @@
 a domain error gets its table code and message, before or after the first streamed message; a
 bug gets INTERNAL with an incident id and nothing of the exception (type, text, stack), and its
 traceback is logged once; a handler that aborts by itself keeps its status. (One error of each
-kind of the KV store, bugs included, through its real server: test_kvstore_service.py.)"""
+kind of the KV store, bugs included, through its real server: kvstore_service/test_errors_and_cli.py.)"""
 
 from __future__ import annotations
 

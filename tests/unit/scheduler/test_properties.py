@@ -1,5 +1,5 @@
 """Property tests: random workloads, aborts and step failures, with 1 or 2 plans in flight, for
-every policy, the real scheduler core driving the real worker's plan book (tests/factories.py
+every policy, the real scheduler core driving the real worker's plan book (tests/fake_worker.py
 FakeWorker) leasing ahead (random reserve sizes and sync intervals) against the kvstore core's
 lease table. Invariants: no block is held twice and the book's tables are exactly the worker's
 leases, the store's record is exactly what the worker told it, the core's ledger mirrors what the

@@ -37,7 +37,7 @@ def test_plan_from_proto_defaults_and_fields() -> None:
 
 
 def test_a_missing_seed_stays_unset_for_the_plan_book_to_derive() -> None:
-    # The book seeds such a request from its id (llmserve.types.derive_seed, tests/unit/test_plan_book.py).
+    # The book seeds such a request from its id (llmserve.types.derive_seed, tests/unit/plan_book/test_book.py).
     assert convert.sampling_from_proto(common_pb2.SamplingParams(max_tokens=3)).seed is None
     assert convert.sampling_from_proto(common_pb2.SamplingParams(max_tokens=3, seed=0)).seed == 0
 
