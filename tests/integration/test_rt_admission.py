@@ -6,6 +6,7 @@ unchanged, on gRPC and as HTTP 429 on the OpenAI front; other classes are served
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import AsyncIterator
 
@@ -22,6 +23,12 @@ from tests.integration.inprocess import Backend, http_base, start_backend
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 # The scheduler's message, as the gateway relays it (behind its "scheduler: " origin).
 REJECTED = re.compile(r"scheduler: predicted TTFT (\d+) ms exceeds the request's 1000 ms SLO: retry later or elsewhere")
+
+
+def _overrun_s(predicted_ttft_ms: int) -> str:
+    """The Retry-After a client gets: by how much the predicted TTFT passes the 1 s SLO, in whole
+    seconds rounded up (the message's TTFT is rounded to the millisecond: allow for that)."""
+    return str(max(1, math.ceil((predicted_ttft_ms - 1000 - 0.5) / 1000)))
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -54,6 +61,9 @@ async def test_grpc_relays_resource_exhausted_with_the_predicted_ttft(gateway: S
         match = REJECTED.fullmatch(refused.value.details() or "")
         assert match, refused.value.details()
         assert int(match.group(1)) >= 10_000  # at least one prompt token at 10 s
+        # The scheduler's retry-after (the predicted overrun), not the gateway's default second.
+        trailing = dict(refused.value.trailing_metadata() or ())
+        assert trailing.get("retry-after") == _overrun_s(int(match.group(1))), trailing
         be = common_pb2.Slo(service_class=common_pb2.SERVICE_CLASS_BEST_EFFORT)
         served = [r async for r in stub.Generate(gateway_pb2.GenerateRequest(
             text="Hello there", slo=be, sampling=common_pb2.SamplingParams(max_tokens=2)))]
@@ -66,6 +76,9 @@ async def test_http_answers_429_with_the_same_message(gateway: ServiceServer, ba
         async with http.post("/v1/completions", json=body) as refused:
             assert refused.status == 429
             error = (await refused.json())["error"]
-    assert REJECTED.fullmatch(error["message"]), error
+            retry_after = refused.headers.get("Retry-After")
+    match = REJECTED.fullmatch(error["message"])
+    assert match, error
+    assert retry_after == _overrun_s(int(match.group(1)))
     assert error["type"] == "rate_limit_error"
     assert await backend.idle()
