@@ -8,6 +8,7 @@ import logging
 import torch
 
 from llmserve.model_source import resolve_model
+from llmserve.plan_book import auto_reserve_blocks
 from worker_svc.calibration import calibrate
 from worker_svc.config import AUTO, WorkerConfig
 from worker_svc.core.runner import RunnerLimits, StepRunner
@@ -95,3 +96,10 @@ def _kv_memory_gb(config: WorkerConfig, device: torch.device) -> float:
         free, _ = torch.cuda.mem_get_info(device)
         return GPU_KV_FRACTION * free / (1 << 30)
     return DEFAULT_CPU_KV_GB
+
+
+def reserve_blocks(config: WorkerConfig, description: WorkerDescription) -> int:
+    """Blocks held ahead at each end of the pool: as set, or auto (`auto_reserve_blocks`)."""
+    if config.kv_reserve_blocks >= 0:
+        return config.kv_reserve_blocks
+    return auto_reserve_blocks(description.max_num_batched_tokens, description.block_size, description.num_blocks)

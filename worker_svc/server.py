@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import grpc
 
 from llmserve.plan import RestoreSpec, StepErrorCode, StepResult
-from llmserve.plan_book import LeaseKeeper, PlanError, auto_reserve_blocks
+from llmserve.plan_book import LeaseKeeper, PlanError
 from llmserve.runtime import tracing
 from llmserve.runtime.errors import PreconditionError
 from llmserve.runtime.metrics import ServiceMetrics, start_metrics_server
@@ -39,7 +39,7 @@ from llmserve.runtime.server import ServiceServer, start_server
 from llmserve.v1 import worker_pb2_grpc
 
 from worker_svc import convert
-from worker_svc.build import build_runner
+from worker_svc.build import build_runner, reserve_blocks
 from worker_svc.checkpoint_client import KvCheckpointClient
 from worker_svc.core.checkpoint import RestoredKv
 from worker_svc.config import WorkerConfig
@@ -295,10 +295,3 @@ async def start_worker(config: WorkerConfig, address: str = "127.0.0.1:0",
     logger.info("worker %s serving on %s (KV store %s, lease TTL %.1fs, %d blocks held ahead at each end)",
                 description.worker_id, server.address, config.kvstore_addr, ttl_s, keeper.reserve_blocks)
     return server
-
-
-def reserve_blocks(config: WorkerConfig, description: WorkerDescription) -> int:
-    """Blocks held ahead at each end of the pool: as set, or auto (`auto_reserve_blocks`)."""
-    if config.kv_reserve_blocks >= 0:
-        return config.kv_reserve_blocks
-    return auto_reserve_blocks(description.max_num_batched_tokens, description.block_size, description.num_blocks)
