@@ -27,7 +27,7 @@ from types import TracebackType
 import grpc
 
 from llmserve.runtime.channel import open_channel
-from llmserve.runtime.errors import RETRY_AFTER_KEY, error_for_status
+from llmserve.runtime.errors import error_for_rpc_error
 from llmserve.runtime.tls import Tls
 from llmserve.types import service_class_named
 from llmserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
@@ -102,17 +102,6 @@ def build_request(
     return request
 
 
-def _domain_error(err: grpc.aio.AioRpcError) -> Exception:
-    error = error_for_status(err.code(), err.details() or err.code().name)
-    retry_after = dict(err.trailing_metadata() or ()).get(RETRY_AFTER_KEY)
-    if retry_after is not None and hasattr(error, "retry_after_s"):
-        try:
-            error.retry_after_s = float(retry_after)
-        except ValueError:
-            pass
-    return error
-
-
 class GatewayClient:
     """One channel to a gateway, shared by every call made through it."""
 
@@ -147,7 +136,7 @@ class GatewayClient:
             async for response in call:
                 yield response
         except grpc.aio.AioRpcError as err:
-            raise _domain_error(err) from err
+            raise error_for_rpc_error(err) from err
         finally:
             call.cancel()  # no-op once finished
 
@@ -163,14 +152,14 @@ class GatewayClient:
         try:
             reply = await self._stub.Cancel(gateway_pb2.CancelRequest(request_id=request_id), metadata=self._metadata)
         except grpc.aio.AioRpcError as err:
-            raise _domain_error(err) from err
+            raise error_for_rpc_error(err) from err
         return reply.cancelled
 
     async def model_info(self) -> gateway_pb2.ModelInfo:
         try:
             return await self._stub.GetModelInfo(gateway_pb2.GetModelInfoRequest(), metadata=self._metadata)
         except grpc.aio.AioRpcError as err:
-            raise _domain_error(err) from err
+            raise error_for_rpc_error(err) from err
 
 
 async def generate(address: str, prompt: str | Sequence[int], **options: object) -> AsyncIterator[gateway_pb2.GenerateResponse]:

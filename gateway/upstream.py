@@ -34,7 +34,7 @@ import grpc
 
 from gateway import convert
 from gateway.core.types import FinishReason, PreparedRequest
-from llmserve.runtime.errors import RETRY_AFTER_KEY, LlmServeError, error_for_status
+from llmserve.runtime.errors import LlmServeError, error_for_rpc_error
 
 if TYPE_CHECKING:
     from llmserve.v1 import scheduler_pb2_grpc
@@ -218,19 +218,7 @@ def scheduler_error(err: grpc.aio.AioRpcError) -> LlmServeError:
     scheduler gone, is UNAVAILABLE), its message marked as the scheduler's. A RESOURCE_EXHAUSTED
     keeps the scheduler's own retry-after (e.g. admission control's predicted overrun), else a full
     queue is worth a retry after a second."""
-    error = error_for_status(err.code(), f"scheduler: {err.details() or err.code().name}")
-    if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and getattr(error, "retry_after_s", None) is None:
-        error.retry_after_s = _retry_after_s(err) or 1.0  # type: ignore[attr-defined]
+    error = error_for_rpc_error(err, f"scheduler: {err.details() or err.code().name}")
+    if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and not getattr(error, "retry_after_s", None):
+        error.retry_after_s = 1.0  # type: ignore[attr-defined]
     return error
-
-
-def _retry_after_s(err: grpc.aio.AioRpcError) -> float | None:
-    """The `retry-after` seconds in the answer's trailing metadata, if it has a valid one."""
-    for key, value in err.trailing_metadata() or ():
-        if key == RETRY_AFTER_KEY:
-            try:
-                seconds = float(value)
-            except (TypeError, ValueError):
-                return None
-            return seconds if seconds > 0 else None
-    return None

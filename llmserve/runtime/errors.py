@@ -33,7 +33,7 @@ from llmserve.errors import (  # re-exported: servicers import everything from h
 __all__ = [
     "CapacityError", "ConflictError", "InvalidRequestError", "LlmServeError", "NotFoundError",
     "PermissionDeniedError", "PreconditionError", "UnauthenticatedError", "UnavailableError", "STATUS_OF_ERROR",
-    "status_code_for", "error_for_status", "RETRY_AFTER_KEY", "retry_after_header",
+    "status_code_for", "error_for_status", "error_for_rpc_error", "RETRY_AFTER_KEY", "retry_after_header",
     "abort_with", "ErrorStatusInterceptor",
 ]
 
@@ -84,6 +84,19 @@ def error_for_status(code: grpc.StatusCode, message: str) -> LlmServeError:
     if code in _PEER_GONE:
         return UnavailableError(message)
     return _ERROR_OF_STATUS.get(code, LlmServeError)(message)
+
+
+def error_for_rpc_error(err: grpc.aio.AioRpcError, message: str | None = None) -> LlmServeError:
+    """`error_for_status` of a peer's answer (its details, or `message`), keeping the retry-after
+    seconds the peer sent in its trailing metadata on an error that carries them."""
+    error = error_for_status(err.code(), message if message is not None else err.details() or err.code().name)
+    retry_after = dict(err.trailing_metadata() or ()).get(RETRY_AFTER_KEY)
+    if retry_after is not None and hasattr(error, "retry_after_s"):
+        try:
+            error.retry_after_s = float(retry_after)
+        except ValueError:
+            pass
+    return error
 
 
 async def abort_with(context: grpc.aio.ServicerContext, error: BaseException) -> NoReturn:
