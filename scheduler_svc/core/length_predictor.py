@@ -81,6 +81,33 @@ class LengthPredictor:
             return 2 * max(produced, 1) if estimate is None else estimate
         return None
 
+    def typical_length(self, tenant: str, num_prompt_tokens: int, produced: int, prior_samples: int) -> int | None:
+        """The median total length of `tenant`'s requests, given one has produced `produced`
+        tokens: from its own windows once one has `min_samples` (as `length_quantile` with
+        `tenant_only`); before that, a weighted median of its own observations above `produced`
+        (each weighing one) and the pooled ones of every tenant (same prompt bucket, else all;
+        together weighing the `prior_samples` it still lacks). A median needs only a few
+        samples, and until a tenant has them the other tenants' lengths are a better prior than
+        none: a cold tenant's requests priced at `produced` (no tokens left to make) were started
+        as if free, and under overload their prefills were wasted and crowded out RT work
+        (docs/scheduling.md, target 4). None while nothing at all above `produced` is known."""
+        warm = self.length_quantile(tenant, num_prompt_tokens, produced, 0.5, tenant_only=True)
+        if warm is not None:
+            return warm
+        own_window = self._windows.get((tenant, _ANY))
+        own = own_window.ordered if own_window is not None else []
+        own = own[bisect.bisect_right(own, produced):]
+        pooled: list[int] = []
+        for key in ((_ANY, self.bucket(num_prompt_tokens)), (_ANY, _ANY)):
+            window = self._windows.get(key)
+            if window is not None and len(window.recent) >= self.min_samples:
+                pooled = window.ordered[bisect.bisect_right(window.ordered, produced):]
+                break
+        prior_weight = max(0, prior_samples - len(own))
+        if not own and not (pooled and prior_weight):
+            return None
+        return _weighted_median(own, pooled, prior_weight / len(pooled) if pooled else 0.0)
+
     def fraction_at_most(self, tenant: str, num_prompt_tokens: int, produced: int, length: float) -> float | None:
         """Of the observed lengths above `produced` (same fallback order as `upper_bound`), the
         fraction that is at most `length`: an estimate of P(output length ≤ length | it is
@@ -111,3 +138,15 @@ class LengthPredictor:
                 estimate = 2 * max(produced, 1)
             return max(produced + 1, min(max_tokens, estimate))
         return max_tokens
+
+
+def _weighted_median(own: list[int], pooled: list[int], pooled_weight: float) -> int:
+    """The median of two sorted samples, each of `own` weighing one, each of `pooled` `pooled_weight`."""
+    items = sorted([(x, 1.0) for x in own] + [(x, pooled_weight) for x in pooled if pooled_weight > 0])
+    half = sum(w for _, w in items) / 2
+    acc = 0.0
+    for value, weight in items:
+        acc += weight
+        if acc >= half:
+            return value
+    return items[-1][0]

@@ -27,7 +27,12 @@ class OutputLengths(Protocol):
         """A bound on its total length, in (produced, max_tokens] while it is unfinished."""
 
     def typical(self, req: Request, produced: int) -> int | None:
-        """Its median total length, from its own tenant's requests only; None while none is known."""
+        """Its median total length, from its own tenant's requests only; None while its tenant
+        has too few of them."""
+
+    def typical_with_prior(self, req: Request, produced: int) -> int | None:
+        """As `typical`, but until its tenant has a few finished requests the other tenants'
+        lengths fill in as a prior; None while nothing at all is known."""
 
     def fraction_at_most(self, req: Request, produced: int, length: float) -> float | None:
         """P(total length <= `length` | it is > `produced`); None while nothing is known."""
@@ -36,10 +41,14 @@ class OutputLengths(Protocol):
 class OnlineLengths:
     """The service's estimates: quantiles of finished requests' lengths (LengthPredictor)."""
 
-    __slots__ = ("predictor",)
+    __slots__ = ("predictor", "prior_samples")
 
-    def __init__(self, quantile: float = 0.95, min_samples: int = 20) -> None:
+    def __init__(self, quantile: float = 0.95, min_samples: int = 20, prior_samples: int = 5) -> None:
+        """`prior_samples`: how many of its own finished requests a tenant needs before
+        `typical_with_prior` is its own median alone (below that the other tenants' lengths fill
+        in, `LengthPredictor.typical_length`)."""
         self.predictor = LengthPredictor(quantile=quantile, min_samples=min_samples)
+        self.prior_samples = prior_samples
 
     def observe(self, req: Request) -> None:
         self.predictor.observe(req.tenant, req.num_prompt_tokens, req.num_output_tokens)
@@ -49,6 +58,9 @@ class OnlineLengths:
 
     def typical(self, req: Request, produced: int) -> int | None:
         return self.predictor.length_quantile(req.tenant, req.num_prompt_tokens, produced, 0.5, tenant_only=True)
+
+    def typical_with_prior(self, req: Request, produced: int) -> int | None:
+        return self.predictor.typical_length(req.tenant, req.num_prompt_tokens, produced, self.prior_samples)
 
     def fraction_at_most(self, req: Request, produced: int, length: float) -> float | None:
         return self.predictor.fraction_at_most(req.tenant, req.num_prompt_tokens, produced, length)

@@ -39,6 +39,9 @@ class OracleLengths:
     def typical(self, req: Request, produced: int) -> int | None:
         return max(produced, self._length(req))
 
+    def typical_with_prior(self, req: Request, produced: int) -> int | None:
+        return self.typical(req, produced)
+
     def fraction_at_most(self, req: Request, produced: int, length: float) -> float | None:
         return 1.0 if self._length(req) <= length else 0.0
 

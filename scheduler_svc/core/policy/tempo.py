@@ -21,7 +21,8 @@ request still in its prompt whose first token can still be on time (`policy/slo_
 *lost*), and a deadline request (workflow calls included) not lost whose median remaining
 length, learnt from its own tenant, still fits before its deadline, by its latest start
 (`deadline − unit_time · (median remaining + prefill)`; with nothing learnt for its tenant yet it
-gets the benefit of the doubt, as under EDF). Everything else, including an RT prompt that can
+gets the benefit of the doubt, as under EDF, unless the other tenants' median says it cannot
+finish in time: `TempoPricing.latest_start`). Everything else, including an RT prompt that can
 no longer make its TTFT (its SLO is lost; what it can still earn is its catch-up stream, which
 density prices), ranks in band 1 by density. Why: with density alone a short deadline/BE prefill could outrank a streaming decode,
 take the step's token budget and skip it (misses at tokens 150–300 of long outputs), and a late

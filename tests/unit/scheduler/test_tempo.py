@@ -28,6 +28,28 @@ def test_length_bound_starts_at_max_tokens_and_learns_quantiles():
     assert lp.upper_bound("other", 3, max_tokens=500) == 91  # then to everything
 
 
+def test_typical_length_of_a_cold_tenant_leans_on_the_others_until_it_has_a_few_samples():
+    lp = LengthPredictor(quantile=0.95, min_samples=20)
+    assert lp.typical_length("tool", 100, 0, prior_samples=5) is None  # nothing known at all
+    for _ in range(40):  # chat answers of 200 tokens from another tenant
+        lp.observe("chat", 100, 200)
+    assert lp.typical_length("tool", 100, 0, prior_samples=5) == 200  # the pooled prior alone
+    lp.observe("tool", 100, 10)
+    lp.observe("tool", 100, 12)
+    # Two own samples weigh 2 of 5: the prior still outweighs them.
+    assert lp.typical_length("tool", 100, 0, prior_samples=5) == 200
+    for _ in range(3):
+        lp.observe("tool", 100, 11)
+    # Five own samples: its own median alone, the other tenant's lengths no longer count.
+    assert lp.typical_length("tool", 100, 0, prior_samples=5) == 11
+    # Conditional on what it has produced: only longer observations count (then the prior's).
+    assert lp.typical_length("tool", 100, 12, prior_samples=5) == 200
+    # Warm (min_samples of its own): as the tenant-only median.
+    for _ in range(20):
+        lp.observe("tool", 100, 30)
+    assert lp.typical_length("tool", 100, 0, prior_samples=5) == lp.length_quantile("tool", 100, 0, 0.5, tenant_only=True) == 30
+
+
 def _deadline_and_be_order(learnt: bool) -> list[str]:
     sched = make_scheduler("tempo", max_num_batched_tokens=4, policy_options={"unit_time_s": 0.01})
     if learnt:  # the "tool" tenant's outputs are 10 tokens long: ≈ 0.1 s of work at 10 ms a token
@@ -150,3 +172,25 @@ def test_penalty_100_makes_a_late_deadline_worth_almost_nothing():
     full, _ = policy.pricing.reward(on_time, 0.0)
     assert full == pytest.approx(8 + 8 * 10)
     assert policy.pricing.reward(late, 0.0)[0] < 0.01 * full  # (0.95)^100 ≈ 0.006
+
+
+def _cold_deadline_key(other_tenants_length: int | None) -> tuple:
+    """The key of a deadline request (1 s, ≈ 100 tokens at 10 ms a token) of a tenant with no
+    finished requests, after another tenant's 25 requests of `other_tenants_length` tokens."""
+    sched = make_scheduler("tempo", max_num_batched_tokens=4, policy_options={"unit_time_s": 0.01})
+    if other_tenants_length is not None:
+        for _ in range(25):
+            sched.policy.lengths.predictor.observe("chat", 4, other_tenants_length)  # type: ignore[attr-defined]
+    now = sched.clock.now()
+    sched.add_request(make_request("d", prompt_len=4, max_tokens=200, service_class=DL, deadline_ms=1000,
+                                   arrival_s=now, tenant="tool"))
+    return sched.policy.key(sched.ticket("d").req, sched.clock.now())
+
+
+def test_a_cold_tenants_deadline_work_keeps_the_benefit_of_the_doubt_unless_the_others_lengths_cannot_fit():
+    unknown, short_elsewhere, long_elsewhere = _cold_deadline_key(None), _cold_deadline_key(50), _cold_deadline_key(500)
+    # Nothing known, or the other tenants' median (50 tokens) fits: urgency band, and the same
+    # latest start either way (its own tenant's lengths alone say when to start: none yet).
+    assert unknown[0] == short_elsewhere[0] == 0 and unknown[1] == pytest.approx(short_elsewhere[1])
+    # Their median (500 tokens, ≈ 5 s) cannot finish in 1 s: it competes on density instead.
+    assert long_elsewhere[0] == 1
