@@ -72,9 +72,10 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="sim: preempt by recompute only (default: checkpoint victims to the host tier, as the service)")
     p.add_argument("--host-tier-gb", type=float, default=None, help="sim: host tier for checkpoints, GiB (default 2, "
                                                                      "the KV store's default)")
-    p.add_argument("--cost-model-prior", action="store_true",
-                   help="sim: bros and tempo start from the simulated cost model (as `llmserve up --cost-model FILE`); "
-                        "default: from the service's built-in prior, refit online either way")
+    p.add_argument("--cost-model-prior", action=argparse.BooleanOptionalAction, default=True,
+                   help="sim: bros and tempo start from the simulated worker's cost model, as `llmserve up` starts "
+                        "them from each worker's start-up calibration (default); --no-cost-model-prior: from the "
+                        "service's built-in prior, as a worker started with --no-calibrate; refit online either way")
     p.add_argument("--rt-admission-control", action="store_true",
                    help="sim: the scheduler's opt-in --rt-admission-control (bros, tempo): a new RT request whose "
                         "predicted TTFT exceeds its SLO is rejected (rt_rejected; it counts as a miss in "

@@ -72,10 +72,11 @@ class SimConfig:
     kv_bytes_per_token: int = DEFAULT_KV_BYTES_PER_TOKEN
     link_bytes_per_s: float = 25e9  # device <-> host copies (PCIe 4.0 x16)
     checkpoint_lazy: bool = True  # full blocks copied while a BE request runs (the worker's default)
-    # True: cost-aware policies (bros, tempo) start from the simulated worker's own coefficients,
-    # as `llmserve up --cost-model PROFILE` does. False: from the service's built-in prior, as
-    # plain `llmserve up`. Either way they refit them online from the measured (simulated) steps.
-    cost_model_as_prior: bool = False
+    # True (the default): cost-aware policies (bros, tempo) start from the simulated worker's own
+    # coefficients, as plain `llmserve up` does now that each worker calibrates itself at start
+    # (`WorkerConfig.calibrate`, reported in `WorkerInfo.step_cost`). False: from the service's
+    # built-in prior, as a worker started with `--no-calibrate`. Either way they refit online.
+    cost_model_as_prior: bool = True
     # Stop this long after the last arrival even if requests are unfinished (they count as missed).
     drain_limit_s: float = 600.0
     # The scheduler's opt-in --rt-admission-control (off by default, as in the service): a new RT

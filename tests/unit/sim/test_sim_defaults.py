@@ -1,5 +1,6 @@
 """`SimConfig()` simulates what `llmserve up` runs by default (plans in flight, checkpoint
-preemption to a host tier of the store's size, bros's online cost model from the service's prior),
+preemption to a host tier of the store's size, bros's online cost model from the worker's own
+step costs, as a self-calibrated worker reports them),
 and the run reports the KV work it computed twice."""
 
 from __future__ import annotations
@@ -23,18 +24,20 @@ def test_defaults_are_the_services():
     assert config.checkpoint_preemption is service.checkpoint_preemption is True
     assert config.host_tier_bytes == KvStoreConfig().host_tier_bytes
     assert config.checkpoint_lazy is (WorkerConfig.__dataclass_fields__["checkpoint_lazy_blocks"].default > 0)
-    assert config.cost_model_as_prior is False
+    # Each worker calibrates itself at start and the scheduler starts bros/tempo from that fit;
+    # the simulated worker's "calibration" is its own cost model.
+    assert config.cost_model_as_prior is WorkerConfig.__dataclass_fields__["calibrate"].default is True
 
 
-def test_bros_refits_online_from_the_service_prior_unless_asked_for_the_profile():
+def test_bros_refits_online_from_the_workers_cost_model_unless_asked_for_the_built_in_prior():
     reqs = mixed_workload(seed=1, duration_s=1.0)
     policy = Simulation(reqs, "bros", TEST_COST, SimConfig(num_blocks=500)).core.policy
     assert isinstance(policy, BrosPolicy) and policy.online_cost is not None
-    assert policy.online_cost.prior == LinearCostModel()
-    policy = Simulation(reqs, "bros", TEST_COST, SimConfig(num_blocks=500, cost_model_as_prior=True)).core.policy
-    assert isinstance(policy, BrosPolicy) and policy.online_cost is not None
     assert policy.online_cost.prior == LinearCostModel(TEST_COST.a_s, TEST_COST.b_s_per_prefill_token,
                                                        TEST_COST.c_s_per_decode_seq, TEST_COST.d_s_per_kv_token)
+    policy = Simulation(reqs, "bros", TEST_COST, SimConfig(num_blocks=500, cost_model_as_prior=False)).core.policy
+    assert isinstance(policy, BrosPolicy) and policy.online_cost is not None
+    assert policy.online_cost.prior == LinearCostModel()
 
 
 def _pressure() -> list[WorkloadRequest]:
