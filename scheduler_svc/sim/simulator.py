@@ -38,6 +38,7 @@ from scheduler_svc.sim.cost_model import CostModel
 from scheduler_svc.sim.host_tier import SimHostTier
 from scheduler_svc.sim.metrics import RequestRecord, RunStats
 from scheduler_svc.sim.policies import build_policy
+from scheduler_svc.sim.prefix import SimPrefixCache, workload_chain
 from scheduler_svc.sim.recompute import RecomputeCounter
 from scheduler_svc.sim.release import ReleaseTracker
 from scheduler_svc.sim.worker import SimWorker
@@ -82,6 +83,9 @@ class SimConfig:
     # request whose predicted TTFT exceeds its SLO is rejected at arrival (record "rejected").
     rt_admission_control: bool = False
     check_invariants_every: int = 0  # steps; 0: only at the end
+    # Prefix caching (issue 13), on where the workload carries hash ids (sim/prefix.py); off: every
+    # prompt is computed in full (`llmserve bench --engine sim --prefix-cache off`).
+    prefix_cache: bool = True
     policy_options: dict[str, object] = field(default_factory=dict)
 
     @staticmethod
@@ -129,8 +133,11 @@ class Simulation:
                                       rt_admission_control=config.rt_admission_control)
         book = CheckpointBook() if config.checkpoint_preemption else None
         true_lengths = {r.id: r.output_tokens for r in self._requests}
+        self._chains = {r.id: workload_chain(r, config.block_size) for r in self._requests if r.hash_ids} \
+            if config.prefix_cache else {}
+        self.prefix = SimPrefixCache(config.block_size) if self._chains else None
         self.core = Scheduler(core_config, build_policy(policy, cost, config.policy_options, config.cost_model_as_prior,
-                                                        true_lengths), self.clock, checkpoints=book)
+                                                        true_lengths), self.clock, checkpoints=book, prefix=self.prefix)
         self.leases = LeaseTable(ttl_s=1e12)  # the virtual clock jumps; nothing expires in a simulation
         self.leases.register_pool(WORKER_ID, config.num_blocks, config.block_size, 1, now=0.0)
         if host_tier is None and book is not None:
@@ -179,7 +186,8 @@ class Simulation:
         slo = Slo(service_class_named(req.cls), req.ttft_ms, req.tpot_ms, req.deadline_ms, req.priority)
         try:
             self.core.add_request(Request(req.id, self._prompt(req.prompt_tokens), sampling, slo, req.tenant,
-                                          workflow, arrival_s=at), new_arrival=True)
+                                          workflow, arrival_s=at, block_hashes=self._chains.get(req.id, ())),
+                                  new_arrival=True)
         except TtftInfeasibleError as err:  # RT admission control: sent elsewhere, a miss here
             rec.finish_s, rec.finish_reason, rec.predicted_ttft_s = at, "rejected", err.predicted_ttft_s
             self._finished(req.id, at)
@@ -223,6 +231,8 @@ class Simulation:
             if self._progress and self.num_steps % 2000 == 0:
                 self._progress(self.clock.now())
         self.worker.check_invariants()
+        if self.prefix is not None:
+            self.prefix.check()
         end = self.clock.now()
         arrivals = [r.arrival_s for r in self.records.values()] or [0.0]
         for rec in self.records.values():
@@ -232,7 +242,8 @@ class Simulation:
                          preemptions=self.core.num_preemptions,
                          kv_util_mean=self._kv_block_s / (self._busy_s * self._config.num_blocks) if self._busy_s else 0.0,
                          recomputed_tokens={c.name.lower(): n for c, n in self.recompute.recomputed_tokens.items()},
-                         checkpoint=self._checkpoint_counters())
+                         checkpoint=self._checkpoint_counters(),
+                         prefix=self.prefix.counters() if self.prefix is not None else None)
         records = [self.records.get(r.id) or RequestRecord(r, r.arrival_s) for r in self._requests]
         unfinished = sum(1 for r in records if r.finish_s is None)
         return SimResult(self._policy_name, records, stats, time.perf_counter() - wall0, unfinished,
@@ -249,6 +260,9 @@ class Simulation:
 
     def _step(self, plan: BatchPlan) -> None:
         result, dt = self.worker.execute(plan, self.clock.now())
+        if self.prefix is not None:
+            self.prefix.after_step(plan, self.worker.book.states, self._chains,
+                                   self._config.num_blocks - self.worker.num_used_blocks)
         self.recompute.observe(plan, result)
         if self._on_step is not None:
             self._on_step(plan, result, dt, self.clock.now())
