@@ -20,7 +20,7 @@ block (`fit`): so a cached prefix never delays an RT admission (llmserve/prefix/
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from llmserve.plan import BatchPlan
@@ -130,13 +130,25 @@ class SimPrefixCache:
         self._named.pop(owner, None)
 
     def counters(self) -> dict[str, float]:
-        s = self.stats
-        return {"prefix_hit_blocks": s.hit_blocks, "prefix_cacheable_blocks": s.cacheable_blocks,
-                "prefix_hit_rate": s.hit_blocks / s.cacheable_blocks if s.cacheable_blocks else 0.0,
-                "prefill_tokens_saved": s.hit_blocks * self.block_size,
-                "prefix_inserted_blocks": s.inserted_blocks, "prefix_evicted_blocks": s.evicted_blocks}
+        return prefix_counters([self])  # type: ignore[return-value]
 
     def check(self) -> None:
         self.index.check()
         owners = {o for o, _, _ in self._active.values()} | set(self._pending.values())
         assert set(self.index.owners()) <= owners, "a request the worker dropped still references blocks"
+
+
+def prefix_counters(caches: Iterable[SimPrefixCache | None]) -> dict[str, float] | None:
+    """The run's prefix-cache counters (RunStats.prefix), summed over the workers' caches."""
+    present = [c for c in caches if c is not None]
+    if not present:
+        return None
+    s = PrefixStats()
+    for cache in present:
+        for name in ("lookups", "hit_blocks", "cacheable_blocks", "inserted_blocks", "evicted_blocks"):
+            setattr(s, name, getattr(s, name) + getattr(cache.stats, name))
+    block_size = present[0].block_size
+    return {"prefix_hit_blocks": s.hit_blocks, "prefix_cacheable_blocks": s.cacheable_blocks,
+                "prefix_hit_rate": s.hit_blocks / s.cacheable_blocks if s.cacheable_blocks else 0.0,
+                "prefill_tokens_saved": s.hit_blocks * block_size,
+                "prefix_inserted_blocks": s.inserted_blocks, "prefix_evicted_blocks": s.evicted_blocks}
