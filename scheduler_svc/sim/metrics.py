@@ -94,8 +94,9 @@ class RunStats:
     # Host-tier counters, reported as they are (host_tier_checkpoints, _restores, _refusals,
     # _evictions, _failed_restores, _transfer_s); None when the run had no host tier.
     checkpoint: dict[str, float] | None = None
-    # Prefix-cache counters (prefix_hit_blocks, prefix_cacheable_blocks, prefix_hit_rate,
-    # prefill_tokens_saved, prefix_inserted_blocks, prefix_evicted_blocks); None without a cache.
+    # Prefix-cache counters (prefix_hit_blocks, prefix_cacheable_blocks, prefix_hit_rate: at first
+    # admissions; prefill_tokens_saved: at every admission; prefix_inserted_blocks,
+    # prefix_evicted_blocks); None without a cache.
     prefix: dict[str, float] | None = None
 
 

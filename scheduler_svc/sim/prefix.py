@@ -35,9 +35,12 @@ Owner = tuple[str, int]  # (request id, admission serial): one owner per admissi
 
 @dataclass
 class PrefixStats:
-    lookups: int = 0  # admissions of a request with a chain
-    hit_blocks: int = 0  # blocks served from the cache at those admissions
-    cacheable_blocks: int = 0  # blocks those admissions could have been served (max_cached_blocks)
+    # First admissions of requests with a chain, the blocks the cache served them, and the blocks
+    # it could have (max_cached_blocks): the hit rate, comparable with the trace's reuse bound.
+    lookups: int = 0
+    hit_blocks: int = 0
+    cacheable_blocks: int = 0
+    readmission_hit_blocks: int = 0  # served again to requests re-admitted after a preemption
     inserted_blocks: int = 0
     evicted_blocks: int = 0
 
@@ -62,6 +65,7 @@ class SimPrefixCache:
         self._pending: dict[str, Owner] = {}  # claimed by the core, not yet admitted by the worker
         self._active: dict[str, tuple[Owner, RequestState, tuple[int, ...]]] = {}
         self._named: dict[Owner, int] = {}  # owner -> leading blocks of its chain named or hit
+        self._admitted: set[str] = set()
 
     # ---- the core's view (scheduler_svc/core/prefix_view.py) ----------------------------------
     def cached_tokens(self, req: Request) -> int:
@@ -105,7 +109,10 @@ class SimPrefixCache:
                 owner = (rid, next(self._serial))
                 self._named[owner] = 0
             self._active[rid] = (owner, state, chain)
-            if chain:
+            if chain and rid in self._admitted:
+                self.stats.readmission_hit_blocks += new.num_cached_tokens // self.block_size
+            elif chain:
+                self._admitted.add(rid)
                 self.stats.lookups += 1
                 self.stats.hit_blocks += new.num_cached_tokens // self.block_size
                 self.stats.cacheable_blocks += min(len(chain), max_cached_blocks(new.num_prompt_tokens,
@@ -145,10 +152,11 @@ def prefix_counters(caches: Iterable[SimPrefixCache | None]) -> dict[str, float]
         return None
     s = PrefixStats()
     for cache in present:
-        for name in ("lookups", "hit_blocks", "cacheable_blocks", "inserted_blocks", "evicted_blocks"):
+        for name in ("lookups", "hit_blocks", "cacheable_blocks", "readmission_hit_blocks", "inserted_blocks",
+                     "evicted_blocks"):
             setattr(s, name, getattr(s, name) + getattr(cache.stats, name))
     block_size = present[0].block_size
     return {"prefix_hit_blocks": s.hit_blocks, "prefix_cacheable_blocks": s.cacheable_blocks,
                 "prefix_hit_rate": s.hit_blocks / s.cacheable_blocks if s.cacheable_blocks else 0.0,
-                "prefill_tokens_saved": s.hit_blocks * block_size,
+                "prefill_tokens_saved": (s.hit_blocks + s.readmission_hit_blocks) * block_size,
                 "prefix_inserted_blocks": s.inserted_blocks, "prefix_evicted_blocks": s.evicted_blocks}
