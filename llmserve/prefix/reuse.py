@@ -1,7 +1,14 @@
-"""The infinite-cache bound of a trace: the blocks that an unbounded cache, never evicting, could
-have served. A request's block counts as reusable when it (with its whole prefix, which its chain
-hash names) appeared in an earlier request, within the blocks the cache may serve at all
-(`max_cached_blocks`: the last prompt token is always computed)."""
+"""What a trace lets a prefix cache serve, as references for the hits a run achieves.
+
+`reuse_bound`: the infinite-cache bound, the blocks that an unbounded cache, never evicting,
+could have served. A request's block counts as reusable when it (with its whole prefix, which its
+chain hash names) appeared in an earlier request, within the blocks the cache may serve at all
+(`max_cached_blocks`: the last prompt token is always computed).
+
+`lru_reference`: what the same index (index.py) serves with `capacity_blocks` of cache, every
+block unreferenced between requests (requests one at a time, in arrival order). Not a bound
+(LRU is not the optimal policy, and a served system holds running requests' blocks too), but it
+separates the misses the cache's size causes from those the serving causes."""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from llmserve.prefix.block_hash import BlockHash, max_cached_blocks
+from llmserve.prefix.index import PrefixIndex
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,4 +42,23 @@ def reuse_bound(prompts: Iterable[tuple[int, Sequence[BlockHash]]], block_size: 
             n += 1
         reusable += n
         seen.update(chain)
+    return ReuseBound(total, reusable, block_size)
+
+
+def lru_reference(prompts: Iterable[tuple[int, Sequence[BlockHash]]], block_size: int,
+                  capacity_blocks: int) -> ReuseBound:
+    """`prompts`: (prompt tokens, chain) in arrival order; see the module docstring."""
+    index = PrefixIndex()
+    total = reusable = 0
+    next_id = 0
+    for k, (num_tokens, chain) in enumerate(prompts):
+        limit = min(len(chain), max_cached_blocks(num_tokens, block_size))
+        total += limit
+        hit = len(index.acquire(k, chain, limit))
+        reusable += hit
+        for block_hash in chain[hit:]:
+            index.insert(k, block_hash, next_id)
+            next_id += 1
+        index.release(k)
+        index.evict(index.num_cached - capacity_blocks)
     return ReuseBound(total, reusable, block_size)

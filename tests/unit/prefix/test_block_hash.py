@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from llmserve.prefix import chain_from_tokens, chain_from_trace_ids, max_cached_blocks, tenant_salt
+from llmserve.prefix import (chain_from_tokens, chain_from_trace_ids, lru_reference, max_cached_blocks, reuse_bound,
+                             tenant_salt)
 
 
 def test_a_chain_names_full_blocks_and_their_whole_prefix() -> None:
@@ -39,3 +40,14 @@ def test_trace_ids_expand_into_sub_blocks_on_the_same_chain() -> None:
 
 def test_the_last_prompt_token_is_always_computed() -> None:
     assert max_cached_blocks(32, 16) == 1 and max_cached_blocks(33, 16) == 2 and max_cached_blocks(1, 16) == 0
+
+
+def test_the_bound_and_the_lru_reference() -> None:
+    salt = tenant_salt("")
+    a, b = chain_from_trace_ids([1, 2], 32, 16, 64, salt), chain_from_trace_ids([3, 4], 32, 16, 64, salt)
+    prompts = [(65, a), (65, b), (65, a)]  # 65 tokens: all 4 blocks may come from the cache
+    bound = reuse_bound(prompts, 16)
+    assert (bound.num_blocks, bound.num_reusable) == (12, 4)
+    assert lru_reference(prompts, 16, 8).num_reusable == 4  # both prompts fit
+    assert lru_reference(prompts, 16, 6).num_reusable == 2  # a lost its tail to b: its first half is left
+    assert lru_reference(prompts, 16, 4).num_reusable == 0
