@@ -82,6 +82,9 @@ def test_references_are_exact_under_load(policy: str) -> None:
     sim = Simulation(reqs, policy, TEST_COST, dataclasses.replace(config, check_invariants_every=50))
     result = sim.run()
     assert result.num_unfinished == 0 and result.num_failed_steps == 0
+    assert result.stats.preemptions > 0  # the counts went through preemptions ...
+    if policy != "fcfs":  # ... and, where the policy checkpoints, through checkpoints and restores
+        assert result.stats.checkpoint["host_tier_restores"] > 0  # type: ignore[index]
     assert sim.prefix is not None and sim.prefix.stats.hit_blocks > 0
     sim.prefix.check()
     live = {rid for rid in sim.worker.book.request_ids}
