@@ -9,7 +9,9 @@ table, driven by a virtual clock and a simulated worker (worker.py).
 
 No scheduling logic lives here: every decision is the core's (`scheduler_svc.core`).
 
-`SimConfig()`'s defaults are what `llmserve up` runs: two plans in flight, a `CheckpointBook`
+`SimConfig()`'s defaults are what `llmserve up` runs, but for prefix caching (sim/prefix.py),
+which the simulator runs on workloads with hash ids ahead of the service (issue 13's phase B;
+`prefix_cache=False` to simulate today's service): two plans in flight, a `CheckpointBook`
 (policies that preempt by CHECKPOINT save BE KV to a host tier of the KV store's default size and
 restore it, priced by `host_tier.py`), and bros and tempo starting from the service's
 built-in cost model prior, which they refit online from the simulated step times.
