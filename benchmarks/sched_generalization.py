@@ -63,6 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rerun", default="bros,tempo", help="with --reuse: the policies to simulate again")
     p.add_argument("--traces", default="", help="the traces folder (default: $LLMSERVE_TRACES_DIR or ../shared/traces)")
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--prefix-cache", choices=("on", "off"), default="off",
+                   help="prefix caching on the agentic workloads' hash ids (default off: the suite simulates "
+                        "what `llmserve up` runs, which has no prefix cache yet; issue 13 phase B)")
     return p.parse_args(argv)
 
 
@@ -76,8 +79,11 @@ def _policies(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def _config(args: argparse.Namespace) -> dict:
-    return {"duration_s": args.duration, "loads": list(args.loads), "cost_model": args.cost_model,
-            "sim_config": "SimConfig.from_cost_model defaults (llmserve up's)"}
+    config = {"duration_s": args.duration, "loads": list(args.loads), "cost_model": args.cost_model,
+              "sim_config": "SimConfig.from_cost_model defaults (llmserve up's)"}
+    if args.prefix_cache == "on":  # only then, so that earlier results stay reusable
+        config["prefix_cache"] = "on"
+    return config
 
 
 def _load_reuse(args: argparse.Namespace) -> dict[str, dict]:
@@ -101,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     halves = {name: [s for s in suite_specs(seeds) if s.family in families and args.only in s.name]
               for name, seeds in _halves(args.half).items()}
     runs = _load_reuse(args)
-    jobs = [Job(spec, load, policy, args.duration, args.cost_model)
+    overrides = (("prefix_cache", args.prefix_cache == "on"),)
+    jobs = [Job(spec, load, policy, args.duration, args.cost_model, overrides)
             for specs in halves.values() for spec in specs for load in args.loads
             for policy in _policies(args)]
     todo = [j for j in jobs if j.key not in runs]

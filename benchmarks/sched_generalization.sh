@@ -11,4 +11,4 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 OUT=${1:-bench_out/generalization}
 shift || true
-exec $PY benchmarks/sched_generalization.py --out "$OUT" --jobs "${JOBS:-2}" "$@"
+exec $PY benchmarks/sched_generalization.py --out "$OUT" --jobs "${JOBS:-2}" --prefix-cache off "$@"

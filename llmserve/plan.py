@@ -33,10 +33,15 @@ class NewRequest:
     service_class: ServiceClass
     # Outputs already sampled: the request's generator skips this many draws.
     num_output_tokens: int = 0
-    # > 0: resume from the host-tier checkpoint, whose KV covers this many tokens (not recomputed).
+    # > 0: resume from the host-tier checkpoint, whose KV covers this many tokens (not recomputed),
+    # or, when num_cached_tokens says so, start past a prefix-cache hit.
     num_computed_tokens: int = 0
     # The request's trace context, so the worker's spans join its trace (set by the shell).
     trace_context: TraceContext = ()
+    # > 0 (and then equal to num_computed_tokens): those leading prompt tokens are a prefix-cache
+    # hit, their KV already in the worker's cache (shared blocks), so they are neither restored nor
+    # computed. Only the simulator sets it so far; the wire carries it from issue 13's phase B.
+    num_cached_tokens: int = 0
 
 
 class ScheduledRequest(NamedTuple):

@@ -70,6 +70,9 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pipeline-depth", type=int, default=None, help="sim: plans in flight (default 2, as the service)")
     p.add_argument("--no-checkpoint-preemption", action="store_true",
                    help="sim: preempt by recompute only (default: checkpoint victims to the host tier, as the service)")
+    p.add_argument("--prefix-cache", choices=("on", "off"), default="on",
+                   help="sim: prefix caching on the workload's hash ids (SimConfig.prefix_cache; a workload "
+                        "without hash_ids has no hits either way)")
     p.add_argument("--host-tier-gb", type=float, default=None, help="sim: host tier for checkpoints, GiB (default 2, "
                                                                      "the KV store's default)")
     p.add_argument("--cost-model-prior", action=argparse.BooleanOptionalAction, default=True,
@@ -165,7 +168,8 @@ def _sim_overrides(args: argparse.Namespace) -> dict[str, object]:
         k: v for k, v in (("num_blocks", args.num_blocks), ("max_num_batched_tokens", args.max_num_batched_tokens),
                           ("max_num_seqs", args.max_num_seqs)) if v}
     overrides.update(drain_limit_s=args.drain_limit, checkpoint_preemption=not args.no_checkpoint_preemption,
-                     cost_model_as_prior=args.cost_model_prior, rt_admission_control=args.rt_admission_control)
+                     cost_model_as_prior=args.cost_model_prior, rt_admission_control=args.rt_admission_control,
+                     prefix_cache=args.prefix_cache == "on")
     if args.pipeline_depth is not None:
         overrides["pipeline_depth"] = args.pipeline_depth
     if args.host_tier_gb is not None:

@@ -101,7 +101,7 @@ class PlanBook:
         max_len = self.limits.max_model_len
         lease_rows: list[tuple[str, int]] = []  # (request, blocks to lease)
         restores = {new.request_id: new.num_computed_tokens for new in plan.new_requests
-                    if new.num_computed_tokens > 0} if plan.new_requests else {}
+                    if new.num_computed_tokens > 0 and not new.num_cached_tokens} if plan.new_requests else {}
         total = decode = resumed_tokens = kv_read = 0
         for rid, num_tokens, computed, sample in plan.scheduled:
             total += num_tokens
@@ -122,7 +122,7 @@ class PlanBook:
                 reject_chunk(rid, num_tokens, computed, sample, worker_computed, num_known, max_len)
             if end > held * block_size:  # past what its blocks hold: lease the rest
                 lease_rows.append((rid, cdiv(end, block_size) - held))
-            if state is None and computed > 0:
+            if state is None and rid in restores:
                 resumed_tokens += num_tokens  # counted once its restore is settled (work())
                 continue
             if is_decode(computed, num_tokens, num_prompt):

@@ -32,8 +32,9 @@ class RequestState:
         sampling = new.sampling
         if sampling.seed is None:
             sampling = dataclasses.replace(sampling, seed=derive_seed(new.request_id))
+        # A prefix-cache hit starts with its cached tokens computed; a restore sets them once settled.
         return cls(new.request_id, list(new.token_ids), new.num_prompt_tokens, sampling, new.service_class,
-                   new.num_output_tokens, new.trace_context)
+                   new.num_output_tokens, new.trace_context, num_computed=new.num_cached_tokens)
 
 
 @dataclass(slots=True)

@@ -54,7 +54,7 @@ class RtAdmission:
 
     def _forecast(self, req: Request, roster: Roster, now: float) -> float:
         key = roster.key_if_added(req, now)
-        prefill = req.num_prompt_tokens
+        prefill = req.num_uncached_prompt_tokens
         decodes = kv = behind = 0
         cap_s = math.inf
         for t in roster.requests.values():

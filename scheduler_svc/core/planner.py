@@ -13,6 +13,7 @@ from collections.abc import Callable
 from operator import attrgetter
 
 from scheduler_svc.core.checkpoints import CheckpointBook
+from scheduler_svc.core.prefix_view import PrefixCacheView
 from scheduler_svc.core.config import SchedulerConfig
 from scheduler_svc.core.plan import BatchPlan
 from scheduler_svc.core.policy.base import Policy
@@ -29,12 +30,13 @@ _MAX_LAZY_REKEYS = 32
 
 
 class StepPlanner:
-    __slots__ = ("_roster", "_policy", "_config", "_checkpoints", "_last_rekey_step", "_limit_tokens",
+    __slots__ = ("_roster", "_policy", "_config", "_checkpoints", "_prefix", "_last_rekey_step", "_limit_tokens",
                  "_on_scheduled")
 
     def __init__(self, roster: Roster, policy: Policy, config: SchedulerConfig,
-                 checkpoints: CheckpointBook | None) -> None:
+                 checkpoints: CheckpointBook | None, prefix: PrefixCacheView | None = None) -> None:
         self._roster = roster
+        self._prefix = prefix
         self._policy = policy
         self._config = config
         self._checkpoints = checkpoints
@@ -59,7 +61,7 @@ class StepPlanner:
         draft = StepDraft(now, step_id, len(roster.inflight), config.max_num_batched_tokens)
         policy.begin_step(draft)
         step = StepBuilder(draft, running, roster, policy, self._checkpoints, config.block_size,
-                           self._limit_tokens, self._on_scheduled)
+                           self._limit_tokens, self._on_scheduled, self._prefix)
         refresh = self._lazy_refresh(now, step_id) if policy.waiting_keys_only_worsen else None
         step.fill(refresh, config.max_num_seqs)
 

@@ -92,10 +92,17 @@ class Request:
     tenant: str = ""
     workflow: WorkflowRef | None = None
     arrival_s: float = 0.0
+    # The prompt's full-block hash chain (llmserve.prefix, salted by tenant); () : no prefix cache.
+    block_hashes: tuple[int, ...] = ()
 
     status: RequestStatus = RequestStatus.WAITING
     output_token_ids: list[int] = field(default_factory=list)
     num_computed_tokens: int = 0
+    # Prompt tokens the worker's prefix cache holds, as last looked up (on arrival, again at
+    # admission, where the hit is claimed). A queued request's num_computed_tokens starts here, so
+    # whatever prices the prefill left (`num_tokens - num_computed_tokens`: admission control, the
+    # cost model, bros's deadline arithmetic, tempo's density) charges only the uncached part.
+    num_cached_tokens: int = 0
     num_output_placeholders: int = 0
     first_token_s: float | None = None
     token_times_s: list[float] = field(default_factory=list)
@@ -106,6 +113,11 @@ class Request:
     @property
     def num_prompt_tokens(self) -> int:
         return len(self.prompt_token_ids)
+
+    @property
+    def num_uncached_prompt_tokens(self) -> int:
+        """The prompt's prefill work: the tokens its cached prefix does not cover."""
+        return len(self.prompt_token_ids) - self.num_cached_tokens
 
     @property
     def num_output_tokens(self) -> int:
@@ -152,6 +164,7 @@ class Request:
         return self.token_deadline_s(self.num_scheduled_outputs)
 
     def reset_for_queue(self) -> None:
-        """Forget everything the worker held: the request restarts from its known tokens."""
-        self.num_computed_tokens = 0
+        """Forget everything the worker held: the request restarts from its known tokens, past
+        its cached prefix (as last looked up; admission looks again)."""
+        self.num_computed_tokens = self.num_cached_tokens
         self.num_output_placeholders = 0

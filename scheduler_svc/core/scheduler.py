@@ -37,6 +37,7 @@ from scheduler_svc.core.config import SchedulerConfig
 from scheduler_svc.core.plan import BatchPlan, RequestOutput, StepResult
 from scheduler_svc.core.planner import StepPlanner
 from scheduler_svc.core.policy.base import Policy
+from scheduler_svc.core.prefix_view import PrefixCacheView
 from scheduler_svc.core.request import FinishReason, Request, ServiceClass
 from scheduler_svc.core.results import ResultHandler, final_output
 from scheduler_svc.core.roster import Roster
@@ -60,15 +61,17 @@ class Scheduler:
     """Plans steps for one worker. See the module docstring and `schedule()`."""
 
     def __init__(self, config: SchedulerConfig, policy: Policy, clock: Clock,
-                 checkpoints: CheckpointBook | None = None) -> None:
-        """`checkpoints`: the (shared) book of host-tier checkpoints; None preempts by recompute only."""
+                 checkpoints: CheckpointBook | None = None, prefix: PrefixCacheView | None = None) -> None:
+        """`checkpoints`: the (shared) book of host-tier checkpoints; None preempts by recompute only.
+        `prefix`: the worker's prefix cache (core/prefix_view.py); None: every prompt is computed."""
+        self._prefix = prefix
         self.config = config
         self.checkpoints = checkpoints
         self.policy = policy
         policy.bind(config)
         self.clock = clock
         self._roster = Roster(config, policy, clock, checkpoints)
-        self._planner = StepPlanner(self._roster, policy, config, checkpoints)
+        self._planner = StepPlanner(self._roster, policy, config, checkpoints, prefix)
         self._results = ResultHandler(self._roster, policy, clock, config, checkpoints)
         self._admission = RtAdmission(config, policy) if config.rt_admission_control else None
 
@@ -85,6 +88,8 @@ class Scheduler:
         now = self.clock.now()
         if req.arrival_s <= 0:
             req.arrival_s = now
+        # Priced from here on past its cached prefix (looked up again at admission).
+        req.num_cached_tokens = self._prefix.cached_tokens(req) if self._prefix is not None else 0
         if new_arrival and self._admission is not None:
             self._admission.check(req, self._roster, now)
         self._roster.add(req, now)

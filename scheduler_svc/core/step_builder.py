@@ -24,6 +24,7 @@ from llmserve.types import cdiv, is_decode
 from scheduler_svc.core.checkpoints import CheckpointBook
 from scheduler_svc.core.plan import NewRequestData, ScheduledRequest
 from scheduler_svc.core.policy.base import Policy
+from scheduler_svc.core.prefix_view import PrefixCacheView
 from scheduler_svc.core.request import RequestStatus
 from scheduler_svc.core.roster import Entry, Roster
 from scheduler_svc.core.step_draft import StepDraft
@@ -37,13 +38,16 @@ class StepBuilder:
     those at index `start` or later rank after the request being served and may be its victims."""
 
     __slots__ = ("draft", "running", "scheduled", "entries", "new_requests", "victims", "preempted_any",
-                 "_roster", "_ledger", "_policy", "_checkpoints", "_block_size", "_limit_tokens", "_on_scheduled")
+                 "_roster", "_ledger", "_policy", "_checkpoints", "_block_size", "_limit_tokens", "_on_scheduled",
+                 "_prefix")
 
     def __init__(self, draft: StepDraft, running: list[Ticket], roster: Roster, policy: Policy,
                  checkpoints: CheckpointBook | None, block_size: int,
-                 limit_tokens: Callable | None, on_scheduled: Callable | None) -> None:
+                 limit_tokens: Callable | None, on_scheduled: Callable | None,
+                 prefix: PrefixCacheView | None = None) -> None:
         """`limit_tokens` / `on_scheduled`: the policy's hooks, None where it keeps the defaults
-        (skipped on the per-request hot path)."""
+        (skipped on the per-request hot path). `prefix`: the worker's prefix cache, if it has one."""
+        self._prefix = prefix
         self.draft = draft
         self.running = running
         self.scheduled: list[ScheduledRequest] = []
@@ -91,25 +95,32 @@ class StepBuilder:
         # Resume from a host-tier checkpoint when the book has one: its tokens are not recomputed.
         book = self._checkpoints
         resume = book.resume_point(req.request_id, req.num_tokens) if book else 0
-        req.num_computed_tokens = resume  # policies price the step from here (0 unless resuming)
-        num_tokens = min(req.num_tokens - resume, self.draft.token_budget)
-        decode = is_decode(resume, num_tokens, req.num_prompt_tokens)
+        # Otherwise past its cached prefix, as the worker's cache holds it now (claimed below).
+        cached = 0
+        if not resume and self._prefix is not None:
+            cached = req.num_cached_tokens = self._prefix.cached_tokens(req)
+        first = resume or cached
+        req.num_computed_tokens = first  # policies price the step from here
+        num_tokens = min(req.num_tokens - first, self.draft.token_budget)
+        decode = is_decode(first, num_tokens, req.num_prompt_tokens)
         num_tokens = self._policy.limit_tokens(req, num_tokens, decode, self.draft, t)
         if num_tokens <= 0:
-            req.num_computed_tokens = 0
+            req.num_computed_tokens = req.num_cached_tokens  # queued again, as it was
             return False
-        need = cdiv(resume + num_tokens, self._block_size)  # a waiting request holds no blocks
+        need = cdiv(first + num_tokens, self._block_size)  # a waiting request holds no blocks
         reserve = 0 if privileged else self._policy.kv_reserve(req)
         if not self._ledger.can_allocate(need, reserve):
             if not self._make_room(t, need, reserve, start, admission=True):
-                req.num_computed_tokens = 0
+                req.num_computed_tokens = req.num_cached_tokens
                 return False
         self._roster.admit(t)
         self.new_requests.append(NewRequestData(
             req.request_id, req.all_token_ids(), req.num_prompt_tokens, req.sampling, req.service_class,
-            req.num_output_tokens, resume))
+            req.num_output_tokens, first, num_cached_tokens=cached))
         if resume:
             book.on_restore(req.request_id, resume)  # type: ignore[union-attr]
+        elif cached:
+            self._prefix.claim(req)  # type: ignore[union-attr]
         self._commit(t, num_tokens, decode, need)
         return True
 

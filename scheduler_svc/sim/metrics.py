@@ -94,6 +94,10 @@ class RunStats:
     # Host-tier counters, reported as they are (host_tier_checkpoints, _restores, _refusals,
     # _evictions, _failed_restores, _transfer_s); None when the run had no host tier.
     checkpoint: dict[str, float] | None = None
+    # Prefix-cache counters (prefix_hit_blocks, prefix_cacheable_blocks, prefix_hit_rate: at first
+    # admissions; prefill_tokens_saved: at every admission; prefix_inserted_blocks,
+    # prefix_evicted_blocks); None without a cache.
+    prefix: dict[str, float] | None = None
 
 
 ServiceGainFn = Callable[[Sequence[RequestRecord], float], float]
@@ -197,7 +201,7 @@ def summarize(records: Sequence[RequestRecord], stats: RunStats, service_gain: S
         "be_recomputed_tokens": None if recomputed is None else recomputed.get(BEST_EFFORT, 0),
         "rt_recomputed_tokens": None if recomputed is None else recomputed.get(REAL_TIME, 0),
         "be_prompt_tokens": sum(r.request.prompt_tokens for r in be),
-        **(stats.checkpoint or {}),
+        **(stats.checkpoint or {}), **(stats.prefix or {}),
         "kv_util_mean": stats.kv_util_mean,
         "num_steps": stats.num_steps,
         "window_s": window,

@@ -11,6 +11,7 @@ failed. Counting here, on the worker side of the seam, covers every cause (the c
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 
 from scheduler_svc.core.plan import BatchPlan, StepResult
 from scheduler_svc.core.request import ServiceClass
@@ -46,6 +47,15 @@ class RecomputeCounter:
             return  # nothing was computed; the requests come back as new ones
         for s in plan.scheduled:
             self._computed[s.request_id] = s.num_computed_tokens + s.num_tokens
+
+    @classmethod
+    def merged(cls, counters: Iterable[RecomputeCounter]) -> RecomputeCounter:
+        """The sums of several workers' counters (their requests are disjoint)."""
+        out = cls()
+        for c in counters:
+            out.recomputed_tokens.update(c.recomputed_tokens)
+            out.readmissions.update(c.readmissions)
+        return out
 
     def total(self) -> int:
         return sum(self.recomputed_tokens.values())

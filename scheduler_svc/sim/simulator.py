@@ -9,7 +9,9 @@ table, driven by a virtual clock and a simulated worker (worker.py).
 
 No scheduling logic lives here: every decision is the core's (`scheduler_svc.core`).
 
-`SimConfig()`'s defaults are what `llmserve up` runs: two plans in flight, a `CheckpointBook`
+`SimConfig()`'s defaults are what `llmserve up` runs, but for prefix caching (sim/prefix.py),
+which the simulator runs on workloads with hash ids ahead of the service (issue 13's phase B;
+`prefix_cache=False` to simulate today's service): two plans in flight, a `CheckpointBook`
 (policies that preempt by CHECKPOINT save BE KV to a host tier of the KV store's default size and
 restore it, priced by `host_tier.py`), and bros and tempo starting from the service's
 built-in cost model prior, which they refit online from the simulated step times.
@@ -19,32 +21,26 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from kvstore_svc.core.lease_table import LeaseTable
 from llmserve.errors import LlmServeError
-from llmserve.plan_book import PlanLimits
-from scheduler_svc.core import Scheduler
-from scheduler_svc.core.checkpoints import CheckpointBook
+from llmserve.types import service_class_named
 from scheduler_svc.core.clock import ManualClock
-from scheduler_svc.core.config import SchedulerConfig
 from scheduler_svc.core.errors import TtftInfeasibleError
 from scheduler_svc.core.plan import BatchPlan, StepResult
-from llmserve.types import service_class_named
 from scheduler_svc.core.request import FinishReason, Request, SamplingParams, Slo, WorkflowRef
 from scheduler_svc.sim.cost_model import CostModel
 from scheduler_svc.sim.host_tier import SimHostTier
 from scheduler_svc.sim.metrics import RequestRecord, RunStats
-from scheduler_svc.sim.policies import build_policy
+from scheduler_svc.sim.node import EOS_TOKEN_ID, SimNode, merged_counters
+from scheduler_svc.sim.prefix import prefix_counters, workload_chain
 from scheduler_svc.sim.recompute import RecomputeCounter
 from scheduler_svc.sim.release import ReleaseTracker
-from scheduler_svc.sim.worker import SimWorker
 from scheduler_svc.sim.workload import WorkloadRequest
 
 WORKER_ID = "sim-worker-0"
-EOS_TOKEN_ID = 2
+__all__ = ["EOS_TOKEN_ID", "WORKER_ID", "SimConfig", "SimResult", "Simulation", "simulate"]
 _REASON = {FinishReason.STOP: "stop", FinishReason.LENGTH: "length", FinishReason.CANCELLED: "cancelled",
            FinishReason.ERROR: "error"}
 # The KV store's default host tier (kvstore_svc.config.KvStoreConfig.host_tier_bytes, --host-tier-gb 2).
@@ -83,6 +79,9 @@ class SimConfig:
     # request whose predicted TTFT exceeds its SLO is rejected at arrival (record "rejected").
     rt_admission_control: bool = False
     check_invariants_every: int = 0  # steps; 0: only at the end
+    # Prefix caching (issue 13), on where the workload carries hash ids (sim/prefix.py); off: every
+    # prompt is computed in full (`llmserve bench --engine sim --prefix-cache off`).
+    prefix_cache: bool = True
     policy_options: dict[str, object] = field(default_factory=dict)
 
     @staticmethod
@@ -108,11 +107,14 @@ class SimResult:
 
 
 class Simulation:
-    """One run of one policy over one workload. Build, `run()`, read the result."""
+    """One run of one policy over one workload. Build, `run()`, read the result.
+
+    The requests, their records and the dependency releases live here; the worker and its core
+    are a `SimNode` (node.py). cluster.py runs several nodes behind a router on the same records."""
 
     def __init__(self, requests: Sequence[WorkloadRequest], policy: str, cost: CostModel, config: SimConfig,
                  progress: Callable[[float], None] | None = None, on_step: StepObserver | None = None,
-                 host_tier: SimHostTier | None = None) -> None:
+                 host_tier: SimHostTier | None = None, num_workers: int = 1) -> None:
         """`on_step(plan, result, step_s, now)` sees every executed step (diagnostics). `host_tier`:
         where the worker checkpoints preempted requests and restores resumed ones; by default, with
         `config.checkpoint_preemption`, one of `config.host_tier_bytes` (the KV store's default), as
@@ -120,29 +122,17 @@ class Simulation:
         self._requests = list(requests)
         self._policy_name = policy
         self._config = config
-        self._cost = cost
         self._progress = progress
         self.clock = ManualClock(0.0)
-        core_config = SchedulerConfig(num_blocks=config.num_blocks, block_size=config.block_size,
-                                      max_num_batched_tokens=config.max_num_batched_tokens,
-                                      max_num_seqs=config.max_num_seqs, max_model_len=config.max_model_len,
-                                      eos_token_ids=(EOS_TOKEN_ID,), max_num_waiting=1 << 30,
-                                      rt_admission_control=config.rt_admission_control)
-        book = CheckpointBook() if config.checkpoint_preemption else None
         true_lengths = {r.id: r.output_tokens for r in self._requests}
-        self.core = Scheduler(core_config, build_policy(policy, cost, config.policy_options, config.cost_model_as_prior,
-                                                        true_lengths), self.clock, checkpoints=book)
-        self.leases = LeaseTable(ttl_s=1e12)  # the virtual clock jumps; nothing expires in a simulation
-        self.leases.register_pool(WORKER_ID, config.num_blocks, config.block_size, 1, now=0.0)
-        if host_tier is None and book is not None:
-            host_tier = SimHostTier(config.block_size, config.kv_bytes_per_token, config.host_tier_bytes,
-                                    config.link_bytes_per_s, config.checkpoint_lazy)
-        self.host_tier = host_tier
-        limits = PlanLimits(config.max_num_batched_tokens, config.max_num_seqs, config.max_model_len)
-        self.worker = SimWorker(WORKER_ID, self.leases, config.block_size, cost,
-                                true_lengths, EOS_TOKEN_ID,
-                                limits=limits, host_tier=host_tier)
-        self.recompute = RecomputeCounter()
+        self._chains = {r.id: workload_chain(r, config.block_size) for r in self._requests if r.hash_ids} \
+            if config.prefix_cache else {}
+        self.nodes = [SimNode(WORKER_ID if k == 0 else f"sim-worker-{k}", policy, cost, config, self.clock,
+                              true_lengths, bool(self._chains), host_tier if k == 0 else None)
+                      for k in range(num_workers)]
+        node = self.nodes[0]
+        self.core, self.worker, self.leases, self.host_tier = node.core, node.worker, node.leases, node.host_tier
+        self.prefix, self.recompute = node.prefix, node.recompute
         self._on_step = on_step
         self.records: dict[str, RequestRecord] = {}
         self._tracker = ReleaseTracker(self._requests)
@@ -150,9 +140,10 @@ class Simulation:
         self._seq = 0
         self._wf_start: dict[str, float] = {}
         self._prompts: dict[int, tuple[int, ...]] = {}
-        self.num_steps = 0
-        self._busy_s = 0.0
-        self._kv_block_s = 0.0
+
+    @property
+    def num_steps(self) -> int:
+        return sum(node.num_steps for node in self.nodes)
 
     # ---- requests ----------------------------------------------------------------------------
     def _push(self, at: float, req: WorkloadRequest) -> None:
@@ -164,6 +155,10 @@ class Simulation:
         if n not in self._prompts:
             self._prompts[n] = (11,) * n
         return self._prompts[n]
+
+    def _route(self, request: Request) -> SimNode:
+        """The node a new request goes to (cluster.py places it)."""
+        return self.nodes[0]
 
     def _submit(self, at: float, req: WorkloadRequest) -> None:
         rec = RequestRecord(req, at)
@@ -178,9 +173,11 @@ class Simulation:
         room = max(1, self._config.max_model_len - req.prompt_tokens)
         sampling = SamplingParams(max_tokens=room, temperature=0.0, seed=self._seq)
         slo = Slo(service_class_named(req.cls), req.ttft_ms, req.tpot_ms, req.deadline_ms, req.priority)
+        request = Request(req.id, self._prompt(req.prompt_tokens), sampling, slo, req.tenant, workflow, arrival_s=at,
+                          block_hashes=self._chains.get(req.id, ()))
+        core = self._route(request).core
         try:
-            self.core.add_request(Request(req.id, self._prompt(req.prompt_tokens), sampling, slo, req.tenant,
-                                          workflow, arrival_s=at), new_arrival=True)
+            core.add_request(request, new_arrival=True)
         except TtftInfeasibleError as err:  # RT admission control: sent elsewhere, a miss here
             rec.finish_s, rec.finish_reason, rec.predicted_ttft_s = at, "rejected", err.predicted_ttft_s
             self._finished(req.id, at)
@@ -189,11 +186,20 @@ class Simulation:
             self._finished(req.id, at)
             del err
         else:
-            rec.predicted_ttft_s = self.core.last_ttft_forecast_s
+            rec.predicted_ttft_s = core.last_ttft_forecast_s
 
     def _finished(self, request_id: str, at: float) -> None:
         for release, child in self._tracker.finished(request_id, at):
             self._push(release, child)
+
+    def _submit_due(self, now: float) -> float:
+        """Submits every request released by `now`; returns the latest submission time."""
+        last = -1.0
+        while self._heap and self._heap[0][0] <= now:
+            at, _, req = heapq.heappop(self._heap)
+            self._submit(at, req)
+            last = max(last, at)
+        return last
 
     # ---- the loop ----------------------------------------------------------------------------
     def run(self) -> SimResult:
@@ -201,18 +207,12 @@ class Simulation:
         for at, req in self._tracker.initial():
             self._push(at, req)
         last_arrival = max((r.arrival_s for r in self._requests), default=0.0)
-        inflight: deque[BatchPlan] = deque()
+        node = self.nodes[0]
+        inflight = node.inflight
         while True:
             now = self.clock.now()
-            while self._heap and self._heap[0][0] <= now:
-                at, _, req = heapq.heappop(self._heap)
-                self._submit(at, req)
-                last_arrival = max(last_arrival, at)
-            while len(inflight) < self._config.pipeline_depth:
-                plan = self.core.schedule()
-                if plan.is_empty():
-                    break
-                inflight.append(plan)
+            last_arrival = max(last_arrival, self._submit_due(now))
+            node.plan_ahead(self._config.pipeline_depth)
             if not inflight:
                 if not self._heap:
                     break  # nothing planned, nothing to come: done (or stuck)
@@ -220,49 +220,45 @@ class Simulation:
                 continue
             if now > last_arrival + self._config.drain_limit_s and not self._heap:
                 break
-            self._step(inflight.popleft())
+            self._step(node, inflight.popleft())
             if self._progress and self.num_steps % 2000 == 0:
                 self._progress(self.clock.now())
-        self.worker.check_invariants()
+        return self._result(wall0)
+
+    def _result(self, wall0: float) -> SimResult:
+        for node in self.nodes:
+            node.check_invariants()
         end = self.clock.now()
         arrivals = [r.arrival_s for r in self.records.values()] or [0.0]
         for rec in self.records.values():
-            if rec.finish_s is None and (req := self.core.get_request(rec.request.id)) is not None:
-                rec.num_preemptions = req.num_preemptions  # still queued or running when the run stopped
+            if rec.finish_s is None:
+                for node in self.nodes:  # still queued or running when the run stopped
+                    if (req := node.core.get_request(rec.request.id)) is not None:
+                        rec.num_preemptions = req.num_preemptions
+        busy_s = sum(node.busy_s for node in self.nodes)
+        kv_block_s = sum(node.kv_block_s for node in self.nodes)
+        recompute = self.recompute if len(self.nodes) == 1 else RecomputeCounter.merged(n.recompute for n in self.nodes)
         stats = RunStats(start_s=min(arrivals), arrivals_end_s=max(arrivals), end_s=end, num_steps=self.num_steps,
-                         preemptions=self.core.num_preemptions,
-                         kv_util_mean=self._kv_block_s / (self._busy_s * self._config.num_blocks) if self._busy_s else 0.0,
-                         recomputed_tokens={c.name.lower(): n for c, n in self.recompute.recomputed_tokens.items()},
-                         checkpoint=self._checkpoint_counters())
+                         preemptions=sum(node.core.num_preemptions for node in self.nodes),
+                         kv_util_mean=kv_block_s / (busy_s * self._config.num_blocks) if busy_s else 0.0,
+                         recomputed_tokens={c.name.lower(): n for c, n in recompute.recomputed_tokens.items()},
+                         checkpoint=merged_counters(node.checkpoint_counters() for node in self.nodes),
+                         prefix=prefix_counters(node.prefix for node in self.nodes))
         records = [self.records.get(r.id) or RequestRecord(r, r.arrival_s) for r in self._requests]
         unfinished = sum(1 for r in records if r.finish_s is None)
         return SimResult(self._policy_name, records, stats, time.perf_counter() - wall0, unfinished,
-                         self.worker.num_failed_steps, self.recompute)
+                         sum(node.worker.num_failed_steps for node in self.nodes), recompute)
 
-    def _checkpoint_counters(self) -> dict[str, float] | None:
-        if self.host_tier is None:
-            return None
-        tier = self.host_tier.stats
-        return {"host_tier_checkpoints": tier.num_checkpoints, "host_tier_restores": tier.num_restores,
-                "host_tier_refusals": tier.num_refusals, "host_tier_evictions": tier.num_evictions,
-                "host_tier_failed_restores": tier.num_failed_restores,
-                "host_tier_transfer_s": round(tier.transfer_s, 6)}
-
-    def _step(self, plan: BatchPlan) -> None:
-        result, dt = self.worker.execute(plan, self.clock.now())
-        self.recompute.observe(plan, result)
+    def _step(self, node: SimNode, plan: BatchPlan) -> None:
+        result, dt = node.execute(plan, self.clock.now(), self._chains)
         if self._on_step is not None:
             self._on_step(plan, result, dt, self.clock.now())
-        if dt > 0:
-            # Blocks held by requests (the worker's, not the store's record, which also counts the
-            # blocks held ahead and lags by a sync).
-            self._kv_block_s += self.worker.num_used_blocks * dt
-            self._busy_s += dt
         self.clock.advance(dt)
-        self.num_steps += 1
+        self._complete(node, plan, result)
+
+    def _complete(self, node: SimNode, plan: BatchPlan, result: StepResult) -> None:
         now = self.clock.now()
-        outputs = self.core.fail_step(plan.step_id, result.error) if result.error else self.core.update(result)
-        for out in outputs:
+        for out in node.complete(plan, result):
             rec = self.records.get(out.request_id)
             if rec is None:
                 continue
@@ -273,8 +269,8 @@ class Simulation:
                 rec.num_preemptions = out.num_preemptions
                 self._finished(out.request_id, now)
         every = self._config.check_invariants_every
-        if every and self.num_steps % every == 0:
-            self.worker.check_invariants()
+        if every and node.num_steps % every == 0:
+            node.check_invariants()
 
 
 def simulate(requests: Sequence[WorkloadRequest], policy: str, cost: CostModel, config: SimConfig | None = None,

@@ -19,6 +19,11 @@ Fields (missing optional fields mean "none"):
     stage          0-based stage of the call in its workflow
     application    workflow application kind (e.g. "coding")
     workflow_deadline_ms  end-to-end deadline of the whole workflow, after its first call arrived
+    hash_ids       the trace's ids of the prompt's blocks (equal ids on equal prefixes: reusable KV),
+                   e.g. Mooncake's or the Claude Code traces'; the simulator's prefix cache runs on them
+    hash_block_tokens  tokens per block of `hash_ids` (Mooncake 512, Claude Code 64)
+    hash_scope     where the ids are unique ("" : the whole trace; the Claude Code traces' ids are
+                   per session); part of the cache's salt with the tenant
 """
 
 from __future__ import annotations
@@ -58,6 +63,9 @@ class WorkloadRequest:
     stage: int = 0
     application: str = ""
     workflow_deadline_ms: float | None = None
+    hash_ids: tuple[int, ...] = field(default_factory=tuple)
+    hash_block_tokens: int = 0
+    hash_scope: str = ""
 
     def validate(self) -> None:
         """Raises WorkloadError when a field is out of range or a required SLO field is missing."""
@@ -78,19 +86,21 @@ class WorkloadRequest:
             raise WorkloadError(f"{where}: 'think_s' must be >= 0")
         if self.id in self.depends_on:
             raise WorkloadError(f"{where}: 'depends_on' names the request itself")
+        if self.hash_ids and self.hash_block_tokens < 1:
+            raise WorkloadError(f"{where}: 'hash_ids' need 'hash_block_tokens' >= 1")
 
     def to_json(self) -> dict:
         """The JSONL object, with `cls` written as "class" and unset optional fields left out."""
         raw = asdict(self)
         out: dict = {"class": raw.pop("cls")}
         for key, value in raw.items():
-            if value is None or (key in ("depends_on",) and not value):
+            if value is None or (key in ("depends_on", "hash_ids") and not value):
                 continue
-            if key in ("tenant", "application") and value == "":
+            if key in ("tenant", "application", "hash_scope") and value == "":
                 continue
-            if key in ("think_s", "stage", "priority") and value == 0:
+            if key in ("think_s", "stage", "priority", "hash_block_tokens") and value == 0:
                 continue
-            out[key] = list(value) if key == "depends_on" else value
+            out[key] = list(value) if key in ("depends_on", "hash_ids") else value
         return {"id": out.pop("id"), "arrival_s": out.pop("arrival_s"), **out}
 
     @staticmethod
@@ -114,6 +124,9 @@ class WorkloadRequest:
                 stage=int(obj.get("stage") or 0),
                 application=str(obj.get("application") or ""),
                 workflow_deadline_ms=_opt_float(obj.get("workflow_deadline_ms")),
+                hash_ids=tuple(int(h) for h in (obj.get("hash_ids") or ())),
+                hash_block_tokens=int(obj.get("hash_block_tokens") or 0),
+                hash_scope=str(obj.get("hash_scope") or ""),
             )
         except KeyError as exc:
             raise WorkloadError(f"line {line_no}: missing required field {exc.args[0]!r}") from None

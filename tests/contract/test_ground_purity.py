@@ -1,5 +1,5 @@
 """The ground floor's shared vocabulary is pure: `llmserve/types.py`, `plan.py`, `errors.py`,
-`plan_book/` and `settings/` import only the standard library and each other, so that every layer
+`plan_book/`, `settings/` and `prefix/` import only the standard library and each other, so that every layer
 (cores included) can use them without grpc, protobuf, torch or a service coming along."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from pathlib import Path
 
 from tests.contract.test_layers import ROOT, imports
 
-PURE = ("llmserve.types", "llmserve.plan", "llmserve.errors", "llmserve.plan_book", "llmserve.settings")
+PURE = ("llmserve.types", "llmserve.plan", "llmserve.errors", "llmserve.plan_book", "llmserve.settings",
+        "llmserve.prefix")
 
 
 def _pure_files(root: Path = ROOT) -> list[Path]:
@@ -46,6 +47,8 @@ def test_the_shared_vocabulary_imports_only_the_stdlib_and_itself() -> None:
 def test_the_check_can_fail(tmp_path: Path) -> None:
     (tmp_path / "llmserve" / "plan_book").mkdir(parents=True)
     (tmp_path / "llmserve" / "settings").mkdir()
+    (tmp_path / "llmserve" / "prefix").mkdir()
+    (tmp_path / "llmserve" / "prefix" / "index.py").write_text("import collections\n")
     for name in ("types", "errors"):
         (tmp_path / "llmserve" / f"{name}.py").write_text("import enum\n")
     (tmp_path / "llmserve" / "plan.py").write_text("from llmserve.types import X\nimport grpc\n")

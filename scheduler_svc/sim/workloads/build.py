@@ -121,7 +121,8 @@ def build_workload(streams: list[StreamSpec], config: BuildConfig) -> list[Workl
 def _flat(spec: StreamSpec, cfg: BuildConfig, rng: random.Random, prefix: str) -> list[WorkloadRequest]:
     """A stream of independent requests: arrivals and lengths, then class and SLO per request."""
     scale = float(spec.get("rate_scale", 1.0)) * cfg.rate_scale
-    arrivals_lengths: list[tuple[float, int, int]]
+    # (arrival, prompt, output, the trace's block ids and their block size where it has them)
+    arrivals_lengths: list[tuple[float, int, int, tuple[int, ...], int]]
     keep = _prompt_filter(spec)
     if spec.source in TIMED_SOURCES:
         calls = TIMED_SOURCES[spec.source]()
@@ -131,8 +132,8 @@ def _flat(spec: StreamSpec, cfg: BuildConfig, rng: random.Random, prefix: str) -
         start = float(spec.get("start", 0.0))
         if "process" in spec.options:
             # The trace's lengths in order, on a synthetic clock (module doc).
-            lengths = [(c.prompt_tokens, c.output_tokens) for c in calls if c.arrival_s >= start
-                       and keep(c.prompt_tokens)]
+            lengths = [(c.prompt_tokens, c.output_tokens, c.hash_ids, c.hash_block_tokens) for c in calls
+                       if c.arrival_s >= start and keep(c.prompt_tokens)]
             if not lengths:
                 raise ValueError(f"stream {spec.source}:{spec.cls}: no call left after start/min_prompt/max_prompt")
             times = arrival_times(rate, cfg.duration_s, rng, process=str(spec.options["process"]),
@@ -141,8 +142,8 @@ def _flat(spec: StreamSpec, cfg: BuildConfig, rng: random.Random, prefix: str) -
         else:
             speed = rate / native  # trace seconds per workload second
             end = start + cfg.duration_s * speed
-            arrivals_lengths = [((c.arrival_s - start) / speed, c.prompt_tokens, c.output_tokens)
-                                for c in calls if start <= c.arrival_s < end and keep(c.prompt_tokens)]
+            arrivals_lengths = [((c.arrival_s - start) / speed, c.prompt_tokens, c.output_tokens, c.hash_ids,
+                                 c.hash_block_tokens) for c in calls if start <= c.arrival_s < end and keep(c.prompt_tokens)]
     else:
         if "rate" not in spec.options:
             raise ValueError(f"stream {spec.source}:{spec.cls} needs rate=R (requests/s)")
@@ -153,14 +154,14 @@ def _flat(spec: StreamSpec, cfg: BuildConfig, rng: random.Random, prefix: str) -
             table = [row for row in traces.read_lengths(LENGTH_SOURCES[spec.source]) if keep(row[0])]
             if not table:
                 raise ValueError(f"stream {spec.source}:{spec.cls}: no row left after min_prompt/max_prompt")
-            arrivals_lengths = [(t, *rng.choice(table)) for t in times]
+            arrivals_lengths = [(t, *rng.choice(table), (), 0) for t in times]
         else:
             pm, om = float(spec.get("prompt_mean", 512)), float(spec.get("output_mean", 128))
-            arrivals_lengths = [(t, _lognormal(rng, pm), _lognormal(rng, om)) for t in times]
+            arrivals_lengths = [(t, _lognormal(rng, pm), _lognormal(rng, om), (), 0) for t in times]
     out = []
-    for k, (t, p, o) in enumerate(arrivals_lengths):
+    for k, (t, p, o, ids, block) in enumerate(arrivals_lengths):
         cls = spec.cls if spec.cls != "mix" else rng.choices(CLASSES, weights=cfg.mix)[0]
-        out.append(_request(f"{prefix}{k:06d}", t, p, o, cls, k, spec, cfg))
+        out.append(_request(f"{prefix}{k:06d}", t, p, o, cls, k, spec, cfg, hash_ids=ids, hash_block_tokens=block))
     return out
 
 
@@ -178,8 +179,11 @@ def _lognormal(rng: random.Random, mean: float, sigma: float = 0.6) -> int:
 
 
 def _request(rid: str, t: float, prompt: int, output: int, cls: str, k: int, spec: StreamSpec,
-             cfg: BuildConfig, **extra: object) -> WorkloadRequest:
+             cfg: BuildConfig, hash_ids: tuple[int, ...] = (), hash_block_tokens: int = 0,
+             **extra: object) -> WorkloadRequest:
     prompt, output = _fit(prompt, output, cfg)
+    if hash_ids:  # the ids of the capped prompt's blocks (the rest was cut with it)
+        extra.update(hash_ids=tuple(hash_ids[:-(-prompt // hash_block_tokens)]), hash_block_tokens=hash_block_tokens)
     slo: dict[str, float] = {}
     if cls == REAL_TIME:
         slo["ttft_ms"], slo["tpot_ms"] = cfg.slo.real_time(k)
@@ -230,5 +234,6 @@ def _agentic(spec: StreamSpec, cfg: BuildConfig, rng: random.Random, prefix: str
                 f"{wf}-c{c.index:03d}", nominal, c.prompt_tokens, c.output_tokens, cls, w, spec, cfg,
                 workflow_id=wf, depends_on=tuple(f"{wf}-c{d:03d}" for d in c.depends_on),
                 think_s=round(think[c.index], 3) if c.depends_on else 0.0, stage=stage[c.index],
-                application="coding", workflow_deadline_ms=round(wf_deadline, 3)))
+                application="coding", workflow_deadline_ms=round(wf_deadline, 3),
+                hash_ids=c.hash_ids, hash_block_tokens=c.hash_block_tokens, hash_scope=wf if c.hash_ids else ""))
     return out

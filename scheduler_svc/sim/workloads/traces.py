@@ -19,6 +19,7 @@ AZURE_CONV = "azure_llm_2023/AzureLLMInferenceTrace_conv.csv"
 AZURE_CODE = "azure_llm_2023/AzureLLMInferenceTrace_code.csv"
 MOONCAKE_CONV = "mooncake_fast25/conversation_trace.jsonl"
 MOONCAKE_SYNTH = "mooncake_fast25/synthetic_trace.jsonl"
+MOONCAKE_BLOCK_TOKENS = 512  # tokens per `hash_ids` block (traces README)
 ARXIV_LENGTHS = "arxiv_summarization_lengths_vidur/arxiv_summarization_stats_llama2_tokenizer_filtered_v2.csv"
 SHAREGPT_LENGTHS = "sharegpt_lengths_sarathi/sharegpt_8k_filtered_stats_llama2_tokenizer.csv"
 AGENTIC_DIR = "kv_cache_tester_claude_code"
@@ -51,6 +52,8 @@ class TimedCall:
     arrival_s: float
     prompt_tokens: int
     output_tokens: int
+    hash_ids: tuple[int, ...] = ()  # the prompt's block ids, where the trace gives them
+    hash_block_tokens: int = 0
 
 
 def read_azure(relative: str = AZURE_CONV) -> list[TimedCall]:
@@ -69,24 +72,26 @@ def read_azure(relative: str = AZURE_CONV) -> list[TimedCall]:
 def read_mooncake(relative: str = MOONCAKE_CONV) -> list[TimedCall]:
     """Mooncake FAST'25 trace. Its conversation timestamps are quantized to ~3 s ticks, so the
     requests of one tick are spread evenly across the tick (the README's advice)."""
-    raw: list[tuple[float, int, int]] = []
+    raw: list[tuple[float, int, int, tuple[int, ...]]] = []
     with open(trace_path(relative), encoding="utf-8") as fh:
         for line in fh:
             if line.strip():
                 obj = json.loads(line)
-                raw.append((obj["timestamp"] / 1000.0, int(obj["input_length"]), int(obj["output_length"])))
+                raw.append((obj["timestamp"] / 1000.0, int(obj["input_length"]), int(obj["output_length"]),
+                            tuple(int(h) for h in obj.get("hash_ids") or ())))
     raw.sort(key=lambda r: r[0])
     ticks = sorted({r[0] for r in raw})
     next_tick = {t: (ticks[i + 1] if i + 1 < len(ticks) else t + 1.0) for i, t in enumerate(ticks)}
-    by_tick: dict[float, list[tuple[float, int, int]]] = {}
+    by_tick: dict[float, list[tuple[float, int, int, tuple[int, ...]]]] = {}
     for r in raw:
         by_tick.setdefault(r[0], []).append(r)
     out: list[TimedCall] = []
     for t in ticks:
         group = by_tick[t]
         width = next_tick[t] - t if len(group) > 1 else 0.0
-        for i, (_, p, o) in enumerate(group):
-            out.append(TimedCall(t + width * i / len(group), max(1, p), max(1, o)))
+        for i, (_, p, o, ids) in enumerate(group):
+            out.append(TimedCall(t + width * i / len(group), max(1, p), max(1, o), ids,
+                                 MOONCAKE_BLOCK_TOKENS if ids else 0))
     return out
 
 
@@ -114,6 +119,8 @@ class AgentCall:
     think_s: float
     depends_on: tuple[int, ...]
     agent: str
+    hash_ids: tuple[int, ...] = ()  # the session's `block_size`-token block ids, scoped to the session
+    hash_block_tokens: int = 0
 
 
 def agentic_session_files() -> list[Path]:
@@ -134,6 +141,7 @@ def read_agentic_session(path: Path, max_main_calls: int | None = None) -> list[
     """
     with open(path, encoding="utf-8") as fh:
         session = json.load(fh)
+    block = int(session.get("block_size") or 0)
     calls: list[AgentCall] = []
     last_main: int | None = None
     pending_joins: list[tuple[float, int]] = []  # (sub-agent end time, its last call index)
@@ -151,7 +159,8 @@ def read_agentic_session(path: Path, max_main_calls: int | None = None) -> list[
                 idx = len(calls)
                 t = spawn_t + float(sub["t"])
                 calls.append(AgentCall(idx, t, int(sub["in"]), max(1, int(sub["out"])),
-                                       float(sub.get("think_time") or 0.0), deps, str(entry.get("agent_id", "sub"))))
+                                       float(sub.get("think_time") or 0.0), deps, str(entry.get("agent_id", "sub")),
+                                       tuple(sub.get("hash_ids") or ()), block))
                 sub_last = idx
                 end_t = max(end_t, t + float(sub.get("api_time") or 0.0))
             if sub_last is not None:
@@ -164,7 +173,8 @@ def read_agentic_session(path: Path, max_main_calls: int | None = None) -> list[
         pending_joins = [j for j in pending_joins if j[0] > t]
         idx = len(calls)
         calls.append(AgentCall(idx, t, int(entry["in"]), max(1, int(entry["out"])),
-                               float(entry.get("think_time") or 0.0), tuple(deps), "main"))
+                               float(entry.get("think_time") or 0.0), tuple(deps), "main",
+                               tuple(entry.get("hash_ids") or ()), block))
         last_main = idx
         main_count += 1
     return calls

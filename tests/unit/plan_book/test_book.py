@@ -233,3 +233,26 @@ def test_a_step_must_close_before_the_next_and_reset_returns_every_lease() -> No
     assert set(book.reset()) == {"a", "b"} and book.request_ids == () and book.open_plan is None
     with pytest.raises(PlanError, match="drop\\(plan\\) must come before admit\\(plan\\)"):
         book.admit(BatchPlan(3))
+
+
+def test_a_prefix_hit_starts_past_its_cached_tokens_and_is_no_restore() -> None:
+    book = PlanBook(16, LIMITS)
+    new = NewRequest("a", tuple(range(40)), 40, SamplingParams(max_tokens=4, seed=1), BE, 0, 32, (),
+                     num_cached_tokens=32)
+    plan = BatchPlan(1, new_requests=(new,), scheduled=(ScheduledRequest("a", 8, 32, True),))
+    book.drop(plan)
+    delta = book.admit(plan)
+    assert delta.restores == () and book.state("a").num_computed == 32
+    assert delta.leases[0].num_blocks == 3  # every block of the request, its cached prefix included
+    book.grant(Blocks().apply(delta))
+    work = book.work()
+    assert (work.num_prefill_tokens, work.num_kv_tokens_read) == (8, 40)
+
+
+def test_a_prefix_hit_must_leave_a_prompt_token_to_compute() -> None:
+    new = NewRequest("a", tuple(range(32)) + (5,), 32, SamplingParams(max_tokens=4, seed=1), BE, 1, 32, (),
+                     num_cached_tokens=32)
+    book, plan = PlanBook(16, LIMITS), BatchPlan(1, new_requests=(new,), scheduled=(ScheduledRequest("a", 1, 32, True),))
+    book.drop(plan)
+    with pytest.raises(PlanError, match="leave a prompt token to compute"):
+        book.admit(plan)

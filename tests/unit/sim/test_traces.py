@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from scheduler_svc.sim.workload import check_workload
+from scheduler_svc.sim.workload import WorkloadRequest, check_workload
 from scheduler_svc.sim.workloads import traces
 from scheduler_svc.sim.workloads.build import BuildConfig, StreamSpec, build_workload
 from scheduler_svc.sim.workloads.slo import SloSpec
@@ -122,3 +122,13 @@ def test_a_process_replaces_a_trace_clock_and_keeps_its_lengths_in_order():
 
     assert cv(poisson) == pytest.approx(1.0, abs=0.25)
     assert cv(bursty) > 2.0
+
+
+def test_trace_hash_ids_reach_the_workload_cut_with_the_prompt() -> None:
+    cfg = BuildConfig(duration_s=20.0, seed=0, max_prompt_tokens=4096)
+    moon = build_workload([StreamSpec.parse("mooncake_conv:real_time")], cfg)
+    assert moon and all(r.hash_block_tokens == 512 and len(r.hash_ids) == -(-r.prompt_tokens // 512) for r in moon)
+    agent = build_workload([StreamSpec.parse("agentic:deadline:rate=0.5,sessions=2,max_calls=3")], cfg)
+    assert agent and all(r.hash_block_tokens == 64 and r.hash_scope == r.workflow_id for r in agent)
+    assert all(len(r.hash_ids) == -(-r.prompt_tokens // 64) for r in agent)
+    assert WorkloadRequest.from_json(agent[0].to_json()) == agent[0]
