@@ -7,7 +7,7 @@ conversation trace and the Claude Code agentic traces (their block hash ids driv
 - 4 and 16 workers (bros), the offered load scaled with them: KV-aware placement vs load-only vs
   round-robin (scheduler_svc/core/placement.py): hit rate vs the bound, TTFT p50/p99, attainment.
 
-    flock /work/notes/cpu.lock .venv/bin/python benchmarks/bench_prefix_cache.py [--json out.json]
+    .venv/bin/python benchmarks/bench_prefix_cache.py [--json out.json]
 
 Targets (issue 13): hit rate >= 90% of the bound on one worker, >= 80% with 16 workers (KV-aware).
 """
@@ -99,7 +99,7 @@ def one_worker(name: str, cost, args) -> dict:  # noqa: ANN001
 
 def cluster(name: str, num_workers: int, cost, args) -> dict:  # noqa: ANN001
     reqs = workload(name, args.scale * num_workers, args.cluster_duration)
-    config = SimConfig.from_cost_model(cost)
+    config = SimConfig.from_cost_model(cost, prefix_cache=True)
     out = {"bound": bound_of(reqs, config.block_size, config.num_blocks * num_workers), "runs": {}}
     for placement in Placement:
         t0 = time.perf_counter()

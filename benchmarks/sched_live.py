@@ -10,7 +10,7 @@ alone under fcfs), one local stack per policy (live_runs.py). Then the simulator
 scaled requests with the worker's start-up calibration (predict.py). Outputs in --out:
 results.json (every run's metrics, live and simulated, each stack's worker description and the
 verdicts), table.md (the targets, the predicted-vs-measured table, the summary), prediction.png,
-logs-*/ (the services' logs). Run it under `flock /work/notes/cpu.lock` on the shared machine.
+logs-*/ (the services' logs). On a shared machine run it under a lock (`flock /tmp/cpu.lock ...`) so that no other benchmark overlaps it.
 """
 
 from __future__ import annotations

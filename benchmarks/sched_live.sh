@@ -3,7 +3,7 @@
 # live under fcfs, bros, tempo and the dedicated run (one local stack per policy, bundled
 # SmolLM2-135M on the CPU), then the simulator's prediction of every cell from the worker's own
 # start-up calibration. About 30 minutes wall on the shared 2-core machine (run it alone: on a shared
-# machine, under its CPU lock, e.g. `flock /work/notes/cpu.lock benchmarks/sched_live.sh`).
+# machine, under its CPU lock, e.g. `flock /tmp/cpu.lock benchmarks/sched_live.sh`).
 # Usage: benchmarks/sched_live.sh [OUT_DIR] [extra flags, e.g. --mixes rt_be_short --loads 0.5 1]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -15,7 +15,7 @@ from scheduler_svc.sim.simulator import SimConfig
 from tests.sim.helpers import TEST_COST, mixed_workload
 
 CONFIG = SimConfig(num_blocks=500, max_num_batched_tokens=1024, max_num_seqs=32, max_model_len=4096,
-                   check_invariants_every=40)
+                   check_invariants_every=40, prefix_cache=True)
 
 
 def _workload() -> list:

@@ -14,7 +14,8 @@ from scheduler_svc.sim.prefix import workload_chain
 from scheduler_svc.sim.workload import WorkloadRequest
 from tests.sim.helpers import TEST_COST, mixed_workload
 
-CONFIG = SimConfig(num_blocks=400, block_size=16, max_num_batched_tokens=4096, max_num_seqs=16, max_model_len=4096)
+CONFIG = SimConfig(num_blocks=400, block_size=16, max_num_batched_tokens=4096, max_num_seqs=16, max_model_len=4096,
+                   prefix_cache=True)
 
 
 def _req(rid: str, at: float, ids: tuple[int, ...], prompt: int = 1024, tenant: str = "t",
@@ -78,7 +79,8 @@ def test_references_are_exact_under_load(policy: str) -> None:
     base = mixed_workload(seed=3, duration_s=10.0, rt_rate=12.0, be_rate=4.0)
     reqs = [dataclasses.replace(r, hash_ids=tuple(range(k % 5, k % 5 + 8)), hash_block_tokens=64)
             for k, r in enumerate(base)]
-    config = SimConfig(num_blocks=600, max_num_batched_tokens=1024, max_num_seqs=32, max_model_len=4096)
+    config = SimConfig(num_blocks=600, max_num_batched_tokens=1024, max_num_seqs=32, max_model_len=4096,
+                       prefix_cache=True)
     sim = Simulation(reqs, policy, TEST_COST, dataclasses.replace(config, check_invariants_every=50))
     result = sim.run()
     assert result.num_unfinished == 0 and result.num_failed_steps == 0
