@@ -30,6 +30,11 @@ class KvCacheSpec:
         element = torch.empty((), dtype=self.dtype).element_size()
         return self.num_layers * 2 * self.block_size * self.num_kv_heads * self.head_dim * element
 
+    @property
+    def layer_bytes_per_token(self) -> int:
+        """One layer's K and V of one token."""
+        return self.bytes_per_block // (self.num_layers * self.block_size)
+
     def num_blocks_for_memory(self, memory_gb: float) -> int:
         """How many blocks fit in `memory_gb` GiB."""
         return int(memory_gb * (1 << 30)) // self.bytes_per_block

@@ -142,7 +142,7 @@ class LlamaModel(nn.Module):
         kv_cache: KvCache,
         logits_indices: torch.Tensor,  # [S]: rows of the batch whose logits are wanted
     ) -> torch.Tensor:  # [S, V] float32
-        state = self.backend.prepare(meta, kv_cache.spec.block_size)
+        state = self.backend.prepare(meta, kv_cache.spec.block_size, kv_cache.spec.layer_bytes_per_token)
         hidden = self.embed_tokens(input_ids)  # [T, hidden]
         rope = self.rope.tables(positions, hidden.dtype)  # once per step, not per layer
         for i, layer in enumerate(self.layers):
