@@ -12,7 +12,7 @@ import sys  # noqa: E402
 
 from llmserve.runtime.service_main import run_service  # noqa: E402
 from worker_svc.config import WorkerConfig  # noqa: E402
-from worker_svc.server import start_worker  # noqa: E402
+from worker_svc.start import start_worker  # noqa: E402
 
 
 def main() -> None:
