@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 
-# Before torch loads OpenMP: spinning OpenMP threads collapse (5-10x slower steps, measured) when
-# the worker shares its cores with the other services; passive waiting costs little otherwise.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from worker_svc.openmp import set_openmp_defaults  # imports nothing heavy
+
+# Before torch loads OpenMP, which reads them once (worker_svc/openmp.py says why these values).
+set_openmp_defaults(os.environ)
 
 import sys  # noqa: E402
 
