@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from worker_svc.forward_thread import ForwardThread  # noqa: E402
@@ -92,9 +93,10 @@ def decode_step(batch: int, context: int) -> Callable[[], object]:
 
 
 def run_queue_wait_s() -> float:
-    """Seconds this process's threads spent runnable but waiting for a core."""
-    tasks = Path("/proc/self/task").iterdir()
-    return sum(int((t / "schedstat").read_text().split()[1]) for t in tasks) / 1e9
+    """Seconds this process's live threads spent runnable but waiting for a core."""
+    from stack_cpu_share import run_queue_wait_s as of_process
+
+    return of_process("self")
 
 
 def time_alone(step: Callable[[], object], steps: int) -> list[float]:

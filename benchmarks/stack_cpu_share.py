@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import os
 import statistics
@@ -61,8 +62,13 @@ def sys_s(path: str) -> float:
 
 def run_queue_wait_s(pid: int | str) -> float:
     """Seconds the threads of a process spent runnable but waiting for a core
-    (`/proc/<pid>/task/*/schedstat`, second field): what sharing the cores costs it."""
-    return sum(int((task / "schedstat").read_text().split()[1]) for task in Path(f"/proc/{pid}/task").iterdir()) / 1e9
+    (`/proc/<pid>/task/*/schedstat`, second field): what sharing the cores costs it. Threads that
+    exit meanwhile drop out of the sum (the forward's threads live as long as the process)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # the thread exited since the listing
+            total += int((task / "schedstat").read_text().split()[1])
+    return total / 1e9
 
 
 def thread_cpu(pid: int) -> dict[str, float]:

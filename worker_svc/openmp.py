@@ -10,7 +10,7 @@ and each op pays its wake-up, the longer when the gateway or scheduler holds the
 stack delivered 0.56-0.65x of the same engine in a process with libgomp's default spin. Spinning
 without bound (ACTIVE) makes the waiting thread burn the core that the thread it waits for, or
 another service, needs (5-10x slower steps). A short spin bridges the gaps inside a forward pass
-and still sleeps between steps.
+and still sleeps between steps; how short is a trade against other processes on the cores.
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ OPENMP_DEFAULTS: dict[str, str] = {
     # only 100 iterations.
     "OMP_WAIT_POLICY": "PASSIVE",
     # Spin iterations before sleeping (libgomp's own estimate: ~100,000 a millisecond): enough for
-    # the gap between two ops. 20,000 and 200,000 measured alike (docs/benchmarks.md); the
-    # shorter wastes less of a core that other services need.
-    "GOMP_SPINCOUNT": "20000",
+    # the gap between two ops. Measured (docs/benchmarks.md): 3,000 gives the stack what 20,000
+    # and 200,000 give, and where another process keeps a core busy a spinning thread loses its
+    # turn on that core more the longer it spins (a decode step at 2 threads beside a busy core:
+    # 53 ms passive, 90 ms at 3,000, 219 ms at 20,000; 42, 36 and 35 ms with the cores free).
+    "GOMP_SPINCOUNT": "3000",
 }
 
 
