@@ -24,6 +24,7 @@ import statistics
 import sys
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -92,6 +93,20 @@ def worker_counters(url: str) -> tuple[float, float]:
     return forward, steps
 
 
+def own_counters() -> tuple[float, int, float, float]:
+    """This process's (CPU s, page faults, system CPU s, run-queue wait s)."""
+    stat = "/proc/self/stat"
+    return cpu_s(stat), faults(stat), sys_s(stat), run_queue_wait_s("self")
+
+
+def run_in_process(engine: Any, prompts: list[str], max_tokens: int) -> tuple[Any, tuple[float, ...]]:
+    """The in-process engine's run of `prompts` and what it cost this process (own_counters' deltas)."""
+    ids = [engine.tokenize(p) for p in prompts]
+    before = own_counters()
+    result = engine.generate_all(ids, max_tokens=max_tokens)
+    return result, tuple(b - a for a, b in zip(before, own_counters()))
+
+
 async def main_async(args: argparse.Namespace) -> None:
     import torch
 
@@ -132,13 +147,7 @@ async def main_async(args: argparse.Namespace) -> None:
             after["client (this process)"] = cpu_s("/proc/self/stat")
             wf1, ws1, wq1 = faults(wstat), sys_s(wstat), run_queue_wait_s(worker_pid)
             threads = {k: v - threads_before.get(k, 0.0) for k, v in thread_cpu(worker_pid).items()}
-            ids = [engine.tokenize(p) for p in prompts]
-            own_cpu, own_f, own_sys = cpu_s("/proc/self/stat"), faults("/proc/self/stat"), sys_s("/proc/self/stat")
-            own_q = run_queue_wait_s("self")
-            inproc = engine.generate_all(ids, max_tokens=args.max_tokens)
-            own_cpu = cpu_s("/proc/self/stat") - own_cpu
-            own_f, own_sys = faults("/proc/self/stat") - own_f, sys_s("/proc/self/stat") - own_sys
-            own_q = run_queue_wait_s("self") - own_q
+            inproc, (own_cpu, own_f, own_sys, own_q) = run_in_process(engine, prompts, args.max_tokens)
             forwards = [t.forward_ns / 1e6 for t in inproc.step_timings]
             tokens = row.output_tokens
             print(f"\nround {round_ + 1}: {args.streams} streams x {args.max_tokens} tokens, {args.threads} torch "
