@@ -123,7 +123,7 @@ async def run_live_variant(model_dir: str, policy: str, checkpoint: bool, args: 
     from scheduler_svc.config import SchedulerServiceConfig
     from scheduler_svc.server import start_scheduler
     from worker_svc.config import WorkerConfig
-    from worker_svc.server import start_worker
+    from worker_svc.start import start_worker
 
     kvstore = await start_kvstore(KvStoreConfig(lease_ttl_s=10.0, host_tier_bytes=256 << 20))
     worker = await start_worker(WorkerConfig(

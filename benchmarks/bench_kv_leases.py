@@ -46,7 +46,8 @@ from llmserve.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc  # noqa: E
 from scheduler_svc.config import SchedulerServiceConfig  # noqa: E402
 from scheduler_svc.server import SchedulerService, start_scheduler  # noqa: E402
 from worker_svc.config import WorkerConfig  # noqa: E402
-from worker_svc.server import WorkerServicer, start_worker  # noqa: E402
+from worker_svc.server import WorkerServicer
+from worker_svc.start import start_worker  # noqa: E402
 
 MODES = {"per-step": dict(kv_reserve_blocks=0, kv_sync_interval_s=0.0), "ahead": {}}
 

@@ -169,7 +169,8 @@ def to_markdown(report: Report) -> str:
     loads = [r.load1 for r in report.rows] + [p.load1 for p in report.prefill]
     header = [
         f"Run of {time.strftime('%Y-%m-%d %H:%M', time.localtime(report.started))}: {_machine()}, torch "
-        f"{torch.__version__}, {a.threads} threads per engine, OMP_WAIT_POLICY={a.omp_wait_policy}; model {a.model} "
+        f"{torch.__version__}, {a.threads} threads per engine, OMP_WAIT_POLICY={a.omp_wait_policy} "
+        f"GOMP_SPINCOUNT={a.gomp_spincount}; model {a.model} "
         f"({a.load_format} weights), llmserve in {report.engine_dtype.removeprefix('torch.')} (--dtype {a.dtype}), "
         f"policy {a.policy}, {a.max_tokens} new tokens per request (greedy, EOS ignored), the 1-stream level is "
         f"{a.sequential_requests} requests one after another; 1-minute load average during the run "

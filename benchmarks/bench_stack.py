@@ -30,6 +30,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -37,8 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from scheduler_svc.core.policy import POLICY_NAMES  # noqa: E402
 
 from bench_common import PrefillRow, Row, fastest, load1  # noqa: E402
-from bench_report import Report, to_markdown  # noqa: E402
 from prompts import benchmark_prompts, long_prompt_ids  # noqa: E402
+from worker_svc.openmp import OPENMP_DEFAULTS  # noqa: E402
+
+if TYPE_CHECKING:  # bench_report loads torch, which must wait for the OpenMP settings (main)
+    from bench_report import Report
 
 
 def parse_args() -> argparse.Namespace:
@@ -54,8 +58,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-num-batched-tokens", type=int, default=512, help="as `llmserve up`")
     parser.add_argument("--threads", type=int, default=2,
                         help="torch threads of every engine (the worker's --num-threads)")
-    parser.add_argument("--omp-wait-policy", default="PASSIVE",
-                        help="OMP_WAIT_POLICY of every engine (the worker's default)")
+    parser.add_argument("--omp-wait-policy", default=OPENMP_DEFAULTS["OMP_WAIT_POLICY"],
+                        help="OMP_WAIT_POLICY of every engine (default: the worker's, worker_svc/openmp.py)")
+    parser.add_argument("--gomp-spincount", default=OPENMP_DEFAULTS["GOMP_SPINCOUNT"],
+                        help="GOMP_SPINCOUNT of every engine (default: the worker's)")
     parser.add_argument("--engines", default="stack,inproc,hf", help="comma list of stack, inproc, hf")
     parser.add_argument("--repeats", type=int, default=3, help="runs per (engine, streams); the fastest is kept")
     parser.add_argument("--prefill-tokens", type=int, default=1024)
@@ -112,6 +118,8 @@ def _free_port_run(count: int) -> int:
 
 async def run_all(args: argparse.Namespace) -> Report:
     import torch
+
+    from bench_report import Report
 
     from llmserve_stack.engine import InProcessEngine
     from llmserve_stack.launch import StackConfig, free_port, service_specs
@@ -187,8 +195,13 @@ def _hf_runners(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 def main() -> int:
     args = parse_args()
-    # Before torch (and OpenMP) load, so that the in-process engines and the stack's worker wait alike.
+    # Before torch (and OpenMP, which reads them once) loads, so that the in-process engines,
+    # transformers and the stack's worker (which inherits them) wait alike.
+    if "torch" in sys.modules:
+        raise RuntimeError("torch was loaded before the OpenMP settings: the in-process engines would not get them")
     os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy
+    os.environ["GOMP_SPINCOUNT"] = args.gomp_spincount
+    from bench_report import to_markdown
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report = asyncio.run(run_all(args))

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import os
 
-# Before torch loads OpenMP: spinning OpenMP threads collapse (5-10x slower steps, measured) when
-# the worker shares its cores with the other services; passive waiting costs little otherwise.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from worker_svc.openmp import set_openmp_defaults  # imports nothing heavy
+
+# Before torch loads OpenMP, which reads them once (worker_svc/openmp.py says why these values).
+set_openmp_defaults(os.environ)
 
 import sys  # noqa: E402
 
 from llmserve.runtime.service_main import run_service  # noqa: E402
 from worker_svc.config import WorkerConfig  # noqa: E402
-from worker_svc.server import start_worker  # noqa: E402
+from worker_svc.start import start_worker  # noqa: E402
 
 
 def main() -> None:

@@ -39,10 +39,12 @@ class WorkerConfig(ModelSettings, ServiceSettings):
                                          "fitted step-time model in Describe (--no-calibrate: start faster, report "
                                          "none; needs --warmup)")
     kvstore_connect_timeout_s: float = setting(60.0, help="how long to wait at start for the KV store, seconds")
-    # Forward passes in a thread keep the event loop responsive (heartbeats, reading the next plan)
-    # but every torch op then hands the GIL back and forth with the loop thread.
-    forward_in_thread: bool = setting(True, help="run each forward pass in a thread (keeps the event loop free; "
-                                                 "--no-forward-in-thread: on the loop thread, no GIL hand-offs)")
+    # Forward passes on the worker's one torch thread (worker_svc/forward_thread.py) keep the event
+    # loop responsive (heartbeats, reading the next plan) but every torch op then hands the GIL
+    # back and forth with the loop thread.
+    forward_in_thread: bool = setting(True, help="run each forward pass on the worker's torch thread (keeps the event "
+                                                 "loop free; --no-forward-in-thread: on the loop thread, no GIL "
+                                                 "hand-offs)")
     # Lazy checkpointing: full KV blocks of running non-real-time requests go to the store's host
     # tier this many at a time, so a preemption only copies the tail.
     checkpoint_lazy_blocks: int = setting(4, help="send full KV blocks of running BE requests to the host tier "

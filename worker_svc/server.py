@@ -1,8 +1,9 @@
 """The worker service: `Worker.Describe` and `Worker.Execute`, and `start_worker`.
 
 Execute applies plans strictly in order. A reader task keeps taking plans off the stream while a
-step runs, and the forward pass runs in a thread (`asyncio.to_thread`), so the event loop stays
-free to receive plan N+1, answer health checks and heartbeat during step N. A step's leases come
+step runs, and the forward pass runs on the worker's one torch thread (`ForwardThread`, which also
+loaded and warmed up the model), so the event loop stays free to receive plan N+1, answer health
+checks and heartbeat during step N. A step's leases come
 from the blocks the worker holds ahead (`KvLeaseClient`, llmserve/plan_book/leases.py): it waits
 for the KV store only when those run short, and the store hears of the changes in batches, off
 the step's path. When the stream ends, every request's state is dropped, its leases are
@@ -17,6 +18,8 @@ Checkpoints (docs/bidirectional_kv.md): the runner snapshots the KV of requests 
 checkpoint (and lazily, full blocks of running non-real-time requests) to host bytes; the
 `KvCheckpointClient` sends them to the store's host tier in the background, in order. Resumed
 requests' checkpoints are fetched between the Apply and the forward pass.
+
+`worker_svc/start.py` assembles the process around it (`start_worker`).
 """
 
 from __future__ import annotations
@@ -31,19 +34,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import grpc
 
 from llmserve.plan import RestoreSpec, StepErrorCode, StepResult
-from llmserve.plan_book import LeaseKeeper, PlanError
-from llmserve.runtime import tracing
+from llmserve.plan_book import PlanError
 from llmserve.runtime.errors import PreconditionError
-from llmserve.runtime.metrics import ServiceMetrics, start_metrics_server
-from llmserve.runtime.server import ServiceServer, start_server
+from llmserve.runtime.metrics import ServiceMetrics
 from llmserve.v1 import worker_pb2_grpc
 
 from worker_svc import convert
-from worker_svc.build import build_runner, reserve_blocks
 from worker_svc.checkpoint_client import KvCheckpointClient
 from worker_svc.core.checkpoint import RestoredKv
-from worker_svc.config import WorkerConfig
 from worker_svc.fit_watch import FitWatch
+from worker_svc.forward_thread import ForwardThread
 from worker_svc.core.runner import StepRunner
 from worker_svc.core.types import WorkerDescription
 from worker_svc.kv_client import UNREACHABLE_CODES, KvLeaseClient
@@ -67,9 +67,10 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
 
     def __init__(self, runner: StepRunner, description: WorkerDescription, kv: KvLeaseClient,
                  metrics: ServiceMetrics | None = None, checkpoints: KvCheckpointClient | None = None,
-                 max_chunk_bytes: int = 4 << 20, forward_in_thread: bool = True) -> None:
+                 max_chunk_bytes: int = 4 << 20, forward_thread: ForwardThread | None = None) -> None:
+        """`forward_thread`: where the steps' torch work runs (None: on the event loop's thread)."""
         self.runner = runner
-        self._forward_in_thread = forward_in_thread
+        self._forward_thread = forward_thread
         self.description = description
         self.kv = kv
         self.metrics = metrics
@@ -246,52 +247,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         return restored
 
     async def _thread(self, fn: Callable[[], T]) -> T:
-        if not self._forward_in_thread:
+        if self._forward_thread is None:
             return fn()
-        self._in_thread = asyncio.ensure_future(asyncio.to_thread(fn))
+        self._in_thread = asyncio.ensure_future(self._forward_thread.run(fn))
         return await asyncio.shield(self._in_thread)
-
-
-async def start_worker(config: WorkerConfig, address: str = "127.0.0.1:0",
-                       metrics: ServiceMetrics | None = None) -> ServiceServer:
-    """Loads the model and sizes the KV cache (in a thread), registers the pool with the KV store
-    (waiting up to `config.kvstore_connect_timeout_s` for it), starts heart-beating every TTL/3 and
-    serves on `address`. Health is SERVING once it returns; `stop()` stops serving, then the
-    heartbeat and the store channel."""
-    tls = config.load_tls()
-    runner, description = await asyncio.to_thread(build_runner, config)
-    keeper = LeaseKeeper(description.num_blocks, reserve_blocks(config, description), config.kv_sync_interval_s)
-    kv = KvLeaseClient(config.kvstore_addr, description, keeper, tls=tls)
-    try:
-        ttl_s = await kv.register(config.kvstore_connect_timeout_s)
-    except grpc.aio.AioRpcError as err:
-        await kv.close()
-        raise RuntimeError(f"could not register the KV pool with the store at {config.kvstore_addr}: "
-                           f"{err.code().name} {err.details()}") from err
-    kv.start_heartbeat()
-    checkpoints = KvCheckpointClient(config.kvstore_addr, tls=tls)
-    checkpoints.start()
-    metrics = metrics or ServiceMetrics.create("worker")
-    metrics.kv_blocks_total.labels(description.worker_id).set(description.num_blocks)
-    servicer = WorkerServicer(runner, description, kv, metrics, checkpoints,
-                              forward_in_thread=config.forward_in_thread)
-    try:
-        server = await start_server(lambda s: worker_pb2_grpc.add_WorkerServicer_to_server(servicer, s), [convert.SERVICE_NAME],
-                                    address, interceptors=tracing.server_interceptors(), tls=tls)
-    except Exception:
-        await checkpoints.close()
-        await kv.close()
-        raise
-    server.service = servicer
-    server.cleanups.append(checkpoints.close)
-    server.cleanups.append(kv.close)
-    metrics_server = start_metrics_server(config.metrics_port, metrics.registry)
-    if metrics_server is not None:
-        async def close_metrics() -> None:
-            metrics_server.close()
-
-        server.cleanups.append(close_metrics)
-    await server.set_serving(True)
-    logger.info("worker %s serving on %s (KV store %s, lease TTL %.1fs, %d blocks held ahead at each end)",
-                description.worker_id, server.address, config.kvstore_addr, ttl_s, keeper.reserve_blocks)
-    return server

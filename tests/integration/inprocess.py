@@ -56,7 +56,7 @@ async def start_backend(num_kv_blocks: int = 256, **scheduler_options: Any) -> B
     from llmserve.model_source import load_tokenizer, resolve_model
     from scheduler_svc.config import SchedulerServiceConfig
     from scheduler_svc.server import start_scheduler
-    from worker_svc import server as worker_server
+    from worker_svc.start import start_worker
     from worker_svc.config import WorkerConfig
 
     servers: list[ServiceServer] = []
@@ -67,7 +67,7 @@ async def start_backend(num_kv_blocks: int = 256, **scheduler_options: Any) -> B
         worker_config = WorkerConfig(model="default", load_format="dummy", warmup=False, kvstore_addr=kvstore.address,
                                      worker_id="w0", num_kv_blocks=num_kv_blocks, block_size=16,
                                      max_num_batched_tokens=256, max_num_seqs=8, device="cpu", dtype="float32")
-        servers.append(await worker_server.start_worker(worker_config, "127.0.0.1:0"))
+        servers.append(await start_worker(worker_config, "127.0.0.1:0"))
         scheduler = await start_scheduler(SchedulerServiceConfig(worker_addrs=(servers[-1].address,),
                                                                  kvstore_addr=kvstore.address, **scheduler_options))
         servers.append(scheduler)

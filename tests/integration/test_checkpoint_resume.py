@@ -25,7 +25,7 @@ from scheduler_svc.config import SchedulerServiceConfig
 from scheduler_svc.server import start_scheduler
 from tests.unit.worker.helpers import save_tiny_checkpoint
 from worker_svc.config import WorkerConfig
-from worker_svc.server import start_worker
+from worker_svc.start import start_worker
 
 BE, RT = common_pb2.SERVICE_CLASS_BEST_EFFORT, common_pb2.SERVICE_CLASS_REAL_TIME
 BLOCK = 4

@@ -25,7 +25,8 @@ from scheduler_svc.config import SchedulerServiceConfig
 from scheduler_svc.server import SchedulerService, start_scheduler
 from tests.unit.worker.helpers import save_tiny_checkpoint
 from worker_svc.config import WorkerConfig
-from worker_svc.server import WorkerServicer, start_worker
+from worker_svc.server import WorkerServicer
+from worker_svc.start import start_worker
 
 MAX_TOKENS = 48
 NUM_BLOCKS = 64

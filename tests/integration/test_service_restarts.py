@@ -29,7 +29,7 @@ from llmserve.v1 import common_pb2, kvstore_pb2, kvstore_pb2_grpc
 from llmserve_stack.launch import free_port
 from scheduler_svc.config import SchedulerServiceConfig
 from scheduler_svc.server import start_scheduler
-from worker_svc import server as worker_server
+from worker_svc.start import start_worker
 from worker_svc.config import WorkerConfig
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
@@ -65,7 +65,7 @@ async def services() -> AsyncIterator[Services]:
 
     tokenizer: Any = await asyncio.to_thread(load_tokenizer, resolve_model("default"))
     kvstore = await start_kvstore(KvStoreConfig())
-    worker = await worker_server.start_worker(WorkerConfig(
+    worker = await start_worker(WorkerConfig(
         model="default", load_format="dummy", warmup=False, kvstore_addr=kvstore.address, worker_id="w0",
         num_kv_blocks=128, block_size=16, max_num_batched_tokens=256, max_num_seqs=8, device="cpu",
         dtype="float32", checkpoint_lazy_blocks=1), "127.0.0.1:0")  # every full block of BE goes to the host tier

@@ -36,7 +36,7 @@ from llmserve.runtime.server import ServiceServer
 from scheduler_svc.config import SchedulerServiceConfig
 from scheduler_svc.server import start_scheduler
 from worker_svc.config import WorkerConfig
-from worker_svc.server import start_worker
+from worker_svc.start import start_worker
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -63,7 +63,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[TlsSt
     from scheduler_svc.config import SchedulerServiceConfig
     from scheduler_svc.server import start_scheduler
     from worker_svc.config import WorkerConfig
-    from worker_svc.server import start_worker
+    from worker_svc.start import start_worker
 
     folder: Path = tmp_path_factory.mktemp("tls")
     ca = LocalCa.create(folder / "ca", days=1)

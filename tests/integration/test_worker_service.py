@@ -23,7 +23,7 @@ from llmserve.runtime.server import ServiceServer
 from llmserve.v1 import common_pb2, kvstore_pb2, kvstore_pb2_grpc, worker_pb2, worker_pb2_grpc
 from tests.unit.worker.helpers import save_tiny_checkpoint
 from worker_svc.config import WorkerConfig
-from worker_svc.server import start_worker
+from worker_svc.start import start_worker
 
 RT, BE = common_pb2.SERVICE_CLASS_REAL_TIME, common_pb2.SERVICE_CLASS_BEST_EFFORT
 NUM_BLOCKS, BLOCK = 24, 4
