@@ -15,18 +15,15 @@ import pytest_asyncio
 from gateway.core.validate import DEFAULT_MAX_TOKENS
 from llmserve.runtime.server import ServiceServer
 from llmserve_stack.launch import free_port
-from tests.integration.inprocess import Backend, start_backend
+from tests.integration.inprocess import Backend, running_backend
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def backend() -> AsyncIterator[Backend]:
-    backend = await start_backend()
-    try:
+    async with running_backend() as backend:
         yield backend
-    finally:
-        await backend.stop()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -18,18 +18,15 @@ from gateway.config import GatewayConfig
 from gateway.server import start_gateway
 from llmserve.runtime.server import ServiceServer
 from llmserve_stack.launch import free_port
-from tests.integration.inprocess import Backend, http_base, start_backend
+from tests.integration.inprocess import Backend, http_base, running_backend, start_backend
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def backend() -> AsyncIterator[Backend]:
-    backend = await start_backend()
-    try:
+    async with running_backend() as backend:
         yield backend
-    finally:
-        await backend.stop()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -18,7 +18,7 @@ import pytest_asyncio
 from llmserve.runtime.channel import open_channel
 from llmserve.runtime.server import ServiceServer
 from llmserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
-from tests.integration.inprocess import Backend, http_base, start_backend
+from tests.integration.inprocess import Backend, http_base, running_backend
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 # The scheduler's message, as the gateway relays it (behind its "scheduler: " origin).
@@ -38,11 +38,8 @@ async def backend(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Bac
     prior = tmp_path_factory.mktemp("cost") / "slow_prefill.json"
     prior.write_text(json.dumps({"a_s": 0.01, "b_s_per_prefill_token": 10.0, "c_s_per_decode_seq": 0.001,
                                  "d_s_per_kv_token": 0.0}))
-    backend = await start_backend(policy="tempo", cost_model=str(prior), rt_admission_control=True)
-    try:
+    async with running_backend(policy="tempo", cost_model=str(prior), rt_admission_control=True) as backend:
         yield backend
-    finally:
-        await backend.stop()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
