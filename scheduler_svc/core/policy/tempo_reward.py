@@ -107,10 +107,11 @@ class TempoPricing:
         produced = req.num_scheduled_outputs
         prefill_steps = max(0, req.num_tokens - req.num_computed_tokens) / self.prefill_tokens_per_step
         due = req.token_deadline_s(0)
-        borrowed = self.lengths.typical_with_prior(req, produced)
+        own = self.lengths.typical(req, produced)
+        # Once the tenant's own median exists it is also the borrowed one (typical_with_prior).
+        borrowed = own if own is not None else self.lengths.typical_with_prior(req, produced)
         if borrowed is not None and due - self.unit_time_s * (max(0, borrowed - produced) + prefill_steps) < now:
             return None
-        own = self.lengths.typical(req, produced)
         start_by = due - self.unit_time_s * (max(0, (produced if own is None else own) - produced) + prefill_steps)
         return start_by if start_by >= now else None
 
