@@ -22,7 +22,9 @@ request still in its prompt whose first token can still be on time (`policy/slo_
 length, learnt from its own tenant, still fits before its deadline, by its latest start
 (`deadline − unit_time · (median remaining + prefill)`; with nothing learnt for its tenant yet it
 gets the benefit of the doubt, as under EDF, unless the other tenants' median says it cannot
-finish in time: `TempoPricing.latest_start`). Everything else, including an RT prompt that can
+finish in time: `TempoPricing.latest_start`; a request that only those borrowed lengths doubt,
+and that could still finish if short, ranks ahead of density work, beside aged work, until its
+tenant has lengths of its own: `TempoPricing.unpriced_but_feasible`). Everything else, including an RT prompt that can
 no longer make its TTFT (its SLO is lost; what it can still earn is its catch-up stream, which
 density prices), ranks in band 1 by density. Why: with density alone a short deadline/BE prefill could outrank a streaming decode,
 take the step's token budget and skip it (misses at tokens 150–300 of long outputs), and a late
@@ -232,6 +234,11 @@ class TempoPolicy(Policy):
             start_by = self.pricing.latest_start(req, now)
             if start_by is not None:
                 return (0, start_by, 0.0)
+            if self.pricing.unpriced_but_feasible(req, now):
+                # Ahead of density, beside aged work, by when it was last served: served from what
+                # the urgency band leaves, so its tenant learns its own lengths.
+                since = watch.last_progress_s
+                return (1, -math.inf, req.arrival_s if math.isnan(since) else since)
         if is_aged(req, watch, now, self.starvation_s):
             return (1, -math.inf, watch.last_progress_s)
         if req.workflow is not None and req.workflow.workflow_id in self._members:

@@ -115,6 +115,20 @@ class TempoPricing:
         start_by = due - self.unit_time_s * (max(0, (produced if own is None else own) - produced) + prefill_steps)
         return start_by if start_by >= now else None
 
+    def unpriced_but_feasible(self, req: Request, now: float) -> bool:
+        """Whether a deadline request that `latest_start` keeps out of the urgency band has no
+        lengths of its own tenant to be priced on (the other tenants' doubted it) and could still
+        finish if its output ended with its next token: then it must not compete on density.
+        Density would price it on the same borrowed lengths, below best-effort work when those
+        are long, so it was not served and its tenant never learnt its own lengths (tuning half:
+        `be_heavy-tight-long-bursty` x4, 10 deadline requests of 6-27 tokens under a 5 s deadline
+        that edf met finished ~54 s after arrival, when aging promoted them)."""
+        produced = req.num_scheduled_outputs
+        if self.lengths.typical(req, produced) is not None:
+            return False
+        prefill_steps = max(0, req.num_tokens - req.num_computed_tokens) / self.prefill_tokens_per_step
+        return req.token_deadline_s(0) - self.unit_time_s * (1 + prefill_steps) >= now
+
     def _on_time(self, req: Request, deadline_s: float, serve: float, produced: int, prefill_left: int,
                  finish: float) -> float:
         """P(the request finishes by `deadline_s` after arrival), from the learnt lengths; at a

@@ -192,5 +192,27 @@ def test_a_cold_tenants_deadline_work_keeps_the_benefit_of_the_doubt_unless_the_
     # Nothing known, or the other tenants' median (50 tokens) fits: urgency band, and the same
     # latest start either way (its own tenant's lengths alone say when to start: none yet).
     assert unknown[0] == short_elsewhere[0] == 0 and unknown[1] == pytest.approx(short_elsewhere[1])
-    # Their median (500 tokens, ≈ 5 s) cannot finish in 1 s: it competes on density instead.
-    assert long_elsewhere[0] == 1
+    # Their median (500 tokens, ≈ 5 s) cannot finish in 1 s: out of the urgency band. But its own
+    # tenant has no lengths to price it on, and it could still finish if short: it ranks ahead of
+    # every density-ranked request (beside aged work), so that it is served and its tenant learns.
+    assert long_elsewhere[0] == 1 and long_elsewhere[1] == float("-inf")
+
+
+def test_a_cold_tenants_doubted_deadline_work_is_served_before_best_effort_and_priced_once_warm():
+    sched = make_scheduler("tempo", max_num_batched_tokens=4, policy_options={"unit_time_s": 0.01})
+    predictor = sched.policy.lengths.predictor  # type: ignore[attr-defined]
+    for _ in range(25):
+        predictor.observe("batch", 4, 500)  # the other tenant's outputs: far too long for 1 s
+    now = sched.clock.now()
+    sched.add_request(make_request("be", prompt_len=4, max_tokens=10, service_class=BE, arrival_s=now))
+    sched.add_request(make_request("d", prompt_len=4, max_tokens=200, service_class=DL, deadline_ms=1000,
+                                   arrival_s=now, tenant="tool"))
+    key, d = sched.policy.key, sched.ticket("d").req
+    assert key(d, now) < key(sched.ticket("be").req, now)
+    # Not yet lost, but even an output ending with its next token (10 ms a step) would be late:
+    # no head start, it competes on density.
+    assert key(d, now + 0.995)[0] == 1 and key(d, now + 0.995)[1] != float("-inf")
+    # Once its own tenant's lengths exist (short), the urgency band by its own latest start.
+    for _ in range(25):
+        predictor.observe("tool", 4, 5)
+    assert key(d, now)[0] == 0
