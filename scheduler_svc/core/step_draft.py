@@ -24,6 +24,8 @@ class StepDraft:
     # Earliest deadline of a token that this step samples for a deadline-bound request (policies
     # that guard step time set it through `note_deadline`).
     tightest_deadline_s: float = math.inf
+    # The same for work that is not on-time RT (`SloStep`: the streams' slack bank).
+    filler_deadline_s: float = math.inf
 
     def add(self, num_computed_tokens: int, num_tokens: int, is_decode: bool) -> None:
         if is_decode:
@@ -38,3 +40,9 @@ class StepDraft:
     def note_deadline(self, deadline_s: float) -> None:
         if deadline_s < self.tightest_deadline_s:
             self.tightest_deadline_s = deadline_s
+        if deadline_s < self.filler_deadline_s:
+            self.filler_deadline_s = deadline_s
+
+    def note_filler_deadline(self, deadline_s: float) -> None:
+        if deadline_s < self.filler_deadline_s:
+            self.filler_deadline_s = deadline_s

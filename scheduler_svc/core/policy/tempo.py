@@ -35,8 +35,10 @@ Just enough, enforced by the step guard shared with bros (`policy/step_guard.py`
 `policy/slo_step.py`): an iteration-time cost model, refit online from the worker's measured
 steps (the given or built-in coefficients are the prior), fits every chunk but on-time RT
 decodes before the tightest RT deadline the step can still meet, and within the TPOT of the
-streams in it. Without it, density filled each 2,048-token step (~90 ms on the H100 profile)
-and every stream of an 80 ms-TPOT tier fell behind (the suite's tight cells: RT 0.13 against the
+streams in it; while a stream has less than `slack_bank_tpots` (10) TPOTs of slack, work other
+than on-time RT fills a step only to `bank_fill_pace` (half) of its TPOT, so that streams bank
+slack for the next RT burst as on dedicated hardware (slo_step.py). Without the guard, density
+filled each 2,048-token step (~90 ms on the H100 profile) and every stream of an 80 ms-TPOT tier fell behind (the suite's tight cells: RT 0.13 against the
 dedicated run's 0.96).
 
 Priority in band 1 = service gain density (§2.5): `reward / remain_time`, key `(1, −density, remain_time)`,
@@ -133,6 +135,8 @@ class TempoPolicy(Policy):
         online_cost_model: bool = True,
         min_prefill_chunk: int = 16,
         stream_reserve_tpots: float = 1.0,
+        slack_bank_tpots: float = 10.0,
+        bank_fill_pace: float = 0.5,
         lengths: OutputLengths | None = None,
     ) -> None:
         """`lengths`: where output lengths come from; None (always, in the service: `make_policy`
@@ -146,7 +150,7 @@ class TempoPolicy(Policy):
         cost, self.online_cost = make_cost_model(cost_model, cost_model_path, online_cost_model)
         self.cost = cost
         self.guard = StepGuard(cost, self.online_cost, step_time_ema)
-        self.step = SloStep(self.guard, min_prefill_chunk, stream_reserve_tpots)
+        self.step = SloStep(self.guard, min_prefill_chunk, stream_reserve_tpots, slack_bank_tpots, bank_fill_pace)
         if penalty <= 0 or decode_weight <= 0 or best_effort_weight <= 0 or unit_time_s <= 0:
             raise ValueError("tempo: penalty, decode_weight, best_effort_weight and unit_time_s must be > 0")
         if prefill_tokens_per_step < 1 or not 0 < step_time_ema <= 1:

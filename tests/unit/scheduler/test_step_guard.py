@@ -119,3 +119,36 @@ def test_only_the_first_chunk_that_does_not_fit_is_forced():
     b = make_request("b", prompt_len=40, service_class=RT, ttft_ms=60_000)
     assert step.limit(a, SloWatch(), 40, False, draft, may_force=False) == 4
     assert step.limit(b, SloWatch(), 40, False, draft, may_force=False) == 0
+
+
+def _stream_in_step(bank_tpots: float, slack_s: float) -> tuple[SloStep, StepDraft]:
+    """A step holding one RT stream's decode (TPOT 100 ms) whose token is due `slack_s` after one
+    TPOT from the step's start, with the slack bank at `bank_tpots` TPOTs."""
+    guard = StepGuard(COST, None)
+    step = SloStep(guard, min_prefill_chunk=4, stream_reserve_tpots=1.0, slack_bank_tpots=bank_tpots,
+                   bank_fill_pace=0.5)
+    draft = _draft(0.0, 0, 0)
+    step.begin_step(draft)
+    # The token this decode samples (its first) is due at ttft - tpot = 100 ms + slack_s.
+    stream = make_request("s", prompt_len=8, service_class=RT, ttft_ms=slack_s * 1000 + 200, tpot_ms=100)
+    stream.status = stream.status.RUNNING
+    stream.num_computed_tokens = 8
+    draft.add(8, 1, True)  # its decode: 11 ms
+    step.on_scheduled(stream, SloWatch(), is_decode=True, sample=True, draft=draft)
+    return step, draft
+
+
+def test_below_its_slack_bank_a_stream_lets_only_on_time_rt_work_fill_the_step_to_its_pace():
+    be = make_request("be", prompt_len=500, service_class=BE)
+    rt = make_request("rt", prompt_len=500, service_class=RT, ttft_ms=60_000)
+    # 0.3 s of slack (3 TPOTs) below a bank of 10 TPOTs: best-effort work fills the step to half
+    # the TPOT (50 ms: 10 ms fixed + 1 ms decode + 39 ms of prefill); on-time RT work keeps the
+    # guard's limit, the stream's slack down to its one-TPOT reserve (300 ms: 10 + 1 + 289).
+    step, draft = _stream_in_step(10.0, 0.3)
+    assert step.limit(be, SloWatch(), 500, False, draft, may_force=False) == 39
+    assert step.limit(rt, SloWatch(), 500, False, draft, may_force=False) == 289
+    # Without a bank, or with the stream's slack above it, best-effort work fills to the pace too.
+    for bank, slack in ((0.0, 0.3), (10.0, 1.2)):
+        step, draft = _stream_in_step(bank, slack)
+        assert step.limit(be, SloWatch(), 500, False, draft, may_force=False) == step.limit(
+            rt, SloWatch(), 500, False, draft, may_force=False)
