@@ -72,9 +72,10 @@ def test_bros_ranks_lost_work_after_work_that_can_still_make_it():
     assert [s.request_id for s in plan.scheduled] == ["rt", "dl", "rt_lost", "dl_lost", "be"]
 
 
-def test_bros_trims_be_work_to_the_tightest_rt_deadline():
+def _be_chunk_beside_a_stream(slack_bank_tpots: float) -> tuple[int, bool, int]:
+    """(BE tokens, whether it samples, RT tokens) in the step after an RT stream's first token."""
     sched = make_scheduler("bros", max_num_batched_tokens=200, max_model_len=512, num_blocks=128,
-                           policy_options=_bros())
+                           policy_options={**_bros(), "slack_bank_tpots": slack_bank_tpots})
     now = sched.clock.now()
     # RT request already decoding: its next token (index 1) is due 45 ms from now.
     rt = make_request("rt", prompt_len=4, max_tokens=20, service_class=RT, ttft_ms=5, tpot_ms=40, arrival_s=now)
@@ -84,11 +85,15 @@ def test_bros_trims_be_work_to_the_tightest_rt_deadline():
     sched.add_request(make_request("be", prompt_len=150, max_tokens=4, service_class=BE, arrival_s=now))
     p1 = sched.schedule()
     by_id = {s.request_id: s for s in p1.scheduled}
-    assert by_id["rt"].num_tokens == 1
+    return by_id["be"].num_tokens, by_id["be"].sample, by_id["rt"].num_tokens
+
+
+def test_bros_trims_be_work_to_the_tightest_rt_deadline():
     # start = now (nothing in flight). The token is due at 45 ms, but a stream's step lasts at
     # most its TPOT (40 ms: it keeps its slack, step_guard.py): 10 + 1 (decode) + 1·m ≤ 40 -> m = 29
-    assert by_id["be"].num_tokens == 29
-    assert not by_id["be"].sample
+    assert _be_chunk_beside_a_stream(0.0) == (29, False, 1)
+    # With its slack bank (5 ms of slack, under 10 TPOTs) BE fills only half the TPOT: m = 9.
+    assert _be_chunk_beside_a_stream(10.0) == (9, False, 1)
 
 
 def test_bros_without_rt_be_uses_the_whole_budget():

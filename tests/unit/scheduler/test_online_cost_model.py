@@ -108,7 +108,7 @@ def test_bros_guard_uses_the_learnt_model():
     prior = LinearCostModel(a_s=0.010, b_s_per_prefill_token=0.001, c_s_per_decode_seq=0.001, d_s_per_kv_token=0.0)
     real = LinearCostModel(a_s=0.010, b_s_per_prefill_token=0.0001, c_s_per_decode_seq=0.001, d_s_per_kv_token=0.0)
     sched = make_scheduler("bros", max_num_batched_tokens=400, max_model_len=512, num_blocks=128,
-                           policy_options={"cost_model": prior, "min_prefill_chunk": 4})
+                           policy_options={"cost_model": prior, "min_prefill_chunk": 4, "slack_bank_tpots": 0.0})
     for i in range(64):
         sched.policy.observe_step(StepTiming(total_ns=int(real.step_time(i % 50, 1 + i % 3, 0) * 1e9),
                                              num_prefill_tokens=i % 50, num_decode_seqs=1 + i % 3), now=0.0)
