@@ -10,8 +10,9 @@ the same shapes. After each round it reports, to tell the causes apart:
 - `rss_mb`: the process's resident set (/proc/self/statm);
 - `heap_used_mb`, `heap_free_mb`: what glibc malloc has handed out and holds free, over all its
   arenas (mallinfo2): live native objects against freed memory not returned to the system;
-- `rows`: the distinct row counts the linears have seen so far (oneDNN builds a primitive per
-  row count and weight, see `worker_svc/model/row_buckets.py`);
+- `rows`: the distinct step row counts so far, before padding (oneDNN builds a primitive per row
+  count and weight; the worker pads them to a fixed set, `worker_svc/model/row_buckets.py`:
+  `--no-buckets` runs them unpadded, as before issue 11's fix);
 - `py_mb`: Python objects allocated since round 0 and still alive (tracemalloc, `--tracemalloc`).
 
     python benchmarks/worker_rss.py --rounds 40 --steps 20
@@ -129,6 +130,12 @@ def probe(args: argparse.Namespace) -> list[Round]:
     model = load_model(resolve_model("default", "dummy"), make_backend("torch"), dtype, "cpu")
     spec = KvCacheSpec.for_model(model.config, BLOCK_SIZE, dtype)
     kv_cache = KvCache(spec, spec.num_blocks_for_memory(args.kv_gb), "cpu")
+    if args.buckets:  # what the worker's StepRunner does at start
+        start = time.perf_counter()
+        model.bucket_rows(args.budget)
+        model.warm_row_buckets(args.max_seqs)
+        print(f"# row buckets: {model.row_buckets and len(model.row_buckets.sizes)}, warmed in "
+              f"{time.perf_counter() - start:.1f}s", file=sys.stderr, flush=True)
     rng = random.Random(args.seed)
     seen_rows: set[int] = set()
     rounds: list[Round] = []
@@ -176,6 +183,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--kv-gb", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--buckets", action=argparse.BooleanOptionalAction, default=True,
+                        help="pad steps to the worker's row buckets and warm them first (the worker's default)")
     parser.add_argument("--tracemalloc", action="store_true", help="also count live Python allocations")
     args = parser.parse_args()
     result: list[list[Round]] = []
