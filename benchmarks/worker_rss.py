@@ -19,7 +19,12 @@ the same shapes. After each round it reports, to tell the causes apart:
     ONEDNN_PRIMITIVE_CACHE_CAPACITY=16 python benchmarks/worker_rss.py   # a cause ruled in or out
 
 Growth is reported against round `--warm-rounds` (the worker's warm-up and first requests done).
-Writes one JSON line per round and a summary line (--json) or a table.
+Writes one JSON line per round and a summary line.
+
+`--speed` measures instead what the padding costs with every primitive built already (the unpadded
+engine at its best, its caches holding all of its shapes): the same `--steps` random steps run
+padded and unpadded alternately, step by step in one process, `--rounds` times after a first pass
+that builds both; it reports the tokens per second of each.
 """
 
 from __future__ import annotations
@@ -159,6 +164,32 @@ def probe(args: argparse.Namespace) -> list[Round]:
     return rounds
 
 
+def speed(args: argparse.Namespace) -> dict[str, float]:
+    dtype = resolve_dtype(args.dtype, torch.device("cpu"))
+    model = load_model(resolve_model("default", "dummy"), make_backend("torch"), dtype, "cpu")
+    spec = KvCacheSpec.for_model(model.config, BLOCK_SIZE, dtype)
+    kv_cache = KvCache(spec, spec.num_blocks_for_memory(args.kv_gb), "cpu")
+    model.bucket_rows(args.budget)
+    buckets = model.row_buckets
+    steps = random_steps(random.Random(args.seed), args.steps, args.budget, args.max_seqs)
+    seconds = {"padded": 0.0, "unpadded": 0.0}
+    with torch.inference_mode():
+        for timed in [False] + [True] * args.rounds:
+            for step in steps:
+                for name, rows in (("padded", buckets), ("unpadded", None)):
+                    model.row_buckets = rows
+                    start = time.perf_counter()
+                    run_step(model, kv_cache, step)
+                    if timed:
+                        seconds[name] += time.perf_counter() - start
+    tokens = args.rounds * sum(s.rows for s in steps)
+    result = {f"{name}_tok_s": round(tokens / t, 1) for name, t in seconds.items()}
+    result["padded_over_unpadded"] = round(seconds["unpadded"] / seconds["padded"], 4)
+    result["distinct_rows"] = len({s.rows for s in steps})
+    result["load1"] = round(os.getloadavg()[0], 2)
+    return result
+
+
 def summary(rounds: list[Round], warm: int) -> dict[str, float]:
     base, last = rounds[warm], rounds[-1]
     timed = rounds[warm + 1:]
@@ -185,14 +216,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--buckets", action=argparse.BooleanOptionalAction, default=True,
                         help="pad steps to the worker's row buckets and warm them first (the worker's default)")
+    parser.add_argument("--speed", action="store_true", help="padding cost with every primitive built (above)")
     parser.add_argument("--tracemalloc", action="store_true", help="also count live Python allocations")
     args = parser.parse_args()
-    result: list[list[Round]] = []
+    result: list[object] = []
     # One long-lived thread runs every forward pass, as in the worker (its own malloc arena).
-    thread = threading.Thread(target=lambda: result.append(probe(args)), name="forward")
+    thread = threading.Thread(target=lambda: result.append(speed(args) if args.speed else probe(args)), name="forward")
     thread.start()
     thread.join()
-    print(json.dumps({"summary": summary(result[0], args.warm_rounds)}), flush=True)
+    print(json.dumps({"speed": result[0]} if args.speed else {"summary": summary(result[0], args.warm_rounds)}),
+          flush=True)
 
 
 if __name__ == "__main__":

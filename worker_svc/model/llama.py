@@ -2,12 +2,12 @@
 
 The forward pass takes the tokens of every scheduled sequence flattened into one dimension T
 (prefill chunks and decodes together), writes their K/V into the paged cache, attends through the
-cache, and computes logits only for the rows that sample. Where the linears are prepacked, the
-rows are padded to one of a fixed set of sizes (`row_buckets.py`: oneDNN builds a primitive per row
-count); padding rows pass through the linears and norms and are never written or attended. Projections are fused (q/k/v into one
+cache, and computes logits only for the rows that sample. Projections are fused (q/k/v into one
 matrix, gate/up into one) so each layer runs two big matmuls instead of five. In bfloat16 on a CPU
 they run prepacked oneDNN weights, with the residual adds and SiLU * up in the GEMM epilogues
-(`linear.py`); elsewhere plain `F.linear`.
+(`linear.py`); elsewhere plain `F.linear`. With prepacked weights a step's rows are padded to one of
+a fixed set of sizes (`row_buckets.py`: oneDNN builds and keeps a primitive per row count); the
+padding rows pass through the linears and norms only, never into the KV cache or attention.
 """
 
 from __future__ import annotations
