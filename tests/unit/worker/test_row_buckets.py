@@ -82,5 +82,10 @@ def test_after_the_warm_up_no_step_shape_builds_a_primitive(tiny_checkpoints, ca
         for prefill in (2, 5, 17, 33, 60):
             seqs = [PagedSeq(list(range(prefill)), free)]
             paged_forward(model, kv, seqs, [prefill])  # logits for every row: up to 60 head rows
+        decoding = [PagedSeq(list(range(12)), free) for _ in range(5)]
+        paged_forward(model, kv, decoding, [7] * 5)
+        for batch in (1, 3, 5):  # decodes, then decodes beside a prefill chunk
+            paged_forward(model, kv, decoding[:batch], [1] * batch)
+            paged_forward(model, kv, [*decoding[:batch], PagedSeq(list(range(11)), free)], [1] * batch + [11])
     created = [line for line in capfd.readouterr().out.splitlines() if "create:cache_miss" in line]
     assert created == []
