@@ -98,7 +98,15 @@ def write_blocks(cache: KvCache, block_ids: Sequence[int], blocks: Sequence[byte
 class CheckpointTracker:
     """Per request: how many leading blocks the store holds (sent or queued), and whether it may
     hold anything at all (then a finish drops it). `lazy_blocks` (fixed at construction) 0 turns
-    lazy writes off."""
+    lazy writes off.
+
+    Only requests in the worker's plan book have an entry: a request whose state goes (preempted,
+    dropped with a failed step or a closed stream) is forgotten, because the worker is not told
+    when it ends if it ends elsewhere (issue 11: an entry per request moved away, for good). What
+    the store keeps of it is either known to the scheduler's checkpoint book (a checkpoint
+    preemption: it sends the drop when the request leaves, to whichever worker) or a complete lazy
+    checkpoint, which the store evicts when it needs the room; a request that comes back writes
+    or restores again and so is known again."""
 
     def __init__(self, cache: KvCache, lazy_blocks: int) -> None:
         if lazy_blocks < 0:
@@ -125,7 +133,7 @@ class CheckpointTracker:
             return None
         end = cdiv(tokens, self.block_size)
         first = min(self._saved.pop(state.request_id, 0), end)
-        self._known.add(state.request_id)
+        self._known.discard(state.request_id)  # the scheduler's book has it now (see the class)
         self._open.discard(state.request_id)
         return CheckpointWrite(state.request_id, first, read_blocks(self.cache, state.block_table[first:end]),
                                num_tokens=tokens, final=True)
@@ -133,6 +141,7 @@ class CheckpointTracker:
     def drop_state(self, request_id: str) -> CheckpointWrite | None:
         """The request's state goes without a checkpoint: completes what lazy writes sent."""
         saved = self._saved.pop(request_id, 0)
+        self._known.discard(request_id)
         if request_id not in self._open:
             return None  # nothing sent, or complete already (e.g. the restored checkpoint)
         self._open.discard(request_id)

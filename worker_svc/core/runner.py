@@ -61,6 +61,7 @@ class StepRunner:
         self.block_size = kv_cache.spec.block_size
         self.device = model.embed_tokens.weight.device
         self._clock_ns = clock_ns
+        model.bucket_rows(limits.max_num_batched_tokens)  # a bounded set of oneDNN primitives (issue 11)
         self.book = PlanBook(self.block_size, PlanLimits(
             limits.max_num_batched_tokens, limits.max_num_seqs, model.config.max_model_len,
             vocab_size=model.config.vocab_size, num_blocks=kv_cache.num_blocks))
@@ -203,7 +204,9 @@ class StepRunner:
 
     def warm_up(self) -> None:
         """Runs a prefill and a decode batch outside any request (first-call allocations, kernel
-        compilation), writing only into block 0.. of the cache: call it before leasing blocks."""
+        compilation, the linears' primitives at every padded row count), writing only into block 0..
+        of the cache: call it before leasing blocks."""
+        self.model.warm_row_buckets(self.limits.max_num_seqs)
         blocks_needed = cdiv(min(64, self.limits.max_num_batched_tokens), self.block_size)
         prefill = min(64, self.limits.max_num_batched_tokens, blocks_needed * self.block_size,
                       self.kv_cache.num_blocks * self.block_size)

@@ -5,7 +5,9 @@ The forward pass takes the tokens of every scheduled sequence flattened into one
 cache, and computes logits only for the rows that sample. Projections are fused (q/k/v into one
 matrix, gate/up into one) so each layer runs two big matmuls instead of five. In bfloat16 on a CPU
 they run prepacked oneDNN weights, with the residual adds and SiLU * up in the GEMM epilogues
-(`linear.py`); elsewhere plain `F.linear`.
+(`linear.py`); elsewhere plain `F.linear`. With prepacked weights a step's rows are padded to one of
+a fixed set of sizes (`row_buckets.py`: oneDNN builds and keeps a primitive per row count); the
+padding rows pass through the linears and norms only, never into the KV cache or attention.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from worker_svc.model.kv_cache import KvCache
 from worker_svc.model.linear import GateUpLinear, Linear, check_packed, pack_weight, packed_linear, prepack_supported
 from worker_svc.model.metadata import AttentionMetadata
 from worker_svc.model.rope import RopeTables, RotaryEmbedding
+from worker_svc.model.row_buckets import RowBuckets
 
 
 class RMSNorm(nn.Module):
@@ -50,23 +53,25 @@ class Attention(nn.Module):
     def forward(
         self,
         rope: RopeTables,
-        hidden: torch.Tensor,  # [T, hidden]: the normed input
-        residual: torch.Tensor,  # [T, hidden]
+        hidden: torch.Tensor,  # [R, hidden]: the normed input, R >= T rows (T: meta's tokens, then padding)
+        residual: torch.Tensor,  # [R, hidden]
         k_cache: torch.Tensor,  # [N, bs, Hkv, D]
         v_cache: torch.Tensor,
         backend: AttentionBackend,
         meta: AttentionMetadata,
         state: object,
-    ) -> torch.Tensor:  # [T, hidden]: residual + attention output
-        T = hidden.shape[0]
+    ) -> torch.Tensor:  # [R, hidden]: residual + attention output (padding rows: residual + o_proj(0))
+        R, T = hidden.shape[0], meta.num_tokens
         q, k, v = self.qkv_proj(hidden).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q = q.view(T, self.num_heads, self.head_dim)  # [T, Hq, D]
-        k = k.view(T, self.num_kv_heads, self.head_dim)  # [T, Hkv, D]
-        v = v.view(T, self.num_kv_heads, self.head_dim)
+        q = q.view(R, self.num_heads, self.head_dim)  # [R, Hq, D]
+        k = k.view(R, self.num_kv_heads, self.head_dim)  # [R, Hkv, D]
+        v = v.view(R, self.num_kv_heads, self.head_dim)
         q, k = rope.rotate(q), rope.rotate(k)
-        backend.write_kv(k, v.contiguous(), k_cache, v_cache, meta, state)
-        out = backend.attend(q, k_cache, v_cache, meta, state, self.scale)  # [T, Hq, D]
-        return self.o_proj.forward_add(out.view(T, self.q_size), residual)
+        backend.write_kv(k[:T], v[:T].contiguous(), k_cache, v_cache, meta, state)
+        out = backend.attend(q, k_cache, v_cache, meta, state, self.scale)  # [R, Hq, D], rows >= T unset
+        if R > T:
+            out[T:].zero_()  # finite padding rows: uninitialized memory may hold NaNs or denormals
+        return self.o_proj.forward_add(out.view(R, self.q_size), residual)
 
 
 class MLP(nn.Module):
@@ -105,6 +110,8 @@ class LlamaModel(nn.Module):
         self.lm_head = None if config.tie_word_embeddings else Linear(config.hidden_size, config.vocab_size, bias=False)
         self.rope = RotaryEmbedding(config, torch.device(device))
         self.tied_head_packed: torch.Tensor | None = None  # the embedding laid out as a prepacked LM head
+        self.prepacked = False
+        self.row_buckets: RowBuckets | None = None  # where set, the row counts every step is padded to
 
     def lm_head_weight(self) -> torch.Tensor:  # [V, hidden]
         return self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
@@ -124,7 +131,30 @@ class LlamaModel(nn.Module):
                 module.prepack()
         if self.lm_head is None:
             self.tied_head_packed = packed_head
+        self.prepacked = True
         return True
+
+    def bucket_rows(self, max_rows: int) -> None:
+        """Pads steps of up to `max_rows` tokens to the sizes of `RowBuckets.up_to(max_rows)` where
+        the linears are prepacked (nothing elsewhere: F.linear builds no per-shape state)."""
+        self.row_buckets = RowBuckets.up_to(max_rows) if self.prepacked else None
+
+    @torch.inference_mode()
+    def warm_row_buckets(self, max_head_rows: int) -> None:
+        """Runs the linears at every padded size (and the LM head at those up to the size of
+        `max_head_rows`), so that oneDNN builds all their primitives now, not while serving. One
+        layer suffices: the layers share their weights' shapes, hence their primitives."""
+        if self.row_buckets is None:
+            return
+        layer, config = self.layers[0], self.config
+        head_rows = self.row_buckets.rows_for(max_head_rows)
+        for rows in self.row_buckets.sizes:
+            x = torch.zeros(rows, config.hidden_size, dtype=self.embed_tokens.weight.dtype, device=self.rope.cos.device)
+            layer.self_attn.qkv_proj(x)
+            layer.self_attn.o_proj.forward_add(x.new_zeros(rows, layer.self_attn.q_size), x)
+            layer.mlp(x, x)
+            if rows <= head_rows:
+                self._lm_head(x)
 
     def _lm_head(self, x: torch.Tensor) -> torch.Tensor:  # [S, hidden] → [S, V]
         if self.lm_head is not None:
@@ -143,7 +173,12 @@ class LlamaModel(nn.Module):
         logits_indices: torch.Tensor,  # [S]: rows of the batch whose logits are wanted
     ) -> torch.Tensor:  # [S, V] float32
         state = self.backend.prepare(meta, kv_cache.spec.block_size, kv_cache.spec.layer_bytes_per_token)
-        hidden = self.embed_tokens(input_ids)  # [T, hidden]
+        num_sampled = logits_indices.shape[0]
+        if self.row_buckets is not None:  # padding: token 0 at position 0; sampled rows: row 0 again
+            input_ids, positions, logits_indices = (
+                F.pad(t, (0, self.row_buckets.rows_for(t.shape[0]) - t.shape[0]))
+                for t in (input_ids, positions, logits_indices))
+        hidden = self.embed_tokens(input_ids)  # [R, hidden]: R = T, or T and the padding rows
         rope = self.rope.tables(positions, hidden.dtype)  # once per step, not per layer
         for i, layer in enumerate(self.layers):
             k_cache, v_cache = kv_cache.layer(i)
@@ -152,5 +187,5 @@ class LlamaModel(nn.Module):
             )
             hidden = layer.mlp(layer.post_attention_layernorm(hidden), hidden)
         # Only sampled rows need the final norm and the (large) LM head.
-        last = self.norm(hidden[logits_indices])  # [S, hidden]
-        return self._lm_head(last).float()
+        last = self.norm(hidden[logits_indices])  # [S, hidden] (padded like the step)
+        return self._lm_head(last)[:num_sampled].float()

@@ -52,7 +52,10 @@ def test_tracker_sends_lazy_full_blocks_then_only_the_tail() -> None:
     final = tracker.preempt(state)
     assert final is not None and (final.first_block_index, len(final.blocks), final.num_tokens, final.final) == (2, 1, 9, True)
     assert final.blocks[0] == read_blocks(cache, [4])[0]
-    assert tracker.finish("be") and not tracker.finish("rt")
+    # Preempted, the request has left this worker: the scheduler's checkpoint book, not the
+    # tracker, remembers it (and sends its drop when it leaves the system, to whichever worker).
+    assert not tracker.finish("be") and not tracker.finish("rt")
+    assert tracker.lazy([_state("be2", [3, 1, 4, 0, 5], computed=9)]) and tracker.finish("be2")  # a running one's
 
 
 def test_dropped_state_completes_a_lazy_checkpoint_only() -> None:
