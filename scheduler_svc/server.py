@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
+from llmserve.prefix import tenant_salt
 from llmserve.runtime.errors import CapacityError, ConflictError, InvalidRequestError, UnavailableError
 from llmserve.runtime.metrics import ServiceMetrics, start_metrics_server
 from llmserve.runtime.server import ServiceServer, start_server
@@ -34,6 +35,7 @@ from scheduler_svc.config import SchedulerServiceConfig
 from scheduler_svc.core.clock import WallClock
 from scheduler_svc.core.plan import RequestOutput
 from scheduler_svc.core.policy import make_policy
+from scheduler_svc.core.prefix_mirror import PrefixMirror
 from scheduler_svc.core.request import FinishReason, Request
 from scheduler_svc.core.scheduler import Scheduler
 from scheduler_svc.observe import SchedulerObserver
@@ -83,7 +85,9 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         core_config = convert.core_config_from_worker(info, max_num_waiting=self.config.max_num_waiting,
                                                       rt_admission_control=self.config.rt_admission_control)
         policy = make_policy(self.config.policy, **policy_options(self.config, info))
-        return Scheduler(core_config, policy, self.clock, checkpoints=self.checkpoints)
+        # A fresh mirror per core: a (re)connected worker starts with an empty cache.
+        prefix = PrefixMirror(core_config.block_size) if self.config.prefix_cache else None
+        return Scheduler(core_config, policy, self.clock, checkpoints=self.checkpoints, prefix=prefix)
 
     async def connect_workers(self, client_interceptors: tuple[grpc.aio.ClientInterceptor, ...] = (),
                               tls: Tls | None = None) -> None:
@@ -217,6 +221,8 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         self, request: scheduler_pb2.SubmitRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[scheduler_pb2.TokenEvent]:
         core_request = convert.request_from_proto(request, self.clock)
+        if self.config.prefix_cache:  # the tenant's salt: tenants share no KV unless configured to
+            core_request.prefix_salt = tenant_salt(core_request.tenant, self.config.prefix_shared_tenants)
         request_id = core_request.request_id
         if request_id in self._open:
             raise ConflictError(f"request_id {request_id!r} is already running")

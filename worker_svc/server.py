@@ -138,7 +138,11 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
 
     async def _run_plan(self, plan_pb: worker_pb2.BatchPlan) -> worker_pb2.StepResult:
         try:
-            return await self._step(plan_pb)
+            message = await self._step(plan_pb)
+            prefix = self.runner.book.prefix  # what it cached and evicted, on every result
+            if prefix is not None:
+                convert.set_prefix_report(message, prefix.take_report())
+            return message
         finally:
             self.kv.after_step()  # a sync due goes now, in the background, while the result travels
 
