@@ -165,6 +165,7 @@ def output_to_event(output: RequestOutput) -> scheduler_pb2.TokenEvent:
         event.num_prompt_tokens = output.num_prompt_tokens
         event.num_preemptions = output.num_preemptions
         event.error_message = output.error_message
+        event.num_cached_tokens = output.num_cached_tokens
     return event
 
 
