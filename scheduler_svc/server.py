@@ -40,6 +40,7 @@ from scheduler_svc.core.request import FinishReason, Request
 from scheduler_svc.core.scheduler import Scheduler
 from scheduler_svc.observe import SchedulerObserver
 from scheduler_svc.policy_options import policy_options
+from scheduler_svc.routing import LinkPicker
 from scheduler_svc.capacity_watch import CapacityWatcher
 from scheduler_svc.core.checkpoints import CheckpointBook
 from scheduler_svc.worker_link import WorkerLink
@@ -79,6 +80,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         # resumes from its checkpoint on whichever worker it lands).
         self.checkpoints: CheckpointBook | None = CheckpointBook() if config.checkpoint_preemption else None
         self.capacity: CapacityWatcher | None = None
+        self._picker = LinkPicker(kv_aware=config.prefix_cache)  # routing.py
 
     # ---- wiring ----------------------------------------------------------------------------
     def make_core(self, info: worker_pb2.WorkerInfo) -> Scheduler:
@@ -143,11 +145,8 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             await asyncio.sleep(METRICS_PERIOD_S)
 
     # ---- routing ---------------------------------------------------------------------------
-    def _pick_link(self) -> WorkerLink:
-        healthy = [link for link in self.links if link.healthy]
-        if not healthy:
-            raise UnavailableError("no healthy worker: retry shortly")
-        return min(healthy, key=lambda link: link.load())
+    def _pick_link(self, request: Request | None = None) -> WorkerLink:
+        return self._picker.pick(self.links, request)
 
     def _dispatch(self, outputs: list[RequestOutput]) -> None:
         self._deliver(outputs)
@@ -185,7 +184,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         entry = self._open[request.request_id]
         entry.link = None
         try:
-            link = self._pick_link()
+            link = self._pick_link(request)
             link.submit(request)
         except (UnavailableError, CapacityError):
             self._orphans.append(request)
@@ -227,7 +226,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         if request_id in self._open:
             raise ConflictError(f"request_id {request_id!r} is already running")
         try:
-            link = self._pick_link()
+            link = self._pick_link(core_request)
             entry = _OpenRequest(core_request, link)
             self._open[request_id] = entry
             self.observer.open_request(core_request)  # the Submit span is current here

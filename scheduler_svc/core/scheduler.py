@@ -201,6 +201,10 @@ class Scheduler:
     def has_unfinished_requests(self) -> bool:
         return bool(self._roster.running) or len(self._roster.waiting) > 0
 
+    def cached_tokens(self, req: Request) -> int:
+        """Leading prompt tokens of `req` this worker's prefix cache holds (0 without one): routing."""
+        return self._prefix.cached_tokens(req) if self._prefix is not None else 0
+
     def outstanding_tokens(self) -> int:
         """Routing load: prompt tokens plus output tokens still allowed, over unfinished requests."""
         return self._roster.outstanding

@@ -155,3 +155,27 @@ async def test_without_prefix_caching_nothing_is_reused(stack: Stack) -> None:
         assert prefix_stats(stack).inserted_blocks == 0
     finally:
         await scheduler.stop(0.5)
+
+
+async def test_a_request_goes_to_the_worker_whose_cache_holds_its_prefix(stack: Stack, tmp_path) -> None:
+    """Two idle workers: ties rotate (a to w0, b to w1), then a request sharing b's prefix goes to
+    w1, where the hit is, although rotation (and least-load's first-on-ties) would pick w0."""
+    second = await start_worker(WorkerConfig(
+        model=str(tmp_path), kvstore_addr=stack.kvstore.address, worker_id="w1", device="cpu", dtype="float32",
+        num_kv_blocks=64, block_size=BLOCK, max_num_batched_tokens=64, max_num_seqs=8, warmup=False))
+    scheduler = await start_scheduler(SchedulerServiceConfig(worker_addrs=(stack.worker.address, second.address),
+                                                             kvstore_addr=stack.kvstore.address))
+    other = [(7 + t) % 90 for t in PROMPT]
+    try:
+        async with open_channel(scheduler.address) as channel:
+            stub = scheduler_pb2_grpc.SchedulerStub(channel)
+            assert (await generate(stub, "a", PROMPT))[1] == 0
+            assert (await generate(stub, "b", other))[1] == 0
+            tokens, cached = await generate(stub, "c", other + [1, 2, 3])
+        assert cached == len(other) // BLOCK * BLOCK and tokens == hf_greedy(stack.hf, other + [1, 2, 3], MAX_TOKENS)
+        hits = {name: server.service.runner.book.prefix.stats.hit_blocks for name, server in
+                (("w0", stack.worker), ("w1", second))}
+        assert hits == {"w0": 0, "w1": len(other) // BLOCK}
+    finally:
+        await scheduler.stop(0.5)
+        await second.stop(0.5)
