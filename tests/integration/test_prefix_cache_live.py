@@ -94,6 +94,9 @@ async def test_a_prefix_hit_reuses_the_kv_and_its_greedy_tokens_equal_a_cold_run
             assert cached == (len(PROMPT) - 1) // BLOCK * BLOCK == 20  # the last prompt token is computed
             assert again == cold
             assert prefix_stats(stack).hit_blocks == 5
+            registry = stack.worker.service.metrics.registry  # the same counts on the worker's /metrics
+            assert registry.get_sample_value("llmserve_prefix_cache_blocks_total", {"worker": "w0", "event": "hit"}) == 5
+            assert registry.get_sample_value("llmserve_prefix_cache_cached_blocks", {"worker": "w0"}) == 5
 
             extended, cached = await generate(stub, "extended", longer, tenant="t1")
             assert cached == 20 and extended == hf_greedy(stack.hf, longer, MAX_TOKENS)
