@@ -42,7 +42,7 @@ def admit_new(states: dict[str, RequestState], new_requests: Sequence[NewRequest
         chain, available = hit
         claimed = new.num_cached_tokens // block_size
         state.block_table.extend(prefix.admit(new.request_id, chain, available, claimed))  # type: ignore[union-attr]
-        if available < claimed:
+        if available * block_size < new.num_cached_tokens:  # evicted meanwhile (or a partial block claimed)
             state.num_computed = available * block_size
             recomputed += new.num_cached_tokens - state.num_computed
     return recomputed
