@@ -103,7 +103,7 @@ class KvLeaseClient:
         the store first only for what those lack. Returns the grants and the store RPCs waited for."""
         keeper = self.keeper
         keeper.release(delta.release_request_ids)
-        if isinstance(keeper, CachingLeaseKeeper):  # unreferenced cached blocks go first, locally
+        if isinstance(keeper, CachingLeaseKeeper):  # what the store cannot give: from the cache, locally
             keeper.reclaim_cached(delta.leases)
         rpcs = attempts = 0
         while keeper.shortfall(delta.leases) != (0, 0):

@@ -34,7 +34,7 @@ StepWork, Chunk), `leases.py` (LeaseKeeper: leases held ahead, synced with the s
 its parts `reserve.py` and `store_record.py`), the prefix cache (issue 13): `prefix_cache.py`
 (WorkerPrefixCache: the worker's index of cached prompt blocks and its report to the scheduler),
 `hits.py` (a new request's hit as `admit` takes it), `caching_keeper.py` (CachingLeaseKeeper:
-cached blocks outlive their request in the cache's own lease, reclaimed before the store is asked).
+cached blocks outlive their request in the cache's own lease, reclaimed when the store has no free block).
 """
 
 from llmserve.plan_book.book import PlanBook

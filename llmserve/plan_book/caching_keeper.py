@@ -3,8 +3,10 @@
 A cached block outlives the request that computed it: when that request is released, its cached
 blocks move to the cache's own lease (`CACHE_HOLDER`, best-effort, so the store records them as
 leased, never free) instead of the reserve, and stay there until evicted. A step short of blocks
-evicts unreferenced cached blocks (LRU) into its reserve before it asks the store
-(`reclaim_cached`), so a cached prefix never delays an admission and never needs an RPC to go.
+asks the store for what it has free, as a worker without a cache does, and evicts unreferenced
+cached blocks (LRU) into its reserve for the rest (`reclaim_cached`): the cache grows into the
+pool's free space and gives way when the pool is full, locally, so a cached prefix never delays
+an admission and never needs an RPC to go.
 To the scheduler's block ledger an unreferenced cached block is free, and it is: the worker takes
 it back on demand. Every block stays in exactly one place: free, reserved, leased by one request,
 or leased by the cache.
@@ -52,12 +54,14 @@ class CachingLeaseKeeper(LeaseKeeper):
         return LeaseKeeper.release(self, [rid for rid in ids if rid != CACHE_HOLDER])
 
     def reclaim_cached(self, leases: Sequence[LeaseSpec]) -> int:
-        """Evicts unreferenced cached blocks (LRU) into the reserve for what `leases` lack, before
-        the store is asked, the real-time part's share first; returns how many."""
+        """Evicts unreferenced cached blocks (LRU) into the reserve for what `leases` lack beyond
+        the store's free blocks (the store is asked for the rest, as without a cache), the
+        real-time part's share first; returns how many."""
         short_low, short_high = self._reserve.shortfall(leases)
-        if not short_low + short_high:
+        excess = short_low + short_high - self.num_free_at_store
+        if excess <= 0:
             return 0
-        return self._uncache(self.prefix.evict(short_low + short_high), short_low)
+        return self._uncache(self.prefix.evict(excess), min(short_low, excess))
 
     def drop_cache(self) -> int:
         """Evicts the whole cache into the reserve (the Execute stream closed: the next scheduler

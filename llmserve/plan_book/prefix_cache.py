@@ -9,8 +9,9 @@ scheduler. Pure; the plan book and the `LeaseKeeper` call it, and each keeps its
                         its request); a hash cached meanwhile by another request stays private
     release (keeper)    a request gone drops its references; the blocks it leased that are cached
                         move to the cache's own lease (`CACHE_HOLDER`) instead of the reserve
-    reclaim (keeper)    a step short of blocks evicts unreferenced cached blocks (LRU) into the
-                        reserve before it asks the store: a cached prefix never delays anyone
+    reclaim (keeper)    a step short of blocks beyond what the store has free evicts
+                        unreferenced cached blocks (LRU) into the reserve: a cached prefix
+                        never delays anyone
 
 Where the blocks are: every block is free (the store's), in the keeper's reserve, leased by one
 request, or leased by `CACHE_HOLDER` (cached, and no longer in the lease of the request that

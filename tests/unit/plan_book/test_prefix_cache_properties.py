@@ -71,7 +71,7 @@ class WorkerWithCache(RuleBasedStateMachine):
 
     @rule(family=st.integers(0, 2), length=st.integers(1, 36), tail=st.lists(st.integers(0, 3), max_size=3),
           tenant=st.integers(0, 1), cls=st.sampled_from(CLASSES), chunk=st.integers(1, 24),
-          others=st.booleans(), lag=st.integers(0, 2))
+          others=st.booleans(), lag=st.integers(0, 3))
     def admit(self, family: int, length: int, tail: list[int], tenant: int, cls: ServiceClass, chunk: int,
               others: bool, lag: int) -> None:
         self.deliver(lag)
@@ -90,16 +90,42 @@ class WorkerWithCache(RuleBasedStateMachine):
         self.want[rid] = need
         scheduled = [ScheduledRequest(rid, num, cached, cached + num == len(prompt))]
         if others:
-            scheduled += self._continue(exclude={rid})
+            scheduled += self._continue(exclude={rid}, budget=64 - num)
         self._step(BatchPlan(self.step_id, (new,), tuple(scheduled)))
 
-    def _continue(self, exclude: set[str] = frozenset()) -> list[ScheduledRequest]:  # type: ignore[assignment]
+    @rule(extra=st.integers(1, 6), claim=st.none() | st.tuples(st.integers(0, 2), st.integers(8, 36)))
+    def pressure(self, extra: int, claim: tuple[int, int] | None) -> None:
+        """A request of no tenant needs more blocks than the store has free: the cache gives way
+        (behind the mirror), it finishes, and maybe a request claims from the mirror at once, its
+        reports undelivered (a claim that may be stale)."""
+        blocks = min(self.keeper.num_free_at_store + self.keeper.num_reserved + extra,
+                     self.num_blocks - sum(self.want.values()), 16)
+        if blocks < 1:
+            return
+        rid = f"hog{self.serial}"
+        self.serial += 1
+        prompt = tuple(500 + k for k in range(blocks * BS))
+        self.salts[rid] = 0
+        self.want[rid] = blocks
+        new = NewRequest(rid, prompt, len(prompt), SamplingParams(max_tokens=1, seed=1), ServiceClass.REAL_TIME)
+        self._step(BatchPlan(self.step_id, (new,), (ScheduledRequest(rid, len(prompt), 0, True),)))
+        self.gone.append(rid)
+        self.want.pop(rid)
+        self._step(BatchPlan(self.step_id, (), (), finished_request_ids=(rid,)))
+        if claim is not None:
+            self.admit(claim[0], claim[1], [], 0, ServiceClass.BEST_EFFORT, 24, False, lag=len(self.reports))
+
+    def _continue(self, exclude: set[str] = frozenset(), budget: int = 64) -> list[ScheduledRequest]:  # type: ignore[assignment]
+        """Work for the running requests within the step's token budget (PlanLimits: 64)."""
         out = []
         for rid, state in self.book.states.items():
             if rid in exclude or rid in self.gone:
                 continue
             known = len(state.token_ids)
-            num = min(8, known - state.num_computed)
+            num = min(8, known - state.num_computed, budget)
+            if num < 1:
+                break
+            budget -= num
             need = cdiv(state.num_computed + num, BS)
             if sum(self.want.values()) - self.want[rid] + need > self.num_blocks:
                 continue
@@ -165,7 +191,11 @@ class WorkerWithCache(RuleBasedStateMachine):
         must = keeper.shortfall(delta.leases)
         if must != (0, 0):
             self._sync(*must)
-        book.grant(keeper.take(delta.leases))
+        grants = keeper.take(delta.leases)
+        for grant in grants:  # a block handed out holds whatever it held before: unknown
+            for block in grant.block_ids:
+                self.kv[block] = [None] * BS
+        book.grant(grants)
         for chunk in book.chunks():  # the forward pass writes the chunk's KV
             table = chunk.state.block_table
             for pos in range(chunk.start, chunk.end):
