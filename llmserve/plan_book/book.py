@@ -33,7 +33,8 @@ class PlanBook:
 
     def __init__(self, block_size: int, limits: PlanLimits, prefix: WorkerPrefixCache | None = None) -> None:
         """`prefix`: the worker's prefix cache (prefix_cache.py), which the book starts hits from
-        and names computed prompt blocks in; None: a claimed hit is recomputed, nothing is cached."""
+        and names computed prompt blocks in; None (the simulated worker, whose cache is its own):
+        a claimed hit is taken at the plan's word (hits.py), nothing is cached here."""
         if block_size <= 0:
             raise ValueError(f"block_size must be positive, got {block_size}")
         self.block_size = block_size
