@@ -64,8 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--traces", default="", help="the traces folder (default: $LLMSERVE_TRACES_DIR or ../shared/traces)")
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--prefix-cache", choices=("on", "off"), default="off",
-                   help="prefix caching on the agentic workloads' hash ids (default off: the suite simulates "
-                        "what `llmserve up` runs, which has no prefix cache yet; issue 13 phase B)")
+                   help="prefix caching on the agentic workloads' hash ids (default off: the suite's results "
+                        "stay comparable with those taken before `llmserve up` cached prefixes, issue 13 phase B)")
     return p.parse_args(argv)
 
 

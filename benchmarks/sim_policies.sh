@@ -22,7 +22,7 @@ $PY -m scheduler_svc.sim.make_workload --duration 120 --seed 3 --mix 0.5,0.3,0.2
     --stream azure_conv:mix:start=600 \
     --stream agentic:deadline:rate=0.35,sessions=40,max_calls=6,think_scale=0.02,max_think=5 \
     --out "$OUT/mixed.jsonl"
-# The agentic calls carry hash ids: --prefix-cache off simulates what `llmserve up` runs today
-# (no prefix cache until issue 13's phase B), as docs/scheduling.md's numbers were taken.
+# The agentic calls carry hash ids: --prefix-cache off keeps the runs comparable with
+# docs/scheduling.md's numbers, taken before `llmserve up` cached prefixes (issue 13's phase B).
 $PY -m llmserve_stack.bench --workload "$OUT/mixed.jsonl" --prefix-cache off \
     --cost-model h100_llama3_8b --rate-scale 1 2 3 4 --jobs 2 --out "$OUT/mixed"

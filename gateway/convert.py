@@ -120,6 +120,7 @@ def usage_to_pb(usage: Usage) -> common_pb2.Usage:
         ttft_ms=usage.ttft_ms,
         mean_tpot_ms=usage.mean_tpot_ms,
         slo_attained=usage.slo_attained,
+        cached_prompt_tokens=usage.cached_prompt_tokens,
     )
 
 
@@ -168,6 +169,11 @@ def model_info_to_pb(
 def token_event_from_pb(event: scheduler_pb2.TokenEvent) -> tuple[Sequence[int], FinishReason, str]:
     """A scheduler token event: its new token ids, its finish reason and its error message."""
     return event.token_ids, finish_reason_from_pb(event.finish_reason), event.error_message
+
+
+def cached_tokens_from_pb(event: scheduler_pb2.TokenEvent) -> int:
+    """Prompt tokens the prefix cache served (on the last event; 0 on the others)."""
+    return event.num_cached_tokens
 
 
 def described_model_from_pb(stats: scheduler_pb2.SchedulerStats) -> worker_pb2.WorkerInfo | None:

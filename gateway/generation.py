@@ -100,6 +100,8 @@ class Generation:
         try:
             try:
                 async for token_ids, finish_reason, error_message in events:
+                    if finish_reason:  # the last event: the prefix cache's share of the prompt
+                        out.usage.cached_prompt_tokens = handle.num_cached_tokens
                     if len(token_ids) > INLINE_DETOKENIZE_TOKENS:
                         delta = await life.off_loop(out.on_tokens, tuple(token_ids), finish_reason, clock(),
                                                     error_message)

@@ -65,6 +65,7 @@ class SubmitHandle:
 
     def __init__(self) -> None:
         self.call: Any = None  # the open grpc.aio.UnaryStreamCall, once submitted
+        self.num_cached_tokens = 0  # prompt tokens the prefix cache served, from the last event
         self._cancelled = asyncio.Event()
 
     @property
@@ -114,6 +115,8 @@ class SchedulerUpstream:
             try:
                 async for event in call:
                     token_ids, finish_reason, error_message = convert.token_event_from_pb(event)
+                    if finish_reason:
+                        handle.num_cached_tokens = convert.cached_tokens_from_pb(event)
                     outputs.extend(token_ids)
                     outage_since, retries = None, 0
                     yield token_ids, finish_reason, error_message

@@ -40,8 +40,11 @@ class NewRequest:
     trace_context: TraceContext = ()
     # > 0 (and then equal to num_computed_tokens): those leading prompt tokens are a prefix-cache
     # hit, their KV already in the worker's cache (shared blocks), so they are neither restored nor
-    # computed. Only the simulator sets it so far; the wire carries it from issue 13's phase B.
+    # computed (a worker that no longer holds all of them recomputes the rest within the step).
     num_cached_tokens: int = 0
+    # The root of the prompt's block-hash chain (llmserve.prefix.tenant_salt): the worker names
+    # the full prompt blocks it computes on this chain and keeps them cached. 0: not cached.
+    prefix_salt: int = 0
 
 
 class ScheduledRequest(NamedTuple):
@@ -108,6 +111,10 @@ class StepResult:
     # Requests whose checkpoint the store refused or lost (re-admit them by recompute).
     checkpoint_failed_request_ids: tuple[str, ...] = ()
     error_code: StepErrorCode = StepErrorCode.NONE
+    # The worker's prefix cache since its previous result (llmserve/plan_book/prefix_cache.py):
+    # hashes of the blocks it cached and of those it evicted, so the scheduler mirrors it exactly.
+    cached_block_hashes: tuple[int, ...] = ()
+    evicted_block_hashes: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

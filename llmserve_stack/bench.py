@@ -70,9 +70,9 @@ def add_bench_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pipeline-depth", type=int, default=None, help="sim: plans in flight (default 2, as the service)")
     p.add_argument("--no-checkpoint-preemption", action="store_true",
                    help="sim: preempt by recompute only (default: checkpoint victims to the host tier, as the service)")
-    p.add_argument("--prefix-cache", choices=("on", "off"), default="off",
+    p.add_argument("--prefix-cache", choices=("on", "off"), default="on",
                    help="sim: prefix caching on the workload's hash ids (SimConfig.prefix_cache; a workload "
-                        "without hash_ids has no hits either way); default off, as `llmserve up` has none yet")
+                        "without hash_ids has no hits either way); default on, as `llmserve up` runs")
     p.add_argument("--host-tier-gb", type=float, default=None, help="sim: host tier for checkpoints, GiB (default 2, "
                                                                      "the KV store's default)")
     p.add_argument("--cost-model-prior", action=argparse.BooleanOptionalAction, default=True,

@@ -37,6 +37,13 @@ class SchedulerServiceConfig(ServiceSettings):
     rt_admission_control: bool = setting(False, help="bros, tempo: reject (RESOURCE_EXHAUSTED, with the predicted TTFT in "
                                                      "the message) a new real-time request whose TTFT the policy's cost "
                                                      "model predicts past its SLO, instead of queueing it")
+    # Issue 13: each worker keeps the full prompt blocks it computed, shared by reference count;
+    # admission claims the hit from a mirror of that cache (scheduler_svc/core/prefix_mirror.py).
+    prefix_cache: bool = setting(True, help="prefix caching: reuse the KV of a prompt's cached full blocks "
+                                            "(--no-prefix-cache: compute every prompt in full)")
+    prefix_shared_tenants: tuple[str, ...] = setting((), help="tenants that share cached KV with each other, "
+                                                              "comma-separated (others never share: each tenant's "
+                                                              "blocks are salted by its name)")
     # Keyword options of the policy factory, for code (e.g. a benchmark's aging_s); not a flag.
     policy_options: tuple[tuple[str, object], ...] = ()
 

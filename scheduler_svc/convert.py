@@ -123,8 +123,10 @@ def plan_to_proto(plan: BatchPlan, trace_contexts: Mapping[str, Mapping[str, str
             service_class=int(new.service_class),
             num_output_tokens=new.num_output_tokens,
             trace_context=dict(new.trace_context) or contexts.get(new.request_id, {}),
-            restore_from_checkpoint=new.num_computed_tokens > 0,
+            restore_from_checkpoint=new.num_computed_tokens > 0 and not new.num_cached_tokens,
             num_computed_tokens=new.num_computed_tokens,
+            num_cached_tokens=new.num_cached_tokens,
+            prefix_salt=new.prefix_salt,
         ))
     for work in plan.scheduled:
         message.scheduled.append(worker_pb2.ScheduledRequest(
@@ -151,6 +153,8 @@ def result_from_proto(message: worker_pb2.StepResult) -> StepResult:
         restore_failed_request_ids=tuple(message.restore_failed_request_ids),
         checkpoint_failed_request_ids=tuple(message.checkpoint_failed_request_ids),
         error_code=error_code,
+        cached_block_hashes=tuple(message.cached_block_hashes),
+        evicted_block_hashes=tuple(message.evicted_block_hashes),
     )
 
 
@@ -161,6 +165,7 @@ def output_to_event(output: RequestOutput) -> scheduler_pb2.TokenEvent:
         event.num_prompt_tokens = output.num_prompt_tokens
         event.num_preemptions = output.num_preemptions
         event.error_message = output.error_message
+        event.num_cached_tokens = output.num_cached_tokens
     return event
 
 

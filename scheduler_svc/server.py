@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
+from llmserve.prefix import tenant_salt
 from llmserve.runtime.errors import CapacityError, ConflictError, InvalidRequestError, UnavailableError
 from llmserve.runtime.metrics import ServiceMetrics, start_metrics_server
 from llmserve.runtime.server import ServiceServer, start_server
@@ -34,10 +35,12 @@ from scheduler_svc.config import SchedulerServiceConfig
 from scheduler_svc.core.clock import WallClock
 from scheduler_svc.core.plan import RequestOutput
 from scheduler_svc.core.policy import make_policy
+from scheduler_svc.core.prefix_mirror import PrefixMirror
 from scheduler_svc.core.request import FinishReason, Request
 from scheduler_svc.core.scheduler import Scheduler
 from scheduler_svc.observe import SchedulerObserver
 from scheduler_svc.policy_options import policy_options
+from scheduler_svc.routing import LinkPicker
 from scheduler_svc.capacity_watch import CapacityWatcher
 from scheduler_svc.core.checkpoints import CheckpointBook
 from scheduler_svc.worker_link import WorkerLink
@@ -77,13 +80,16 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         # resumes from its checkpoint on whichever worker it lands).
         self.checkpoints: CheckpointBook | None = CheckpointBook() if config.checkpoint_preemption else None
         self.capacity: CapacityWatcher | None = None
+        self._picker = LinkPicker(kv_aware=config.prefix_cache)  # routing.py
 
     # ---- wiring ----------------------------------------------------------------------------
     def make_core(self, info: worker_pb2.WorkerInfo) -> Scheduler:
         core_config = convert.core_config_from_worker(info, max_num_waiting=self.config.max_num_waiting,
                                                       rt_admission_control=self.config.rt_admission_control)
         policy = make_policy(self.config.policy, **policy_options(self.config, info))
-        return Scheduler(core_config, policy, self.clock, checkpoints=self.checkpoints)
+        # A fresh mirror per core: a (re)connected worker starts with an empty cache.
+        prefix = PrefixMirror(core_config.block_size) if self.config.prefix_cache else None
+        return Scheduler(core_config, policy, self.clock, checkpoints=self.checkpoints, prefix=prefix)
 
     async def connect_workers(self, client_interceptors: tuple[grpc.aio.ClientInterceptor, ...] = (),
                               tls: Tls | None = None) -> None:
@@ -139,11 +145,8 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             await asyncio.sleep(METRICS_PERIOD_S)
 
     # ---- routing ---------------------------------------------------------------------------
-    def _pick_link(self) -> WorkerLink:
-        healthy = [link for link in self.links if link.healthy]
-        if not healthy:
-            raise UnavailableError("no healthy worker: retry shortly")
-        return min(healthy, key=lambda link: link.load())
+    def _pick_link(self, request: Request | None = None) -> WorkerLink:
+        return self._picker.pick(self.links, request)
 
     def _dispatch(self, outputs: list[RequestOutput]) -> None:
         self._deliver(outputs)
@@ -181,7 +184,7 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         entry = self._open[request.request_id]
         entry.link = None
         try:
-            link = self._pick_link()
+            link = self._pick_link(request)
             link.submit(request)
         except (UnavailableError, CapacityError):
             self._orphans.append(request)
@@ -217,11 +220,13 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         self, request: scheduler_pb2.SubmitRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[scheduler_pb2.TokenEvent]:
         core_request = convert.request_from_proto(request, self.clock)
+        if self.config.prefix_cache:  # the tenant's salt: tenants share no KV unless configured to
+            core_request.prefix_salt = tenant_salt(core_request.tenant, self.config.prefix_shared_tenants)
         request_id = core_request.request_id
         if request_id in self._open:
             raise ConflictError(f"request_id {request_id!r} is already running")
         try:
-            link = self._pick_link()
+            link = self._pick_link(core_request)
             entry = _OpenRequest(core_request, link)
             self._open[request_id] = entry
             self.observer.open_request(core_request)  # the Submit span is current here

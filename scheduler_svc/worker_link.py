@@ -154,6 +154,10 @@ class WorkerLink:
         self._failure = reason
         self._wake.set()
 
+    def cached_tokens(self, request: Request) -> int:
+        """Leading prompt tokens of `request` this worker's prefix cache holds (its mirror), for routing."""
+        return self.core.cached_tokens(request) if self.core is not None else 0
+
     def load(self) -> int:
         """Outstanding work, for routing: tokens still to compute or generate on this worker."""
         if self.core is None or not self.healthy:

@@ -63,8 +63,10 @@ def _new_request(new: worker_pb2.NewRequest) -> NewRequest:
         sampling=sampling_from_proto(new.sampling),
         service_class=service_class,
         num_output_tokens=new.num_output_tokens,
-        num_computed_tokens=new.num_computed_tokens if new.restore_from_checkpoint else 0,
+        num_computed_tokens=new.num_computed_tokens if new.restore_from_checkpoint else new.num_cached_tokens,
         trace_context=tuple(sorted(new.trace_context.items())),
+        num_cached_tokens=0 if new.restore_from_checkpoint else new.num_cached_tokens,
+        prefix_salt=new.prefix_salt,
     )
 
 
@@ -77,6 +79,13 @@ def step_result(result: StepResult, checkpoint_failed: Sequence[str] = ()) -> wo
         checkpoint_failed_request_ids=list(checkpoint_failed),
         sampled=[worker_pb2.SampledToken(request_id=rid, token_id=token) for rid, token in result.sampled],
     )
+
+
+def set_prefix_report(message: worker_pb2.StepResult, report: tuple[Sequence[int], Sequence[int]]) -> None:
+    """Adds the prefix cache's report (hashes cached, hashes evicted) to any result."""
+    cached, evicted = report
+    message.cached_block_hashes.extend(cached)
+    message.evicted_block_hashes.extend(evicted)
 
 
 def set_timing(message: worker_pb2.StepResult, result: StepResult, **shell: int) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import grpc
 
 from llmserve.plan import Grant, KvDelta
-from llmserve.plan_book import LeaseKeeper
+from llmserve.plan_book import CachingLeaseKeeper, LeaseKeeper
 from llmserve.runtime.channel import open_channel
 from llmserve.runtime.tls import Tls
 from llmserve.runtime.tracing import client_interceptors
@@ -103,6 +103,8 @@ class KvLeaseClient:
         the store first only for what those lack. Returns the grants and the store RPCs waited for."""
         keeper = self.keeper
         keeper.release(delta.release_request_ids)
+        if isinstance(keeper, CachingLeaseKeeper):  # what the store cannot give: from the cache, locally
+            keeper.reclaim_cached(delta.leases)
         rpcs = attempts = 0
         while keeper.shortfall(delta.leases) != (0, 0):
             async with self._lock:  # a sync in the background may have refilled the reserve meanwhile
@@ -129,6 +131,8 @@ class KvLeaseClient:
         """The Execute stream closed: releases every request and gives the reserve back, in one
         sync; returns the blocks released."""
         released = self.keeper.release(request_ids)
+        if isinstance(self.keeper, CachingLeaseKeeper):  # the next scheduler starts with an empty mirror
+            self.keeper.drop_cache()
         async with self._lock:
             await self._sync(timeout_s=STEP_RPC_TIMEOUT_S)
             if self.keeper.num_reserved:  # a retried sync went first: now the give-back

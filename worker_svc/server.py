@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -35,6 +36,7 @@ import grpc
 
 from llmserve.plan import RestoreSpec, StepErrorCode, StepResult
 from llmserve.plan_book import PlanError
+from llmserve.plan_book.prefix_cache import PrefixCacheStats
 from llmserve.runtime.errors import PreconditionError
 from llmserve.runtime.metrics import ServiceMetrics
 from llmserve.v1 import worker_pb2_grpc
@@ -79,6 +81,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         self._stream_open = False
         self._in_thread: asyncio.Future[Any] | None = None
         self._store_restarted = False  # set by the lease client; applied between steps
+        self._prefix_seen = PrefixCacheStats()  # the prefix cache's counters at the last step's metrics
         calibration = description.step_cost
         self._fit_watch = FitWatch(calibration.fit.cost, description.worker_id) if calibration is not None else None
         kv.set_on_store_restarted(self._note_store_restarted)
@@ -138,7 +141,12 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
 
     async def _run_plan(self, plan_pb: worker_pb2.BatchPlan) -> worker_pb2.StepResult:
         try:
-            return await self._step(plan_pb)
+            message = await self._step(plan_pb)
+            prefix = self.runner.book.prefix  # what it cached and evicted, on every result
+            if prefix is not None:
+                convert.set_prefix_report(message, prefix.take_report())
+                self._observe_prefix(prefix.stats, prefix.index.num_cached)
+            return message
         finally:
             self.kv.after_step()  # a sync due goes now, in the background, while the result travels
 
@@ -217,6 +225,15 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             saved_bytes=t.checkpoint_bytes, restored_bytes=t.restore_bytes, save_s=t.checkpoint_ns / 1e9,
             restore_s=(t.restore_ns + fetch_ns) / 1e9, restores=num_restores - len(output.restore_failed_request_ids),
             recomputed_tokens=t.num_recomputed_tokens)
+
+    def _observe_prefix(self, stats: PrefixCacheStats, num_cached: int) -> None:
+        """The prefix cache's counters since the previous step, to the worker's metrics."""
+        last, self._prefix_seen = self._prefix_seen, dataclasses.replace(stats)
+        if self.metrics is not None:
+            self.metrics.observe_prefix_cache(
+                self.description.worker_id, num_cached, hit=stats.hit_blocks - last.hit_blocks,
+                stale=stats.missed_blocks - last.missed_blocks, cached=stats.inserted_blocks - last.inserted_blocks,
+                evicted=stats.evicted_blocks - last.evicted_blocks)
 
     def _send_checkpoint_ops(self) -> None:
         """Hands the runner's checkpoint writes and drops to the background sender, in order."""

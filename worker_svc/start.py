@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 
-from llmserve.plan_book import LeaseKeeper
+from llmserve.plan_book import CachingLeaseKeeper
 from llmserve.runtime import tracing
 from llmserve.runtime.metrics import ServiceMetrics, start_metrics_server
 from llmserve.runtime.server import ServiceServer, start_server
@@ -49,7 +49,10 @@ async def start_worker(config: WorkerConfig, address: str = "127.0.0.1:0",
 async def _start(config: WorkerConfig, address: str, metrics: ServiceMetrics | None, tls: Any,
                  forward_thread: ForwardThread) -> ServiceServer:
     runner, description = await forward_thread.run(lambda: build_runner(config))
-    keeper = LeaseKeeper(description.num_blocks, reserve_blocks(config, description), config.kv_sync_interval_s)
+    prefix = runner.book.prefix
+    assert prefix is not None, "the runner's plan book has its prefix cache"
+    keeper = CachingLeaseKeeper(description.num_blocks, reserve_blocks(config, description), config.kv_sync_interval_s,
+                                prefix=prefix)
     kv = KvLeaseClient(config.kvstore_addr, description, keeper, tls=tls)
     try:
         ttl_s = await kv.register(config.kvstore_connect_timeout_s)

@@ -71,7 +71,9 @@ class Envelope:
 def openai_usage(usage: Usage | None) -> dict[str, int]:
     prompt = usage.prompt_tokens if usage else 0
     completion = usage.completion_tokens if usage else 0
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    cached = usage.cached_prompt_tokens if usage else 0
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached}}
 
 
 def llmserve_extension(request_id: str, slo: Slo, usage: Usage | None) -> dict[str, Any]:

@@ -146,6 +146,7 @@ class Usage:
     ttft_ms: float
     mean_tpot_ms: float
     slo_attained: bool
+    cached_prompt_tokens: int = 0  # of prompt_tokens, served from the prefix cache
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ class UsageTracker:
     slo: Slo
     prompt_tokens: int
     token_times: list[float] = field(default_factory=list)
+    cached_prompt_tokens: int = 0  # what the scheduler's last event says (prefix cache hits)
 
     def on_tokens(self, count: int, now: float) -> None:
         self.token_times.extend([now] * count)
@@ -32,6 +33,7 @@ class UsageTracker:
             ttft_ms=ttft_ms,
             mean_tpot_ms=mean_tpot_ms,
             slo_attained=self._attained(reason, now),
+            cached_prompt_tokens=self.cached_prompt_tokens,
         )
 
     def _attained(self, reason: FinishReason, now: float) -> bool:

@@ -31,14 +31,19 @@ and leases served from the blocks it holds ahead, with a store RPC only when tho
 
 Files: `book.py` (PlanBook), `checks.py` (PlanError and the checks), `state.py` (RequestState,
 StepWork, Chunk), `leases.py` (LeaseKeeper: leases held ahead, synced with the store in batches;
-its parts `reserve.py` and `store_record.py`).
+its parts `reserve.py` and `store_record.py`), the prefix cache (issue 13): `prefix_cache.py`
+(WorkerPrefixCache: the worker's index of cached prompt blocks and its report to the scheduler),
+`hits.py` (a new request's hit as `admit` takes it), `caching_keeper.py` (CachingLeaseKeeper:
+cached blocks outlive their request in the cache's own lease, reclaimed when the store has no free block).
 """
 
 from llmserve.plan_book.book import PlanBook
+from llmserve.plan_book.caching_keeper import CachingLeaseKeeper
 from llmserve.plan_book.checks import PlanError, PlanLimits
 from llmserve.plan_book.leases import KeeperStats, LeaseKeeper
+from llmserve.plan_book.prefix_cache import CACHE_HOLDER, WorkerPrefixCache
 from llmserve.plan_book.reserve import auto_reserve_blocks
 from llmserve.plan_book.state import Chunk, RequestState, StepWork
 
-__all__ = ["Chunk", "KeeperStats", "LeaseKeeper", "PlanBook", "PlanError", "PlanLimits", "RequestState", "StepWork",
-           "auto_reserve_blocks"]
+__all__ = ["CACHE_HOLDER", "CachingLeaseKeeper", "Chunk", "KeeperStats", "LeaseKeeper", "PlanBook", "PlanError",
+           "PlanLimits", "RequestState", "StepWork", "WorkerPrefixCache", "auto_reserve_blocks"]

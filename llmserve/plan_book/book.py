@@ -9,6 +9,8 @@ from types import MappingProxyType
 
 from llmserve.plan import BatchPlan, Grant, KvDelta, LeaseSpec, RestoreSpec, SampledToken
 from llmserve.plan_book.checks import PlanError, PlanLimits, check_grants, check_new_requests, reject_chunk
+from llmserve.plan_book.hits import admit_new, prefix_hits
+from llmserve.plan_book.prefix_cache import WorkerPrefixCache
 from llmserve.plan_book.state import Chunk, RequestState, StepWork
 from llmserve.types import cdiv, is_decode
 
@@ -29,11 +31,15 @@ class PlanBook:
     """The per-request state of one worker and the rules for applying its plans, in order, one
     step at a time."""
 
-    def __init__(self, block_size: int, limits: PlanLimits) -> None:
+    def __init__(self, block_size: int, limits: PlanLimits, prefix: WorkerPrefixCache | None = None) -> None:
+        """`prefix`: the worker's prefix cache (prefix_cache.py), which the book starts hits from
+        and names computed prompt blocks in; None (the simulated worker, whose cache is its own):
+        a claimed hit is taken at the plan's word (hits.py), nothing is cached here."""
         if block_size <= 0:
             raise ValueError(f"block_size must be positive, got {block_size}")
         self.block_size = block_size
         self.limits = limits
+        self.prefix = prefix
         self._states: dict[str, RequestState] = {}
         self._open: _OpenStep | None = None
         self._dropped_plan: BatchPlan | None = None  # drop() done, admit() due
@@ -102,6 +108,7 @@ class PlanBook:
         lease_rows: list[tuple[str, int]] = []  # (request, blocks to lease)
         restores = {new.request_id: new.num_computed_tokens for new in plan.new_requests
                     if new.num_computed_tokens > 0 and not new.num_cached_tokens} if plan.new_requests else {}
+        hits = prefix_hits(self.prefix, plan.new_requests) if plan.new_requests else {}
         total = decode = resumed_tokens = kv_read = 0
         for rid, num_tokens, computed, sample in plan.scheduled:
             total += num_tokens
@@ -114,7 +121,8 @@ class PlanBook:
                 if new is None:
                     raise PlanError(f"scheduled request {rid} is unknown to this worker (send it as a new request)",
                                     rid)
-                num_known, worker_computed, held = len(new.token_ids), new.num_computed_tokens, 0
+                num_known, worker_computed = len(new.token_ids), new.num_computed_tokens
+                held = hits[rid][1] if rid in hits else 0  # cached blocks it starts with
                 num_prompt = new.num_prompt_tokens
             end = computed + num_tokens
             if computed != worker_computed or num_tokens < 1 or end > max_len or (
@@ -131,14 +139,13 @@ class PlanBook:
         if total > self.limits.max_num_batched_tokens:
             limit = self.limits.max_num_batched_tokens
             raise PlanError(f"{total} scheduled tokens exceed max_num_batched_tokens {limit}")
-        for new in plan.new_requests:
-            states[new.request_id] = RequestState.admit(new)
+        recomputed = admit_new(states, plan.new_requests, hits, self.prefix, block_size) if plan.new_requests else 0
         leases = []
         for rid, extra in lease_rows:
             state = states[rid]
             leases.append(LeaseSpec(rid, state.service_class, extra, state.trace_context))
         released, self._unreleased = tuple(self._unreleased), []
-        work = StepWork(total - decode - resumed_tokens, decode, kv_read)
+        work = StepWork(total - decode - resumed_tokens + recomputed, decode, kv_read, recomputed)
         step = _OpenStep(plan, tuple(leases), released, work, restores, settled=not restores)
         self._open = step
         return KvDelta(released, step.leases, tuple(RestoreSpec(r, k) for r, k in restores.items()) if restores else ())
@@ -240,6 +247,10 @@ class PlanBook:
                 state.token_ids.append(token)
                 state.next_draw += 1
                 sampled.append((rid, token))
+        if self.prefix is not None:
+            name = self.prefix.name_computed
+            for item in step.plan.scheduled:
+                name(states[item.request_id])
         self._open = None
         return tuple(sampled)
 

@@ -150,6 +150,10 @@ class LeaseKeeper:
         self._num_held -= released
         return released
 
+    def _requests_hold(self) -> bool:
+        """Whether a request holds blocks (an idle worker gives its reserve back)."""
+        return bool(self._held)
+
     def shortfall(self, leases: Sequence[LeaseSpec]) -> tuple[int, int]:
         """Blocks the reserve lacks for `leases`: (from the low end, from the high end)."""
         return self._reserve.shortfall(leases)
@@ -187,7 +191,7 @@ class LeaseKeeper:
         """Whether a sync is due now (off the step's path): a part to refill or trim, changes older
         than `sync_interval_s`, or an idle worker's reserve to give back. False while one is in
         flight (the caller resends a failed one on its own schedule)."""
-        if self._held:
+        if self._requests_hold():
             self._idle_since = None
         elif self._idle_since is None:
             self._idle_since = now
@@ -196,7 +200,7 @@ class LeaseKeeper:
         if self._inflight is not None:
             return False
         interval = self.sync_interval_s
-        if not self._held:
+        if not self._requests_hold():
             idle_for = now - self._idle_since if self._idle_since is not None else 0.0
             return (self.num_reserved > 0 or bool(self._dirty)) and idle_for >= interval
         if self._reserve.out_of_shape(can_grow=self.num_free_at_store > 0):
@@ -214,14 +218,14 @@ class LeaseKeeper:
         reserve = self._reserve
         asking = must_low or must_high
         unreserved: list[Unreserved] = []
-        if not self._held and not asking:  # idle: give everything back
+        if not self._requests_hold() and not asking:  # idle: give everything back
             unreserved = reserve.give_all_back()
         elif not asking:  # (a step that asks drains both parts)
             unreserved = reserve.trim()
         top_low = top_high = 0
         if asking:  # the step drains both parts: refill both
             top_low = top_high = reserve.target
-        elif self._held:
+        elif self._requests_hold():
             top_low, top_high = reserve.refill()
         room = max(0, self.num_free_at_store - must_low - must_high)  # after the unreserved are back
         top_low = min(top_low, room)

@@ -124,12 +124,16 @@ class PrefixIndex:
     def evict(self, num_blocks: int) -> list[int]:
         """Forgets up to `num_blocks` unreferenced blocks, least recently used first; returns their
         ids for the pool to hand out again. A referenced block is never evicted."""
-        out: list[int] = []
+        return [block_id for _, block_id in self.evict_entries(num_blocks)]
+
+    def evict_entries(self, num_blocks: int) -> list[tuple[BlockHash, int]]:
+        """`evict`, naming each block forgotten by (hash, id) (a worker reports the hashes)."""
+        out: list[tuple[BlockHash, int]] = []
         while len(out) < num_blocks and self._lru:
             block_hash, _ = self._lru.popitem(last=False)
             entry = self._entries.pop(block_hash)
             self._block_ids.discard(entry.block_id)
-            out.append(entry.block_id)
+            out.append((block_hash, entry.block_id))
         return out
 
     def owners(self) -> tuple[Owner, ...]:

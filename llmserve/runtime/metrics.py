@@ -17,7 +17,9 @@ Who records what (the labels in brackets):
              `step_phase_seconds_total[worker, phase]` (a step's time by phase, through `observe_step_phases()`),
              `checkpoint_bytes_total[direction]`, `restores_total`, `checkpoint_seconds[direction]`
              (device↔host copies; restores include the fetch), `recomputed_tokens_total[reason]`
-             (`restore_failed`) through `observe_checkpoint_step()`.
+             (`restore_failed`) through `observe_checkpoint_step()`; the prefix cache's
+             `prefix_cache_blocks_total[worker, event=hit|stale|cached|evicted]` and
+             `prefix_cache_blocks[worker]` through `observe_prefix_cache()`.
 - scheduler (bidirectional KV): `preemptions_total[service_class, kind=checkpoint|recompute]`,
              `recomputed_tokens_total[reason=preempted|restore_failed]`, `kv_pool_blocks[worker, state]`
              and `kv_pool_live[worker]` from the store's capacity stream.
@@ -87,6 +89,8 @@ class ServiceMetrics:
     kv_pool_blocks: Gauge
     kv_pool_live: Gauge
     step_phase_seconds_total: Counter
+    prefix_cache_blocks_total: Counter
+    prefix_cache_blocks: Gauge
 
     @classmethod
     def create(cls, service: str, registry: CollectorRegistry | None = None) -> ServiceMetrics:
@@ -135,7 +139,20 @@ class ServiceMetrics:
                                              "sample, kv, plan_decode, encode, other; their sum is the step's wall "
                                              "time, and wall clock minus it is time spent waiting for plans).",
                                              ("worker", "phase")),
+            prefix_cache_blocks_total=counter("prefix_cache_blocks", "Prefix cache blocks by event: hit (served "
+                                              "to an admission), stale (claimed but evicted meanwhile: computed), "
+                                              "cached, evicted.", ("worker", "event")),
+            prefix_cache_blocks=gauge("prefix_cache_cached_blocks", "Blocks the worker's prefix cache holds.",
+                                      ("worker",)),
         )
+
+    def observe_prefix_cache(self, worker: str, num_cached: int, **events: int) -> None:
+        """A worker's prefix cache since the last call: `events` (hit, stale, cached, evicted) are
+        block counts to add, `num_cached` the blocks it holds now."""
+        for event, count in events.items():
+            if count:
+                self.prefix_cache_blocks_total.labels(worker, event).inc(count)
+        self.prefix_cache_blocks.labels(worker).set(num_cached)
 
     def observe_finished(
         self,

@@ -88,15 +88,17 @@ class WorkflowRef(_message.Message):
     def __init__(self, workflow_id: _Optional[str] = ..., application: _Optional[str] = ..., stage: _Optional[int] = ..., depends_on: _Optional[_Iterable[str]] = ..., workflow_deadline_ms: _Optional[float] = ..., workflow_start_unix_s: _Optional[float] = ...) -> None: ...
 
 class Usage(_message.Message):
-    __slots__ = ("prompt_tokens", "completion_tokens", "ttft_ms", "mean_tpot_ms", "slo_attained")
+    __slots__ = ("prompt_tokens", "completion_tokens", "ttft_ms", "mean_tpot_ms", "slo_attained", "cached_prompt_tokens")
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TTFT_MS_FIELD_NUMBER: _ClassVar[int]
     MEAN_TPOT_MS_FIELD_NUMBER: _ClassVar[int]
     SLO_ATTAINED_FIELD_NUMBER: _ClassVar[int]
+    CACHED_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     prompt_tokens: int
     completion_tokens: int
     ttft_ms: float
     mean_tpot_ms: float
     slo_attained: bool
-    def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., ttft_ms: _Optional[float] = ..., mean_tpot_ms: _Optional[float] = ..., slo_attained: _Optional[bool] = ...) -> None: ...
+    cached_prompt_tokens: int
+    def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., ttft_ms: _Optional[float] = ..., mean_tpot_ms: _Optional[float] = ..., slo_attained: _Optional[bool] = ..., cached_prompt_tokens: _Optional[int] = ...) -> None: ...

@@ -26,7 +26,7 @@ from llmserve.v1 import common_pb2 as llmserve_dot_v1_dot_common__pb2
 from llmserve.v1 import worker_pb2 as llmserve_dot_v1_dot_worker__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bllmserve/v1/scheduler.proto\x12\x0bllmserve.v1\x1a\x18llmserve/v1/common.proto\x1a\x18llmserve/v1/worker.proto\"\xf9\x01\n\rSubmitRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x02 \x03(\r\x12-\n\x08sampling\x18\x03 \x01(\x0b\x32\x1b.llmserve.v1.SamplingParams\x12\x1d\n\x03slo\x18\x04 \x01(\x0b\x32\x10.llmserve.v1.Slo\x12\x0e\n\x06tenant\x18\x05 \x01(\t\x12*\n\x08workflow\x18\x06 \x01(\x0b\x32\x18.llmserve.v1.WorkflowRef\x12\x16\n\x0e\x61rrival_unix_s\x18\x07 \x01(\x01\x12\x18\n\x10output_token_ids\x18\x08 \x03(\r\"\xb0\x01\n\nTokenEvent\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\x12\x30\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x19.llmserve.v1.FinishReason\x12\x15\n\rerror_message\x18\x04 \x01(\t\x12\x19\n\x11num_prompt_tokens\x18\x05 \x01(\r\x12\x17\n\x0fnum_preemptions\x18\x06 \x01(\r\"\"\n\x0c\x41\x62ortRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\" \n\rAbortResponse\x12\x0f\n\x07\x61\x62orted\x18\x01 \x01(\x08\"\x11\n\x0fGetStatsRequest\"\xec\x01\n\x0eSchedulerStats\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12\x13\n\x0bnum_waiting\x18\x02 \x01(\r\x12\x13\n\x0bnum_running\x18\x03 \x01(\r\x12\x13\n\x0bnum_workers\x18\x04 \x01(\r\x12\x11\n\tnum_steps\x18\x05 \x01(\x04\x12\x17\n\x0fnum_preemptions\x18\x06 \x01(\x04\x12&\n\x05model\x18\x07 \x01(\x0b\x32\x17.llmserve.v1.WorkerInfo\x12\x1a\n\x12num_kv_blocks_used\x18\x08 \x01(\x04\x12\x1b\n\x13num_kv_blocks_total\x18\t \x01(\x04\x32\xd3\x01\n\tScheduler\x12?\n\x06Submit\x12\x1a.llmserve.v1.SubmitRequest\x1a\x17.llmserve.v1.TokenEvent0\x01\x12>\n\x05\x41\x62ort\x12\x19.llmserve.v1.AbortRequest\x1a\x1a.llmserve.v1.AbortResponse\x12\x45\n\x08GetStats\x12\x1c.llmserve.v1.GetStatsRequest\x1a\x1b.llmserve.v1.SchedulerStatsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bllmserve/v1/scheduler.proto\x12\x0bllmserve.v1\x1a\x18llmserve/v1/common.proto\x1a\x18llmserve/v1/worker.proto\"\xf9\x01\n\rSubmitRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x02 \x03(\r\x12-\n\x08sampling\x18\x03 \x01(\x0b\x32\x1b.llmserve.v1.SamplingParams\x12\x1d\n\x03slo\x18\x04 \x01(\x0b\x32\x10.llmserve.v1.Slo\x12\x0e\n\x06tenant\x18\x05 \x01(\t\x12*\n\x08workflow\x18\x06 \x01(\x0b\x32\x18.llmserve.v1.WorkflowRef\x12\x16\n\x0e\x61rrival_unix_s\x18\x07 \x01(\x01\x12\x18\n\x10output_token_ids\x18\x08 \x03(\r\"\xcb\x01\n\nTokenEvent\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\x12\x30\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x19.llmserve.v1.FinishReason\x12\x15\n\rerror_message\x18\x04 \x01(\t\x12\x19\n\x11num_prompt_tokens\x18\x05 \x01(\r\x12\x17\n\x0fnum_preemptions\x18\x06 \x01(\r\x12\x19\n\x11num_cached_tokens\x18\x07 \x01(\r\"\"\n\x0c\x41\x62ortRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\" \n\rAbortResponse\x12\x0f\n\x07\x61\x62orted\x18\x01 \x01(\x08\"\x11\n\x0fGetStatsRequest\"\xec\x01\n\x0eSchedulerStats\x12\x0e\n\x06policy\x18\x01 \x01(\t\x12\x13\n\x0bnum_waiting\x18\x02 \x01(\r\x12\x13\n\x0bnum_running\x18\x03 \x01(\r\x12\x13\n\x0bnum_workers\x18\x04 \x01(\r\x12\x11\n\tnum_steps\x18\x05 \x01(\x04\x12\x17\n\x0fnum_preemptions\x18\x06 \x01(\x04\x12&\n\x05model\x18\x07 \x01(\x0b\x32\x17.llmserve.v1.WorkerInfo\x12\x1a\n\x12num_kv_blocks_used\x18\x08 \x01(\x04\x12\x1b\n\x13num_kv_blocks_total\x18\t \x01(\x04\x32\xd3\x01\n\tScheduler\x12?\n\x06Submit\x12\x1a.llmserve.v1.SubmitRequest\x1a\x17.llmserve.v1.TokenEvent0\x01\x12>\n\x05\x41\x62ort\x12\x19.llmserve.v1.AbortRequest\x1a\x1a.llmserve.v1.AbortResponse\x12\x45\n\x08GetStats\x12\x1c.llmserve.v1.GetStatsRequest\x1a\x1b.llmserve.v1.SchedulerStatsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,15 +36,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBMITREQUEST']._serialized_start=97
   _globals['_SUBMITREQUEST']._serialized_end=346
   _globals['_TOKENEVENT']._serialized_start=349
-  _globals['_TOKENEVENT']._serialized_end=525
-  _globals['_ABORTREQUEST']._serialized_start=527
-  _globals['_ABORTREQUEST']._serialized_end=561
-  _globals['_ABORTRESPONSE']._serialized_start=563
-  _globals['_ABORTRESPONSE']._serialized_end=595
-  _globals['_GETSTATSREQUEST']._serialized_start=597
-  _globals['_GETSTATSREQUEST']._serialized_end=614
-  _globals['_SCHEDULERSTATS']._serialized_start=617
-  _globals['_SCHEDULERSTATS']._serialized_end=853
-  _globals['_SCHEDULER']._serialized_start=856
-  _globals['_SCHEDULER']._serialized_end=1067
+  _globals['_TOKENEVENT']._serialized_end=552
+  _globals['_ABORTREQUEST']._serialized_start=554
+  _globals['_ABORTREQUEST']._serialized_end=588
+  _globals['_ABORTRESPONSE']._serialized_start=590
+  _globals['_ABORTRESPONSE']._serialized_end=622
+  _globals['_GETSTATSREQUEST']._serialized_start=624
+  _globals['_GETSTATSREQUEST']._serialized_end=641
+  _globals['_SCHEDULERSTATS']._serialized_start=644
+  _globals['_SCHEDULERSTATS']._serialized_end=880
+  _globals['_SCHEDULER']._serialized_start=883
+  _globals['_SCHEDULER']._serialized_end=1094
 # @@protoc_insertion_point(module_scope)

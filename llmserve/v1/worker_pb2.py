@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from llmserve.v1 import common_pb2 as llmserve_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18llmserve/v1/worker.proto\x12\x0bllmserve.v1\x1a\x18llmserve/v1/common.proto\"\x11\n\x0f\x44\x65scribeRequest\"\xba\x02\n\nWorkerInfo\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x12\n\nvocab_size\x18\x03 \x01(\r\x12\x15\n\rmax_model_len\x18\x04 \x01(\r\x12\x15\n\reos_token_ids\x18\x05 \x03(\r\x12\x12\n\nblock_size\x18\x06 \x01(\r\x12\x12\n\nnum_blocks\x18\x07 \x01(\r\x12\x17\n\x0f\x62ytes_per_block\x18\x08 \x01(\x04\x12\r\n\x05\x64type\x18\t \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\n \x01(\t\x12\x1e\n\x16max_num_batched_tokens\x18\x0b \x01(\r\x12\x14\n\x0cmax_num_seqs\x18\x0c \x01(\r\x12-\n\tstep_cost\x18\r \x01(\x0b\x32\x1a.llmserve.v1.StepCostModel\"\xc3\x01\n\rStepCostModel\x12\x0b\n\x03\x61_s\x18\x01 \x01(\x01\x12\x1d\n\x15\x62_s_per_prefill_token\x18\x02 \x01(\x01\x12\x1a\n\x12\x63_s_per_decode_seq\x18\x03 \x01(\x01\x12\x18\n\x10\x64_s_per_kv_token\x18\x04 \x01(\x01\x12\x13\n\x0bnum_samples\x18\x05 \x01(\r\x12\n\n\x02r2\x18\x06 \x01(\x01\x12\x18\n\x10median_rel_error\x18\x07 \x01(\x01\x12\x15\n\rcalibration_s\x18\x08 \x01(\x01\"\xff\x02\n\nNewRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\x12\x19\n\x11num_prompt_tokens\x18\x03 \x01(\r\x12-\n\x08sampling\x18\x04 \x01(\x0b\x32\x1b.llmserve.v1.SamplingParams\x12\x30\n\rservice_class\x18\x05 \x01(\x0e\x32\x19.llmserve.v1.ServiceClass\x12\x19\n\x11num_output_tokens\x18\x06 \x01(\r\x12@\n\rtrace_context\x18\x07 \x03(\x0b\x32).llmserve.v1.NewRequest.TraceContextEntry\x12\x1f\n\x17restore_from_checkpoint\x18\x08 \x01(\x08\x12\x1b\n\x13num_computed_tokens\x18\t \x01(\r\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"g\n\x10ScheduledRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nnum_tokens\x18\x02 \x01(\r\x12\x1b\n\x13num_computed_tokens\x18\x03 \x01(\r\x12\x0e\n\x06sample\x18\x04 \x01(\x08\"\xff\x01\n\tBatchPlan\x12\x0f\n\x07step_id\x18\x01 \x01(\x04\x12-\n\x0cnew_requests\x18\x02 \x03(\x0b\x32\x17.llmserve.v1.NewRequest\x12\x30\n\tscheduled\x18\x03 \x03(\x0b\x32\x1d.llmserve.v1.ScheduledRequest\x12\x1c\n\x14\x66inished_request_ids\x18\x04 \x03(\t\x12\x1d\n\x15preempted_request_ids\x18\x05 \x03(\t\x12\x1e\n\x16\x63heckpoint_request_ids\x18\x06 \x03(\t\x12#\n\x1b\x64rop_checkpoint_request_ids\x18\x07 \x03(\t\"4\n\x0cSampledToken\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\r\"\xdc\x02\n\nStepTiming\x12\x12\n\nforward_ns\x18\x01 \x01(\x04\x12\x11\n\tsample_ns\x18\x02 \x01(\x04\x12\r\n\x05kv_ns\x18\x03 \x01(\x04\x12\x10\n\x08total_ns\x18\x04 \x01(\x04\x12\x1a\n\x12num_prefill_tokens\x18\x05 \x01(\r\x12\x17\n\x0fnum_decode_seqs\x18\x06 \x01(\r\x12\x1a\n\x12num_kv_tokens_read\x18\x07 \x01(\x04\x12\x18\n\x10\x63heckpoint_bytes\x18\x08 \x01(\x04\x12\x15\n\rrestore_bytes\x18\t \x01(\x04\x12\x15\n\rcheckpoint_ns\x18\n \x01(\x04\x12\x12\n\nrestore_ns\x18\x0b \x01(\x04\x12\x1d\n\x15num_recomputed_tokens\x18\x0c \x01(\r\x12\x16\n\x0eplan_decode_ns\x18\r \x01(\x04\x12\x11\n\tencode_ns\x18\x0e \x01(\x04\x12\x0f\n\x07kv_rpcs\x18\x0f \x01(\r\"\xfc\x01\n\nStepResult\x12\x0f\n\x07step_id\x18\x01 \x01(\x04\x12*\n\x07sampled\x18\x02 \x03(\x0b\x32\x19.llmserve.v1.SampledToken\x12\'\n\x06timing\x18\x03 \x01(\x0b\x32\x17.llmserve.v1.StepTiming\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\"\n\x1arestore_failed_request_ids\x18\x05 \x03(\t\x12%\n\x1d\x63heckpoint_failed_request_ids\x18\x06 \x03(\t\x12.\n\nerror_code\x18\x07 \x01(\x0e\x32\x1a.llmserve.v1.StepErrorCode*\xb7\x01\n\rStepErrorCode\x12\x1f\n\x1bSTEP_ERROR_CODE_UNSPECIFIED\x10\x00\x12 \n\x1cSTEP_ERROR_CODE_INVALID_PLAN\x10\x01\x12\x1e\n\x1aSTEP_ERROR_CODE_KV_REFUSED\x10\x02\x12\"\n\x1eSTEP_ERROR_CODE_KV_UNAVAILABLE\x10\x03\x12\x1f\n\x1bSTEP_ERROR_CODE_STEP_FAILED\x10\x04\x32\x8b\x01\n\x06Worker\x12\x41\n\x08\x44\x65scribe\x12\x1c.llmserve.v1.DescribeRequest\x1a\x17.llmserve.v1.WorkerInfo\x12>\n\x07\x45xecute\x12\x16.llmserve.v1.BatchPlan\x1a\x17.llmserve.v1.StepResult(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18llmserve/v1/worker.proto\x12\x0bllmserve.v1\x1a\x18llmserve/v1/common.proto\"\x11\n\x0f\x44\x65scribeRequest\"\xba\x02\n\nWorkerInfo\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x12\n\nvocab_size\x18\x03 \x01(\r\x12\x15\n\rmax_model_len\x18\x04 \x01(\r\x12\x15\n\reos_token_ids\x18\x05 \x03(\r\x12\x12\n\nblock_size\x18\x06 \x01(\r\x12\x12\n\nnum_blocks\x18\x07 \x01(\r\x12\x17\n\x0f\x62ytes_per_block\x18\x08 \x01(\x04\x12\r\n\x05\x64type\x18\t \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\n \x01(\t\x12\x1e\n\x16max_num_batched_tokens\x18\x0b \x01(\r\x12\x14\n\x0cmax_num_seqs\x18\x0c \x01(\r\x12-\n\tstep_cost\x18\r \x01(\x0b\x32\x1a.llmserve.v1.StepCostModel\"\xc3\x01\n\rStepCostModel\x12\x0b\n\x03\x61_s\x18\x01 \x01(\x01\x12\x1d\n\x15\x62_s_per_prefill_token\x18\x02 \x01(\x01\x12\x1a\n\x12\x63_s_per_decode_seq\x18\x03 \x01(\x01\x12\x18\n\x10\x64_s_per_kv_token\x18\x04 \x01(\x01\x12\x13\n\x0bnum_samples\x18\x05 \x01(\r\x12\n\n\x02r2\x18\x06 \x01(\x01\x12\x18\n\x10median_rel_error\x18\x07 \x01(\x01\x12\x15\n\rcalibration_s\x18\x08 \x01(\x01\"\xaf\x03\n\nNewRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\x12\x19\n\x11num_prompt_tokens\x18\x03 \x01(\r\x12-\n\x08sampling\x18\x04 \x01(\x0b\x32\x1b.llmserve.v1.SamplingParams\x12\x30\n\rservice_class\x18\x05 \x01(\x0e\x32\x19.llmserve.v1.ServiceClass\x12\x19\n\x11num_output_tokens\x18\x06 \x01(\r\x12@\n\rtrace_context\x18\x07 \x03(\x0b\x32).llmserve.v1.NewRequest.TraceContextEntry\x12\x1f\n\x17restore_from_checkpoint\x18\x08 \x01(\x08\x12\x1b\n\x13num_computed_tokens\x18\t \x01(\r\x12\x19\n\x11num_cached_tokens\x18\n \x01(\r\x12\x13\n\x0bprefix_salt\x18\x0b \x01(\x06\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"g\n\x10ScheduledRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nnum_tokens\x18\x02 \x01(\r\x12\x1b\n\x13num_computed_tokens\x18\x03 \x01(\r\x12\x0e\n\x06sample\x18\x04 \x01(\x08\"\xff\x01\n\tBatchPlan\x12\x0f\n\x07step_id\x18\x01 \x01(\x04\x12-\n\x0cnew_requests\x18\x02 \x03(\x0b\x32\x17.llmserve.v1.NewRequest\x12\x30\n\tscheduled\x18\x03 \x03(\x0b\x32\x1d.llmserve.v1.ScheduledRequest\x12\x1c\n\x14\x66inished_request_ids\x18\x04 \x03(\t\x12\x1d\n\x15preempted_request_ids\x18\x05 \x03(\t\x12\x1e\n\x16\x63heckpoint_request_ids\x18\x06 \x03(\t\x12#\n\x1b\x64rop_checkpoint_request_ids\x18\x07 \x03(\t\"4\n\x0cSampledToken\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\r\"\xdc\x02\n\nStepTiming\x12\x12\n\nforward_ns\x18\x01 \x01(\x04\x12\x11\n\tsample_ns\x18\x02 \x01(\x04\x12\r\n\x05kv_ns\x18\x03 \x01(\x04\x12\x10\n\x08total_ns\x18\x04 \x01(\x04\x12\x1a\n\x12num_prefill_tokens\x18\x05 \x01(\r\x12\x17\n\x0fnum_decode_seqs\x18\x06 \x01(\r\x12\x1a\n\x12num_kv_tokens_read\x18\x07 \x01(\x04\x12\x18\n\x10\x63heckpoint_bytes\x18\x08 \x01(\x04\x12\x15\n\rrestore_bytes\x18\t \x01(\x04\x12\x15\n\rcheckpoint_ns\x18\n \x01(\x04\x12\x12\n\nrestore_ns\x18\x0b \x01(\x04\x12\x1d\n\x15num_recomputed_tokens\x18\x0c \x01(\r\x12\x16\n\x0eplan_decode_ns\x18\r \x01(\x04\x12\x11\n\tencode_ns\x18\x0e \x01(\x04\x12\x0f\n\x07kv_rpcs\x18\x0f \x01(\r\"\xb7\x02\n\nStepResult\x12\x0f\n\x07step_id\x18\x01 \x01(\x04\x12*\n\x07sampled\x18\x02 \x03(\x0b\x32\x19.llmserve.v1.SampledToken\x12\'\n\x06timing\x18\x03 \x01(\x0b\x32\x17.llmserve.v1.StepTiming\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\"\n\x1arestore_failed_request_ids\x18\x05 \x03(\t\x12%\n\x1d\x63heckpoint_failed_request_ids\x18\x06 \x03(\t\x12.\n\nerror_code\x18\x07 \x01(\x0e\x32\x1a.llmserve.v1.StepErrorCode\x12\x1b\n\x13\x63\x61\x63hed_block_hashes\x18\x08 \x03(\x06\x12\x1c\n\x14\x65victed_block_hashes\x18\t \x03(\x06*\xb7\x01\n\rStepErrorCode\x12\x1f\n\x1bSTEP_ERROR_CODE_UNSPECIFIED\x10\x00\x12 \n\x1cSTEP_ERROR_CODE_INVALID_PLAN\x10\x01\x12\x1e\n\x1aSTEP_ERROR_CODE_KV_REFUSED\x10\x02\x12\"\n\x1eSTEP_ERROR_CODE_KV_UNAVAILABLE\x10\x03\x12\x1f\n\x1bSTEP_ERROR_CODE_STEP_FAILED\x10\x04\x32\x8b\x01\n\x06Worker\x12\x41\n\x08\x44\x65scribe\x12\x1c.llmserve.v1.DescribeRequest\x1a\x17.llmserve.v1.WorkerInfo\x12>\n\x07\x45xecute\x12\x16.llmserve.v1.BatchPlan\x1a\x17.llmserve.v1.StepResult(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_NEWREQUEST_TRACECONTEXTENTRY']._loaded_options = None
   _globals['_NEWREQUEST_TRACECONTEXTENTRY']._serialized_options = b'8\001'
-  _globals['_STEPERRORCODE']._serialized_start=2011
-  _globals['_STEPERRORCODE']._serialized_end=2194
+  _globals['_STEPERRORCODE']._serialized_start=2118
+  _globals['_STEPERRORCODE']._serialized_end=2301
   _globals['_DESCRIBEREQUEST']._serialized_start=67
   _globals['_DESCRIBEREQUEST']._serialized_end=84
   _globals['_WORKERINFO']._serialized_start=87
@@ -43,19 +43,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STEPCOSTMODEL']._serialized_start=404
   _globals['_STEPCOSTMODEL']._serialized_end=599
   _globals['_NEWREQUEST']._serialized_start=602
-  _globals['_NEWREQUEST']._serialized_end=985
-  _globals['_NEWREQUEST_TRACECONTEXTENTRY']._serialized_start=934
-  _globals['_NEWREQUEST_TRACECONTEXTENTRY']._serialized_end=985
-  _globals['_SCHEDULEDREQUEST']._serialized_start=987
-  _globals['_SCHEDULEDREQUEST']._serialized_end=1090
-  _globals['_BATCHPLAN']._serialized_start=1093
-  _globals['_BATCHPLAN']._serialized_end=1348
-  _globals['_SAMPLEDTOKEN']._serialized_start=1350
-  _globals['_SAMPLEDTOKEN']._serialized_end=1402
-  _globals['_STEPTIMING']._serialized_start=1405
-  _globals['_STEPTIMING']._serialized_end=1753
-  _globals['_STEPRESULT']._serialized_start=1756
-  _globals['_STEPRESULT']._serialized_end=2008
-  _globals['_WORKER']._serialized_start=2197
-  _globals['_WORKER']._serialized_end=2336
+  _globals['_NEWREQUEST']._serialized_end=1033
+  _globals['_NEWREQUEST_TRACECONTEXTENTRY']._serialized_start=982
+  _globals['_NEWREQUEST_TRACECONTEXTENTRY']._serialized_end=1033
+  _globals['_SCHEDULEDREQUEST']._serialized_start=1035
+  _globals['_SCHEDULEDREQUEST']._serialized_end=1138
+  _globals['_BATCHPLAN']._serialized_start=1141
+  _globals['_BATCHPLAN']._serialized_end=1396
+  _globals['_SAMPLEDTOKEN']._serialized_start=1398
+  _globals['_SAMPLEDTOKEN']._serialized_end=1450
+  _globals['_STEPTIMING']._serialized_start=1453
+  _globals['_STEPTIMING']._serialized_end=1801
+  _globals['_STEPRESULT']._serialized_start=1804
+  _globals['_STEPRESULT']._serialized_end=2115
+  _globals['_WORKER']._serialized_start=2304
+  _globals['_WORKER']._serialized_end=2443
 # @@protoc_insertion_point(module_scope)

@@ -76,7 +76,7 @@ class StepCostModel(_message.Message):
     def __init__(self, a_s: _Optional[float] = ..., b_s_per_prefill_token: _Optional[float] = ..., c_s_per_decode_seq: _Optional[float] = ..., d_s_per_kv_token: _Optional[float] = ..., num_samples: _Optional[int] = ..., r2: _Optional[float] = ..., median_rel_error: _Optional[float] = ..., calibration_s: _Optional[float] = ...) -> None: ...
 
 class NewRequest(_message.Message):
-    __slots__ = ("request_id", "token_ids", "num_prompt_tokens", "sampling", "service_class", "num_output_tokens", "trace_context", "restore_from_checkpoint", "num_computed_tokens")
+    __slots__ = ("request_id", "token_ids", "num_prompt_tokens", "sampling", "service_class", "num_output_tokens", "trace_context", "restore_from_checkpoint", "num_computed_tokens", "num_cached_tokens", "prefix_salt")
     class TraceContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +93,8 @@ class NewRequest(_message.Message):
     TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     RESTORE_FROM_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     NUM_COMPUTED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    NUM_CACHED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_SALT_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     token_ids: _containers.RepeatedScalarFieldContainer[int]
     num_prompt_tokens: int
@@ -102,7 +104,9 @@ class NewRequest(_message.Message):
     trace_context: _containers.ScalarMap[str, str]
     restore_from_checkpoint: bool
     num_computed_tokens: int
-    def __init__(self, request_id: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., num_prompt_tokens: _Optional[int] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., service_class: _Optional[_Union[_common_pb2.ServiceClass, str]] = ..., num_output_tokens: _Optional[int] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., restore_from_checkpoint: _Optional[bool] = ..., num_computed_tokens: _Optional[int] = ...) -> None: ...
+    num_cached_tokens: int
+    prefix_salt: int
+    def __init__(self, request_id: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., num_prompt_tokens: _Optional[int] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., service_class: _Optional[_Union[_common_pb2.ServiceClass, str]] = ..., num_output_tokens: _Optional[int] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., restore_from_checkpoint: _Optional[bool] = ..., num_computed_tokens: _Optional[int] = ..., num_cached_tokens: _Optional[int] = ..., prefix_salt: _Optional[int] = ...) -> None: ...
 
 class ScheduledRequest(_message.Message):
     __slots__ = ("request_id", "num_tokens", "num_computed_tokens", "sample")
@@ -177,7 +181,7 @@ class StepTiming(_message.Message):
     def __init__(self, forward_ns: _Optional[int] = ..., sample_ns: _Optional[int] = ..., kv_ns: _Optional[int] = ..., total_ns: _Optional[int] = ..., num_prefill_tokens: _Optional[int] = ..., num_decode_seqs: _Optional[int] = ..., num_kv_tokens_read: _Optional[int] = ..., checkpoint_bytes: _Optional[int] = ..., restore_bytes: _Optional[int] = ..., checkpoint_ns: _Optional[int] = ..., restore_ns: _Optional[int] = ..., num_recomputed_tokens: _Optional[int] = ..., plan_decode_ns: _Optional[int] = ..., encode_ns: _Optional[int] = ..., kv_rpcs: _Optional[int] = ...) -> None: ...
 
 class StepResult(_message.Message):
-    __slots__ = ("step_id", "sampled", "timing", "error", "restore_failed_request_ids", "checkpoint_failed_request_ids", "error_code")
+    __slots__ = ("step_id", "sampled", "timing", "error", "restore_failed_request_ids", "checkpoint_failed_request_ids", "error_code", "cached_block_hashes", "evicted_block_hashes")
     STEP_ID_FIELD_NUMBER: _ClassVar[int]
     SAMPLED_FIELD_NUMBER: _ClassVar[int]
     TIMING_FIELD_NUMBER: _ClassVar[int]
@@ -185,6 +189,8 @@ class StepResult(_message.Message):
     RESTORE_FAILED_REQUEST_IDS_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_FAILED_REQUEST_IDS_FIELD_NUMBER: _ClassVar[int]
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    CACHED_BLOCK_HASHES_FIELD_NUMBER: _ClassVar[int]
+    EVICTED_BLOCK_HASHES_FIELD_NUMBER: _ClassVar[int]
     step_id: int
     sampled: _containers.RepeatedCompositeFieldContainer[SampledToken]
     timing: StepTiming
@@ -192,4 +198,6 @@ class StepResult(_message.Message):
     restore_failed_request_ids: _containers.RepeatedScalarFieldContainer[str]
     checkpoint_failed_request_ids: _containers.RepeatedScalarFieldContainer[str]
     error_code: StepErrorCode
-    def __init__(self, step_id: _Optional[int] = ..., sampled: _Optional[_Iterable[_Union[SampledToken, _Mapping]]] = ..., timing: _Optional[_Union[StepTiming, _Mapping]] = ..., error: _Optional[str] = ..., restore_failed_request_ids: _Optional[_Iterable[str]] = ..., checkpoint_failed_request_ids: _Optional[_Iterable[str]] = ..., error_code: _Optional[_Union[StepErrorCode, str]] = ...) -> None: ...
+    cached_block_hashes: _containers.RepeatedScalarFieldContainer[int]
+    evicted_block_hashes: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, step_id: _Optional[int] = ..., sampled: _Optional[_Iterable[_Union[SampledToken, _Mapping]]] = ..., timing: _Optional[_Union[StepTiming, _Mapping]] = ..., error: _Optional[str] = ..., restore_failed_request_ids: _Optional[_Iterable[str]] = ..., checkpoint_failed_request_ids: _Optional[_Iterable[str]] = ..., error_code: _Optional[_Union[StepErrorCode, str]] = ..., cached_block_hashes: _Optional[_Iterable[int]] = ..., evicted_block_hashes: _Optional[_Iterable[int]] = ...) -> None: ...

@@ -28,3 +28,4 @@ class RequestOutput:
     num_prompt_tokens: int = 0
     num_preemptions: int = 0
     error_message: str = ""
+    num_cached_tokens: int = 0  # prompt tokens its last admission took from the prefix cache

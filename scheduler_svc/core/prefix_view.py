@@ -1,10 +1,12 @@
 """What the core knows of its worker's prefix cache (issue 13): a port, not a cache.
 
-The worker (the KV store, in the service) holds the cache; the core only asks how much of a
-prompt it holds and, when it admits the request, claims that prefix so it stays cached until the
-worker drops the request (finished, preempted or failed: the worker releases the claim). The
-simulator implements the port on the same `llmserve.prefix` index its simulated worker fills;
-the service will mirror the store's index the same way (issue 13, phase B).
+The worker holds the cache; the core only asks how much of a prompt it holds and, when it admits
+the request, claims that prefix so it stays cached until the worker drops the request (finished,
+preempted or failed: the worker releases the claim). The simulator implements the port on the
+same `llmserve.prefix` index its simulated worker fills; the service implements it with a mirror
+of the live worker's reports (`core/prefix_mirror.py`, whose `observe` the core calls with each
+step result that carries a report: a simulated worker's never do), where the live worker itself
+references the blocks when it admits the request.
 """
 
 from __future__ import annotations

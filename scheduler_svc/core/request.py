@@ -94,6 +94,9 @@ class Request:
     arrival_s: float = 0.0
     # The prompt's full-block hash chain (llmserve.prefix, salted by tenant); () : no prefix cache.
     block_hashes: tuple[int, ...] = ()
+    # The chain's root, the tenant's salt (llmserve.prefix.tenant_salt), which the worker names the
+    # prompt's blocks by (NewRequest.prefix_salt); 0: the live worker caches nothing of it.
+    prefix_salt: int = 0
 
     status: RequestStatus = RequestStatus.WAITING
     output_token_ids: list[int] = field(default_factory=list)

@@ -20,7 +20,8 @@ from scheduler_svc.core.ticket import Ticket
 
 def final_output(req: Request, tokens: tuple[int, ...]) -> RequestOutput:
     """The last event of a finished request (its finish reason set)."""
-    return RequestOutput(req.request_id, tokens, req.finish_reason, req.num_prompt_tokens, req.num_preemptions)
+    return RequestOutput(req.request_id, tokens, req.finish_reason, req.num_prompt_tokens, req.num_preemptions,
+                         num_cached_tokens=req.num_cached_tokens)
 
 
 class ResultHandler:

@@ -155,6 +155,9 @@ class Scheduler:
     def update(self, result: StepResult) -> list[RequestOutput]:
         """Applies one step's result (steps in order); returns the token events it produced,
         at most one per request, plus any pending CANCELLED events."""
+        if self._prefix is not None and (result.cached_block_hashes or result.evicted_block_hashes):
+            # A live worker's cache report (core/prefix_mirror.py); a simulated worker sends none.
+            self._prefix.observe(result.cached_block_hashes, result.evicted_block_hashes)  # type: ignore[attr-defined]
         return self._results.update(result)
 
     def fail_step(self, step_id: int, error: str) -> list[RequestOutput]:
@@ -197,6 +200,10 @@ class Scheduler:
 
     def has_unfinished_requests(self) -> bool:
         return bool(self._roster.running) or len(self._roster.waiting) > 0
+
+    def cached_tokens(self, req: Request) -> int:
+        """Leading prompt tokens of `req` this worker's prefix cache holds (0 without one): routing."""
+        return self._prefix.cached_tokens(req) if self._prefix is not None else 0
 
     def outstanding_tokens(self) -> int:
         """Routing load: prompt tokens plus output tokens still allowed, over unfinished requests."""

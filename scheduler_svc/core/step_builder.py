@@ -116,7 +116,7 @@ class StepBuilder:
         self._roster.admit(t)
         self.new_requests.append(NewRequestData(
             req.request_id, req.all_token_ids(), req.num_prompt_tokens, req.sampling, req.service_class,
-            req.num_output_tokens, first, num_cached_tokens=cached))
+            req.num_output_tokens, first, num_cached_tokens=cached, prefix_salt=req.prefix_salt))
         if resume:
             book.on_restore(req.request_id, resume)  # type: ignore[union-attr]
         elif cached:

@@ -9,9 +9,8 @@ table, driven by a virtual clock and a simulated worker (worker.py).
 
 No scheduling logic lives here: every decision is the core's (`scheduler_svc.core`).
 
-`SimConfig()`'s defaults are what `llmserve up` runs, but for prefix caching (sim/prefix.py),
-which the simulator runs on workloads with hash ids ahead of the service (issue 13's phase B;
-`prefix_cache=False` to simulate today's service): two plans in flight, a `CheckpointBook`
+`SimConfig()`'s defaults are what `llmserve up` runs: prefix caching (sim/prefix.py) on workloads
+with hash ids, two plans in flight, a `CheckpointBook`
 (policies that preempt by CHECKPOINT save BE KV to a host tier of the KV store's default size and
 restore it, priced by `host_tier.py`), and bros and tempo starting from the service's
 built-in cost model prior, which they refit online from the simulated step times.
@@ -79,10 +78,9 @@ class SimConfig:
     # request whose predicted TTFT exceeds its SLO is rejected at arrival (record "rejected").
     rt_admission_control: bool = False
     check_invariants_every: int = 0  # steps; 0: only at the end
-    # Prefix caching (issue 13) where the workload carries hash ids (sim/prefix.py). Off by default
-    # until the live stack caches prefixes (its phase B): the defaults simulate what `llmserve up`
-    # runs, which today computes every prompt in full (`llmserve bench --engine sim --prefix-cache on`).
-    prefix_cache: bool = False
+    # Prefix caching (issue 13) where the workload carries hash ids (sim/prefix.py). On by default,
+    # as the service's `--prefix-cache` (`llmserve bench --engine sim --prefix-cache off`: without).
+    prefix_cache: bool = True
     policy_options: dict[str, object] = field(default_factory=dict)
 
     @staticmethod

@@ -67,6 +67,22 @@ async def test_completion_with_usage_and_the_default_slo(client: openai.AsyncOpe
     assert extension["slo"] == {"class": "real_time", "ttft_ms": 2000.0, "tpot_ms": 200.0, "priority": 0}
 
 
+async def test_a_resent_conversation_reports_its_cached_prompt_tokens(client: openai.AsyncOpenAI,
+                                                                       gateway: ServiceServer) -> None:
+    """Prefix caching (on by default): the second turn resends the first; the blocks the first
+    turn's prompt filled come from the cache, as OpenAI's usage.prompt_tokens_details says."""
+    turn = [{"role": "user", "content": "Name three rivers of Europe and say where each one rises, " * 3}]
+    first = await client.chat.completions.create(model=model_name(gateway), messages=turn, max_tokens=4, **GREEDY)
+    assert first.usage.prompt_tokens_details.cached_tokens == 0
+    turn += [{"role": "assistant", "content": first.choices[0].message.content},
+             {"role": "user", "content": "And their lengths?"}]
+    second = await client.chat.completions.create(model=model_name(gateway), messages=turn, max_tokens=4, **GREEDY)
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    block = 16  # the in-process worker's block size
+    assert cached >= first.usage.prompt_tokens // block * block - block and cached % block == 0
+    assert 0 < cached < second.usage.prompt_tokens
+
+
 async def test_streamed_completion_equals_the_unstreamed_one(client: openai.AsyncOpenAI, gateway: ServiceServer) -> None:
     whole = await client.completions.create(model=model_name(gateway), prompt="Once upon a time", max_tokens=8, **GREEDY)
     stream = await client.completions.create(model=model_name(gateway), prompt="Once upon a time", max_tokens=8,

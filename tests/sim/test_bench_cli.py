@@ -79,19 +79,19 @@ def test_tempo_oracle_is_a_sim_policy_only(tmp_path, capsys):
     assert "simulator only" in capsys.readouterr().err
 
 
-def test_prefix_cache_on_by_flag_and_off_by_default_as_llmserve_up_has_none_yet(tmp_path):
+def test_prefix_cache_on_by_default_as_llmserve_up_runs_and_off_by_flag(tmp_path):
     workload = tmp_path / "w.jsonl"
     reqs = mixed_workload(seed=2, duration_s=4.0)
     write_workload(workload, [dataclasses.replace(r, hash_ids=(7, 8), hash_block_tokens=512) for r in reqs])
     cost = tmp_path / "cost.json"
     TEST_COST.save(cost)
     docs = {}
-    for flag in ((), ("--prefix-cache", "on")):
+    for flag in ((), ("--prefix-cache", "off")):
         out = tmp_path / f"out{len(flag)}"
         args = _parse(["--workload", str(workload), "--policies", "fcfs", "--cost-model", str(cost), "--out", str(out),
                        "--num-blocks", "2000", *flag])
         assert args.func(args) == 0
         docs[flag] = json.loads((out / "results.json").read_text())["policies"]["fcfs"]
-    off, on = docs[()], docs[("--prefix-cache", "on")]
+    on, off = docs[()], docs[("--prefix-cache", "off")]
     assert KEYS <= set(on) and on["prefix_hit_blocks"] > 0 and on["prefill_tokens_saved"] > 0
     assert "prefix_hit_blocks" not in off and KEYS <= set(off)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from llmserve.plan import BatchPlan, Grant, KvDelta, RestoreSpec, StepResult
-from llmserve.plan_book import Chunk, PlanBook, PlanError, PlanLimits, RequestState
+from llmserve.plan_book import Chunk, PlanBook, PlanError, PlanLimits, RequestState, WorkerPrefixCache
 from llmserve.types import SamplingParams, cdiv
 from worker_svc.core.checkpoint import CheckpointTracker, CheckpointWrite, RestoredKv
 from worker_svc.core.sampler import sample
@@ -62,9 +62,11 @@ class StepRunner:
         self.device = model.embed_tokens.weight.device
         self._clock_ns = clock_ns
         model.bucket_rows(limits.max_num_batched_tokens)  # a bounded set of oneDNN primitives (issue 11)
+        # The prefix cache names the prompt blocks of requests the plan gives a salt (issue 13).
         self.book = PlanBook(self.block_size, PlanLimits(
             limits.max_num_batched_tokens, limits.max_num_seqs, model.config.max_model_len,
-            vocab_size=model.config.vocab_size, num_blocks=kv_cache.num_blocks))
+            vocab_size=model.config.vocab_size, num_blocks=kv_cache.num_blocks),
+            prefix=WorkerPrefixCache(self.block_size))
         self.checkpoints = CheckpointTracker(kv_cache, lazy_checkpoint_blocks)
         self._checkpoint_ops: list[CheckpointWrite | str] = []  # for the store, in order (str: a drop)
         self._begin_checkpoint = (0, 0)  # bytes and ns of the open step's preemption checkpoints

@@ -22,6 +22,7 @@ def test_defaults_are_the_services():
     config = SimConfig()
     assert config.pipeline_depth == service.max_inflight_plans
     assert config.checkpoint_preemption is service.checkpoint_preemption is True
+    assert config.prefix_cache is service.prefix_cache is True
     assert config.host_tier_bytes == KvStoreConfig().host_tier_bytes
     assert config.checkpoint_lazy is (WorkerConfig.__dataclass_fields__["checkpoint_lazy_blocks"].default > 0)
     # Each worker calibrates itself at start and the scheduler starts bros/tempo from that fit;
