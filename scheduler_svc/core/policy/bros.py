@@ -26,9 +26,8 @@ What the paper's visible material fixes (papers.md §1) and how it is realised h
   measured steps with the given or built-in coefficients as the prior, with a margin learnt from
   its own recent errors) fits work before the tightest RT deadline the step can still meet, and
   within the TPOT of the streams in it once they are down to `stream_reserve_tpots` TPOTs of
-  slack, and while a stream has less than `slack_bank_tpots` TPOTs of slack, best-effort, lost
-  and aged work fill a step only to half its TPOT, so streams bank slack for the next RT burst
-  (`slo_step.py`). The step starts after the plans in flight, each priced when it was built.
+  slack (and, opt-in, `slack_bank_tpots`: a stream's slack bank, `slo_step.py`; off by
+  default). The step starts after the plans in flight, each priced when it was built.
   On-time RT decodes are always taken; every other chunk (RT prefill, deadline, aged, lost, BE) is trimmed
   to fit, so BE fills what remains of the token budget and of the time (`policy/slo_step.py`, the
   rules shared with tempo: the first on-time RT or aged chunk of a step that does not fit still
@@ -100,7 +99,7 @@ class BrosPolicy(Policy):
         preempt_horizon_steps: float = 2.0,
         victim_hold_s: float = 1.0,
         stream_reserve_tpots: float = 1.0,
-        slack_bank_tpots: float = 10.0,
+        slack_bank_tpots: float = 0.0,
         bank_fill_pace: float = 0.5,
     ) -> None:
         # The core's promotion would rank a starved BE request above on-time RT: aging is ours.
@@ -114,7 +113,7 @@ class BrosPolicy(Policy):
         cost, self.online_cost = make_cost_model(cost_model, cost_model_path, online_cost_model)
         self.cost = cost
         self.guard = StepGuard(cost, self.online_cost, step_time_ema)
-        # Deadline work ranks among RT prompts by slack here: the bank spares it (slo_step.py).
+        # Deadline work ranks among RT prompts by slack here: the bank, if on, spares it (slo_step.py).
         self.step = SloStep(self.guard, min_prefill_chunk, stream_reserve_tpots, slack_bank_tpots, bank_fill_pace,
                             bank_spares_deadline_work=True)
         self.rt_reserve_blocks = rt_reserve_blocks

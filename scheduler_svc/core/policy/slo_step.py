@@ -4,21 +4,19 @@ guard (`step_guard.py`) and the on-time / lost / aged split (`slo_watch.py`).
 - On-time RT decodes are always taken (one token, ~20 µs each).
 - Every other chunk is trimmed so the step ends before the tightest RT deadline it can still
   meet (and within the pace of its streams, `StepGuard.note`).
-- The streams' slack bank (`slack_bank_tpots`, 10 in bros and tempo; 0 turns it off): while a
-  stream in the step has less than that many TPOTs of slack, work other than on-time RT may only
-  fill the step up to `bank_fill_pace` (0.5) of its TPOT, so its slack grows as it would on
-  dedicated hardware; on-time RT work keeps the whole limit. Filling every step with other work
-  up to the streams' pace kept their slack where their first token left it, and an RT burst then
-  found no room for its prompts: the dedicated run banks ~40 ms a token in quiet periods and
-  spends it in the burst. On-time deadline work is spared too where the policy ranks it among RT
-  prompts (`bank_spares_deadline_work`: bros, which orders both by slack): a waiting request that
-  the bank zeroes closes admission for the step, and the RT prompts ranked behind it waited
-  (bros, `be_heavy-tight-long-bursty` x4: 14 first tokens late, RT 1.00 -> 0.91). Tempo ranks
-  deadline work after the RT first tokens due sooner, and sparing it let it fill the steps of
-  `agentic-tight-bursty` x4 again (RT −0.027 from dedicated, 0.000 with it as filler).
-  Tuning half: RT within 0.02 of dedicated, bros 90 -> 92 of 95 cells, tempo 92 -> 95; deadline
-  attainment ≥ edf's, bros 108 -> 107 of 112, tempo 91 -> 96; BE throughput ≥ 0.95x fcfs's,
-  bros 94 -> 93 of 96, tempo 91 -> 90.
+- The streams' slack bank (opt-in, `slack_bank_tpots`; 0, the default of bros and tempo, turns it
+  off): while a stream in the step has less than that many TPOTs of slack, work other than
+  on-time RT may only fill the step up to `bank_fill_pace` (0.5) of its TPOT, so its slack grows
+  as on dedicated hardware, where streams bank ~40 ms a token in quiet periods and spend it when
+  a burst of prompts comes; on-time RT work keeps the whole limit. `bank_spares_deadline_work`
+  (bros) spares on-time deadline work too: bros ranks it among RT prompts by slack, and a waiting
+  request the bank zeroes closes admission, so the RT prompts behind it waited. In the simulator
+  (docs/scheduling.md, "the slack bank") 10 TPOTs lifted RT within 0.02 of dedicated from 92 to
+  95 of 95 tuning cells for tempo and 90 to 92 for bros. Off by default because live on the CPU
+  stack it cost best-effort work 1.5-4x at the highest load (`mixed_bursty` x4: bros 39.7 -> 10.5
+  tok/s, tempo 35.7 -> 23.4, RT 1.00 either way): the live outputs (at most 32 tokens) end before
+  a stream banks 10 TPOTs, so every step stays capped, and the guard's error margin, ~0 in the
+  simulator, shrinks the cap further; the simulator predicted ~40 tok/s and missed it.
 - A chunk that completes an on-time RT prompt must also end before that request's own first
   token is due; trimming it to that deadline helps only if the whole chunk then fits, else the
   token is late anyway and the chunk takes what the others' deadlines allow. (Trimming every

@@ -35,9 +35,8 @@ Just enough, enforced by the step guard shared with bros (`policy/step_guard.py`
 `policy/slo_step.py`): an iteration-time cost model, refit online from the worker's measured
 steps (the given or built-in coefficients are the prior), fits every chunk but on-time RT
 decodes before the tightest RT deadline the step can still meet, and within the TPOT of the
-streams in it; while a stream has less than `slack_bank_tpots` (10) TPOTs of slack, work other
-than on-time RT fills a step only to `bank_fill_pace` (half) of its TPOT, so that streams bank
-slack for the next RT burst as on dedicated hardware (slo_step.py). Without the guard, density
+streams in it (and, opt-in, `slack_bank_tpots`: a stream's slack bank, slo_step.py; off by
+default). Without the guard, density
 filled each 2,048-token step (~90 ms on the H100 profile) and every stream of an 80 ms-TPOT tier fell behind (the suite's tight cells: RT 0.13 against the
 dedicated run's 0.96).
 
@@ -135,7 +134,7 @@ class TempoPolicy(Policy):
         online_cost_model: bool = True,
         min_prefill_chunk: int = 16,
         stream_reserve_tpots: float = 1.0,
-        slack_bank_tpots: float = 10.0,
+        slack_bank_tpots: float = 0.0,
         bank_fill_pace: float = 0.5,
         lengths: OutputLengths | None = None,
     ) -> None:
