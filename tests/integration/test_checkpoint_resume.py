@@ -23,7 +23,7 @@ from llmserve.runtime.server import ServiceServer
 from llmserve.v1 import common_pb2, kvstore_pb2, kvstore_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc, worker_pb2, worker_pb2_grpc
 from scheduler_svc.config import SchedulerServiceConfig
 from scheduler_svc.server import start_scheduler
-from tests.unit.worker.helpers import save_tiny_checkpoint
+from tests.unit.worker.helpers import hf_greedy, save_tiny_checkpoint
 from worker_svc.config import WorkerConfig
 from worker_svc.start import start_worker
 
@@ -56,13 +56,6 @@ async def stack(tmp_path) -> AsyncIterator[Stack]:
             await worker.stop(0.5)
         await kvstore.stop(0.5)
 
-
-def hf_greedy(hf: torch.nn.Module, prompt: list[int], n: int) -> list[int]:
-    ids = list(prompt)
-    with torch.no_grad():
-        for _ in range(n):
-            ids.append(int(hf(torch.tensor([ids])).logits[0, -1].argmax()))
-    return ids[len(prompt):]
 
 
 class Session:

@@ -24,7 +24,7 @@ from llmserve.runtime.channel import open_channel, wait_healthy
 from llmserve.v1 import common_pb2, kvstore_pb2, kvstore_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 from scheduler_svc.config import SchedulerServiceConfig
 from scheduler_svc.server import SchedulerService, start_scheduler
-from tests.unit.worker.helpers import save_tiny_checkpoint
+from tests.unit.worker.helpers import hf_greedy, save_tiny_checkpoint
 from worker_svc.config import WorkerConfig
 from worker_svc.server import WorkerServicer
 from worker_svc.start import start_worker
@@ -38,13 +38,6 @@ PROMPTS = {  # request -> (class, prompt)
     "be-1": (common_pb2.SERVICE_CLASS_BEST_EFFORT, [11, 41, 42, 13]),
 }
 
-
-def _hf_greedy(hf: torch.nn.Module, prompt: list[int], n: int) -> list[int]:
-    ids = list(prompt)
-    with torch.no_grad():
-        for _ in range(n):
-            ids.append(int(hf(torch.tensor([ids])).logits[0, -1].argmax()))
-    return ids[len(prompt):]
 
 
 def _free_port() -> int:
@@ -101,7 +94,7 @@ async def _idle_pool(kv: kvstore_pb2_grpc.KvStoreStub, worker_id: str, cached: i
 
 async def test_a_killed_store_comes_back_rebuilt_from_the_worker_and_no_request_is_lost(tmp_path: Path) -> None:
     hf = save_tiny_checkpoint("llama", tmp_path / "model")
-    expected = {rid: _hf_greedy(hf, prompt, MAX_TOKENS) for rid, (_, prompt) in PROMPTS.items()}
+    expected = {rid: hf_greedy(hf, prompt, MAX_TOKENS) for rid, (_, prompt) in PROMPTS.items()}
     address = f"127.0.0.1:{_free_port()}"
     log = tmp_path / "kvstore.log"
     store = await _start_store(address, log)

@@ -15,19 +15,12 @@ from llmserve.runtime.channel import open_channel
 from llmserve.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
 from scheduler_svc.config import SchedulerServiceConfig
 from scheduler_svc.server import SchedulerService, start_scheduler
-from tests.unit.worker.helpers import save_tiny_checkpoint
+from tests.unit.worker.helpers import hf_greedy, save_tiny_checkpoint
 from worker_svc.config import WorkerConfig
 from worker_svc.start import start_worker
 
 MAX_TOKENS = 200  # long enough that the request is still running when its worker stops
 
-
-def hf_greedy(hf: torch.nn.Module, prompt: list[int], n: int) -> list[int]:
-    ids = list(prompt)
-    with torch.no_grad():
-        for _ in range(n):
-            ids.append(int(hf(torch.tensor([ids])).logits[0, -1].argmax()))
-    return ids[len(prompt):]
 
 
 async def _until(predicate, timeout_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]

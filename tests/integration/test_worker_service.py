@@ -21,7 +21,7 @@ from kvstore_svc.server import start_kvstore
 from llmserve.runtime.channel import open_channel, wait_healthy
 from llmserve.runtime.server import ServiceServer
 from llmserve.v1 import common_pb2, kvstore_pb2, kvstore_pb2_grpc, worker_pb2, worker_pb2_grpc
-from tests.unit.worker.helpers import save_tiny_checkpoint
+from tests.unit.worker.helpers import hf_greedy, save_tiny_checkpoint
 from worker_svc.config import WorkerConfig
 from worker_svc.start import start_worker
 
@@ -43,13 +43,6 @@ async def stack(tmp_path) -> AsyncIterator[tuple[ServiceServer, ServiceServer, t
         await worker.stop(0.5)
         await kvstore.stop(0.5)
 
-
-def _hf_greedy(hf, prompt: list[int], n: int) -> list[int]:
-    ids = list(prompt)
-    with torch.no_grad():
-        for _ in range(n):
-            ids.append(int(hf(torch.tensor([ids])).logits[0, -1].argmax()))
-    return ids[len(prompt):]
 
 
 def _new(rid: str, tokens: list[int], service_class: int) -> worker_pb2.NewRequest:
@@ -114,7 +107,7 @@ async def test_pipelined_execute_matches_hf_greedy_and_leases_blocks(stack) -> N
     a = torch.randint(0, 96, (10,), generator=gen).tolist()
     b = torch.randint(0, 96, (5,), generator=gen).tolist()
     steps = 8
-    expected = {"a": _hf_greedy(hf, a, steps), "b": _hf_greedy(hf, b, steps + 2)}
+    expected = {"a": hf_greedy(hf, a, steps), "b": hf_greedy(hf, b, steps + 2)}
     # Plans carry no sampled tokens: the worker feeds each request its own last token.
     plans = [worker_pb2.BatchPlan(step_id=0, new_requests=[_new("a", a, BE), _new("b", b, RT)],
                                   scheduled=[_sched("a", 6, 0, sample=False), _sched("b", 5, 0)]),
@@ -225,7 +218,7 @@ async def test_steps_go_on_while_the_store_is_away_and_the_new_store_is_rebuilt_
         num_kv_blocks=NUM_BLOCKS, block_size=BLOCK, max_num_batched_tokens=64, max_num_seqs=8, kv_reserve_blocks=2,
         warmup=False))
     prompt = [5, 17, 33, 2, 71, 9]
-    expected = _hf_greedy(hf, prompt, 20)
+    expected = hf_greedy(hf, prompt, 20)
     got: list[int] = []
     try:
         async with open_channel(worker.address) as wch:

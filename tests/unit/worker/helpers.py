@@ -66,6 +66,16 @@ class LocalBlockPool:
         return sum(len(ids) for ids in self.owned.values())
 
 
+def hf_greedy(hf: torch.nn.Module, prompt: list[int], n: int) -> list[int]:
+    """The `n` tokens greedy decoding appends to `prompt` with a transformers model: the reference
+    the services' outputs are compared with."""
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(n):
+            ids.append(int(hf(torch.tensor([ids])).logits[0, -1].argmax()))
+    return ids[len(prompt):]
+
+
 def make_runner(model: LlamaModel, num_blocks: int = 64, block_size: int = 4, max_tokens: int = 512,
                 max_seqs: int = 64) -> StepRunner:
     spec = KvCacheSpec.for_model(model.config, block_size, model.embed_tokens.weight.dtype)
