@@ -123,11 +123,12 @@ class Probe:
         def plan_step():
             state["closed"] = None
             waiting_before = len(core.waiting_requests())
+            waiting_rt = sum(1 for r in core.waiting_requests() if r.service_class is RT)
             plan = schedule()
             draft = state["draft"]
             if plan.is_empty() or draft is None:
                 return plan
-            info = {"t": draft.now, "waiting": waiting_before, "running": len(core.running_requests()),
+            info = {"t": draft.now, "waiting": waiting_before, "waiting_rt": waiting_rt, "running": len(core.running_requests()),
                     "budget_left": draft.token_budget, "closed": state["closed"],
                     "tightest": draft.tightest_deadline_s}
             guard = getattr(policy, "guard", None)  # bros and tempo (policy/step_guard.py)
