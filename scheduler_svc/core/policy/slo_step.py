@@ -14,9 +14,9 @@ guard (`step_guard.py`) and the on-time / lost / aged split (`slo_watch.py`).
   (docs/scheduling.md, "the slack bank") 10 TPOTs lifted RT within 0.02 of dedicated from 92 to
   95 of 95 tuning cells for tempo and 90 to 92 for bros. Off by default because live on the CPU
   stack it cost best-effort work 1.5-4x at the highest load (`mixed_bursty` x4: bros 39.7 -> 10.5
-  tok/s, tempo 35.7 -> 23.4, RT 1.00 either way): the live outputs (at most 32 tokens) end before
-  a stream banks 10 TPOTs, so every step stays capped, and the guard's error margin, ~0 in the
-  simulator, shrinks the cap further; the simulator predicted ~40 tok/s and missed it.
+  tok/s, tempo 35.7 -> 23.4, RT 1.00 either way; fcfs itself 41.9 -> 28.3 between the runs);
+  the simulator, with or without step-time noise, predicts ~40 tok/s with the bank and without,
+  so that cost is not modelled yet (docs/scheduling.md, phase E).
 - A chunk that completes an on-time RT prompt must also end before that request's own first
   token is due; trimming it to that deadline helps only if the whole chunk then fits, else the
   token is late anyway and the chunk takes what the others' deadlines allow. (Trimming every
