@@ -65,3 +65,54 @@ async def test_the_python_snippets(gateway: ServiceServer) -> None:
     assert (await _run([sys.executable, "-c", _local(openai_snippet, gateway)])).strip()
     out = await _run([sys.executable, "-c", _local(sdk_snippet, gateway)])
     assert "model_name" in out and "scheduling_policy" in out
+
+
+def _grpcurl_commands() -> list[list[str]]:
+    (block,) = [b for b in blocks("bash") if "grpcurl " in b]
+    return [shlex.split(c) for c in block.replace("\\\n", " ").splitlines() if c.strip().startswith("grpcurl")]
+
+
+def _reflect_and_call(address: str, describe: str, method_path: str, body: str) -> tuple[list[str], list[str], list[dict]]:
+    """What grpcurl does with the README's two lines, with nothing but server reflection: the
+    services listed, `describe` resolved to its methods, the JSON body parsed into the request type
+    found by reflection (proto3 JSON mapping, as grpcurl's), the call made with messages built from
+    those descriptors (a pool of its own: not the generated stubs), the responses as JSON."""
+    import grpc
+    from google.protobuf import json_format, message_factory
+    from google.protobuf.descriptor_pool import DescriptorPool
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    with grpc.insecure_channel(address) as channel:
+        database = ProtoReflectionDescriptorDatabase(channel)
+        services = list(database.get_services())
+        pool = DescriptorPool(database)
+        described = pool.FindServiceByName(describe)
+        service_name, _, method_name = method_path.rpartition("/")
+        method = pool.FindServiceByName(service_name).FindMethodByName(method_name)
+        assert method.server_streaming
+        request_type = message_factory.GetMessageClass(method.input_type)
+        response_type = message_factory.GetMessageClass(method.output_type)
+        call = channel.unary_stream(f"/{service_name}/{method_name}", request_serializer=request_type.SerializeToString,
+                                    response_deserializer=response_type.FromString)
+        responses = [json_format.MessageToDict(r) for r in call(json_format.Parse(body, request_type()), timeout=120)]
+    return services, [m.name for m in described.methods], responses
+
+
+async def test_the_grpcurl_requests(gateway: ServiceServer) -> None:
+    describe, generate = _grpcurl_commands()
+    if shutil.which("grpcurl") is not None:  # as printed, where grpcurl is installed
+        assert "rpc Generate" in await _run(shlex.split(_local(shlex.join(describe), gateway)))
+        assert '"finishReason"' in await _run(shlex.split(_local(shlex.join(generate), gateway)))
+    # And the same protocol steps with reflection alone (this machine has no grpcurl binary).
+    assert describe[:2] == ["grpcurl", "-plaintext"] and generate[:3] == ["grpcurl", "-plaintext", "-d"]
+    address = _local(describe[2], gateway)
+    assert _local(generate[4], gateway) == address
+    services, methods, responses = await asyncio.to_thread(_reflect_and_call, address, describe[4], generate[5],
+                                                           generate[3])
+    assert describe[4] in services and "grpc.health.v1.Health" in services
+    assert {"Generate", "Cancel", "GetModelInfo"} <= set(methods)
+    text = "".join(r.get("text", "") for r in responses)
+    final = responses[-1]
+    assert text.strip(), responses
+    assert final.get("finishReason") == "FINISH_REASON_LENGTH", final
+    assert final["usage"]["completionTokens"] == 16, final
