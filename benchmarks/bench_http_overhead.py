@@ -9,6 +9,10 @@ between the fronts. Per front: client-observed TTFT (request sent to first text 
 (mean gap between chunks after the first) p50/p99 over all streams, and the HTTP - gRPC
 difference of the p50s.
 
+The clients run in a process of their own, as a user's would (`--same-process`: in the gateway's
+own event loop, as this benchmark did before, which charges the clients' own parsing, the aiohttp
+client's SSE lines against the grpc client's C-core framing, to the fronts).
+
     .venv/bin/python benchmarks/bench_http_overhead.py [--rounds 6] [--tokens 32] [--json out.json]
 """
 
@@ -84,6 +88,40 @@ async def http_stream(session: aiohttp.ClientSession, tokens: int) -> tuple[floa
     return times[0] - t0, (times[-1] - times[0]) / (len(times) - 1)
 
 
+async def measure(grpc_address: str, http_base: str, rounds: int, tokens: int) -> dict:
+    """The clients' side: alternating rounds of both fronts at 1 and 32 streams."""
+    results: dict = {}
+    async with GatewayClient(grpc_address) as client, aiohttp.ClientSession(
+            http_base, connector=aiohttp.TCPConnector(limit=0)) as session:
+        for streams in (1, 32):
+            samples: dict[str, dict[str, list[float]]] = {f: {"ttft": [], "tpot": []} for f in ("grpc", "http")}
+            for round_index in range(rounds + 1):  # round 0 warms both up and is not counted
+                for front in (("grpc", "http") if round_index % 2 else ("http", "grpc")):
+                    if front == "grpc":
+                        runs = [grpc_stream(client, tokens) for _ in range(streams)]
+                    else:
+                        runs = [http_stream(session, tokens) for _ in range(streams)]
+                    for ttft, tpot in await asyncio.gather(*runs):
+                        if round_index:
+                            samples[front]["ttft"].append(ttft)
+                            samples[front]["tpot"].append(tpot)
+            row = {front: {k: _summary(v) for k, v in s.items()} for front, s in samples.items()}
+            row["http_minus_grpc_p50_ms"] = {k: row["http"][k]["p50_ms"] - row["grpc"][k]["p50_ms"]
+                                             for k in ("ttft", "tpot")}
+            results[str(streams)] = row
+    return results
+
+
+async def _client_process(grpc_address: str, http_base: str, args: argparse.Namespace) -> dict:
+    argv = [sys.executable, str(Path(__file__).resolve()), "--client", grpc_address, http_base,
+            "--rounds", str(args.rounds), "--tokens", str(args.tokens)]
+    process = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE)
+    out, _ = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"the client process failed (exit {process.returncode})")
+    return json.loads(out)
+
+
 async def main(args: argparse.Namespace) -> dict:
     tokenizer = await asyncio.to_thread(load_tokenizer, resolve_model("default"))
     scheduler = await start_server(lambda s: scheduler_pb2_grpc.add_SchedulerServicer_to_server(
@@ -92,26 +130,13 @@ async def main(args: argparse.Namespace) -> dict:
     gateway = await start_gateway(GatewayConfig(scheduler_addr=scheduler.address, http_address="127.0.0.1:0"),
                                   tokenizer=tokenizer)
     http_base = f"http://127.0.0.1:{gateway.service.http_port}"  # type: ignore[union-attr]
-    results: dict = {"interval_ms": args.interval_ms, "tokens": args.tokens, "rounds": args.rounds, "streams": {}}
+    results: dict = {"interval_ms": args.interval_ms, "tokens": args.tokens, "rounds": args.rounds,
+                     "clients": "the gateway's process" if args.same_process else "a process of their own"}
     try:
-        async with GatewayClient(gateway.address) as client, aiohttp.ClientSession(
-                http_base, connector=aiohttp.TCPConnector(limit=0)) as session:
-            for streams in (1, 32):
-                samples: dict[str, dict[str, list[float]]] = {f: {"ttft": [], "tpot": []} for f in ("grpc", "http")}
-                for round_index in range(args.rounds + 1):  # round 0 warms both up and is not counted
-                    for front in (("grpc", "http") if round_index % 2 else ("http", "grpc")):
-                        if front == "grpc":
-                            runs = [grpc_stream(client, args.tokens) for _ in range(streams)]
-                        else:
-                            runs = [http_stream(session, args.tokens) for _ in range(streams)]
-                        for ttft, tpot in await asyncio.gather(*runs):
-                            if round_index:
-                                samples[front]["ttft"].append(ttft)
-                                samples[front]["tpot"].append(tpot)
-                row = {front: {k: _summary(v) for k, v in s.items()} for front, s in samples.items()}
-                row["http_minus_grpc_p50_ms"] = {k: row["http"][k]["p50_ms"] - row["grpc"][k]["p50_ms"]
-                                                 for k in ("ttft", "tpot")}
-                results["streams"][streams] = row
+        if args.same_process:
+            results["streams"] = await measure(gateway.address, http_base, args.rounds, args.tokens)
+        else:
+            results["streams"] = await _client_process(gateway.address, http_base, args)
     finally:
         await gateway.stop(0)
         await scheduler.stop(0)
@@ -136,7 +161,12 @@ if __name__ == "__main__":
     parser.add_argument("--tokens", type=int, default=32, help="tokens per stream")
     parser.add_argument("--interval-ms", type=float, default=20.0, help="the stand-in scheduler's time per token")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--same-process", action="store_true", help="clients in the gateway's event loop")
+    parser.add_argument("--client", nargs=2, metavar=("GRPC_ADDRESS", "HTTP_BASE"), help=argparse.SUPPRESS)
     arguments = parser.parse_args()
+    if arguments.client:  # the client process: measures, prints its samples' summary as JSON
+        print(json.dumps(asyncio.run(measure(*arguments.client, arguments.rounds, arguments.tokens))))
+        sys.exit(0)
     out = asyncio.run(main(arguments))
     print(table(out))
     if arguments.json:
