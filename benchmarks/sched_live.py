@@ -40,7 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--loads", nargs="+", type=float, default=list(wl.LOADS))
     p.add_argument("--resim", help="an earlier results.json: take its live runs and worker descriptions, "
                                    "simulate and report again (no live run)")
+    p.add_argument("--rerun", default="", help="with --resim: run these policies live again (comma-separated; "
+                                              "fcfs brings its dedicated runs) and keep the others' runs")
     args = p.parse_args(argv)
+    rerun = tuple(x.strip() for x in args.rerun.split(",") if x.strip())
+    if rerun and (not args.resim or not set(rerun) <= set(POLICIES)):
+        raise SystemExit(f"--rerun needs --resim and policies among {', '.join(POLICIES)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cells = wl.cells(tuple(args.mixes), tuple(args.loads))
@@ -56,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         old = json.loads(Path(args.resim).read_text(encoding="utf-8"))
         live, infos = {c.name: old["live"][c.name] for c in cells}, old["workers"]
         live_wall_s, load0, load1 = old["live_wall_s"], old["load_avg_start"], old["load_avg_end"]
+        if rerun:  # the runs replaced as they come in (on_result), the rest kept
+            infos = {**infos, **run_live(cells, rerun, out, on_result)}
+            live_wall_s, load1 = live_wall_s + time.time() - started, os.getloadavg()
     else:
         infos = run_live(cells, POLICIES, out, on_result)
         live_wall_s = time.time() - started
