@@ -184,9 +184,8 @@ def stack_tls(config: StackConfig, folder: str | os.PathLike[str]) -> StackTls:
     return StackTls(ca, services, ca.issue("llmserve-up", ["localhost"]))
 
 
-def service_specs(config: StackConfig, ports: dict[str, int] | None = None,
-                  tls: StackTls | None = None, cpus: int | None = None,
-                  state_dir: str | None = None) -> list[ServiceSpec]:
+def service_specs(config: StackConfig, ports: dict[str, int] | None = None, tls: StackTls | None = None,
+                  cpus: int | None = None, state_dir: str | None = None) -> list[ServiceSpec]:
     """The stack's processes in start order: kvstore, workers, scheduler, gateway.
 
     `ports` maps a service name to its port; services not named get a free port (the gateway gets
@@ -195,8 +194,7 @@ def service_specs(config: StackConfig, ports: dict[str, int] | None = None,
     LLMSERVE_* variables its config reads, and with `tls` (which `config.tls` requires) its TLS
     identity. Each worker gets its share of the `cpus` (default: this process's usable CPUs) as its
     torch threads (`worker_threads`), and with `state_dir` (a folder that lives as long as the
-    stack) a file there for its start-up calibration, which a restart of it reuses.
-    """
+    stack) a file there for its start-up calibration, which a restart of it reuses."""
     if config.tls and tls is None:
         raise ValueError("a --tls stack needs its certificates: pass stack_tls(config, folder)")
     ports = dict(ports or {})
@@ -232,10 +230,8 @@ def service_specs(config: StackConfig, ports: dict[str, int] | None = None,
         name = f"worker-{index}"
         worker_addr = address(name)
         worker_addrs.append(worker_addr)
-        local = {"num_threads": threads} if threads else {}
-        if state_dir:
-            local["calibration_file"] = os.path.join(state_dir, f"{name}.calibration.json")
-        worker_env = env(name, WorkerConfig, address=worker_addr, kvstore_addr=kvstore_addr, worker_id=name, **local)
+        worker_env = env(name, WorkerConfig, address=worker_addr, kvstore_addr=kvstore_addr, worker_id=name,
+                         **_worker_local(name, threads, state_dir))
         processes.append(spec(name, "worker_svc", worker_addr, worker_env, 300.0))
     scheduler_addr = address("scheduler")
     scheduler_env = env("scheduler", SchedulerServiceConfig, address=scheduler_addr, worker_addrs=tuple(worker_addrs),
@@ -247,6 +243,15 @@ def service_specs(config: StackConfig, ports: dict[str, int] | None = None,
                       http_address=http_address)
     processes.append(spec("gateway", "gateway", gateway_addr, gateway_env, 120.0))
     return processes
+
+
+def _worker_local(name: str, threads: int, state_dir: str | None) -> dict[str, object]:
+    """A worker's settings for this machine and this run (`LOCAL_ONLY_VARS`): its torch threads,
+    where chosen, and the file it keeps its calibration in for a restart."""
+    local: dict[str, object] = {"num_threads": threads} if threads else {}
+    if state_dir:
+        local["calibration_file"] = os.path.join(state_dir, f"{name}.calibration.json")
+    return local
 
 
 def preflight(config: StackConfig, processes: list[ServiceSpec]) -> None:
