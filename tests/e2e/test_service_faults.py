@@ -20,7 +20,6 @@ import signal
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 import pytest
@@ -143,7 +142,7 @@ async def supervised() -> AsyncIterator[Supervised]:
                          max_num_seqs=8, lease_ttl_s=LEASE_TTL_S, log_format="text", policy="bros", dtype="float32")
     policy = RestartPolicy(max_restarts=3, window_s=600.0, first_backoff_s=0.2, max_backoff_s=1.0)
     with tempfile.TemporaryDirectory() as log_dir:
-        # As `llmserve up`: a folder for the stack's life, where each worker keeps its calibration.
+        # As `llmserve up`: a folder for the stack's life, for the workers' calibration files.
         specs = service_specs(config, ports={"gateway": free_port()}, state_dir=log_dir)
         specs.append(_second_gateway(specs))
         async with Stack(specs, log_dir=log_dir) as stack:
@@ -173,9 +172,6 @@ async def test_a_killed_worker_loses_no_request_restarts_and_gets_new_work(super
 
     await supervised.back(dead)
     assert await supervised.until_workers(2) == 2  # rejoined
-    log = Path(supervised.stack.log_dir or "", "worker-0.log").read_text()
-    assert log.count("step-time model fitted at start") == 1, "the restart timed the calibration grid again"
-    assert "step-time model from an earlier start with the same settings" in log
     most = 0
 
     async def watch_worker_0() -> None:
