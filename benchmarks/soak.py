@@ -28,9 +28,11 @@ import os
 import random
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 # This checkout's code, not whatever the environment has installed (the services it starts run
 # from the working directory too: start it from the repository root).
@@ -43,6 +45,7 @@ from llmserve_stack.launch import StackConfig, free_port, service_specs  # noqa:
 from llmserve_stack.restarts import RestartPolicy  # noqa: E402
 from llmserve_stack.supervisor import Stack  # noqa: E402
 from prompts import benchmark_prompts  # noqa: E402
+from soak_cpu import CpuLedger, cpu_markdown  # noqa: E402
 from soak_report import Fault, Outcome, RssSample, markdown, plot_rss, summarize  # noqa: E402
 
 # The services a fault may hit; "worker" is any one of the workers.
@@ -105,9 +108,10 @@ async def _stream(client: GatewayClient, load: Load, stream: int, prompts: list[
         count += 1
 
 
-async def _sample_rss(stack: Stack, load: Load, samples: list[RssSample], period_s: float) -> None:
+async def _sample_rss(stack: Stack, load: Load, samples: list[RssSample], cpu: CpuLedger, period_s: float) -> None:
     while True:
         for service in list(stack.running):
+            cpu.sample(service.spec.name, service.process.pid)
             try:
                 with open(f"/proc/{service.process.pid}/status") as status:
                     kb = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
@@ -172,8 +176,11 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     config = StackConfig(num_workers=args.workers, model=args.model, load_format=args.load_format,
-                         log_format="text", policy=args.policy)
-    specs = service_specs(config, ports={"gateway": free_port()})
+                         log_format="text", policy=args.policy, prefix_cache=args.prefix_cache,
+                         worker_threads=args.worker_threads)
+    state = tempfile.TemporaryDirectory(prefix="llmserve-soak-")  # as `llmserve up`: calibrations kept for restarts
+    specs = service_specs(config, ports={"gateway": free_port()},
+                          state_dir=state.name if args.keep_calibration else None)
     policy = RestartPolicy(max_restarts=config.max_restarts, window_s=config.restart_window_s)
     prompts = benchmark_prompts(args.prompts)
     rng = random.Random(args.seed)
@@ -190,10 +197,15 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             assert all(len(t) == args.max_tokens for t in reference), "the reference run did not complete"
             t0 = time.monotonic()
             load = Load(t0, t0 + args.minutes * 60)
-            sampler = asyncio.create_task(_sample_rss(stack, load, rss, args.rss_period_s))
+            cpu = CpuLedger()
+            sampler = asyncio.create_task(_sample_rss(stack, load, rss, cpu, args.rss_period_s))
             injector = asyncio.create_task(_inject(stack, load, faults, args.faults, args.warmup_s,
                                                    args.fault_every_s, rng))
             await asyncio.gather(*(_stream(client, load, i, prompts, args.max_tokens) for i in range(args.streams)))
+            for service in list(stack.running):  # the last reading, before anything stops
+                cpu.sample(service.spec.name, service.process.pid)
+            cpu.finish()
+            wall_s = load.now()
             for task in (injector, sampler):
                 task.cancel()
             await asyncio.gather(injector, sampler, return_exceptions=True)
@@ -201,13 +213,23 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         stop.set_result(None)
         await supervising
     settings = {k: getattr(args, k) for k in ("streams", "minutes", "fault_every_s", "faults", "max_tokens",
-                                             "workers", "warmup_s", "policy", "model", "load_format")}
+                                             "workers", "warmup_s", "policy", "model", "load_format", "prefix_cache",
+                                             "worker_threads", "keep_calibration")}
+    state.cleanup()
     summary = summarize(load.outcomes, faults, rss, reference, settings)
+    summary["cpu"] = cpu.summary(wall_s)
     summary["supervisor_gave_up"] = gave_up
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    (out / "results.md").write_text(markdown(summary))
+    (out / "results.md").write_text(report(summary))
     plot_rss(rss, faults, out / "rss.png")
     return summary
+
+
+def report(summary: dict[str, Any]) -> str:
+    """results.md: the tables, then the completions per second and where the CPU went."""
+    cpu = summary["cpu"]
+    rate = summary["requests"]["completed"] / cpu["wall_s"]
+    return markdown(summary) + "\n".join([f"\n{rate:.1f} requests completed per second."] + cpu_markdown(cpu)) + "\n"
 
 
 def main() -> None:
@@ -222,8 +244,16 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=16, help="distinct prompts (each with a reference output)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--policy", default="fcfs")
+    parser.add_argument("--prefix-cache", action=argparse.BooleanOptionalAction, default=True,
+                        help="the workers' prefix cache and KV-aware routing (llmserve up's default: on)")
     parser.add_argument("--model", default="default")
     parser.add_argument("--load-format", default="dummy", help="dummy: random weights of the model's architecture")
+    parser.add_argument("--worker-threads", type=int, default=0,
+                        help="torch threads per worker (0: llmserve up's default, the CPUs shared out among "
+                             "the workers)")
+    parser.add_argument("--keep-calibration", action=argparse.BooleanOptionalAction, default=True,
+                        help="a restarted worker reuses its start-up calibration, as under llmserve up (--no-: "
+                             "it times the grid again)")
     parser.add_argument("--rss-period-s", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=1, help="which service each fault hits")
     parser.add_argument("--out", default="bench_out/soak")
@@ -232,7 +262,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown --faults {sorted(unknown)}: choose from {FAULTS}")
     summary = asyncio.run(run(args))
-    print(markdown(summary))
+    print(report(summary))
 
 
 if __name__ == "__main__":

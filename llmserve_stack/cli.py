@@ -32,17 +32,18 @@ def _add_up_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 async def _run_up(config: StackConfig) -> int:
-    if not config.tls:
-        return await _run_checked(config, service_specs(config))
-    # The CA's and the services' keys live only as long as this run, in a folder only we can read.
-    with tempfile.TemporaryDirectory(prefix="llmserve-tls-") as folder:
+    # What lives only as long as this run, in a folder only we can read: the workers' start-up
+    # calibrations (a restarted worker reuses its own) and, with --tls, the CA's and the services' keys.
+    with tempfile.TemporaryDirectory(prefix="llmserve-up-") as folder:
+        if not config.tls:
+            return await _run_checked(config, service_specs(config, state_dir=folder))
         try:
             tls = stack_tls(config, folder)
         except RuntimeError as err:
             print_err(f"llmserve up --tls: {err}")
             return 1
         print_err(f"TLS on every hop; the stack's throwaway CA: {tls.ca.cert} (deleted when the stack stops)")
-        return await _run_checked(config, service_specs(config, tls=tls), tls_ca=str(tls.ca.cert))
+        return await _run_checked(config, service_specs(config, tls=tls, state_dir=folder), tls_ca=str(tls.ca.cert))
 
 
 async def _run_checked(config: StackConfig, processes: list[ServiceSpec], tls_ca: str | None = None) -> int:

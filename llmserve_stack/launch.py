@@ -26,6 +26,7 @@ from llmserve.runtime.service_settings import ServiceSettings
 from llmserve.runtime.tls import Tls
 from llmserve.settings import check_choices, config_from_env, exposed, setting, specs, to_env, values_env
 from llmserve_stack.certs import Issued, LocalCa
+from llmserve_stack.local_machine import usable_cpus, worker_threads
 from scheduler_svc.config import SchedulerServiceConfig
 from worker_svc.config import WorkerConfig
 
@@ -46,6 +47,8 @@ class StackConfig:
     tls: bool = setting(False, help="TLS on every hop, mTLS between the internal services, with a throwaway local CA "
                                     "(its ca.crt is printed, for `llmserve generate --tls-ca`)")
     num_workers: int = setting(1, flag="--workers", help="worker processes")
+    worker_threads: int = setting(0, help="torch CPU threads of each worker (0: one worker keeps torch's default; "
+                                          "several share this machine's CPUs out, at least one thread each)")
     log_dir: str = setting("", help="write each service's log to DIR/<service>.log (empty: to this terminal)")
     max_restarts: int = setting(5, help="restarts of a service that exits on its own within --restart-window-s; "
                                         "one more exit stops the stack (0: stop at the first exit)")
@@ -77,6 +80,8 @@ class StackConfig:
     def __post_init__(self) -> None:
         if self.num_workers < 1:
             raise ValueError("--workers must be at least 1")
+        if self.worker_threads < 0:
+            raise ValueError(f"--worker-threads must be >= 0, got {self.worker_threads}")
         ports = (("--port", self.port), ("--http-port", self.http_port), ("--metrics-port", self.metrics_port))
         for flag, port in ports:
             if not 0 <= port < 65536:
@@ -98,8 +103,12 @@ SERVICE_CONFIGS: dict[str, type] = {"kvstore_svc": KvStoreConfig, "worker_svc": 
 
 # The stack's own settings: `metrics_port` shares its name with every service's, but is the first
 # of a range, which `service_specs` hands out one port per process.
-STACK_OWN = frozenset({"port", "http_port", "metrics_port", "host", "internal_host", "tls", "num_workers", "log_dir",
-                       "max_restarts", "restart_window_s"})
+STACK_OWN = frozenset({"port", "http_port", "metrics_port", "host", "internal_host", "tls", "num_workers",
+                       "worker_threads", "log_dir", "max_restarts", "restart_window_s"})
+# What `llmserve up` sets for the machine and the run (`service_specs`), which a deployment
+# (compose, Kubernetes) leaves to each worker's host or container: the workers' share of the
+# local CPUs, and the file a restarted worker reuses its start-up calibration from.
+LOCAL_ONLY_VARS = frozenset({"LLMSERVE_NUM_THREADS", "LLMSERVE_CALIBRATION_FILE"})
 
 
 def exposed_env(config: StackConfig, service: type) -> dict[str, str]:
@@ -175,16 +184,17 @@ def stack_tls(config: StackConfig, folder: str | os.PathLike[str]) -> StackTls:
     return StackTls(ca, services, ca.issue("llmserve-up", ["localhost"]))
 
 
-def service_specs(config: StackConfig, ports: dict[str, int] | None = None,
-                  tls: StackTls | None = None) -> list[ServiceSpec]:
+def service_specs(config: StackConfig, ports: dict[str, int] | None = None, tls: StackTls | None = None,
+                  cpus: int | None = None, state_dir: str | None = None) -> list[ServiceSpec]:
     """The stack's processes in start order: kvstore, workers, scheduler, gateway.
 
     `ports` maps a service name to its port; services not named get a free port (the gateway gets
     `config.port`). The gateway binds `config.host`, the others `config.internal_host`. Each
     process gets its wiring (address, peers, worker id), the exposed settings it declares, as the
     LLMSERVE_* variables its config reads, and with `tls` (which `config.tls` requires) its TLS
-    identity.
-    """
+    identity. Each worker gets its share of the `cpus` (default: this process's usable CPUs) as its
+    torch threads (`worker_threads`), and with `state_dir` (a folder that lives as long as the
+    stack) a file there for its start-up calibration, which a restart of it reuses."""
     if config.tls and tls is None:
         raise ValueError("a --tls stack needs its certificates: pass stack_tls(config, folder)")
     ports = dict(ports or {})
@@ -215,11 +225,13 @@ def service_specs(config: StackConfig, ports: dict[str, int] | None = None,
     kvstore_env = env("kvstore", KvStoreConfig, address=kvstore_addr)
     processes = [spec("kvstore", "kvstore_svc", kvstore_addr, kvstore_env, 30.0)]
     worker_addrs = []
+    threads = worker_threads(config.num_workers, config.worker_threads, usable_cpus() if cpus is None else cpus)
     for index in range(config.num_workers):
         name = f"worker-{index}"
         worker_addr = address(name)
         worker_addrs.append(worker_addr)
-        worker_env = env(name, WorkerConfig, address=worker_addr, kvstore_addr=kvstore_addr, worker_id=name)
+        worker_env = env(name, WorkerConfig, address=worker_addr, kvstore_addr=kvstore_addr, worker_id=name,
+                         **_worker_local(name, threads, state_dir))
         processes.append(spec(name, "worker_svc", worker_addr, worker_env, 300.0))
     scheduler_addr = address("scheduler")
     scheduler_env = env("scheduler", SchedulerServiceConfig, address=scheduler_addr, worker_addrs=tuple(worker_addrs),
@@ -231,6 +243,15 @@ def service_specs(config: StackConfig, ports: dict[str, int] | None = None,
                       http_address=http_address)
     processes.append(spec("gateway", "gateway", gateway_addr, gateway_env, 120.0))
     return processes
+
+
+def _worker_local(name: str, threads: int, state_dir: str | None) -> dict[str, object]:
+    """A worker's settings for this machine and this run (`LOCAL_ONLY_VARS`): its torch threads,
+    where chosen, and the file it keeps its calibration in for a restart."""
+    local: dict[str, object] = {"num_threads": threads} if threads else {}
+    if state_dir:
+        local["calibration_file"] = os.path.join(state_dir, f"{name}.calibration.json")
+    return local
 
 
 def preflight(config: StackConfig, processes: list[ServiceSpec]) -> None:

@@ -9,7 +9,7 @@ import torch
 
 from llmserve.model_source import resolve_model
 from llmserve.plan_book import auto_reserve_blocks
-from worker_svc.calibration import calibrate
+from worker_svc.calibration import calibrate_once
 from worker_svc.config import AUTO, WorkerConfig
 from worker_svc.core.runner import RunnerLimits, StepRunner
 from worker_svc.core.types import WorkerDescription
@@ -17,6 +17,7 @@ from worker_svc.kernels.backend import default_backend_name, make_backend
 from worker_svc.model.kv_cache import KvCache, KvCacheSpec
 from worker_svc.model.loader import load_model
 from worker_svc.model.precision import dtype_name, resolve_dtype
+from worker_svc.start_phases import StartPhases
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +47,11 @@ def resolve_step_limits(config: WorkerConfig, device: torch.device) -> RunnerLim
                         config.max_num_seqs or auto.max_num_seqs)
 
 
-def build_runner(config: WorkerConfig) -> tuple[StepRunner, WorkerDescription]:
+def build_runner(config: WorkerConfig, phases: StartPhases | None = None) -> tuple[StepRunner, WorkerDescription]:
     """Loads the model, sizes and allocates the KV cache, warms up and calibrates the step-time
-    model (`worker_svc.calibration`); returns the runner and what Describe reports."""
+    model (`worker_svc.calibration`); returns the runner and what Describe reports. Marks each of
+    those phases on `phases`."""
+    phases = phases or StartPhases()
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     device = resolve_device(config.device)
@@ -61,11 +64,15 @@ def build_runner(config: WorkerConfig) -> tuple[StepRunner, WorkerDescription]:
     kv_cache = KvCache(spec, num_blocks, device)
     limits = resolve_step_limits(config, device)
     runner = StepRunner(model, kv_cache, limits, lazy_checkpoint_blocks=config.checkpoint_lazy_blocks)
+    phases.mark("model load")
     step_cost = None
     if config.warmup:
         runner.warm_up()
+        phases.mark("warm-up")
         if config.calibrate:  # timings of cold kernels would fit nothing the worker serves with
-            step_cost = calibrate(runner, config.worker_id)
+            step_cost = calibrate_once(runner, config.worker_id, config.calibration_file,
+                                       _calibration_key(config, runner, backend.name))
+            phases.mark("calibration")
     logger.info(
         "worker %s: %s (%s) on %s/%s, backend %s, %d KV blocks of %d tokens (%d bytes each)",
         config.worker_id, source.name, source.load_format, device, dtype_name(dtype), backend.name,
@@ -87,6 +94,15 @@ def build_runner(config: WorkerConfig) -> tuple[StepRunner, WorkerDescription]:
         step_cost=step_cost,
     )
     return runner, description
+
+
+def _calibration_key(config: WorkerConfig, runner: StepRunner, backend: str) -> dict[str, object]:
+    """What the start-up timings depend on: a kept calibration is reused only where all of it is equal."""
+    cache, limits = runner.kv_cache, runner.limits
+    return {"model": config.model, "load_format": config.load_format, "dtype": str(cache.spec.dtype),
+            "device": str(runner.device), "backend": backend, "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "limits": [limits.max_num_batched_tokens, limits.max_num_seqs],
+            "kv": [cache.num_blocks, cache.spec.block_size]}
 
 
 def _kv_memory_gb(config: WorkerConfig, device: torch.device) -> float:

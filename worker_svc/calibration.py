@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from llmserve.step_cost import fit_step_cost
+from worker_svc.calibration_cache import read_calibration, write_calibration
 from worker_svc.core.runner import StepRunner
 from worker_svc.core.step_timer import start_up_grid, time_steps
 from worker_svc.core.types import StepCalibration
@@ -40,3 +42,21 @@ def calibrate(runner: StepRunner, worker_id: str) -> StepCalibration | None:
                 worker_id, fit.num_samples, len(shapes), seconds, c.a_s * 1e3, c.b_s_per_prefill_token * 1e6,
                 c.c_s_per_decode_seq * 1e6, c.d_s_per_kv_token * 1e6, fit.r2, fit.median_rel_error * 100)
     return StepCalibration(fit, seconds)
+
+
+def calibrate_once(runner: StepRunner, worker_id: str, path: str, key: dict[str, Any]) -> StepCalibration | None:
+    """The calibration kept in `path` for `key` (`calibration_cache.py`), else a fresh one, which is
+    then kept there; no file: a fresh one."""
+    if path:
+        kept = read_calibration(path, key)
+        if kept is not None:
+            c = kept.fit.cost
+            logger.info("worker %s: step-time model from an earlier start with the same settings (%s), not timed "
+                        "again: %.2f ms + %.1f us/prefill token + %.1f us/decode seq + %.3f us/kv token read",
+                        worker_id, path, c.a_s * 1e3, c.b_s_per_prefill_token * 1e6, c.c_s_per_decode_seq * 1e6,
+                        c.d_s_per_kv_token * 1e6)
+            return kept
+    calibration = calibrate(runner, worker_id)
+    if path and calibration is not None:
+        write_calibration(path, key, calibration)
+    return calibration

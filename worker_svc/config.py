@@ -38,6 +38,12 @@ class WorkerConfig(ModelSettings, ServiceSettings):
     calibrate: bool = setting(True, help="after warm-up, time a grid of step shapes for a few seconds and report the "
                                          "fitted step-time model in Describe (--no-calibrate: start faster, report "
                                          "none; needs --warmup)")
+    # A restart under load would time a busy machine, more slowly and with a worse fit (issue 11:
+    # 8 s and a 10x intercept in the soak); the machine and the settings are those of the first start.
+    calibration_file: str = setting("", help="keep the start-up calibration in this file and reuse it at a later "
+                                             "start with the same model, precision, device, threads, step limits "
+                                             "and KV cache (llmserve up: one per worker for the stack's life; "
+                                             "empty: time the grid at every start)")
     kvstore_connect_timeout_s: float = setting(60.0, help="how long to wait at start for the KV store, seconds")
     # Forward passes on the worker's one torch thread (worker_svc/forward_thread.py) keep the event
     # loop responsive (heartbeats, reading the next plan) but every torch op then hands the GIL

@@ -11,6 +11,10 @@ stack delivered 0.56-0.65x of the same engine in a process with libgomp's defaul
 without bound (ACTIVE) makes the waiting thread burn the core that the thread it waits for, or
 another service, needs (5-10x slower steps). A short spin bridges the gaps inside a forward pass
 and still sleeps between steps; how short is a trade against other processes on the cores.
+Several workers on one machine, each with torch's thread per core, run more OpenMP threads than
+there are cores, and then even this short spin holds a core another worker's thread waits for
+(two workers on 2 cores: half the throughput, issue 11): `llmserve up` gives several workers a
+share of the cores each (`llmserve_stack/local_machine.py`).
 """
 
 from __future__ import annotations

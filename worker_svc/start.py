@@ -21,6 +21,7 @@ from worker_svc.config import WorkerConfig
 from worker_svc.forward_thread import ForwardThread
 from worker_svc.kv_client import KvLeaseClient
 from worker_svc.server import WorkerServicer
+from worker_svc.start_phases import StartPhases, process_age_s
 
 logger = logging.getLogger(__name__)
 
@@ -30,11 +31,13 @@ async def start_worker(config: WorkerConfig, address: str = "127.0.0.1:0",
     """Loads the model and sizes the KV cache (on the forward thread, which then runs every step),
     registers the pool with the KV store (waiting up to `config.kvstore_connect_timeout_s` for it),
     starts heart-beating every TTL/3 and serves on `address`. Health is SERVING once it returns;
-    `stop()` stops serving, then the heartbeat, the store channel and the forward thread."""
+    `stop()` stops serving, then the heartbeat, the store channel and the forward thread. Logs how
+    long each phase of the start took (`start_phases.py`)."""
+    phases = StartPhases(before_s=process_age_s())
     tls = config.load_tls()
     forward_thread = ForwardThread()
     try:
-        server = await _start(config, address, metrics, tls, forward_thread)
+        server = await _start(config, address, metrics, tls, forward_thread, phases)
     except BaseException:
         forward_thread.close()
         raise
@@ -47,8 +50,8 @@ async def start_worker(config: WorkerConfig, address: str = "127.0.0.1:0",
 
 
 async def _start(config: WorkerConfig, address: str, metrics: ServiceMetrics | None, tls: Any,
-                 forward_thread: ForwardThread) -> ServiceServer:
-    runner, description = await forward_thread.run(lambda: build_runner(config))
+                 forward_thread: ForwardThread, phases: StartPhases) -> ServiceServer:
+    runner, description = await forward_thread.run(lambda: build_runner(config, phases))
     prefix = runner.book.prefix
     assert prefix is not None, "the runner's plan book has its prefix cache"
     keeper = CachingLeaseKeeper(description.num_blocks, reserve_blocks(config, description), config.kv_sync_interval_s,
@@ -60,6 +63,7 @@ async def _start(config: WorkerConfig, address: str, metrics: ServiceMetrics | N
         await kv.close()
         raise RuntimeError(f"could not register the KV pool with the store at {config.kvstore_addr}: "
                            f"{err.code().name} {err.details()}") from err
+    phases.mark("KV pool registration")
     kv.start_heartbeat()
     checkpoints = KvCheckpointClient(config.kvstore_addr, tls=tls)
     checkpoints.start()
@@ -84,6 +88,8 @@ async def _start(config: WorkerConfig, address: str, metrics: ServiceMetrics | N
 
         server.cleanups.append(close_metrics)
     await server.set_serving(True)
-    logger.info("worker %s serving on %s (KV store %s, lease TTL %.1fs, %d blocks held ahead at each end)",
-                description.worker_id, server.address, config.kvstore_addr, ttl_s, keeper.reserve_blocks)
+    phases.mark("server start")
+    logger.info("worker %s serving on %s (KV store %s, lease TTL %.1fs, %d blocks held ahead at each end) after %s",
+                description.worker_id, server.address, config.kvstore_addr, ttl_s, keeper.reserve_blocks,
+                phases.describe())
     return server

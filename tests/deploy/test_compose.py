@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from llmserve_stack.launch import ServiceSpec, StackConfig
+from llmserve_stack.launch import LOCAL_ONLY_VARS, ServiceSpec, StackConfig
 
 from .conftest import (
     COMPOSE_FILE,
@@ -98,7 +98,7 @@ def test_commands_and_env_match_llmserve_up(services: dict[str, Any], launched: 
         assert service["command"] == spec.argv(python="python"), spec.name
         env = service["environment"]
         launched = {k: v for k, v in env.items() if k not in DEPLOY_ONLY_VARS and not k.startswith("OTEL_")}
-        ours = {k: v for k, v in spec.env.items() if k not in DEPLOY_ONLY_VARS}
+        ours = {k: v for k, v in spec.env.items() if k not in DEPLOY_ONLY_VARS | LOCAL_ONLY_VARS}
         expected = translate_tls(translate_addresses(ours, address_to_name, f"0.0.0.0:{GRPC_PORT}", dns), COMPOSE_TLS)
         assert launched == expected, spec.name
 

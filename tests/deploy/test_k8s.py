@@ -17,7 +17,7 @@ import yaml
 
 from gateway.config import GatewayConfig
 from llmserve.settings import config_from_env
-from llmserve_stack.launch import ServiceSpec, StackConfig
+from llmserve_stack.launch import LOCAL_ONLY_VARS, ServiceSpec, StackConfig
 from scheduler_svc.config import SchedulerServiceConfig
 from worker_svc.config import WorkerConfig
 
@@ -115,7 +115,7 @@ def test_pods_run_what_llmserve_up_runs(overlay: tuple[str, dict], launched: dic
         assert _container(workload)["command"] == spec.argv(python="python"), spec.name
         env = _pod_env(docs, workload, pod_name=spec.name)
         launched = {k: v for k, v in env.items() if k not in DEPLOY_ONLY_VARS and not k.startswith("OTEL_")}
-        ours = {k: v for k, v in spec.env.items() if k not in DEPLOY_ONLY_VARS}
+        ours = {k: v for k, v in spec.env.items() if k not in DEPLOY_ONLY_VARS | LOCAL_ONLY_VARS}
         expected = translate_tls(translate_addresses(ours, address_to_name, f"0.0.0.0:{GRPC_PORT}", dns), K8S_TLS)
         assert launched == expected, spec.name
 

@@ -140,10 +140,11 @@ async def supervised() -> AsyncIterator[Supervised]:
     # bfloat16 a prefill and a decode of the same position round differently (near-ties flip).
     config = StackConfig(port=0, http_port=0, num_workers=2, model="default", load_format="dummy", num_kv_blocks=96,
                          max_num_seqs=8, lease_ttl_s=LEASE_TTL_S, log_format="text", policy="bros", dtype="float32")
-    specs = service_specs(config, ports={"gateway": free_port()})
-    specs.append(_second_gateway(specs))
     policy = RestartPolicy(max_restarts=3, window_s=600.0, first_backoff_s=0.2, max_backoff_s=1.0)
     with tempfile.TemporaryDirectory() as log_dir:
+        # As `llmserve up`: a folder for the stack's life, for the workers' calibration files.
+        specs = service_specs(config, ports={"gateway": free_port()}, state_dir=log_dir)
+        specs.append(_second_gateway(specs))
         async with Stack(specs, log_dir=log_dir) as stack:
             stop = asyncio.get_running_loop().create_future()
             supervising = asyncio.create_task(stack.supervise(stop, policy))

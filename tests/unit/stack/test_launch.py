@@ -144,3 +144,34 @@ def test_preflight_refuses_a_busy_port_and_a_bad_combination_before_anything_sta
         preflight(config, service_specs(config))
     config = StackConfig(port=free_port(), http_port=free_port())
     preflight(config, service_specs(config))  # all free, all valid
+
+
+def _threads_by_worker(config: StackConfig, cpus: int) -> dict[str, int]:
+    return {p.name: config_from_env(SERVICE_CONFIGS[p.module], p.env).num_threads
+            for p in service_specs(config, ports={"gateway": 1}, cpus=cpus) if p.module == "worker_svc"}
+
+
+def test_several_workers_share_the_cpus_out() -> None:
+    # Two workers of a thread per core each on 2 cores served half of what one thread each did (issue 11).
+    assert _threads_by_worker(StackConfig(num_workers=2), cpus=2) == {"worker-0": 1, "worker-1": 1}
+    assert _threads_by_worker(StackConfig(num_workers=3), cpus=8) == {"worker-0": 2, "worker-1": 2, "worker-2": 2}
+    assert set(_threads_by_worker(StackConfig(num_workers=3), cpus=2).values()) == {1}  # at least one each
+
+
+def test_one_worker_keeps_torchs_default_and_worker_threads_wins() -> None:
+    one = service_specs(StackConfig(), ports={"gateway": 1}, cpus=16)[1]
+    assert one.module == "worker_svc" and "LLMSERVE_NUM_THREADS" not in one.env  # 0: torch's default
+    assert _threads_by_worker(StackConfig(worker_threads=3), cpus=2) == {"worker-0": 3}
+    assert set(_threads_by_worker(StackConfig(num_workers=2, worker_threads=4), cpus=2).values()) == {4}
+    with pytest.raises(ValueError, match="--worker-threads"):
+        StackConfig(worker_threads=-1)
+
+
+def test_with_a_state_dir_each_worker_keeps_its_own_calibration_file() -> None:
+    processes = service_specs(StackConfig(num_workers=2), ports={"gateway": 1}, state_dir="/run/stack")
+    files = {p.name: config_from_env(SERVICE_CONFIGS[p.module], p.env).calibration_file
+             for p in processes if p.module == "worker_svc"}
+    assert files == {"worker-0": "/run/stack/worker-0.calibration.json",
+                     "worker-1": "/run/stack/worker-1.calibration.json"}
+    without = service_specs(StackConfig(num_workers=2), ports={"gateway": 1})
+    assert all("LLMSERVE_CALIBRATION_FILE" not in p.env for p in without)  # every start calibrates
