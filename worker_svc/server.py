@@ -49,6 +49,7 @@ from worker_svc.forward_thread import ForwardThread
 from worker_svc.core.runner import StepRunner
 from worker_svc.core.types import WorkerDescription
 from worker_svc.kv_client import UNREACHABLE_CODES, KvLeaseClient
+from worker_svc.step_phases import step_phases
 from worker_svc.step_trace import traced_step
 
 if TYPE_CHECKING:
@@ -57,6 +58,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+def _timed(fn: Callable[..., T], *args: Any) -> tuple[T, int]:
+    """`fn(*args)` and its wall time, ns (on the forward thread: what the hand-off adds is the rest)."""
+    start = time.perf_counter_ns()
+    return fn(*args), time.perf_counter_ns() - start
+
 
 def kv_failure_code(code: grpc.StatusCode) -> StepErrorCode:
     """Store errors that say it could not be reached (the step may succeed once it is back) are
@@ -82,6 +89,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         self._in_thread: asyncio.Future[Any] | None = None
         self._store_restarted = False  # set by the lease client; applied between steps
         self._prefix_seen = PrefixCacheStats()  # the prefix cache's counters at the last step's metrics
+        self._step_ns: tuple[int, int] | None = None  # the last step's wall time and encoding (None: it failed)
         calibration = description.step_cost
         self._fit_watch = FitWatch(calibration.fit.cost, description.worker_id) if calibration is not None else None
         kv.set_on_store_restarted(self._note_store_restarted)
@@ -112,8 +120,20 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
 
         reader = asyncio.create_task(read_plans())
         try:
-            while (plan := await plans.get()) is not None:
-                yield await self._run_plan(plan)
+            while True:
+                waited_from = time.perf_counter_ns()
+                busy = bool(self.runner.request_ids)  # requests in flight: a wait here starves the pipeline
+                if (plan := await plans.get()) is None:
+                    break
+                got = time.perf_counter_ns()
+                self._step_ns = None
+                message = await self._run_plan(plan)
+                built = time.perf_counter_ns()
+                yield message
+                between = {"idle": got - waited_from} if busy else {}
+                if self._step_ns is not None:  # a step that ran: what followed it until its result was sent
+                    between |= {"report": built - got - sum(self._step_ns), "send": time.perf_counter_ns() - built}
+                self._observe_between(between)
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -177,7 +197,9 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             restored = await self._fetch_restores(delta.restores) if delta.restores else {}
             fetch_ns = time.perf_counter_ns() - fetch_start if delta.restores else 0
             try:
-                output: StepResult = await self._thread(lambda: self.runner.finish_step(grants, restored))
+                thread_start = time.perf_counter_ns()
+                output, thread_run_ns = await self._thread(lambda: _timed(self.runner.finish_step, grants, restored))
+                thread_wait_ns = time.perf_counter_ns() - thread_start
                 self._send_checkpoint_ops()
             except Exception as err:  # noqa: BLE001 - any failure fails the step, not the stream
                 dropped = self.runner.abort_step(kv_applied=True)
@@ -197,11 +219,15 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         convert.set_timing(message, output, kv_ns=kv_ns, total_ns=total_ns, restore_fetch_ns=fetch_ns,
                            plan_decode_ns=plan_decode_ns, encode_ns=encode_ns, kv_rpcs=kv_rpcs)
         if self.metrics is not None and (t := output.timing) is not None:
-            phases = {"forward": t.forward_ns, "sample": t.sample_ns, "kv": kv_ns, "plan_decode": plan_decode_ns,
-                      "encode": encode_ns}
-            phases["other"] = total_ns + encode_ns - sum(phases.values())
-            self.metrics.observe_step_phases(self.description.worker_id, phases)
+            self.metrics.observe_step_phases(self.description.worker_id, step_phases(
+                t, self.runner.last_phases, total_ns=total_ns, plan_decode_ns=plan_decode_ns, kv_ns=kv_ns,
+                thread_wait_ns=thread_wait_ns, thread_run_ns=thread_run_ns, encode_ns=encode_ns))
+        self._step_ns = (total_ns, encode_ns)
         return message
+
+    def _observe_between(self, phases: dict[str, int]) -> None:
+        if self.metrics is not None:
+            self.metrics.observe_step_phases(self.description.worker_id, phases)
 
     def _leases_failed(self, step_id: int, err: grpc.aio.AioRpcError, kv_start: int, start: int) -> worker_pb2.StepResult:
         """The step's leases failed: its releases stand (the keeper took them back), nothing was

@@ -1,0 +1,44 @@
+"""Where the worker's time goes, step by step: the phases of `llmserve_step_phase_seconds_total`.
+
+A step's phases add up to its wall time (plan received to result built, `step_seconds`):
+
+- `plan_decode`: the plan's protobuf decoding and the plan book's drops and admission;
+- `kv`: its leases (from the blocks held ahead, plus any store RPC waited for);
+- `dispatch`: handing the step to the forward thread and its result back to the event loop
+  (the thread's wake-up and the loop's turn; on a busy machine, waiting for a core or the GIL);
+- `prepare`: on the forward thread before the forward (grants, restores, the chunks, the inputs;
+  `inputs` is the input tensors' part of it, `restore` the checkpoint copies in);
+- `forward`, `sample`;
+- `commit`: the sampled tokens into the plan book and the step's timing; `lazy_checkpoint` the
+  copies of full blocks of running requests for the host tier;
+- `other`: the rest (tracing, restore fetches, metrics, checkpoint hand-offs).
+
+Outside any step, and so not in its wall time: `encode` (the result's protobuf), `report` (the
+rest of building the result: its timing, the step's metrics, the prefix cache's report, the
+background sync's start), `send` (gRPC's write of the result, until the loop asks for the next
+plan) and `idle` (waiting for the next plan while requests are in flight: the pipeline ran dry;
+the wait of a worker with no requests is not counted).
+"""
+
+from __future__ import annotations
+
+from llmserve.types import StepTiming
+
+from worker_svc.core.types import FinishPhases
+
+# The phases whose sum is a step's wall time, and the ones between steps.
+STEP_PHASES = ("plan_decode", "kv", "dispatch", "prepare", "forward", "sample", "commit", "lazy_checkpoint", "other")
+DETAIL_PHASES = ("inputs", "restore")  # parts of `prepare`, not added to the sum
+BETWEEN_STEPS = ("encode", "report", "send", "idle")
+
+
+def step_phases(timing: StepTiming, finish: FinishPhases, *, total_ns: int, plan_decode_ns: int, kv_ns: int,
+                thread_wait_ns: int, thread_run_ns: int, encode_ns: int) -> dict[str, int]:
+    """A successful step's time by phase, ns (`thread_wait_ns`: the loop's wait for the forward
+    thread, of which the call itself ran `thread_run_ns`)."""
+    phases = {"plan_decode": plan_decode_ns, "kv": kv_ns, "dispatch": max(0, thread_wait_ns - thread_run_ns),
+              "prepare": finish.prepare_ns, "forward": timing.forward_ns, "sample": timing.sample_ns,
+              "commit": finish.commit_ns, "lazy_checkpoint": finish.lazy_checkpoint_ns}
+    phases["other"] = total_ns - sum(phases.values())
+    phases |= {"inputs": finish.inputs_ns, "restore": finish.restore_ns, "encode": encode_ns}
+    return phases
