@@ -142,7 +142,7 @@ def _flops(report: Report) -> list[str]:
 
 # The worker's phases (worker_svc/step_phases.py), in the table's order: the step's, then between steps.
 PHASES = ("forward", "sample", "prepare", "commit", "lazy_checkpoint", "dispatch", "kv", "plan_decode", "other",
-          "encode", "report", "send", "idle")
+          "encode", "report", "idle")
 
 
 def _worker_time(report: Report) -> list[str]:

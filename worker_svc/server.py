@@ -118,7 +118,26 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             finally:
                 plans.put_nowait(None)
 
+        # The steps run in their own task and hand their results to the stream through a queue, so
+        # that gRPC's write of result N (which the stream awaits before it takes the next item)
+        # overlaps step N+1 instead of delaying it.
+        results: asyncio.Queue[worker_pb2.StepResult | None] = asyncio.Queue()
         reader = asyncio.create_task(read_plans())
+        stepper = asyncio.create_task(self._run_plans(plans, results))
+        try:
+            while (message := await results.get()) is not None:
+                yield message
+            stepper.result()  # an unexpected failure of the step loop ends the stream with it
+        finally:
+            for task in (reader, stepper):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await self._close_stream()
+
+    async def _run_plans(self, plans: asyncio.Queue[worker_pb2.BatchPlan | None],
+                         results: asyncio.Queue[worker_pb2.StepResult | None]) -> None:
+        """Runs the plans in order, each result into `results`; None there when the plans end."""
         try:
             while True:
                 waited_from = time.perf_counter_ns()
@@ -127,18 +146,13 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                     break
                 got = time.perf_counter_ns()
                 self._step_ns = None
-                message = await self._run_plan(plan)
-                built = time.perf_counter_ns()
-                yield message
+                results.put_nowait(await self._run_plan(plan))
                 between = {"idle": got - waited_from} if busy else {}
-                if self._step_ns is not None:  # a step that ran: what followed it until its result was sent
-                    between |= {"report": built - got - sum(self._step_ns), "send": time.perf_counter_ns() - built}
+                if self._step_ns is not None:  # a step that ran: what followed it until its result was handed on
+                    between["report"] = time.perf_counter_ns() - got - sum(self._step_ns)
                 self._observe_between(between)
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
-            await self._close_stream()
+            results.put_nowait(None)
 
     async def _close_stream(self) -> None:
         # A step may still run in its thread (the stream was cancelled mid-step): let it finish

@@ -15,9 +15,9 @@ A step's phases add up to its wall time (plan received to result built, `step_se
 
 Outside any step, and so not in its wall time: `encode` (the result's protobuf), `report` (the
 rest of building the result: its timing, the step's metrics, the prefix cache's report, the
-background sync's start), `send` (gRPC's write of the result, until the loop asks for the next
-plan) and `idle` (waiting for the next plan while requests are in flight: the pipeline ran dry;
-the wait of a worker with no requests is not counted).
+background sync's start) and `idle` (waiting for the next plan while requests are in flight: the
+pipeline ran dry; the wait of a worker with no requests is not counted). gRPC's write of a result
+overlaps the next step (server.py hands results to the stream through a queue): it is no phase.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from worker_svc.core.types import FinishPhases
 # The phases whose sum is a step's wall time, and the ones between steps.
 STEP_PHASES = ("plan_decode", "kv", "dispatch", "prepare", "forward", "sample", "commit", "lazy_checkpoint", "other")
 DETAIL_PHASES = ("inputs", "restore")  # parts of `prepare`, not added to the sum
-BETWEEN_STEPS = ("encode", "report", "send", "idle")
+BETWEEN_STEPS = ("encode", "report", "idle")
 
 
 def step_phases(timing: StepTiming, finish: FinishPhases, *, total_ns: int, plan_decode_ns: int, kv_ns: int,

@@ -137,7 +137,7 @@ class ServiceMetrics:
                                ("worker",)),
             step_phase_seconds_total=counter("step_phase_seconds", "Where a worker's time went, by phase "
                                              "(worker_svc/step_phases.py: the step's phases add up to its wall "
-                                             "time; encode, report, send and idle come between steps).",
+                                             "time; encode, report and idle come between steps).",
                                              ("worker", "phase")),
             prefix_cache_blocks_total=counter("prefix_cache_blocks", "Prefix cache blocks by event: hit (served "
                                               "to an admission), stale (claimed but evicted meanwhile: computed), "
