@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
-from llmserve.plan import RestoreSpec, StepErrorCode, StepResult
+from llmserve.plan import RestoreSpec, StepErrorCode
 from llmserve.plan_book import PlanError
 from llmserve.plan_book.prefix_cache import PrefixCacheStats
 from llmserve.runtime.errors import PreconditionError
@@ -45,11 +45,11 @@ from worker_svc import convert
 from worker_svc.checkpoint_client import KvCheckpointClient
 from worker_svc.core.checkpoint import RestoredKv
 from worker_svc.fit_watch import FitWatch
-from worker_svc.forward_thread import ForwardThread
+from worker_svc.forward_thread import ForwardThread, timed
 from worker_svc.core.runner import StepRunner
 from worker_svc.core.types import WorkerDescription
 from worker_svc.kv_client import UNREACHABLE_CODES, KvLeaseClient
-from worker_svc.step_phases import step_phases
+from worker_svc.step_phases import observe_step, step_phases
 from worker_svc.step_trace import traced_step
 
 if TYPE_CHECKING:
@@ -58,12 +58,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-def _timed(fn: Callable[..., T], *args: Any) -> tuple[T, int]:
-    """`fn(*args)` and its wall time, ns (on the forward thread: what the hand-off adds is the rest)."""
-    start = time.perf_counter_ns()
-    return fn(*args), time.perf_counter_ns() - start
-
 
 def kv_failure_code(code: grpc.StatusCode) -> StepErrorCode:
     """Store errors that say it could not be reached (the step may succeed once it is back) are
@@ -212,7 +206,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             fetch_ns = time.perf_counter_ns() - fetch_start if delta.restores else 0
             try:
                 thread_start = time.perf_counter_ns()
-                output, thread_run_ns = await self._thread(lambda: _timed(self.runner.finish_step, grants, restored))
+                output, thread_run_ns = await self._thread(lambda: timed(self.runner.finish_step, grants, restored))
                 thread_wait_ns = time.perf_counter_ns() - thread_start
                 self._send_checkpoint_ops()
             except Exception as err:  # noqa: BLE001 - any failure fails the step, not the stream
@@ -223,7 +217,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                                             f"step failed: {type(err).__name__}: {err}",
                                             kv_ns=kv_ns, total_ns=time.perf_counter_ns() - start)
         total_ns = time.perf_counter_ns() - start
-        self._observe(output, len(plan.scheduled), len(delta.restores), total_ns, fetch_ns)
+        observe_step(self.metrics, self.description.worker_id, output, len(plan.scheduled), len(delta.restores),
+                     total_ns, fetch_ns)
         if self._fit_watch is not None and output.timing is not None:
             self._fit_watch.observe(output.timing, total_ns)
         failed = self.checkpoints.take_failed() if self.checkpoints is not None else []
@@ -254,17 +249,6 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         return convert.error_result(step_id, code, f"KV store {what} the step's leases: {err.code().name}: "
                                     f"{err.details()}", kv_ns=time.perf_counter_ns() - kv_start,
                                     total_ns=time.perf_counter_ns() - start)
-
-    def _observe(self, output: StepResult, batch_size: int, num_restores: int, total_ns: int, fetch_ns: int) -> None:
-        """The step's metrics (none without a registry or a timing)."""
-        if self.metrics is None or (t := output.timing) is None:
-            return
-        self.metrics.observe_step(self.description.worker_id, seconds=total_ns / 1e9, prefill_tokens=t.num_prefill_tokens,
-                                  decode_tokens=t.num_decode_seqs, batch_size=batch_size)
-        self.metrics.observe_checkpoint_step(
-            saved_bytes=t.checkpoint_bytes, restored_bytes=t.restore_bytes, save_s=t.checkpoint_ns / 1e9,
-            restore_s=(t.restore_ns + fetch_ns) / 1e9, restores=num_restores - len(output.restore_failed_request_ids),
-            recomputed_tokens=t.num_recomputed_tokens)
 
     def _observe_prefix(self, stats: PrefixCacheStats, num_cached: int) -> None:
         """The prefix cache's counters since the previous step, to the worker's metrics."""

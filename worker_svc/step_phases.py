@@ -22,6 +22,8 @@ overlaps the next step (server.py hands results to the stream through a queue): 
 
 from __future__ import annotations
 
+from llmserve.plan import StepResult
+from llmserve.runtime.metrics import ServiceMetrics
 from llmserve.types import StepTiming
 
 from worker_svc.core.types import FinishPhases
@@ -42,3 +44,17 @@ def step_phases(timing: StepTiming, finish: FinishPhases, *, total_ns: int, plan
     phases["other"] = total_ns - sum(phases.values())
     phases |= {"inputs": finish.inputs_ns, "restore": finish.restore_ns, "encode": encode_ns}
     return phases
+
+
+def observe_step(metrics: ServiceMetrics | None, worker_id: str, output: StepResult, batch_size: int,
+                 num_restores: int, total_ns: int, fetch_ns: int) -> None:
+    """A successful step's metrics: its wall time, tokens, batch size and host-tier traffic
+    (none without a registry or a timing)."""
+    if metrics is None or (t := output.timing) is None:
+        return
+    metrics.observe_step(worker_id, seconds=total_ns / 1e9, prefill_tokens=t.num_prefill_tokens,
+                         decode_tokens=t.num_decode_seqs, batch_size=batch_size)
+    metrics.observe_checkpoint_step(
+        saved_bytes=t.checkpoint_bytes, restored_bytes=t.restore_bytes, save_s=t.checkpoint_ns / 1e9,
+        restore_s=(t.restore_ns + fetch_ns) / 1e9, restores=num_restores - len(output.restore_failed_request_ids),
+        recomputed_tokens=t.num_recomputed_tokens)
