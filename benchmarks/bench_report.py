@@ -140,25 +140,29 @@ def _flops(report: Report) -> list[str]:
     return lines
 
 
-PHASES = ("forward", "sample", "kv", "plan_decode", "encode", "other")
+# The worker's phases (worker_svc/step_phases.py), in the table's order: the step's, then between steps.
+PHASES = ("forward", "sample", "prepare", "commit", "lazy_checkpoint", "dispatch", "kv", "plan_decode", "other",
+          "encode", "report", "idle")
 
 
 def _worker_time(report: Report) -> list[str]:
     """Where the stack's worker spent each level's wall time (its step phases over the fastest
-    try, from its /metrics); "outside the forward pass" is everything but `forward`, waiting for
-    the next plan included: issue 10's per-step overhead."""
+    try, from its /metrics); "run ends" is the client's wall time that no phase covers (the first
+    requests' way to the worker, the last results' way back, the worker idle without requests);
+    "outside the forward pass" is everything but `forward`: issue 10's per-step overhead."""
     rows = [r for s in report.args.streams if (r := _get(report.rows, STACK, s)) and r.worker_phases_s]
     if not rows:
         return []
-    lines = ["", "The stack's worker: its wall time by step phase, % (waiting: no step running, i.e. for the next "
-                 "plan):", "", "| streams | " + " | ".join(PHASES) + " | waiting | outside the forward pass |",
+    lines = ["", "The stack's worker: the client's wall time by the worker's phase, % (worker_svc/step_phases.py; "
+                 "`idle`: waiting for a plan with requests in flight):", "",
+             "| streams | " + " | ".join(PHASES) + " | run ends | outside the forward pass |",
              "|---|" + "---|" * (len(PHASES) + 2)]
     for r in rows:
         phases = dict(r.worker_phases_s)
-        waiting = max(0.0, r.wall_s - sum(phases.values()))
+        ends = max(0.0, r.wall_s - sum(phases.get(p, 0.0) for p in PHASES))
         cells = [f"{100 * phases.get(p, 0.0) / r.wall_s:.1f}" for p in PHASES]
         outside = 100 * (1 - phases.get("forward", 0.0) / r.wall_s)
-        lines.append(f"| {r.streams} | " + " | ".join(cells) + f" | {100 * waiting / r.wall_s:.1f} | **{outside:.1f}** |")
+        lines.append(f"| {r.streams} | " + " | ".join(cells) + f" | {100 * ends / r.wall_s:.1f} | **{outside:.1f}** |")
     return lines
 
 

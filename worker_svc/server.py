@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
-from llmserve.plan import RestoreSpec, StepErrorCode, StepResult
+from llmserve.plan import RestoreSpec, StepErrorCode
 from llmserve.plan_book import PlanError
 from llmserve.plan_book.prefix_cache import PrefixCacheStats
 from llmserve.runtime.errors import PreconditionError
@@ -45,10 +45,11 @@ from worker_svc import convert
 from worker_svc.checkpoint_client import KvCheckpointClient
 from worker_svc.core.checkpoint import RestoredKv
 from worker_svc.fit_watch import FitWatch
-from worker_svc.forward_thread import ForwardThread
+from worker_svc.forward_thread import ForwardThread, timed
 from worker_svc.core.runner import StepRunner
 from worker_svc.core.types import WorkerDescription
 from worker_svc.kv_client import UNREACHABLE_CODES, KvLeaseClient
+from worker_svc.step_phases import observe_step, step_phases
 from worker_svc.step_trace import traced_step
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         self._in_thread: asyncio.Future[Any] | None = None
         self._store_restarted = False  # set by the lease client; applied between steps
         self._prefix_seen = PrefixCacheStats()  # the prefix cache's counters at the last step's metrics
+        self._step_ns: tuple[int, int] | None = None  # the last step's wall time and encoding (None: it failed)
         calibration = description.step_cost
         self._fit_watch = FitWatch(calibration.fit.cost, description.worker_id) if calibration is not None else None
         kv.set_on_store_restarted(self._note_store_restarted)
@@ -110,15 +112,41 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             finally:
                 plans.put_nowait(None)
 
+        # The steps run in their own task and hand their results to the stream through a queue, so
+        # that gRPC's write of result N (which the stream awaits before it takes the next item)
+        # overlaps step N+1 instead of delaying it.
+        results: asyncio.Queue[worker_pb2.StepResult | None] = asyncio.Queue()
         reader = asyncio.create_task(read_plans())
+        stepper = asyncio.create_task(self._run_plans(plans, results))
         try:
-            while (plan := await plans.get()) is not None:
-                yield await self._run_plan(plan)
+            while (message := await results.get()) is not None:
+                yield message
+            stepper.result()  # an unexpected failure of the step loop ends the stream with it
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
+            for task in (reader, stepper):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             await self._close_stream()
+
+    async def _run_plans(self, plans: asyncio.Queue[worker_pb2.BatchPlan | None],
+                         results: asyncio.Queue[worker_pb2.StepResult | None]) -> None:
+        """Runs the plans in order, each result into `results`; None there when the plans end."""
+        try:
+            while True:
+                waited_from = time.perf_counter_ns()
+                busy = bool(self.runner.request_ids)  # requests in flight: a wait here starves the pipeline
+                if (plan := await plans.get()) is None:
+                    break
+                got = time.perf_counter_ns()
+                self._step_ns = None
+                results.put_nowait(await self._run_plan(plan))
+                between = {"idle": got - waited_from} if busy else {}
+                if self._step_ns is not None:  # a step that ran: what followed it until its result was handed on
+                    between["report"] = time.perf_counter_ns() - got - sum(self._step_ns)
+                self._observe_between(between)
+        finally:
+            results.put_nowait(None)
 
     async def _close_stream(self) -> None:
         # A step may still run in its thread (the stream was cancelled mid-step): let it finish
@@ -177,7 +205,9 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             restored = await self._fetch_restores(delta.restores) if delta.restores else {}
             fetch_ns = time.perf_counter_ns() - fetch_start if delta.restores else 0
             try:
-                output: StepResult = await self._thread(lambda: self.runner.finish_step(grants, restored))
+                thread_start = time.perf_counter_ns()
+                output, thread_run_ns = await self._thread(lambda: timed(self.runner.finish_step, grants, restored))
+                thread_wait_ns = time.perf_counter_ns() - thread_start
                 self._send_checkpoint_ops()
             except Exception as err:  # noqa: BLE001 - any failure fails the step, not the stream
                 dropped = self.runner.abort_step(kv_applied=True)
@@ -187,7 +217,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
                                             f"step failed: {type(err).__name__}: {err}",
                                             kv_ns=kv_ns, total_ns=time.perf_counter_ns() - start)
         total_ns = time.perf_counter_ns() - start
-        self._observe(output, len(plan.scheduled), len(delta.restores), total_ns, fetch_ns)
+        observe_step(self.metrics, self.description.worker_id, output, len(plan.scheduled), len(delta.restores),
+                     total_ns, fetch_ns)
         if self._fit_watch is not None and output.timing is not None:
             self._fit_watch.observe(output.timing, total_ns)
         failed = self.checkpoints.take_failed() if self.checkpoints is not None else []
@@ -197,11 +228,15 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         convert.set_timing(message, output, kv_ns=kv_ns, total_ns=total_ns, restore_fetch_ns=fetch_ns,
                            plan_decode_ns=plan_decode_ns, encode_ns=encode_ns, kv_rpcs=kv_rpcs)
         if self.metrics is not None and (t := output.timing) is not None:
-            phases = {"forward": t.forward_ns, "sample": t.sample_ns, "kv": kv_ns, "plan_decode": plan_decode_ns,
-                      "encode": encode_ns}
-            phases["other"] = total_ns + encode_ns - sum(phases.values())
-            self.metrics.observe_step_phases(self.description.worker_id, phases)
+            self.metrics.observe_step_phases(self.description.worker_id, step_phases(
+                t, self.runner.last_phases, total_ns=total_ns, plan_decode_ns=plan_decode_ns, kv_ns=kv_ns,
+                thread_wait_ns=thread_wait_ns, thread_run_ns=thread_run_ns, encode_ns=encode_ns))
+        self._step_ns = (total_ns, encode_ns)
         return message
+
+    def _observe_between(self, phases: dict[str, int]) -> None:
+        if self.metrics is not None:
+            self.metrics.observe_step_phases(self.description.worker_id, phases)
 
     def _leases_failed(self, step_id: int, err: grpc.aio.AioRpcError, kv_start: int, start: int) -> worker_pb2.StepResult:
         """The step's leases failed: its releases stand (the keeper took them back), nothing was
@@ -214,17 +249,6 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         return convert.error_result(step_id, code, f"KV store {what} the step's leases: {err.code().name}: "
                                     f"{err.details()}", kv_ns=time.perf_counter_ns() - kv_start,
                                     total_ns=time.perf_counter_ns() - start)
-
-    def _observe(self, output: StepResult, batch_size: int, num_restores: int, total_ns: int, fetch_ns: int) -> None:
-        """The step's metrics (none without a registry or a timing)."""
-        if self.metrics is None or (t := output.timing) is None:
-            return
-        self.metrics.observe_step(self.description.worker_id, seconds=total_ns / 1e9, prefill_tokens=t.num_prefill_tokens,
-                                  decode_tokens=t.num_decode_seqs, batch_size=batch_size)
-        self.metrics.observe_checkpoint_step(
-            saved_bytes=t.checkpoint_bytes, restored_bytes=t.restore_bytes, save_s=t.checkpoint_ns / 1e9,
-            restore_s=(t.restore_ns + fetch_ns) / 1e9, restores=num_restores - len(output.restore_failed_request_ids),
-            recomputed_tokens=t.num_recomputed_tokens)
 
     def _observe_prefix(self, stats: PrefixCacheStats, num_cached: int) -> None:
         """The prefix cache's counters since the previous step, to the worker's metrics."""

@@ -135,9 +135,9 @@ class ServiceMetrics:
                                  "best_effort, reserved: held ahead by the worker).", ("worker", "state")),
             kv_pool_live=gauge("kv_pool_live", "1 while the store holds the worker's leases, 0 once they expired.",
                                ("worker",)),
-            step_phase_seconds_total=counter("step_phase_seconds", "Where a worker's step time went (forward, "
-                                             "sample, kv, plan_decode, encode, other; their sum is the step's wall "
-                                             "time, and wall clock minus it is time spent waiting for plans).",
+            step_phase_seconds_total=counter("step_phase_seconds", "Where a worker's time went, by phase "
+                                             "(worker_svc/step_phases.py: the step's phases add up to its wall "
+                                             "time; encode, report and idle come between steps).",
                                              ("worker", "phase")),
             prefix_cache_blocks_total=counter("prefix_cache_blocks", "Prefix cache blocks by event: hit (served "
                                               "to an admission), stale (claimed but evicted meanwhile: computed), "

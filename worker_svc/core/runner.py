@@ -31,6 +31,7 @@ from llmserve.plan_book import Chunk, PlanBook, PlanError, PlanLimits, RequestSt
 from llmserve.types import SamplingParams, cdiv
 from worker_svc.core.checkpoint import CheckpointTracker, CheckpointWrite, RestoredKv
 from worker_svc.core.sampler import sample
+from worker_svc.core.types import FinishPhases
 from worker_svc.model.kv_cache import KvCache
 from worker_svc.model.llama import LlamaModel
 from worker_svc.model.metadata import build_metadata
@@ -70,6 +71,7 @@ class StepRunner:
         self.checkpoints = CheckpointTracker(kv_cache, lazy_checkpoint_blocks)
         self._checkpoint_ops: list[CheckpointWrite | str] = []  # for the store, in order (str: a drop)
         self._begin_checkpoint = (0, 0)  # bytes and ns of the open step's preemption checkpoints
+        self.last_phases = FinishPhases()  # where the last finish_step's time went outside the forward
 
     @property
     def request_ids(self) -> tuple[str, ...]:
@@ -130,6 +132,7 @@ class StepRunner:
         `restored` (fetched for `delta.restores`; a missing or unusable one is recomputed in this
         step), runs one forward pass over every scheduled token, samples for the requests that
         asked, and appends their tokens."""
+        start = self._clock_ns()
         book = self.book
         plan = book.open_plan
         if plan is None:
@@ -138,15 +141,20 @@ class StepRunner:
         restore_bytes, restore_ns = self._restore(restored or {})
         work = book.work()
         chunks = book.chunks()
-        forward_ns = sample_ns = 0
+        forward_ns = sample_ns = inputs_ns = 0
         tokens: list[int] = []
         if chunks:
-            tokens, forward_ns, sample_ns = self._forward(chunks)
+            tokens, inputs_ns, forward_ns, sample_ns = self._forward(chunks)
+        sampled_at = self._clock_ns()
         sampled = book.commit(tokens)
         lazy_bytes, lazy_ns = self._lazy_checkpoints([chunk.state for chunk in chunks])
         ckpt_bytes, ckpt_ns = self._begin_checkpoint
         timing = work.timing(forward_ns=forward_ns, sample_ns=sample_ns, checkpoint_bytes=ckpt_bytes + lazy_bytes,
                              restore_bytes=restore_bytes, checkpoint_ns=ckpt_ns + lazy_ns, restore_ns=restore_ns)
+        end = self._clock_ns()
+        self.last_phases = FinishPhases(
+            prepare_ns=sampled_at - start - forward_ns - sample_ns, inputs_ns=inputs_ns,
+            restore_ns=restore_ns, commit_ns=end - sampled_at - lazy_ns, lazy_checkpoint_ns=lazy_ns)
         return StepResult(plan.step_id, sampled, timing, restore_failed_request_ids=work.restore_failed_request_ids)
 
     def _restore(self, restored: Mapping[str, RestoredKv | None]) -> tuple[int, int]:
@@ -164,9 +172,11 @@ class StepRunner:
                 nbytes += cdiv(spec.num_tokens, self.block_size) * self.kv_cache.spec.bytes_per_block
         return nbytes, self._clock_ns() - start
 
-    def _forward(self, chunks: Sequence[Chunk]) -> tuple[list[int], int, int]:
+    def _forward(self, chunks: Sequence[Chunk]) -> tuple[list[int], int, int, int]:
         """One forward pass over the step's chunks and the sampling; returns the tokens of the
-        chunks that sample (in plan order) and the forward and sampling wall times."""
+        chunks that sample (in plan order) and the wall times of building the inputs, the forward
+        and the sampling."""
+        inputs_start = self._clock_ns()
         # Query-length-1 rows first (the attention backends batch them); plan order otherwise.
         order = sorted(range(len(chunks)), key=lambda i: chunks[i].end - chunks[i].start != 1)
         batch = [chunks[i] for i in order]
@@ -180,6 +190,7 @@ class StepRunner:
         logits_indices = torch.tensor([meta.query_start_host[batch_row[i] + 1] - 1 for i in sampling], dtype=torch.long)
 
         start = self._clock_ns()
+        inputs_ns = start - inputs_start
         logits = self.model(
             torch.tensor(input_ids, dtype=torch.long, device=self.device),
             positions,
@@ -194,7 +205,7 @@ class StepRunner:
         start = self._clock_ns()
         states = [chunks[i].state for i in sampling]
         tokens = sample(logits, [s.sampling for s in states], [s.next_draw for s in states])
-        return tokens, forward_ns, self._clock_ns() - start
+        return tokens, inputs_ns, forward_ns, self._clock_ns() - start
 
     def _lazy_checkpoints(self, states: Sequence[RequestState]) -> tuple[int, int]:
         start = self._clock_ns()

@@ -33,3 +33,18 @@ class WorkerDescription:
     max_num_batched_tokens: int
     max_num_seqs: int
     step_cost: StepCalibration | None = None  # None: calibration off or failed
+
+
+@dataclass(frozen=True)
+class FinishPhases:
+    """Where a `finish_step` spent its time besides the forward pass and sampling (ns):
+    `prepare_ns` everything before the forward (grants, restores, the chunks, the inputs), of it
+    `inputs_ns` building the model's input tensors and `restore_ns` copying checkpoints in; and
+    after sampling `commit_ns` (the tokens into the book, the step's timing) and
+    `lazy_checkpoint_ns` (copying full blocks of running requests out for the host tier)."""
+
+    prepare_ns: int = 0
+    inputs_ns: int = 0
+    restore_ns: int = 0
+    commit_ns: int = 0
+    lazy_checkpoint_ns: int = 0
