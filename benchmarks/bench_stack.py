@@ -152,7 +152,10 @@ async def run_all(args: argparse.Namespace) -> Report:
                                  dtype=args.dtype, num_kv_blocks=args.num_kv_blocks,
                                  max_num_seqs=max(128, *args.streams), metrics_port=metrics_base,
                                  max_num_batched_tokens=args.max_num_batched_tokens, policy=args.policy,
-                                 log_format="text")
+                                 log_format="text", prefix_cache=False)
+            # Prefix caching off: the levels repeat the same prompts and the prefill level the same
+            # 1k-token prompt, which a cache would serve from the second try on while the other
+            # engines compute them; reuse is measured by bench_prefix_live.py.
             # The worker's torch threads as every other engine's (--num-threads is not a stack setting).
             specs = [dataclasses.replace(s, env={**s.env, "LLMSERVE_NUM_THREADS": str(args.threads)})
                      if s.module == "worker_svc" else s for s in service_specs(config)]
