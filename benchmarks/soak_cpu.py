@@ -12,14 +12,19 @@ from collections import defaultdict
 TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 
 
+def stat_cpu_s(path: str) -> float:
+    """User + system CPU seconds of a `/proc/.../stat` file (a process's or a thread's)."""
+    with open(path) as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()  # the name in parentheses may hold spaces
+    return (int(fields[11]) + int(fields[12])) * TICK_S  # utime, stime (fields 14 and 15 of stat)
+
+
 def process_cpu_s(pid: int) -> float | None:
     """User + system CPU seconds of `pid` so far; None once it is gone."""
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()  # the name in parentheses may hold spaces
+        return stat_cpu_s(f"/proc/{pid}/stat")
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) * TICK_S  # utime, stime (fields 14 and 15 of stat)
 
 
 def own_cpu_s() -> float:

@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from worker_svc.openmp import set_openmp_defaults  # noqa: E402
 
 from prompts import benchmark_prompts  # noqa: E402
+from soak_cpu import TICK_S, stat_cpu_s as cpu_s  # noqa: E402
 
-TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 
 
 def parse_args() -> argparse.Namespace:
@@ -44,12 +44,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", default="bench_out/cpu_share")
     return parser.parse_args()
-
-
-def cpu_s(path: str) -> float:
-    """utime + stime of a /proc stat file, seconds."""
-    fields = Path(path).read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * TICK_S
 
 
 def faults(path: str) -> int:
