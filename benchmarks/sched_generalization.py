@@ -34,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.sched_suite.report import cell_table, heatmap, summary_table  # noqa: E402
-from benchmarks.sched_suite.runner import DEDICATED, Job, run_job  # noqa: E402
+from benchmarks.sched_suite.runner import DEDICATED, Job, run_job, split_policy  # noqa: E402
 from benchmarks.sched_suite.targets import EVALUATED_POLICIES, evaluate, summarize_targets  # noqa: E402
 from benchmarks.sched_suite.workloads import WorkloadSpec, suite_specs  # noqa: E402
 from scheduler_svc.sim.workloads.traces import TRACES_ENV  # noqa: E402
@@ -46,6 +46,7 @@ HELD_OUT_SEEDS = (2,)  # never looked at while changing a policy (until phase E'
 FRESH_SEEDS = (3,)
 HALVES = {"tuning": TUNING_SEEDS, "held_out": HELD_OUT_SEEDS, "fresh": FRESH_SEEDS}
 POLICIES = ("fcfs", "priority", "edf", "bros", "tempo", "tempo-oracle")
+BANKED_POLICIES = ("bros", "tempo", "tempo-oracle")  # the ones --slack-bank-tpots applies to
 LOADS = (0.5, 1.0, 2.0, 4.0)
 
 
@@ -68,6 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rerun", default="bros,tempo", help="with --reuse: the policies to simulate again")
     p.add_argument("--traces", default="", help="the traces folder (default: $LLMSERVE_TRACES_DIR or ../shared/traces)")
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--slack-bank-tpots", type=float, default=0.0,
+                   help="bros and tempo (tempo-oracle, +admission): the scheduler's opt-in --slack-bank-tpots "
+                        "(default 0: off; with --reuse, rerun bros and tempo)")
     p.add_argument("--prefix-cache", choices=("on", "off"), default="off",
                    help="prefix caching on the agentic workloads' hash ids (default off: the suite's results "
                         "stay comparable with those taken before `llmserve up` cached prefixes, issue 13 phase B)")
@@ -116,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
               for name, seeds in _halves(args.half).items()}
     runs = _load_reuse(args)
     overrides = (("prefix_cache", args.prefix_cache == "on"),)
-    jobs = [Job(spec, load, policy, args.duration, args.cost_model, overrides)
+    banked = (*overrides, ("policy_options", (("slack_bank_tpots", args.slack_bank_tpots),)))
+    jobs = [Job(spec, load, policy, args.duration, args.cost_model,
+                banked if args.slack_bank_tpots and split_policy(policy)[0] in BANKED_POLICIES else overrides)
             for specs in halves.values() for spec in specs for load in args.loads
             for policy in _policies(args)]
     todo = [j for j in jobs if j.key not in runs]
@@ -132,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.stderr.write("\n")
     doc = {"suite": {**_config(args), "policies": list(_policies(args)), "tuning_seeds": list(TUNING_SEEDS),
                      "held_out_seeds": list(HELD_OUT_SEEDS), "fresh_seeds": list(FRESH_SEEDS),
-                     "wall_s": round(wall_s, 1), "simulated_runs": len(todo), "reused_runs": len(jobs) - len(todo)},
+                     "slack_bank_tpots": args.slack_bank_tpots, "wall_s": round(wall_s, 1), "simulated_runs": len(todo), "reused_runs": len(jobs) - len(todo)},
            "halves": {}}
     text = [f"# Scheduling generalization suite ({args.cost_model}, {args.duration:g} s per workload at x1, "
             f"loads {', '.join(f'x{x:g}' for x in args.loads)}; {len(todo)} runs simulated in {wall_s:.0f} s)"]

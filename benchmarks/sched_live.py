@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
                                    "simulate and report again (no live run)")
     p.add_argument("--rerun", default="", help="with --resim: run these policies live again (comma-separated; "
                                               "fcfs brings its dedicated runs) and keep the others' runs")
+    p.add_argument("--slack-bank-tpots", type=float, default=0.0,
+                   help="bros and tempo: the scheduler's opt-in --slack-bank-tpots, live and simulated (default 0: off)")
     args = p.parse_args(argv)
     rerun = tuple(x.strip() for x in args.rerun.split(",") if x.strip())
     if rerun and (not args.resim or not set(rerun) <= set(POLICIES)):
@@ -62,22 +64,22 @@ def main(argv: list[str] | None = None) -> int:
         live, infos = {c.name: old["live"][c.name] for c in cells}, old["workers"]
         live_wall_s, load0, load1 = old["live_wall_s"], old["load_avg_start"], old["load_avg_end"]
         if rerun:  # the runs replaced as they come in (on_result), the rest kept
-            infos = {**infos, **run_live(cells, rerun, out, on_result)}
+            infos = {**infos, **run_live(cells, rerun, out, on_result, args.slack_bank_tpots)}
             live_wall_s, load1 = live_wall_s + time.time() - started, os.getloadavg()
     else:
-        infos = run_live(cells, POLICIES, out, on_result)
+        infos = run_live(cells, POLICIES, out, on_result, args.slack_bank_tpots)
         live_wall_s = time.time() - started
         load1 = os.getloadavg()
     sim: dict[str, dict] = {c.name: {} for c in cells}
     for cell in cells:
         for run in live[cell.name]:
             policy = "fcfs" if run == wl.DEDICATED else run
-            sim[cell.name][run] = predict(cell, run, infos[policy])
+            sim[cell.name][run] = predict(cell, run, infos[policy], args.slack_bank_tpots)
     v = verdicts(live, sim)
     doc = {"scaling": {"time_scale": wl.TIME_SCALE, "max_prompt": wl.MAX_PROMPT, "max_long_prompt": wl.MAX_LONG_PROMPT,
                        "max_output": wl.MAX_OUTPUT, "window_s": wl.WINDOW_S, "loads": args.loads,
                        "mixes": {m: wl.MIXES[m] for m in args.mixes}},
-           "workers": infos, "live": live, "sim": sim, "verdicts": v,
+           "slack_bank_tpots": args.slack_bank_tpots, "workers": infos, "live": live, "sim": sim, "verdicts": v,
            "live_wall_s": round(live_wall_s, 1), "load_avg_start": load0, "load_avg_end": load1}
     (out / "results.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     calib = "\n".join(f"- {p}'s worker: {json.dumps(i.get('step_cost'))}" for p, i in infos.items())

@@ -67,6 +67,7 @@ class StackConfig:
     policy: str = exposed(SchedulerServiceConfig, "policy")
     cost_model: str = exposed(SchedulerServiceConfig, "cost_model")
     rt_admission_control: bool = exposed(SchedulerServiceConfig, "rt_admission_control")
+    slack_bank_tpots: float = exposed(SchedulerServiceConfig, "slack_bank_tpots")
     prefix_cache: bool = exposed(SchedulerServiceConfig, "prefix_cache")
     num_kv_blocks: int = exposed(WorkerConfig, "num_kv_blocks")
     block_size: int = exposed(WorkerConfig, "block_size")

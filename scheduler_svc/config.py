@@ -44,6 +44,11 @@ class SchedulerServiceConfig(ServiceSettings):
     prefix_shared_tenants: tuple[str, ...] = setting((), help="tenants that share cached KV with each other, "
                                                               "comma-separated (others never share: each tenant's "
                                                               "blocks are salted by its name)")
+    # Issue 9, opt-in: streams bank slack between bursts of prompts (policy/slo_step.py); off by
+    # default until its live cost on best-effort work is understood (docs/scheduling.md).
+    slack_bank_tpots: float = setting(0.0, help="bros, tempo: while a stream has less than this many TPOTs of slack, "
+                                                "work other than on-time RT fills a step only to half its TPOT, so "
+                                                "streams bank slack for the next burst of prompts (0: off)")
     # Keyword options of the policy factory, for code (e.g. a benchmark's aging_s); not a flag.
     policy_options: tuple[tuple[str, object], ...] = ()
 
@@ -57,6 +62,11 @@ class SchedulerServiceConfig(ServiceSettings):
         if self.rt_admission_control and self.policy not in COST_MODEL_POLICIES:
             raise ValueError(f"--rt-admission-control needs --policy {' or '.join(COST_MODEL_POLICIES)}, whose cost "
                              f"model predicts the TTFT (got --policy {self.policy})")
+        if self.slack_bank_tpots < 0:
+            raise ValueError(f"--slack-bank-tpots must be >= 0, got {self.slack_bank_tpots}")
+        if self.slack_bank_tpots and self.policy not in COST_MODEL_POLICIES:
+            raise ValueError(f"--slack-bank-tpots is used by --policy {' or '.join(COST_MODEL_POLICIES)} only "
+                             f"(got --policy {self.policy})")
         if self.max_inflight_plans < 1:
             raise ValueError("--max-inflight-plans must be >= 1")
         if self.max_num_waiting < 1:

@@ -25,6 +25,8 @@ def policy_options(config: SchedulerServiceConfig, info: worker_pb2.WorkerInfo) 
     options = dict(config.policy_options)
     if config.policy not in COST_MODEL_POLICIES:
         return options
+    if config.slack_bank_tpots:
+        options.setdefault("slack_bank_tpots", config.slack_bank_tpots)
     worker = convert.worker_id_from_info(info)
     if config.cost_model:
         options["cost_model_path"] = config.cost_model

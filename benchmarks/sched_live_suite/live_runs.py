@@ -21,6 +21,7 @@ from llmserve.v1 import scheduler_pb2, scheduler_pb2_grpc, worker_pb2, worker_pb
 from llmserve_stack.launch import StackConfig, free_port, service_specs
 from llmserve_stack.live import LiveConfig, replay
 from llmserve_stack.supervisor import Stack
+from scheduler_svc.core.policy import COST_MODEL_POLICIES
 from scheduler_svc.sim.metrics import summarize
 from scheduler_svc.sim.service_gain import service_gain
 
@@ -41,10 +42,13 @@ def describe(info: worker_pb2.WorkerInfo) -> dict:
 
 
 async def run_policy(policy: str, runs: list[tuple[Cell, str]], out: Path,
-                     on_result: Callable[[Cell, str, dict], None]) -> dict:
+                     on_result: Callable[[Cell, str, dict], None], slack_bank_tpots: float = 0.0) -> dict:
     """Starts a stack serving `policy` and replays `runs` ((cell, fcfs | bros | tempo | dedicated))
-    on it in order; returns the worker's description."""
-    config = StackConfig(port=free_port(), http_port=0, policy=policy, log_format="json", model="default")
+    on it in order; returns the worker's description. `slack_bank_tpots`: the scheduler's
+    --slack-bank-tpots for bros and tempo (fcfs has none)."""
+    bank = slack_bank_tpots if policy in COST_MODEL_POLICIES else 0.0
+    config = StackConfig(port=free_port(), http_port=0, policy=policy, log_format="json", model="default",
+                         slack_bank_tpots=bank)
     async with Stack(service_specs(config), log_dir=str(out / f"logs-{policy}")) as stack:
         worker = next(s for s in stack.specs if s.name.startswith("worker"))
         async with open_channel(worker.address) as channel:
@@ -79,7 +83,7 @@ async def _preemptions(scheduler: str) -> int:
 
 
 def run_live(cells: list[Cell], policies: tuple[str, ...], out: Path,
-             on_result: Callable[[Cell, str, dict], None]) -> dict[str, dict]:
+             on_result: Callable[[Cell, str, dict], None], slack_bank_tpots: float = 0.0) -> dict[str, dict]:
     """Every cell under every policy, plus the dedicated runs on fcfs's stack; returns each
     stack's worker description by policy."""
     infos: dict[str, dict] = {}
@@ -87,7 +91,7 @@ def run_live(cells: list[Cell], policies: tuple[str, ...], out: Path,
         runs = [(cell, policy) for cell in cells]
         if policy == "fcfs":
             runs += [(cell, DEDICATED) for cell in cells]
-        infos[policy] = asyncio.run(run_policy(policy, runs, out, on_result))
+        infos[policy] = asyncio.run(run_policy(policy, runs, out, on_result, slack_bank_tpots))
     return infos
 
 

@@ -8,6 +8,7 @@ cell (the live stack carries what its policy learnt from one cell to the next)."
 
 from __future__ import annotations
 
+from scheduler_svc.core.policy import COST_MODEL_POLICIES
 from scheduler_svc.sim.cost_model import CostModel
 from scheduler_svc.sim.metrics import summarize
 from scheduler_svc.sim.service_gain import service_gain
@@ -27,14 +28,16 @@ def cost_model_of(info: dict) -> CostModel:
                      extra={k: v for k, v in step.items() if k not in _COEFFICIENTS})
 
 
-def predict(cell: Cell, label: str, info: dict) -> dict:
-    """Simulated metrics of (cell, fcfs | bros | tempo | dedicated) on the worker `info` describes."""
+def predict(cell: Cell, label: str, info: dict, slack_bank_tpots: float = 0.0) -> dict:
+    """Simulated metrics of (cell, fcfs | bros | tempo | dedicated) on the worker `info` describes;
+    `slack_bank_tpots` as the live scheduler's (bros and tempo only)."""
     cost = cost_model_of(info)
     config = SimConfig(num_blocks=info["num_blocks"], block_size=info["block_size"],
                        max_num_batched_tokens=info["max_num_batched_tokens"], max_num_seqs=info["max_num_seqs"],
                        max_model_len=info["max_model_len"],
                        kv_bytes_per_token=info["bytes_per_block"] // info["block_size"], cost_model_as_prior=True,
-                       drain_limit_s=DRAIN_S)
+                       drain_limit_s=DRAIN_S,
+                       policy_options={"slack_bank_tpots": slack_bank_tpots} if label in COST_MODEL_POLICIES else {})
     policy = "fcfs" if label == DEDICATED else label
     requests = cell_requests(cell, dedicated=label == DEDICATED)
     result = simulate(requests, policy, cost, config)

@@ -84,7 +84,10 @@ def run_job(job: Job) -> tuple[str, dict]:
         requests, policy = [r for r in requests if r.cls == REAL_TIME], "fcfs"
     requests = transform.scale_rate(requests, job.load)
     cost = load_cost_model(job.cost_model)
-    config = SimConfig.from_cost_model(cost, **{**dict(job.overrides), **variant})
+    overrides = dict(job.overrides)
+    if "policy_options" in overrides:  # kept as pairs in the (hashable, picklable) job
+        overrides["policy_options"] = dict(overrides["policy_options"])
+    config = SimConfig.from_cost_model(cost, **{**overrides, **variant})
     watch = _StarvationWatch(requests)
     sim = Simulation(requests, policy, cost, config, on_step=watch.on_step)
     result = sim.run()

@@ -42,3 +42,20 @@ def test_without_a_calibration_or_a_cost_aware_policy_nothing_is_added() -> None
     assert policy_options(SchedulerServiceConfig(worker_addrs=("w:1",), policy="fcfs"), _info()) == {}
     coded = SchedulerServiceConfig(worker_addrs=("w:1",), policy="tempo", policy_options=(("cost_model_path", "x"),))
     assert policy_options(coded, _info()) == {"cost_model_path": "x"}
+
+
+@pytest.mark.parametrize("policy", ["bros", "tempo"])
+def test_the_slack_bank_setting_reaches_the_policy(policy) -> None:
+    config = SchedulerServiceConfig(worker_addrs=("w:1",), policy=policy, slack_bank_tpots=10.0)
+    options = policy_options(config, _info())
+    assert options["slack_bank_tpots"] == 10.0
+    assert make_policy(policy, **options).step.slack_bank_tpots == 10.0
+    off = policy_options(SchedulerServiceConfig(worker_addrs=("w:1",), policy=policy), _info())
+    assert "slack_bank_tpots" not in off and make_policy(policy, **off).step.slack_bank_tpots == 0.0
+
+
+def test_the_slack_bank_setting_is_refused_where_no_policy_reads_it() -> None:
+    with pytest.raises(ValueError, match="--slack-bank-tpots is used by --policy bros or tempo only"):
+        SchedulerServiceConfig(worker_addrs=("w:1",), policy="fcfs", slack_bank_tpots=10.0)
+    with pytest.raises(ValueError, match="--slack-bank-tpots must be >= 0"):
+        SchedulerServiceConfig(worker_addrs=("w:1",), policy="bros", slack_bank_tpots=-1.0)
