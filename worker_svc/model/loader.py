@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from llmserve.gguf_file import GgufFile
 from llmserve.model_source import ModelSource, load_hf_config, transformers_attr
 from worker_svc.kernels.backend import AttentionBackend
 from worker_svc.model.config import ModelConfig
@@ -39,8 +40,12 @@ def load_model(
     device: torch.device | str = "cpu",
     seed: int = 0,
 ) -> LlamaModel:
-    """The model of `source` on `device` in `dtype`, ready for inference."""
-    config = ModelConfig.from_hf(load_hf_config(source))
+    """The model of `source` on `device` in `dtype`, ready for inference. A GGUF's config is read
+    without transformers (its import and its GGUF parsing were most of a worker's start, issue 11)."""
+    if source.gguf_file:
+        config = ModelConfig.from_gguf(GgufFile(source.folder / source.gguf_file))
+    else:
+        config = ModelConfig.from_hf(load_hf_config(source))
     model = _empty_model(config, backend, dtype, device)
     if source.load_format == "dummy":
         init_dummy_weights(model, seed)
