@@ -1,7 +1,8 @@
-"""A GGUF's config is read without transformers (llmserve.gguf_file, ModelConfig.from_gguf) into
-exactly what transformers' own GGUF loader gives: the same config as
+"""A GGUF is read without transformers (llmserve.gguf_file, ModelConfig.from_gguf,
+loader.gguf_hf_weights) into exactly what transformers' own GGUF loader gives: the same config as
 `AutoConfig.from_pretrained(..., gguf_file=...)` (the bundled SmolLM2 and small written files of
-each supported family)."""
+each supported family) and, bit for bit, the tensors `load_gguf_checkpoint` hands its model. The
+bundled model's weights against transformers' are in test_smollm2_parity.py (slow)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from gguf import GGMLQuantizationType, GGUFReader, GGUFWriter
 from gguf.quants import quantize
 
 from llmserve.gguf_file import GgufArray, GgufError, GgufFile
 from llmserve.model_source import ModelSource, default_gguf_path, load_hf_config
 from worker_svc.model.config import ModelConfig
+from worker_svc.model.loader import gguf_hf_name, gguf_hf_weights
 
 # A small GQA model: 4 query heads of 16, 2 KV heads; rows of 64 and 96 are whole quant blocks (32).
 HIDDEN, HEADS, KV_HEADS, HEAD_DIM, FFN, VOCAB, LAYERS = 64, 4, 2, 16, 96, 128, 2
@@ -175,3 +178,29 @@ def test_what_the_model_code_cannot_serve_is_refused(tmp_path: Path) -> None:
     writer.close()
     with pytest.raises(ValueError, match="vocabulary size"):
         ModelConfig.from_gguf(GgufFile(tmp_path / "c.gguf"))
+
+
+# --- the weights: bit for bit what transformers' GGUF loader hands its model ---
+
+@pytest.mark.parametrize("case", [{"arch": "llama"}, {"arch": "llama", "untied": True, "quantized": False},
+                                  {"arch": "qwen2", "biases": True}])
+def test_weights_are_transformers_own(tmp_path: Path, case: dict) -> None:
+    from transformers import AutoModelForCausalLM
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    path = write_gguf(tmp_path / "m.gguf", **case)
+    hf_model = AutoModelForCausalLM.from_config(load_hf_config(_source(path)))
+    expected = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=hf_model)["tensors"]
+    gguf = GgufFile(path)
+    ours = dict(gguf_hf_weights(gguf, ModelConfig.from_gguf(gguf)))
+    assert sorted(ours) == sorted(expected)
+    for name, tensor in ours.items():
+        assert tensor.dtype == torch.float32 == expected[name].dtype, name
+        assert torch.equal(tensor, expected[name]), name
+
+
+def test_an_unknown_tensor_is_named() -> None:
+    assert gguf_hf_name("blk.7.attn_k.bias") == "model.layers.7.self_attn.k_proj.bias"
+    assert gguf_hf_name("output.weight") == "lm_head.weight"
+    with pytest.raises(ValueError, match="blk.0.ffn_gate_exps.weight"):
+        gguf_hf_name("blk.0.ffn_gate_exps.weight")
