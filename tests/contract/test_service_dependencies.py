@@ -90,5 +90,9 @@ def test_the_worker_loads_the_bundled_gguf_without_transformers(load_format: str
 
         model = load_model(resolve_model("default", {load_format!r}), make_backend("torch"))
         assert model.config.num_layers == 30
+        # Nor torch's compiler stack: building the model on the meta device once imported
+        # torch._dynamo (nn.Embedding's init) and sympy (to_empty), 2-3 s of a start.
+        lazy = [name for name in ("torch._dynamo", "sympy") if name in sys.modules]
+        assert not lazy, lazy
     """)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from llmserve.gguf_file import GgufFile
 from llmserve.model_source import ModelSource, load_hf_config
@@ -63,7 +64,22 @@ def load_model(
 def _empty_model(config: ModelConfig, backend: AttentionBackend, dtype: torch.dtype, device: torch.device | str) -> LlamaModel:
     with torch.device("meta"):
         model = LlamaModel(config, backend, device)
-    return model.to(dtype).to_empty(device=device)
+    return _materialize(model.to(dtype), torch.device(device))
+
+
+def _materialize(model: LlamaModel, device: torch.device) -> LlamaModel:
+    """`model.to_empty(device=device)` for its meta parameters and buffers, with plain `torch.empty`:
+    `to_empty`'s `empty_like` of a meta tensor runs through torch._refs, whose first use imports
+    sympy (0.5 s of a worker's start, issue 11)."""
+    for module in model.modules():
+        for name, param in module._parameters.items():
+            if param is not None and param.is_meta:
+                empty = torch.empty(param.shape, dtype=param.dtype, device=device)
+                module._parameters[name] = nn.Parameter(empty, requires_grad=param.requires_grad)
+        for name, buffer in module._buffers.items():
+            if buffer is not None and buffer.is_meta:
+                module._buffers[name] = torch.empty(buffer.shape, dtype=buffer.dtype, device=device)
+    return model
 
 
 def model_from_hf_state_dict(
