@@ -76,3 +76,23 @@ def test_service_needs_no_heavy_packages(service: str) -> None:
 def test_the_harness_fails_a_service_that_needs_torch() -> None:
     result = _run(HEAVY, "import worker_svc.server")
     assert result.returncode != 0 and "ModuleNotFoundError" in result.stderr and "torch" in result.stderr
+
+
+@pytest.mark.parametrize("load_format", ["gguf", "dummy"])
+def test_the_worker_loads_the_bundled_gguf_without_transformers(load_format: str) -> None:
+    """A worker's start reads a GGUF's config and weights itself (issue 11: importing transformers
+    and its GGUF parsing were most of a restart), so none of it may reach for transformers."""
+    result = _run(("transformers",), f"""
+        import worker_svc.__main__
+        from llmserve.model_source import resolve_model
+        from worker_svc.kernels.backend import make_backend
+        from worker_svc.model.loader import load_model
+
+        model = load_model(resolve_model("default", {load_format!r}), make_backend("torch"))
+        assert model.config.num_layers == 30
+        # Nor torch's compiler stack: building the model on the meta device once imported
+        # torch._dynamo (nn.Embedding's init) and sympy (to_empty), 2-3 s of a start.
+        lazy = [name for name in ("torch._dynamo", "sympy") if name in sys.modules]
+        assert not lazy, lazy
+    """)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]

@@ -103,7 +103,11 @@ class LlamaModel(nn.Module):
         super().__init__()
         self.config = config
         self.backend = backend
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        # Created uninitialized (the loader fills every parameter): nn.Embedding's own init, a
+        # normal_ that on the meta device runs through torch._refs, imports torch._dynamo on first
+        # use, 1.5-2.3 s of a worker's start (issue 11).
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size,
+                                         _weight=torch.empty(config.vocab_size, config.hidden_size))
         self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.num_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         # Tied checkpoints (SmolLM2) reuse the embedding matrix as the LM head.

@@ -1,5 +1,6 @@
 """Builds a LlamaModel from a model source: a Hugging Face safetensors folder, a GGUF file
-(dequantized by transformers), or dummy random weights from the config alone.
+(dequantized with the `gguf` package, as transformers does, without importing transformers), or
+dummy random weights from the config alone.
 
 Parameters are created on the meta device and materialized once on the target device and dtype,
 then every one is filled from the checkpoint (a missing one is an error, not a silent random init).
@@ -12,9 +13,12 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
+from torch import nn
 
-from llmserve.model_source import ModelSource, load_hf_config, transformers_attr
+from llmserve.gguf_file import GgufFile
+from llmserve.model_source import ModelSource, load_hf_config
 from worker_svc.kernels.backend import AttentionBackend
 from worker_svc.model.config import ModelConfig
 from worker_svc.model.llama import LlamaModel
@@ -39,13 +43,17 @@ def load_model(
     device: torch.device | str = "cpu",
     seed: int = 0,
 ) -> LlamaModel:
-    """The model of `source` on `device` in `dtype`, ready for inference."""
-    config = ModelConfig.from_hf(load_hf_config(source))
+    """The model of `source` on `device` in `dtype`, ready for inference. A GGUF's config and
+    weights are read without transformers (its import and its GGUF parsing were most of a worker's
+    start, issue 11)."""
+    gguf = GgufFile(source.folder / source.gguf_file) if source.gguf_file else None
+    config = ModelConfig.from_gguf(gguf) if gguf is not None else ModelConfig.from_hf(load_hf_config(source))
     model = _empty_model(config, backend, dtype, device)
     if source.load_format == "dummy":
         init_dummy_weights(model, seed)
     elif source.load_format == "gguf":
-        load_hf_weights(model, _gguf_weights(source))
+        assert gguf is not None, "a gguf load format has a GGUF file"
+        load_hf_weights(model, gguf_hf_weights(gguf, config))
     elif source.load_format == "safetensors":
         load_hf_weights(model, _safetensors_weights(source.folder))
     else:
@@ -56,7 +64,22 @@ def load_model(
 def _empty_model(config: ModelConfig, backend: AttentionBackend, dtype: torch.dtype, device: torch.device | str) -> LlamaModel:
     with torch.device("meta"):
         model = LlamaModel(config, backend, device)
-    return model.to(dtype).to_empty(device=device)
+    return _materialize(model.to(dtype), torch.device(device))
+
+
+def _materialize(model: LlamaModel, device: torch.device) -> LlamaModel:
+    """`model.to_empty(device=device)` for its meta parameters and buffers, with plain `torch.empty`:
+    `to_empty`'s `empty_like` of a meta tensor runs through torch._refs, whose first use imports
+    sympy (0.5 s of a worker's start, issue 11)."""
+    for module in model.modules():
+        for name, param in module._parameters.items():
+            if param is not None and param.is_meta:
+                empty = torch.empty(param.shape, dtype=param.dtype, device=device)
+                module._parameters[name] = nn.Parameter(empty, requires_grad=param.requires_grad)
+        for name, buffer in module._buffers.items():
+            if buffer is not None and buffer.is_meta:
+                module._buffers[name] = torch.empty(buffer.shape, dtype=buffer.dtype, device=device)
+    return model
 
 
 def model_from_hf_state_dict(
@@ -158,19 +181,55 @@ def _safetensors_weights(folder: Path) -> Iterator[tuple[str, torch.Tensor]]:
                 yield name, f.get_tensor(name)
 
 
-def _gguf_weights(source: ModelSource) -> Iterator[tuple[str, torch.Tensor]]:
-    """Dequantizes through transformers (it also undoes llama.cpp's q/k row permutation), then
-    hands over its tensors one by one and drops the transformers model."""
-    AutoModelForCausalLM = transformers_attr("AutoModelForCausalLM")  # noqa: N806 (the class)
+# GGUF tensor names (llama.cpp's, per block "blk.N.") -> Hugging Face names, for the Llama family.
+_GGUF_GLOBAL = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+_GGUF_BLOCK = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+               "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+               "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+               "ffn_down": "mlp.down_proj"}
+_GGUF_BLOCK_NAME = re.compile(r"^blk\.(\d+)\.([a-z_]+)\.(weight|bias)$")
 
-    logger.info("dequantizing %s/%s", source.folder, source.gguf_file)
-    hf_model = AutoModelForCausalLM.from_pretrained(
-        source.folder, gguf_file=source.gguf_file, local_files_only=True, dtype=torch.float32
-    )
-    state = hf_model.state_dict()
-    del hf_model
-    while state:
-        yield state.popitem()
+
+def gguf_hf_name(gguf_name: str) -> str:
+    """The Hugging Face name of a llama.cpp tensor name; ValueError for one this model has no place for."""
+    match = _GGUF_BLOCK_NAME.match(gguf_name)
+    if match is not None and match.group(2) in _GGUF_BLOCK:
+        return f"model.layers.{match.group(1)}.{_GGUF_BLOCK[match.group(2)]}.{match.group(3)}"
+    base, _, kind = gguf_name.rpartition(".")
+    if base in _GGUF_GLOBAL and kind in ("weight", "bias"):
+        return f"{_GGUF_GLOBAL[base]}.{kind}"
+    raise ValueError(f"GGUF tensor {gguf_name} is not a tensor of a Llama-family model")
+
+
+def gguf_hf_weights(gguf: GgufFile, config: ModelConfig) -> Iterator[tuple[str, torch.Tensor]]:
+    """The GGUF's tensors under their Hugging Face names, float32, one at a time: what transformers'
+    GGUF loader (`load_gguf_checkpoint`) hands its model, bit for bit (a test compares them): each
+    tensor dequantized by `gguf.dequantize`, and for a "llama" file the q/k rows put back in
+    Hugging Face's order (llama.cpp's converter interleaves each head's two rotary halves;
+    transformers' `LlamaTensorProcessor`)."""
+    from gguf import dequantize  # numpy only
+
+    llama_order = gguf.get("general.architecture") == "llama"
+    logger.info("dequantizing %s", gguf.path)
+    for name, info in gguf.tensors.items():
+        hf_name = gguf_hf_name(name)
+        weights = dequantize(gguf.tensor_data(name), info.ggml_type)
+        if llama_order and ".attn_q." in name:
+            weights = _unpermute_rotary_rows(weights, config.num_heads)
+        elif llama_order and ".attn_k." in name:
+            weights = _unpermute_rotary_rows(weights, config.num_kv_heads)
+        if weights.dtype != np.float32:
+            raise ValueError(f"GGUF tensor {name} dequantizes to {weights.dtype}, not float32")
+        if not (weights.flags.writeable and weights.flags.c_contiguous):
+            weights = np.copy(weights)  # a view of the mapped file, or a permuted view
+        yield hf_name, torch.from_numpy(weights)
+
+
+def _unpermute_rotary_rows(weights: np.ndarray, num_heads: int) -> np.ndarray:
+    """Undoes llama.cpp's `permute` of a q or k projection (`convert_hf_to_gguf.py`): per head, rows
+    (2, dim) back to (dim, 2) order, as transformers' `_reverse_permute_weights`."""
+    dim = weights.shape[0] // num_heads // 2
+    return weights.reshape(num_heads, dim, 2, *weights.shape[1:]).swapaxes(2, 1).reshape(weights.shape)
 
 
 @torch.no_grad()

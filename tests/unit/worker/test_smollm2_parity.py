@@ -1,5 +1,6 @@
-"""SmolLM2-135M from the bundled GGUF: our model (built from the same dequantized weights)
-against Hugging Face transformers in float32. Logits within 2e-3 absolute (float32, 30 layers;
+"""SmolLM2-135M from the bundled GGUF: our model, loaded as the worker loads it (its own GGUF
+reader, no transformers: `load_model`), against Hugging Face transformers' model of the same file
+in float32. The weights our reader dequantizes are transformers' bit for bit. Logits within 2e-3 absolute (float32, 30 layers;
 observed ~1e-4) for full prefill, chunked prefill and paged decode; 32 greedy tokens identical.
 
 bfloat16 (the CPU default where the hardware has bf16 instructions), against the same float32
@@ -16,13 +17,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from llmserve.gguf_file import GgufFile
 from llmserve.model_source import load_hf_config, resolve_model
 from tests.unit.worker.helpers import LocalBlockPool, PagedSeq, make_runner, paged_cache, paged_forward, run_step
 from llmserve.plan import BatchPlan, NewRequest, ScheduledRequest
 from llmserve.types import SamplingParams, ServiceClass
 from worker_svc.kernels.backend import make_backend
 from worker_svc.model.config import ModelConfig
-from worker_svc.model.loader import model_from_hf_state_dict
+from worker_svc.model.loader import gguf_hf_weights, load_model
 
 pytestmark = pytest.mark.slow
 ATOL = 2e-3
@@ -36,8 +38,7 @@ def smollm2():
     hf = AutoModelForCausalLM.from_pretrained(
         source.folder, gguf_file=source.gguf_file, local_files_only=True, dtype=torch.float32
     ).eval()
-    ours = model_from_hf_state_dict(ModelConfig.from_hf(load_hf_config(source)), hf.state_dict().items(),
-                                    make_backend("torch"))
+    ours = load_model(source, make_backend("torch"))  # float32, the worker's own GGUF path
     # One thread: on a shared 2-core machine spinning OpenMP threads make these forwards ~5x slower.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -47,8 +48,7 @@ def smollm2():
 
 @pytest.fixture(scope="module")
 def smollm2_bf16(smollm2):
-    hf, ours = smollm2
-    return model_from_hf_state_dict(ours.config, hf.state_dict().items(), make_backend("torch"), torch.bfloat16)
+    return load_model(resolve_model("default"), make_backend("torch"), torch.bfloat16)  # the worker's CPU default
 
 
 # "Once upon a time, in a small village by the sea, there lived an old fisherman who" (SmolLM2 tokenizer)
@@ -69,6 +69,18 @@ def test_config_is_read_from_the_gguf(smollm2) -> None:
     cfg = ours.config
     assert (cfg.num_layers, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim) == (30, 9, 3, 64)
     assert cfg.tie_word_embeddings and ours.lm_head is None and cfg.rope_theta == 100000.0
+    assert cfg == ModelConfig.from_hf(load_hf_config(resolve_model("default")))  # transformers' AutoConfig
+
+
+def test_gguf_weights_are_transformers_own_bit_for_bit(smollm2) -> None:
+    hf, _ = smollm2
+    source = resolve_model("default")
+    gguf = GgufFile(source.folder / source.gguf_file)
+    expected = hf.state_dict()
+    ours = dict(gguf_hf_weights(gguf, ModelConfig.from_gguf(gguf)))
+    assert sorted(ours) == sorted(set(expected) - {"lm_head.weight"})  # tied: the embedding is the head
+    for name, tensor in ours.items():
+        assert torch.equal(tensor, expected[name]), name
 
 
 def test_full_and_chunked_prefill_logits(smollm2) -> None:
