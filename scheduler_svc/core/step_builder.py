@@ -149,6 +149,8 @@ class StepBuilder:
         need = cdiv(computed + num_tokens, block_size) - held
         if need > 0 and not ledger.can_allocate(need):
             if not self._make_room(t, need, 0, start, admission=False):
+                if t.preempt_when_drained or req.status is not _RUNNING:
+                    return  # it yielded its blocks (`growth_may_preempt`)
                 # Take what the free blocks hold rather than nothing (a shorter prefill chunk).
                 num_tokens = min(num_tokens, (held + ledger.num_free) * block_size - computed)
                 if num_tokens <= 0:
@@ -184,11 +186,15 @@ class StepBuilder:
         touched unless enough blocks can be had. True if `need` blocks (+ reserve) are free now.
         Nobody is touched either while victims already being drained will free enough: the
         beneficiary waits a step for their blocks (else, with two plans in flight, every short
-        request of a step drained a victim of its own for a block or two)."""
+        request of a step drained a victim of its own for a block or two). A running beneficiary
+        that the policy refused a victim (`growth_may_preempt`) and that cannot get its blocks
+        otherwise yields its own: it is preempted, so the request it spared can grow (else both
+        could wait for each other's blocks)."""
         ledger = self._ledger
         free = ledger.num_free - reserve
         chosen: list[Ticket] = []
         gain = 0
+        spared = False  # a victim the policy refused to this (running) beneficiary
         running = self.running
         if free + sum(ledger.held(t.req.request_id) for t in running if t.preempt_when_drained) >= need:
             return False
@@ -205,20 +211,30 @@ class StepBuilder:
             held = ledger.held(victim.req.request_id)
             if held == 0:
                 continue
+            if not admission and not privileged and not policy.growth_may_preempt(beneficiary.req, victim.req):
+                spared = True
+                continue
             chosen.append(victim)
             gain += held
             if free + gain >= need:
                 break
         if free + gain < need:
+            if spared:
+                self._preempt(beneficiary)
+                self.preempted_any = True
             return False
         for victim in chosen:
-            if victim.num_inflight_steps:
-                victim.preempt_when_drained = True
-            else:
-                self._roster.preempt(victim, policy.preemption_mode(victim.req), counted=True)
-                self.victims.append(victim)
+            self._preempt(victim)
         self.preempted_any = True
         return ledger.can_allocate(need, reserve)
+
+    def _preempt(self, victim: Ticket) -> None:
+        """Preempts `victim` now, or once its steps in flight are back (drained)."""
+        if victim.num_inflight_steps:
+            victim.preempt_when_drained = True
+        else:
+            self._roster.preempt(victim, self._policy.preemption_mode(victim.req), counted=True)
+            self.victims.append(victim)
 
     def _free_seat(self, beneficiary: Ticket, start: int) -> bool:
         """A promoted request may take the seat of the lowest-ranked non-promoted running request
@@ -231,10 +247,6 @@ class StepBuilder:
                 continue
             if victim.preempt_when_drained:
                 return False  # a seat is already on its way
-            if victim.num_inflight_steps:
-                victim.preempt_when_drained = True
-                return False
-            self._roster.preempt(victim, self._policy.preemption_mode(victim.req), counted=True)
-            self.victims.append(victim)
-            return True
+            self._preempt(victim)
+            return not victim.preempt_when_drained
         return False

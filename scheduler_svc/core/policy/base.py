@@ -16,8 +16,13 @@ so adding a policy never adds a branch to `Scheduler.schedule()`:
   iteration-time guard).
 - `on_scheduled(...)`: note what was added (tightest deadline in the step, ...).
 - `admission_may_preempt(beneficiary, victim)`: whether a *waiting* request may take KV blocks
-  from a running one to be admitted. A running request short of KV may always preempt
-  lower-ranked running requests (vLLM), so the best-ranked request always progresses.
+  from a running one to be admitted.
+- `growth_may_preempt(beneficiary, victim)`: whether a *running* request short of KV may take
+  them from a lower-ranked running one (default: always, as vLLM, so the best-ranked request
+  always progresses). A policy may refuse pairs (tempo: best-effort work takes only from
+  best-effort work that arrived after it); a beneficiary refused a victim that cannot get its
+  blocks otherwise yields its own (it is preempted), so the request it spared can grow and the
+  two never wait for each other's blocks.
 - `preemption_mode(victim)`: RECOMPUTE (the default) or CHECKPOINT (the victim's KV is saved to
   the store's host tier and restored on re-admission, when the core has a checkpoint book; issue 4).
 - `kv_reserve(req)`: blocks a waiting request must leave free when admitted (headroom for RT).
@@ -110,6 +115,9 @@ class Policy(ABC):
 
     def admission_may_preempt(self, beneficiary: Request, victim: Request) -> bool:
         return False
+
+    def growth_may_preempt(self, beneficiary: Request, victim: Request) -> bool:
+        return True
 
     def preemption_mode(self, victim: Request) -> PreemptionMode:
         return PreemptionMode.RECOMPUTE

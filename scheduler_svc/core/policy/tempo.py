@@ -81,8 +81,11 @@ that slot. So it is scheduled again within `aging_s` + 50 steps + one step, unle
 or requests aged earlier fill the step's token budget or time, its seats or the KV pool (an aged
 request never preempts; it is admitted as seats and blocks free up).
 
-KV: preemption only on KV shortage (running beneficiaries; victims are the lowest ranked); a
-best-effort or deadline victim is preempted by CHECKPOINT (its KV goes to the KV store's host
+KV: preemption only on KV shortage (running beneficiaries; victims are the lowest ranked, but
+best-effort work takes blocks only from best-effort work that arrived after it, else yields its
+own: density ranked a newly admitted short request above a long one already running, whose
+multi-thousand-token KV its growth checkpointed, and the host tier evicted, so it was
+recomputed; bros's arrival order among best-effort work never did that); a best-effort or deadline victim is preempted by CHECKPOINT (its KV goes to the KV store's host
 tier and comes back on resume), an RT victim by recompute. A waiting request below on-time work
 is admitted only when no such request is mid-prompt and the free KV holds its whole prompt
 (`slo_step.py`).
@@ -108,6 +111,7 @@ from scheduler_svc.core.workflow_graph import WorkflowTracker
 
 
 _RT = ServiceClass.REAL_TIME
+_BE = ServiceClass.BEST_EFFORT
 
 class TempoPolicy(Policy):
     name = "tempo"
@@ -207,6 +211,14 @@ class TempoPolicy(Policy):
 
     def preemption_mode(self, victim: Request) -> PreemptionMode:
         return PreemptionMode.RECOMPUTE if victim.service_class is _RT else PreemptionMode.CHECKPOINT
+
+    def growth_may_preempt(self, beneficiary: Request, victim: Request) -> bool:
+        # Best-effort work takes KV only from best-effort work that arrived after it: density
+        # ranks a newly admitted short request above a long one already running, whose KV its
+        # growth took (checkpointed, or recomputed once the host tier was full), again and again.
+        if beneficiary.service_class is _BE and victim.service_class is _BE:
+            return (victim.arrival_s, victim.request_id) > (beneficiary.arrival_s, beneficiary.request_id)
+        return True
 
     def kv_reserve(self, req: Request) -> int:
         return self.step.kv_reserve(req, self._state(req).watch)

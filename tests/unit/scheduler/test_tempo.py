@@ -216,3 +216,32 @@ def test_a_cold_tenants_doubted_deadline_work_is_served_before_best_effort_and_p
     for _ in range(25):
         predictor.observe("tool", 4, 5)
     assert key(d, now)[0] == 0
+
+
+def _growth_victims(policy: str) -> tuple[list[str], int, int]:
+    # 24 blocks of 4 tokens: the long request alone needs 18 at its end (32 + 40 tokens), the
+    # short one 10 (8 + 30), so once both have grown one must give its blocks up.
+    sched = make_scheduler(policy, num_blocks=24, max_num_batched_tokens=64)
+    now = sched.clock.now()
+    sched.add_request(make_request("long", prompt_len=32, max_tokens=40, arrival_s=now))
+    sched.add_request(make_request("short", prompt_len=8, max_tokens=30, arrival_s=now + 0.001))
+    driver = make_driver(sched)
+    victims: list[str] = []
+    driver.on_plan = lambda plan: victims.extend(plan.preempted_request_ids)
+    driver.run()
+    return victims, len(driver.tokens_of("long")), len(driver.tokens_of("short"))
+
+
+def test_best_effort_growth_takes_kv_only_from_best_effort_work_that_arrived_later():
+    """Density ranks the short request first; its growth used to preempt the long request that
+    arrived before it (a big checkpoint, recomputed once the host tier had evicted it). Now the
+    short one, refused that victim, yields its own blocks, as fcfs's order would have it."""
+    victims, long_tokens, short_tokens = _growth_victims("tempo")
+    assert victims == ["short"] and (long_tokens, short_tokens) == (40, 30)
+    assert _growth_victims("fcfs")[0] == ["short"]
+    policy = TempoPolicy()
+    early = make_request("early", arrival_s=1.0)
+    late = make_request("late", arrival_s=2.0)
+    stream = make_request("rt", service_class=RT, ttft_ms=1000, tpot_ms=100, arrival_s=3.0)
+    assert not policy.growth_may_preempt(late, early) and policy.growth_may_preempt(early, late)
+    assert policy.growth_may_preempt(stream, early)  # RT still takes best-effort blocks
