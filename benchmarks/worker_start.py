@@ -21,7 +21,6 @@ import json
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,14 +28,12 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from llmserve_stack.launch import free_port  # noqa: E402
+
 _PHASES = re.compile(r"after (\d+\.\d)s: (.*)$")
 _PHASE = re.compile(r"^(.*) (\d+\.\d)s$")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def parse_phases(line: str) -> dict[str, float] | None:
