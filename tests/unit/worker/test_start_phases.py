@@ -43,3 +43,18 @@ def test_process_age_is_this_process_lifetime_so_far() -> None:
     later = process_age_s()
     assert later is not None and later >= age + 0.04
     assert abs((time.monotonic() - later) - started) < 0.05  # the same start, read twice
+
+
+def test_the_start_benchmark_reads_the_line_the_worker_writes() -> None:
+    # benchmarks/worker_start.py parses the worker's start line: the two must not drift apart.
+    from benchmarks.worker_start import parse_phases
+
+    clock = FakeClock()
+    phases = StartPhases(clock=clock, before_s=1.7)
+    clock.now += 2.9
+    phases.mark("model load")
+    clock.now += 2.2
+    phases.mark("warm-up")
+    line = f"worker w0 serving on 127.0.0.1:1 (...) after {phases.describe()}"
+    assert parse_phases(line) == {"total": 6.8, "process start and imports": 1.7, "model load": 2.9, "warm-up": 2.2}
+    assert parse_phases("worker w0 is starting") is None
