@@ -13,6 +13,7 @@ services take calls only from holders of one of those certificates (mTLS).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
@@ -136,9 +137,20 @@ class ServiceSpec:
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free right now on `host` (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1, host)[0]
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct TCP ports free right now on `host`. All are held open until the last is
+    picked: one `free_port()` after another may hand out the same port twice (each socket is
+    closed before the next bind), and two services told the same port fail to start."""
+    with contextlib.ExitStack() as held:
+        ports = []
+        for _ in range(count):
+            sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((host, 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
 
 
 @dataclass(frozen=True)

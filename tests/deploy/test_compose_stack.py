@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.otlp_collector import OtlpCollector, running_collector
 from llmserve_stack.certs import CLUSTER_HOSTS, LocalCa
-from llmserve_stack.launch import ServiceSpec, free_port
+from llmserve_stack.launch import ServiceSpec, free_ports
 from llmserve.runtime.channel import open_channel
 from llmserve.runtime.tls import Tls
 from llmserve_stack.supervisor import Stack
@@ -77,8 +77,9 @@ def specs_from_compose(
     """ServiceSpecs running compose's llmserve services on loopback, their metrics ports, and the
     cluster identity they share."""
     services = {n: s for n, s in compose["services"].items() if (s.get("command") or [])[:2] == ["python", "-m"]}
-    grpc_ports = {name: free_port() for name in services}
-    metrics_ports = {name: free_port() for name in services}
+    ports = iter(free_ports(2 * len(services) + 1))  # distinct: a port told to two services fails one
+    grpc_ports = {name: next(ports) for name in services}
+    metrics_ports = {name: next(ports) for name in services}
     tls_files, identity = cluster_identity(folder)
 
     def local(value: str) -> str:
@@ -94,7 +95,7 @@ def specs_from_compose(
         env["LLMSERVE_ADDRESS"] = f"127.0.0.1:{grpc_ports[name]}"
         env["LLMSERVE_METRICS_PORT"] = str(metrics_ports[name])
         if "LLMSERVE_HTTP_ADDRESS" in env:  # the gateway's HTTP front: loopback and a free port too
-            env["LLMSERVE_HTTP_ADDRESS"] = f"127.0.0.1:{free_port()}"
+            env["LLMSERVE_HTTP_ADDRESS"] = f"127.0.0.1:{next(ports)}"
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{otlp_port}"
         env["OTEL_BSP_SCHEDULE_DELAY"] = "200"  # flush spans quickly
         for key, value in env.items():
