@@ -101,6 +101,7 @@ def pool_stats_to_pb(stats: PoolStats) -> kvstore_pb2.PoolStats:
         live=stats.live,
         num_reserved=stats.num_reserved,
         store_incarnation=stats.store_incarnation,
+        host_tier_capacity_bytes=stats.host_tier_capacity_bytes,
     )
 
 

@@ -33,6 +33,7 @@ class PoolStats:
     live: bool  # False once its leases expired, until it registers again
     num_reserved: int = 0  # held by the worker ahead of need, no request's yet
     store_incarnation: str = ""  # the store process's id (a change: it restarted, its tier is empty)
+    host_tier_capacity_bytes: int = 0  # host tier, all workers
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +167,7 @@ class KvStore:
             live=record.live,
             num_reserved=len(record.reserve),
             store_incarnation=self.incarnation,
+            host_tier_capacity_bytes=self.host_tier.capacity_bytes,
         )
 
 

@@ -154,7 +154,7 @@ class WatchCapacityRequest(_message.Message):
     def __init__(self, min_interval_ms: _Optional[int] = ...) -> None: ...
 
 class PoolStats(_message.Message):
-    __slots__ = ("worker_id", "num_blocks", "num_free", "num_real_time", "num_best_effort", "num_leases", "num_expired_leases", "num_checkpoints", "host_tier_bytes", "live", "num_reserved", "store_incarnation")
+    __slots__ = ("worker_id", "num_blocks", "num_free", "num_real_time", "num_best_effort", "num_leases", "num_expired_leases", "num_checkpoints", "host_tier_bytes", "live", "num_reserved", "store_incarnation", "host_tier_capacity_bytes")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     NUM_BLOCKS_FIELD_NUMBER: _ClassVar[int]
     NUM_FREE_FIELD_NUMBER: _ClassVar[int]
@@ -167,6 +167,7 @@ class PoolStats(_message.Message):
     LIVE_FIELD_NUMBER: _ClassVar[int]
     NUM_RESERVED_FIELD_NUMBER: _ClassVar[int]
     STORE_INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    HOST_TIER_CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     num_blocks: int
     num_free: int
@@ -179,7 +180,8 @@ class PoolStats(_message.Message):
     live: bool
     num_reserved: int
     store_incarnation: str
-    def __init__(self, worker_id: _Optional[str] = ..., num_blocks: _Optional[int] = ..., num_free: _Optional[int] = ..., num_real_time: _Optional[int] = ..., num_best_effort: _Optional[int] = ..., num_leases: _Optional[int] = ..., num_expired_leases: _Optional[int] = ..., num_checkpoints: _Optional[int] = ..., host_tier_bytes: _Optional[int] = ..., live: _Optional[bool] = ..., num_reserved: _Optional[int] = ..., store_incarnation: _Optional[str] = ...) -> None: ...
+    host_tier_capacity_bytes: int
+    def __init__(self, worker_id: _Optional[str] = ..., num_blocks: _Optional[int] = ..., num_free: _Optional[int] = ..., num_real_time: _Optional[int] = ..., num_best_effort: _Optional[int] = ..., num_leases: _Optional[int] = ..., num_expired_leases: _Optional[int] = ..., num_checkpoints: _Optional[int] = ..., host_tier_bytes: _Optional[int] = ..., live: _Optional[bool] = ..., num_reserved: _Optional[int] = ..., store_incarnation: _Optional[str] = ..., host_tier_capacity_bytes: _Optional[int] = ...) -> None: ...
 
 class KvChunk(_message.Message):
     __slots__ = ("request_id", "block_index", "data", "offset", "block_bytes", "dtype", "shape", "num_tokens", "final")

@@ -53,6 +53,7 @@ async def test_multi_megabyte_checkpoint_is_chunked_and_restored_byte_exact(
     assert stats_worker.lease_ttl_ms > 0
     stats = await stub.GetPoolStats(kvstore_pb2.GetPoolStatsRequest(worker_id="w0"))
     assert (stats.num_checkpoints, stats.host_tier_bytes) == (1, 5 * BLOCK_BYTES)
+    assert stats.host_tier_capacity_bytes == 8 * 1024 * 1024  # the fixture's --host-tier-gb
     # The bytes moved each way reach the Prometheus registry (published every second).
     sample = metrics.registry.get_sample_value
     for _ in range(60):
