@@ -7,7 +7,9 @@ The stream is re-opened after any error (the store restarting), after `retry_int
 store that restarted says so by a new `store_incarnation`: its host tier is empty, which the
 service is told (`on_store_restarted`, so the checkpoint book forgets what was there), and the
 pools it reports are the ones the workers re-declared (the old incarnation's are forgotten, so a
-pool the new store has not heard of yet is not taken for a lost one).
+pool the new store has not heard of yet is not taken for a lost one). The host tier's capacity
+is passed on when first seen or changed (`on_host_tier_sized`: the checkpoint book sizes itself
+by it, so that a seat is never taken for RT by a checkpoint that would evict another).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ class CapacityWatcher:
 
     def __init__(self, address: str, metrics: ServiceMetrics | None, on_pool_lost: Callable[[str], None],
                  min_interval_ms: int = 100, retry_interval_s: float = 1.0, tls: Tls | None = None,
-                 on_store_restarted: Callable[[], None] = lambda: None) -> None:
+                 on_store_restarted: Callable[[], None] = lambda: None,
+                 on_host_tier_sized: Callable[[int], None] = lambda capacity_bytes: None) -> None:
         self.address = address
         self._tls = tls
         self.pools: dict[str, kvstore_pb2.PoolStats] = {}
@@ -42,6 +45,8 @@ class CapacityWatcher:
         self._metrics = metrics
         self._on_pool_lost = on_pool_lost
         self._on_store_restarted = on_store_restarted
+        self._on_host_tier_sized = on_host_tier_sized
+        self.host_tier_capacity_bytes = 0  # as last reported (0: not yet, or an older store)
         self._min_interval_ms = min_interval_ms
         self._retry_interval_s = retry_interval_s
         self._task: asyncio.Task[None] | None = None
@@ -55,8 +60,9 @@ class CapacityWatcher:
             await asyncio.gather(self._task, return_exceptions=True)
 
     def observe(self, stats: kvstore_pb2.PoolStats) -> None:
-        """Records one update; calls `on_pool_lost(worker_id)` when a live pool turns not live, and
-        `on_store_restarted()` when the store's incarnation changes."""
+        """Records one update; calls `on_pool_lost(worker_id)` when a live pool turns not live,
+        `on_store_restarted()` when the store's incarnation changes, and
+        `on_host_tier_sized(bytes)` when the host tier's capacity is first seen or changes."""
         if stats.store_incarnation and stats.store_incarnation != self.incarnation:
             restarted = bool(self.incarnation)
             self.incarnation = stats.store_incarnation
@@ -66,6 +72,10 @@ class CapacityWatcher:
                 logger.warning("the KV store at %s restarted (incarnation %s): its host tier is empty", self.address,
                                stats.store_incarnation)
                 self._on_store_restarted()
+        capacity = stats.host_tier_capacity_bytes
+        if capacity and capacity != self.host_tier_capacity_bytes:
+            self.host_tier_capacity_bytes = capacity
+            self._on_host_tier_sized(capacity)
         previous = self.pools.get(stats.worker_id)
         self.pools[stats.worker_id] = stats
         self.num_updates += 1

@@ -181,6 +181,11 @@ def step_cost_from_info(info: worker_pb2.WorkerInfo) -> LinearCostModel | None:
     return LinearCostModel(c.a_s, c.b_s_per_prefill_token, c.c_s_per_decode_seq, c.d_s_per_kv_token)
 
 
+def block_bytes_from_info(info: worker_pb2.WorkerInfo) -> int:
+    """Bytes of one KV block of the worker's pool (all layers, K and V); 0 if it did not say."""
+    return int(info.bytes_per_block)
+
+
 def worker_id_from_info(info: worker_pb2.WorkerInfo) -> str:
     """The id a worker described itself with (empty when it gave none)."""
     return info.worker_id

@@ -80,6 +80,10 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         # resumes from its checkpoint on whichever worker it lands).
         self.checkpoints: CheckpointBook | None = CheckpointBook() if config.checkpoint_preemption else None
         self.capacity: CapacityWatcher | None = None
+        # What the book needs to know whether a checkpoint fits the host tier (`_size_book`): the
+        # tier's capacity (from the store's capacity stream) and the workers' KV geometry.
+        self._host_tier_capacity_bytes = 0
+        self._kv_geometry: tuple[int, int] | None = None  # (bytes per block, tokens per block)
         self._picker = LinkPicker(kv_aware=config.prefix_cache)  # routing.py
 
     # ---- wiring ----------------------------------------------------------------------------
@@ -89,7 +93,21 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         policy = make_policy(self.config.policy, **policy_options(self.config, info))
         # A fresh mirror per core: a (re)connected worker starts with an empty cache.
         prefix = PrefixMirror(core_config.block_size) if self.config.prefix_cache else None
+        block_bytes = convert.block_bytes_from_info(info)
+        if block_bytes:
+            self._kv_geometry = (block_bytes, core_config.block_size)
+            self._size_book()
         return Scheduler(core_config, policy, self.clock, checkpoints=self.checkpoints, prefix=prefix)
+
+    def _host_tier_sized(self, capacity_bytes: int) -> None:
+        self._host_tier_capacity_bytes = capacity_bytes
+        self._size_book()
+
+    def _size_book(self) -> None:
+        """Tells the checkpoint book the host tier's size once the tier and a worker are known."""
+        if self.checkpoints is not None and self._kv_geometry is not None and self._host_tier_capacity_bytes:
+            bytes_per_block, block_size = self._kv_geometry
+            self.checkpoints.set_capacity(self._host_tier_capacity_bytes, bytes_per_block, block_size)
 
     async def connect_workers(self, client_interceptors: tuple[grpc.aio.ClientInterceptor, ...] = (),
                               tls: Tls | None = None) -> None:
@@ -114,7 +132,8 @@ class SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
         self._tasks = [loop.create_task(self._publish_metrics_forever())]
         if self.config.kvstore_addr:
             self.capacity = CapacityWatcher(self.config.kvstore_addr, self.metrics, self._pool_lost, tls=tls,
-                                            on_store_restarted=self._store_restarted)
+                                            on_store_restarted=self._store_restarted,
+                                            on_host_tier_sized=self._host_tier_sized)
             self.capacity.start()
 
     def _pool_lost(self, worker_id: str) -> None:

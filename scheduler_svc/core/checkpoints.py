@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from llmserve.types import cdiv
+
 
 @dataclass(slots=True)
 class CheckpointStats:
@@ -45,10 +47,16 @@ class CheckpointStats:
 class CheckpointBook:
     """Restorable token counts by request id, shared by the cores of one scheduler service."""
 
-    __slots__ = ("_tokens", "_unknown", "stats")
+    __slots__ = ("_tokens", "_unknown", "stats", "_block_size", "_capacity_blocks", "_blocks_held")
 
     def __init__(self) -> None:
         self._tokens: dict[str, int] = {}
+        # The host tier's size, once known (`set_capacity`), and the blocks this book's entries
+        # take in it: what `fits` answers from. The store may have evicted an entry the book
+        # still counts, so the count errs on the full side.
+        self._block_size = 0
+        self._capacity_blocks = 0
+        self._blocks_held = 0
         # Requests that may have a checkpoint this book never saw (written before a scheduler
         # restart): nothing to resume from, but a drop to list when they leave.
         self._unknown: set[str] = set()
@@ -56,6 +64,33 @@ class CheckpointBook:
 
     def __len__(self) -> int:
         return len(self._tokens) + len(self._unknown.difference(self._tokens))
+
+    def set_capacity(self, capacity_bytes: int, bytes_per_block: int, block_size: int) -> None:
+        """The host tier holds `capacity_bytes`, in blocks of `block_size` tokens of
+        `bytes_per_block` bytes each (the workers' KV geometry)."""
+        if capacity_bytes < 0 or bytes_per_block < 1 or block_size < 1:
+            raise ValueError("capacity_bytes >= 0, bytes_per_block >= 1 and block_size >= 1")
+        self._block_size = block_size
+        self._capacity_blocks = capacity_bytes // bytes_per_block
+        self._blocks_held = sum(cdiv(t, block_size) for t in self._tokens.values())
+
+    def fits(self, num_tokens: int) -> bool:
+        """Whether a checkpoint of `num_tokens` more tokens would fit the host tier beside those
+        the book holds, without evicting one (False while the tier's size is unknown)."""
+        size = self._block_size
+        return bool(size) and self._blocks_held + cdiv(num_tokens, size) <= self._capacity_blocks
+
+    def _set(self, request_id: str, num_tokens: int) -> None:
+        old = self._tokens.get(request_id, 0)
+        self._tokens[request_id] = num_tokens
+        if self._block_size:
+            self._blocks_held += cdiv(num_tokens, self._block_size) - cdiv(old, self._block_size)
+
+    def _pop(self, request_id: str) -> int | None:
+        tokens = self._tokens.pop(request_id, None)
+        if tokens is not None and self._block_size:
+            self._blocks_held -= cdiv(tokens, self._block_size)
+        return tokens
 
     def tokens(self, request_id: str) -> int:
         """Tokens whose KV the request's checkpoint should hold (0: none, recompute)."""
@@ -70,7 +105,7 @@ class CheckpointBook:
     # ---- events from the core --------------------------------------------------------------
     def on_checkpoint(self, request_id: str, num_computed_tokens: int) -> None:
         """The request is preempted by checkpoint with this many tokens computed."""
-        self._tokens[request_id] = num_computed_tokens
+        self._set(request_id, num_computed_tokens)
         self.stats.num_checkpoints += 1
         self.stats.checkpointed_tokens += num_computed_tokens
 
@@ -94,12 +129,12 @@ class CheckpointBook:
 
     def on_checkpoint_failed(self, request_id: str) -> None:
         """The store refused or lost the checkpoint: the next admission recomputes."""
-        if self._tokens.pop(request_id, None) is not None:
+        if self._pop(request_id) is not None:
             self.stats.num_failed_checkpoints += 1
 
     def on_restore_failed(self, request_id: str, num_tokens: int) -> None:
         """The worker could not restore and recomputed `num_tokens` tokens instead."""
-        self._tokens.pop(request_id, None)
+        self._pop(request_id)
         self.stats.num_failed_restores += 1
         self.stats.restored_tokens -= num_tokens
         self.stats.recomputed_tokens += num_tokens
@@ -111,6 +146,7 @@ class CheckpointBook:
         the worker that wrote it drops it when the request finishes there (or the tier evicts it)."""
         lost = len(self._tokens)
         self._tokens.clear()
+        self._blocks_held = 0
         self.stats.num_lost_checkpoints += lost
         return lost
 
@@ -120,4 +156,4 @@ class CheckpointBook:
         the writes in that worker's order)."""
         unknown = request_id in self._unknown
         self._unknown.discard(request_id)
-        return self._tokens.pop(request_id, None) is not None or unknown
+        return self._pop(request_id) is not None or unknown

@@ -54,6 +54,9 @@ class SimNode:
             host_tier = SimHostTier(config.block_size, config.kv_bytes_per_token, config.host_tier_bytes,
                                     config.link_bytes_per_s, config.checkpoint_lazy)
         self.host_tier = host_tier
+        if book is not None and host_tier is not None:
+            # As the service's book learns it from the store (capacity_watch.py): the tier's size.
+            book.set_capacity(host_tier.capacity, host_tier.block_bytes, config.block_size)
         limits = PlanLimits(config.max_num_batched_tokens, config.max_num_seqs, config.max_model_len)
         self.worker = SimWorker(worker_id, self.leases, config.block_size, cost, true_lengths, EOS_TOKEN_ID,
                                 limits=limits, host_tier=host_tier)

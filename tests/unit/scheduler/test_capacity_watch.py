@@ -47,3 +47,29 @@ def test_the_checkpoint_book_forgets_a_lost_host_tier() -> None:
     assert book.on_tier_lost() == 2
     assert len(book) == 0 and book.resume_point("a", 40) == 0 and book.stats.num_lost_checkpoints == 2
     assert not book.forget("a")  # nothing left for the worker to drop
+
+
+def test_the_host_tier_capacity_is_passed_on_when_first_seen_or_changed() -> None:
+    sized: list[int] = []
+    watcher = CapacityWatcher("kv:1", None, lambda w: None, on_host_tier_sized=sized.append)
+    watcher.observe(_stats("w0"))  # an older store: no capacity reported
+    for capacity in (4096, 4096, 8192):
+        stats = _stats("w0")
+        stats.host_tier_capacity_bytes = capacity
+        watcher.observe(stats)
+    assert sized == [4096, 8192] and watcher.host_tier_capacity_bytes == 8192
+
+
+def test_the_scheduler_service_sizes_its_book_from_the_tier_and_a_worker() -> None:
+    from llmserve.v1 import worker_pb2
+    from scheduler_svc.config import SchedulerServiceConfig
+    from scheduler_svc.server import SchedulerService
+
+    service = SchedulerService(SchedulerServiceConfig(worker_addrs=("127.0.0.1:1",)))
+    book = service.checkpoints
+    assert book is not None and not book.fits(1)  # nothing known yet: no checkpoint "fits"
+    service._host_tier_sized(10 * 4096)  # ten blocks of 4,096 bytes
+    assert not book.fits(1)  # the blocks' size comes with a worker
+    service.make_core(worker_pb2.WorkerInfo(max_model_len=256, block_size=16, num_blocks=64,
+                                            bytes_per_block=4096, max_num_batched_tokens=64, max_num_seqs=8))
+    assert book.fits(160) and not book.fits(161)
