@@ -22,6 +22,7 @@ from scheduler_svc.core import (
     WorkflowRef,
     make_policy,
 )
+from scheduler_svc.core.checkpoints import CheckpointBook
 from tests.fake_worker import EOS, FakeWorker, default_token
 
 __all__ = ["EOS", "Driver", "FakeWorker", "default_token", "make_config", "make_driver", "make_request",
@@ -73,10 +74,11 @@ def make_config(**overrides: object) -> SchedulerConfig:
 
 
 def make_scheduler(policy: str = "fcfs", *, clock: ManualClock | None = None,
-                   policy_options: dict[str, object] | None = None, **config_overrides: object) -> Scheduler:
+                   policy_options: dict[str, object] | None = None, checkpoints: CheckpointBook | None = None,
+                   **config_overrides: object) -> Scheduler:
     """A scheduler on a ManualClock (reach it as `scheduler.clock`) with a small pool (64 blocks of 4)."""
     return Scheduler(make_config(**config_overrides), make_policy(policy, **(policy_options or {})),
-                     clock or ManualClock(1.0))
+                     clock or ManualClock(1.0), checkpoints=checkpoints)
 
 
 @dataclass

@@ -13,7 +13,8 @@ queue's best. Each request gets the tokens it lacks, chunked at the token budget
 A running request short of KV preempts requests ranked after it that have no step in flight (a
 victim with one in flight is drained: not scheduled again, preempted by the roster once its
 results are in). A waiting request may do so only where the policy allows it; a promoted one
-always may, and may take a seat at `max_num_seqs`.
+always may, and may take a seat at `max_num_seqs`; the policy's `seat_reserve` keeps seats free
+for RT below that (a waiting request it names is not admitted while fewer would be left).
 """
 
 from __future__ import annotations
@@ -73,10 +74,9 @@ class StepBuilder:
         while draft.token_budget > 0:
             r = running[ri] if ri < len(running) else None
             w = waiting.peek(refresh) if admission_open else None
-            if w is not None and len(admitted) >= max_num_seqs:
-                if w.promoted_at is None or not self._free_seat(w, ri):
-                    w = None
-                    admission_open = False
+            if w is not None and not self._seat_for(w, ri, len(admitted), max_num_seqs):
+                w = None
+                admission_open = False
             if w is None and r is None:
                 break
             if w is not None and (r is None or w.sched_key < r.sched_key):
@@ -235,6 +235,57 @@ class StepBuilder:
         else:
             self._roster.preempt(victim, self._policy.preemption_mode(victim.req), counted=True)
             self.victims.append(victim)
+
+    def _seat_for(self, w: Ticket, start: int, num_admitted: int, max_num_seqs: int) -> bool:
+        """Whether the waiting request `w` has a seat: below `max_num_seqs`, or one a promoted
+        request frees (`_free_seat`) or the policy lets it take (`_take_seat`)."""
+        if num_admitted < max_num_seqs:
+            return True
+        return self._free_seat(w, start) if w.promoted_at is not None else self._take_seat(w, start)
+
+    def _take_seat(self, beneficiary: Ticket, start: int) -> bool:
+        """The seat the policy lets a waiting request take at `max_num_seqs` (`seat_may_preempt`):
+        of the requests ranked after it that it may take one from, the one holding the fewest
+        blocks (the cheapest to checkpoint and restore), one for each RT request waiting less the
+        seats already on their way (victims being drained): the walk stops at the first waiting
+        request without a seat, so the ones behind it would otherwise get a seat a step each.
+        Only victims whose checkpoint the host tier holds beside the others (the book's `fits`):
+        a seat is never bought with a recompute. True if a seat is free now; a victim with a
+        step in flight is drained, its seat free once its steps are back."""
+        policy, ledger, running, book = self._policy, self._ledger, self.running, self._checkpoints
+        req = beneficiary.req
+        if book is None or not policy.may_take_seats(req):
+            return False  # without a checkpoint book the victim would be recomputed
+        candidates: list[tuple[int, int, Ticket]] = []
+        on_the_way = pending = 0
+        for j in range(start, len(running)):
+            victim = running[j]
+            if victim.preempt_when_drained:
+                on_the_way += 1
+                pending += victim.req.num_computed_tokens  # its checkpoint is still to come
+                continue
+            if victim.req.status is not _RUNNING or victim.promoted_at is not None:
+                continue
+            if policy.seat_may_preempt(req, victim.req):
+                candidates.append((ledger.held(victim.req.request_id), j, victim))
+        wanted = self._roster.num_waiting_rt - on_the_way
+        if not candidates or wanted <= 0:
+            return False
+        candidates.sort(key=lambda c: (c[0], -c[1]))  # fewest blocks, then the lowest ranked
+        # Not `preempted_any`: that would close admission to the beneficiary too, and the seats
+        # are full anyway, so nothing else is admitted behind it without a seat of its own.
+        for _, _, victim in candidates:
+            if wanted <= 0:
+                break
+            tokens = victim.req.num_computed_tokens
+            if not book.fits(pending + tokens):
+                continue  # its checkpoint would evict another's (recomputed later): keep its seat
+            pending += tokens
+            wanted -= 1
+            self._preempt(victim)
+            if not victim.preempt_when_drained:
+                return True  # a seat free now (for this request; the others' come as they drain)
+        return False
 
     def _free_seat(self, beneficiary: Ticket, start: int) -> bool:
         """A promoted request may take the seat of the lowest-ranked non-promoted running request

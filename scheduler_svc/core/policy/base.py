@@ -26,6 +26,8 @@ so adding a policy never adds a branch to `Scheduler.schedule()`:
 - `preemption_mode(victim)`: RECOMPUTE (the default) or CHECKPOINT (the victim's KV is saved to
   the store's host tier and restored on re-admission, when the core has a checkpoint book; issue 4).
 - `kv_reserve(req)`: blocks a waiting request must leave free when admitted (headroom for RT).
+- `may_take_seats(req)` / `seat_may_preempt(req, victim)`: whether a waiting request may take a
+  running one's seat at `max_num_seqs`, and whose (the step builder picks the fewest blocks).
 - `bind(config)`: called once by the core with its worker's geometry (block size, pool size),
   for policies that reason about KV in blocks.
 - `on_added` / `on_finished` / `observe_step`: learning hooks (length quantiles, step times).
@@ -124,6 +126,14 @@ class Policy(ABC):
 
     def kv_reserve(self, req: Request) -> int:
         return 0
+
+    def may_take_seats(self, beneficiary: Request) -> bool:
+        """Whether a waiting request may take a running one's seat at `max_num_seqs` (then
+        `seat_may_preempt` names the candidates); False, the default, keeps the walk cheap."""
+        return False
+
+    def seat_may_preempt(self, beneficiary: Request, victim: Request) -> bool:
+        return False
 
     def bind(self, config: SchedulerConfig) -> None:
         """The core this policy plans for was built with `config` (called once, at construction)."""

@@ -63,7 +63,7 @@ from scheduler_svc.core.cost_model import CostModel
 from scheduler_svc.core.plan import StepTiming
 from scheduler_svc.core.policy.base import Policy, PreemptionMode, TicketView
 from scheduler_svc.core.policy.pacing import OtherWork, StepTimes, decode_may_yield
-from scheduler_svc.core.policy.slo_step import SloStep, on_time
+from scheduler_svc.core.policy.slo_step import SloStep, may_take_seat_of, on_time
 from scheduler_svc.core.policy.slo_watch import SloWatch, is_aged, is_lost
 from scheduler_svc.core.policy.step_guard import StepGuard, make_cost_model
 from scheduler_svc.core.request import Request, ServiceClass
@@ -101,6 +101,7 @@ class BrosPolicy(Policy):
         stream_reserve_tpots: float = 1.0,
         slack_bank_tpots: float = 0.0,
         bank_fill_pace: float = 0.5,
+        take_seats: bool = True,
     ) -> None:
         # The core's promotion would rank a starved BE request above on-time RT: aging is ours.
         super().__init__(aging_s=None)
@@ -125,6 +126,7 @@ class BrosPolicy(Policy):
         self.steps = StepTimes(cost.step_time(0, 0, 0), step_time_ema)  # for pacing: mean and recent max
         self._other = OtherWork()
         self._now = 0.0
+        self.take_seats = take_seats
 
     # ---- ordering ------------------------------------------------------------------------------
     @staticmethod
@@ -212,6 +214,12 @@ class BrosPolicy(Policy):
     def kv_reserve(self, req: Request) -> int:
         reserve = self.step.kv_reserve(req, self._watch(req))  # whole prompts below on-time work
         return reserve if req.service_class is _RT else reserve + self.rt_reserve_blocks
+
+    def may_take_seats(self, beneficiary: Request) -> bool:
+        return self.take_seats and beneficiary.service_class is _RT and self.on_time(beneficiary)
+
+    def seat_may_preempt(self, beneficiary: Request, victim: Request) -> bool:
+        return may_take_seat_of(beneficiary, victim, self._watch(victim), self._now, self.victim_hold_s)
 
     def forecast_first_token_s(self, work: WorkAhead) -> float | None:
         return self.guard.forecast_s(work)

@@ -41,12 +41,29 @@ from __future__ import annotations
 import math
 
 from scheduler_svc.core.config import SchedulerConfig
-from scheduler_svc.core.policy.slo_watch import SloWatch, note_admission, note_progress
+from scheduler_svc.core.policy.slo_watch import SloWatch, is_lost, note_admission, note_progress
 from scheduler_svc.core.policy.step_guard import StepGuard
 from scheduler_svc.core.request import Request, RequestStatus, ServiceClass
 from scheduler_svc.core.step_draft import StepDraft
 
 _RT = ServiceClass.REAL_TIME
+_DL = ServiceClass.DEADLINE
+
+
+def may_take_seat_of(beneficiary: Request, victim: Request, victim_watch: SloWatch, now: float,
+                     hold_s: float) -> bool:
+    """Whether a waiting on-time RT request may take `victim`'s seat at `max_num_seqs` (the
+    caller checks that it is on time). RT seats are never taken, nor those of deadline work that
+    can still meet its deadline, of aged requests, or of requests re-admitted less than `hold_s`
+    ago (a restored victim preempted again thrashes).
+    And only a seat of work whose KV is no larger than the prompt it makes room for: its
+    checkpoint and restore move at most what the beneficiary's prefill computes, and a long
+    best-effort request, whose checkpoint the host tier may not hold, keeps its seat."""
+    if victim.service_class is _RT or victim.num_computed_tokens > beneficiary.num_prompt_tokens:
+        return False
+    if victim_watch.aged or (victim.service_class is _DL and not is_lost(victim, victim_watch, now, 0.0)):
+        return False  # (checked now: the policy's ranking may have last looked steps ago)
+    return now - victim_watch.admitted_at >= hold_s
 
 
 def on_time(req: Request, watch: SloWatch) -> bool:

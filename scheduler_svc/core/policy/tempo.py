@@ -100,7 +100,7 @@ from scheduler_svc.core.cost_model import CostModel
 from scheduler_svc.core.output_lengths import OnlineLengths, OutputLengths
 from scheduler_svc.core.plan import StepTiming
 from scheduler_svc.core.policy.base import Policy, PreemptionMode, TicketView
-from scheduler_svc.core.policy.slo_step import SloStep
+from scheduler_svc.core.policy.slo_step import SloStep, may_take_seat_of, on_time
 from scheduler_svc.core.policy.slo_watch import is_aged, is_lost
 from scheduler_svc.core.policy.step_guard import StepGuard, make_cost_model
 from scheduler_svc.core.policy.tempo_reward import TempoPricing, TempoState
@@ -141,6 +141,8 @@ class TempoPolicy(Policy):
         slack_bank_tpots: float = 0.0,
         bank_fill_pace: float = 0.5,
         lengths: OutputLengths | None = None,
+        take_seats: bool = True,
+        victim_hold_s: float = 1.0,
     ) -> None:
         """`lengths`: where output lengths come from; None (always, in the service: `make_policy`
         refuses this option) learns them online from finished requests (`OnlineLengths`). The
@@ -167,6 +169,11 @@ class TempoPolicy(Policy):
                                     workflows=self.workflows)
         self._members: dict[str, dict[str, Request]] = {}
         self._collective: dict[str, tuple[float, tuple]] = {}  # workflow_id -> (now, shared key)
+        if victim_hold_s < 0:
+            raise ValueError(f"tempo: victim_hold_s must be >= 0 (got {victim_hold_s})")
+        self.take_seats = take_seats
+        self.victim_hold_s = victim_hold_s
+        self._now = 0.0
 
     # ---- learning hooks ------------------------------------------------------------------------
     def on_added(self, req: Request, now: float) -> None:
@@ -196,6 +203,7 @@ class TempoPolicy(Policy):
     def begin_step(self, draft: StepDraft) -> None:
         self.workflows.close_idle(draft.now)
         self.step.begin_step(draft)
+        self._now = draft.now
 
     # ---- the step guard (policy/slo_step.py) ---------------------------------------------------
     def limit_tokens(self, req: Request, num_tokens: int, is_decode: bool, draft: StepDraft,
@@ -219,6 +227,13 @@ class TempoPolicy(Policy):
         if beneficiary.service_class is _BE and victim.service_class is _BE:
             return (victim.arrival_s, victim.request_id) > (beneficiary.arrival_s, beneficiary.request_id)
         return True
+
+    def may_take_seats(self, beneficiary: Request) -> bool:
+        return (self.take_seats and beneficiary.service_class is _RT
+                and on_time(beneficiary, self._state(beneficiary).watch))
+
+    def seat_may_preempt(self, beneficiary: Request, victim: Request) -> bool:
+        return may_take_seat_of(beneficiary, victim, self._state(victim).watch, self._now, self.victim_hold_s)
 
     def kv_reserve(self, req: Request) -> int:
         return self.step.kv_reserve(req, self._state(req).watch)
