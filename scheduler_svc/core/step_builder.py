@@ -13,8 +13,10 @@ queue's best. Each request gets the tokens it lacks, chunked at the token budget
 A running request short of KV preempts requests ranked after it that have no step in flight (a
 victim with one in flight is drained: not scheduled again, preempted by the roster once its
 results are in). A waiting request may do so only where the policy allows it; a promoted one
-always may, and may take a seat at `max_num_seqs`; the policy's `seat_reserve` keeps seats free
-for RT below that (a waiting request it names is not admitted while fewer would be left).
+always may, and may take a seat at `max_num_seqs`. At `max_num_seqs` a waiting request the policy
+lets take seats (`may_take_seats`, bros and tempo: on-time RT) takes that of a lower-ranked
+request the policy names (`seat_may_preempt`) whose checkpoint fits the host tier, fewest blocks
+first (`_take_seat`).
 """
 
 from __future__ import annotations

@@ -42,6 +42,12 @@ What the paper's visible material fixes (papers.md §1) and how it is realised h
   nor an aged one. Victims are preempted by CHECKPOINT (their KV goes to the KV store's host tier
   and is restored on resume; core/checkpoints.py); RT victims (of a running RT stream short of KV)
   by recompute. BE admissions leave `rt_reserve_blocks` free as headroom.
+- Seats: at `max_num_seqs` a waiting on-time RT request takes the seat of best-effort work or a
+  lost deadline request (`take_seats`, default on; `slo_step.may_take_seat_of`): not aged, not
+  re-admitted within `victim_hold_s`, whose KV is no larger than the RT prompt and whose
+  checkpoint fits the host tier without evicting another (the step builder picks the fewest
+  blocks; one seat per waiting RT request). Near saturation the seats, not the token budget,
+  were what RT lacked (docs/scheduling.md, phases F and G).
 - Anti-starvation bound (the core's promotion is off: `aging_s` is this policy's own): a
   non-RT request, or a lost RT one, unscheduled for `aging_s` is aged from the next key
   refresh (running keys every step, waiting keys every `waiting_key_ttl` = 20 steps), and from
