@@ -76,8 +76,9 @@ class StepBuilder:
         while draft.token_budget > 0:
             r = running[ri] if ri < len(running) else None
             w = waiting.peek(refresh) if admission_open else None
-            if w is not None and not self._seat_for(w, ri, len(admitted), max_num_seqs):
-                w = None
+            if w is not None and len(admitted) >= max_num_seqs and not (
+                    self._free_seat(w, ri) if w.promoted_at is not None else self._take_seat(w, ri)):
+                w = None  # no seat (a promoted request frees one, the policy may let others take one)
                 admission_open = False
             if w is None and r is None:
                 break
@@ -237,13 +238,6 @@ class StepBuilder:
         else:
             self._roster.preempt(victim, self._policy.preemption_mode(victim.req), counted=True)
             self.victims.append(victim)
-
-    def _seat_for(self, w: Ticket, start: int, num_admitted: int, max_num_seqs: int) -> bool:
-        """Whether the waiting request `w` has a seat: below `max_num_seqs`, or one a promoted
-        request frees (`_free_seat`) or the policy lets it take (`_take_seat`)."""
-        if num_admitted < max_num_seqs:
-            return True
-        return self._free_seat(w, start) if w.promoted_at is not None else self._take_seat(w, start)
 
     def _take_seat(self, beneficiary: Ticket, start: int) -> bool:
         """The seat the policy lets a waiting request take at `max_num_seqs` (`seat_may_preempt`):
