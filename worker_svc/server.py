@@ -205,9 +205,9 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             restored = await self._fetch_restores(delta.restores) if delta.restores else {}
             fetch_ns = time.perf_counter_ns() - fetch_start if delta.restores else 0
             try:
-                thread_start = time.perf_counter_ns()
-                output, thread_run_ns = await self._thread(lambda: timed(self.runner.finish_step, grants, restored))
-                thread_wait_ns = time.perf_counter_ns() - thread_start
+                submitted = time.perf_counter_ns()
+                output, began, ended = await self._thread(lambda: timed(self.runner.finish_step, grants, restored))
+                to_thread_ns, from_thread_ns = max(0, began - submitted), max(0, time.perf_counter_ns() - ended)
                 self._send_checkpoint_ops()
             except Exception as err:  # noqa: BLE001 - any failure fails the step, not the stream
                 dropped = self.runner.abort_step(kv_applied=True)
@@ -230,7 +230,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         if self.metrics is not None and (t := output.timing) is not None:
             self.metrics.observe_step_phases(self.description.worker_id, step_phases(
                 t, self.runner.last_phases, total_ns=total_ns, plan_decode_ns=plan_decode_ns, kv_ns=kv_ns,
-                thread_wait_ns=thread_wait_ns, thread_run_ns=thread_run_ns, encode_ns=encode_ns))
+                to_thread_ns=to_thread_ns, from_thread_ns=from_thread_ns, encode_ns=encode_ns))
         self._step_ns = (total_ns, encode_ns)
         return message
 
@@ -290,5 +290,5 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
     async def _thread(self, fn: Callable[[], T]) -> T:
         if self._forward_thread is None:
             return fn()
-        self._in_thread = asyncio.ensure_future(self._forward_thread.run(fn))
+        self._in_thread = self._forward_thread.submit(fn)  # on the thread's queue before this task yields
         return await asyncio.shield(self._in_thread)
