@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -43,7 +44,7 @@ from llmserve.v1 import worker_pb2_grpc
 
 from worker_svc import convert
 from worker_svc.checkpoint_client import KvCheckpointClient
-from worker_svc.core.checkpoint import RestoredKv
+from worker_svc.core.checkpoint import BlockFormat, CheckpointWrite, RestoredKv
 from worker_svc.fit_watch import FitWatch
 from worker_svc.forward_thread import ForwardThread, timed
 from worker_svc.core.runner import StepRunner
@@ -53,11 +54,15 @@ from worker_svc.step_phases import observe_step, step_phases
 from worker_svc.step_trace import traced_step
 
 if TYPE_CHECKING:
-    from llmserve.v1 import worker_pb2
+    from llmserve.v1 import kvstore_pb2, worker_pb2
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+def _chunk_list(write: CheckpointWrite, fmt: BlockFormat, max_chunk_bytes: int) -> list[kvstore_pb2.KvChunk]:
+    return list(convert.checkpoint_chunks(write, fmt, max_chunk_bytes))
+
 
 def kv_failure_code(code: grpc.StatusCode) -> StepErrorCode:
     """Store errors that say it could not be reached (the step may succeed once it is back) are
@@ -268,8 +273,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         for op in ops:
             if isinstance(op, str):
                 self.checkpoints.drop(op)
-            else:
-                self.checkpoints.write(op.request_id, list(convert.checkpoint_chunks(op, fmt, self._max_chunk_bytes)))
+            else:  # the messages are built when the sender takes the write, off the step's path
+                self.checkpoints.write(op.request_id, functools.partial(_chunk_list, op, fmt, self._max_chunk_bytes))
 
     async def _fetch_restores(self, specs: tuple[RestoreSpec, ...]) -> dict[str, RestoredKv | None]:
         """Fetches the checkpoints of resumed requests (None for one that cannot be had)."""
