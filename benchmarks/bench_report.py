@@ -163,7 +163,8 @@ def _worker_time(report: Report) -> list[str]:
         cells = [f"{100 * phases.get(p, 0.0) / r.wall_s:.1f}" for p in PHASES]
         if "to_thread" in phases:  # dispatch's parts: to the forward thread / back to the loop
             at = PHASES.index("dispatch")
-            cells[at] += f" ({100 * phases['to_thread'] / r.wall_s:.1f}/{100 * phases.get('from_thread', 0.0) / r.wall_s:.1f})"
+            to, back = (100 * phases.get(p, 0.0) / r.wall_s for p in ("to_thread", "from_thread"))
+            cells[at] += f" ({to:.1f}/{back:.1f})"
         outside = 100 * (1 - phases.get("forward", 0.0) / r.wall_s)
         lines.append(f"| {r.streams} | " + " | ".join(cells) + f" | {100 * ends / r.wall_s:.1f} | **{outside:.1f}** |")
     return lines

@@ -28,6 +28,8 @@ from llmserve.v1 import kvstore_pb2, kvstore_pb2_grpc
 logger = logging.getLogger(__name__)
 
 RPC_TIMEOUT_S = 60.0
+# A write's chunks, or what builds them when the sender takes the write.
+_Chunks = list[kvstore_pb2.KvChunk] | Callable[[], list[kvstore_pb2.KvChunk]]
 
 
 @dataclass
@@ -51,8 +53,7 @@ class KvCheckpointClient:
         self.address = address
         self._channel = open_channel(address, interceptors=client_interceptors(), tls=tls)
         self._stub = kvstore_pb2_grpc.KvStoreStub(self._channel)
-        self._queue: asyncio.Queue[tuple[str, list[kvstore_pb2.KvChunk] | Callable[[], list[kvstore_pb2.KvChunk]] | None]] = (
-            asyncio.Queue())
+        self._queue: asyncio.Queue[tuple[str, _Chunks | None]] = asyncio.Queue()
         self._pending: collections.Counter[str] = collections.Counter()
         self._sent = asyncio.Condition()
         self._failed: list[str] = []
@@ -62,8 +63,7 @@ class KvCheckpointClient:
     def start(self) -> None:
         self._task = asyncio.create_task(self._send_forever(), name="kv-checkpoint-sender")
 
-    def write(self, request_id: str,
-              chunks: list[kvstore_pb2.KvChunk] | Callable[[], list[kvstore_pb2.KvChunk]]) -> None:
+    def write(self, request_id: str, chunks: _Chunks) -> None:
         """Queues one Checkpoint call carrying `chunks` (all of `request_id`); a callable is
         called for them when the call is sent, so that building the messages (copies of the
         blocks' bytes) waits for the sender's turn instead of delaying the step that queued them."""

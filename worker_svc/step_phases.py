@@ -32,7 +32,7 @@ from worker_svc.core.types import FinishPhases
 
 # The phases whose sum is a step's wall time, and the ones between steps.
 STEP_PHASES = ("plan_decode", "kv", "dispatch", "prepare", "forward", "sample", "commit", "lazy_checkpoint", "other")
-DETAIL_PHASES = ("inputs", "restore", "to_thread", "from_thread")  # parts of `prepare` and `dispatch`, not added to the sum
+DETAIL_PHASES = ("inputs", "restore", "to_thread", "from_thread")  # parts of `prepare`, `dispatch`: not in the sum
 BETWEEN_STEPS = ("encode", "report", "idle")
 
 
