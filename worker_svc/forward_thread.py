@@ -39,10 +39,12 @@ class ForwardThread:
         return await self.submit(fn)
 
     def submit(self, fn: Callable[[], T]) -> asyncio.Future[T]:
-        """Hands `fn` to the thread now (not when a task wrapping `run` first runs: the loop would
-        run every callback already ready first, e.g. gRPC's write of the previous step's result, while
-        the thread waits: measured 1.5% of the stack's worker time at 32 streams, issue 10); the
-        future is the event loop's, done when `fn` is (with the caller's context variables, as `run`)."""
+        """Hands `fn` to the thread now, not when a task wrapping `run` first runs (the loop would
+        first run every callback already ready, e.g. gRPC's write of the previous step's result);
+        the future is the event loop's, done when `fn` is (with the caller's context variables, as
+        `run`). What the hand-off still costs in the stack (`to_thread`, 1.6-1.9% of the worker's
+        time at 32 streams on the AMX Xeon, the same before this) is mostly the thread waiting for
+        the GIL while the loop runs its own Python: docs/benchmarks.md, issue 10."""
         call = functools.partial(contextvars.copy_context().run, fn)
         return asyncio.get_running_loop().run_in_executor(self._executor, call)
 
