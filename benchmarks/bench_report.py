@@ -154,13 +154,17 @@ def _worker_time(report: Report) -> list[str]:
     if not rows:
         return []
     lines = ["", "The stack's worker: the client's wall time by the worker's phase, % (worker_svc/step_phases.py; "
-                 "`idle`: waiting for a plan with requests in flight):", "",
+                 "`idle`: waiting for a plan with requests in flight; dispatch (to the forward thread / back)):", "",
              "| streams | " + " | ".join(PHASES) + " | run ends | outside the forward pass |",
              "|---|" + "---|" * (len(PHASES) + 2)]
     for r in rows:
         phases = dict(r.worker_phases_s)
         ends = max(0.0, r.wall_s - sum(phases.get(p, 0.0) for p in PHASES))
         cells = [f"{100 * phases.get(p, 0.0) / r.wall_s:.1f}" for p in PHASES]
+        if "to_thread" in phases:  # dispatch's parts: to the forward thread / back to the loop
+            at = PHASES.index("dispatch")
+            to, back = (100 * phases.get(p, 0.0) / r.wall_s for p in ("to_thread", "from_thread"))
+            cells[at] += f" ({to:.1f}/{back:.1f})"
         outside = 100 * (1 - phases.get("forward", 0.0) / r.wall_s)
         lines.append(f"| {r.streams} | " + " | ".join(cells) + f" | {100 * ends / r.wall_s:.1f} | **{outside:.1f}** |")
     return lines

@@ -15,7 +15,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -28,6 +28,8 @@ from llmserve.v1 import kvstore_pb2, kvstore_pb2_grpc
 logger = logging.getLogger(__name__)
 
 RPC_TIMEOUT_S = 60.0
+# A write's chunks, or what builds them when the sender takes the write.
+_Chunks = list[kvstore_pb2.KvChunk] | Callable[[], list[kvstore_pb2.KvChunk]]
 
 
 @dataclass
@@ -51,7 +53,7 @@ class KvCheckpointClient:
         self.address = address
         self._channel = open_channel(address, interceptors=client_interceptors(), tls=tls)
         self._stub = kvstore_pb2_grpc.KvStoreStub(self._channel)
-        self._queue: asyncio.Queue[tuple[str, list[kvstore_pb2.KvChunk] | None]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[str, _Chunks | None]] = asyncio.Queue()
         self._pending: collections.Counter[str] = collections.Counter()
         self._sent = asyncio.Condition()
         self._failed: list[str] = []
@@ -61,8 +63,10 @@ class KvCheckpointClient:
     def start(self) -> None:
         self._task = asyncio.create_task(self._send_forever(), name="kv-checkpoint-sender")
 
-    def write(self, request_id: str, chunks: list[kvstore_pb2.KvChunk]) -> None:
-        """Queues one Checkpoint call carrying `chunks` (all of `request_id`)."""
+    def write(self, request_id: str, chunks: _Chunks) -> None:
+        """Queues one Checkpoint call carrying `chunks` (all of `request_id`); a callable is
+        called for them when the call is sent, so that building the messages (copies of the
+        blocks' bytes) waits for the sender's turn instead of delaying the step that queued them."""
         self._pending[request_id] += 1
         self._queue.put_nowait((request_id, chunks))
 
@@ -106,7 +110,7 @@ class KvCheckpointClient:
                                                     timeout=RPC_TIMEOUT_S)
                     self.stats.num_drops += 1
                 else:
-                    await self._send(request_id, chunks)
+                    await self._send(request_id, chunks() if callable(chunks) else chunks)
             except grpc.aio.AioRpcError as err:
                 if chunks is not None:
                     self.stats.num_failed_writes += 1

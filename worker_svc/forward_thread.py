@@ -36,15 +36,26 @@ class ForwardThread:
     async def run(self, fn: Callable[[], T]) -> T:
         """Runs `fn` on the thread with the caller's context variables (as `asyncio.to_thread`
         does: the step's tracing span is current inside)."""
+        return await self.submit(fn)
+
+    def submit(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+        """Hands `fn` to the thread now, not when a task wrapping `run` first runs (the loop would
+        first run every callback already ready, e.g. gRPC's write of the previous step's result);
+        the future is the event loop's, done when `fn` is (with the caller's context variables, as
+        `run`). What the hand-off still costs in the stack (`to_thread`, 1.6-1.9% of the worker's
+        time at 32 streams on the AMX Xeon, the same before this) is mostly the thread waiting for
+        the GIL while the loop runs its own Python: docs/benchmarks.md, issue 10."""
         call = functools.partial(contextvars.copy_context().run, fn)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        return asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     def close(self) -> None:
         """Lets the running call finish, drops queued ones; the thread exits after it."""
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-def timed(fn: Callable[..., T], *args: object) -> tuple[T, int]:
-    """`fn(*args)` and its wall time, ns: run on the thread, what the hand-off adds is the rest."""
+def timed(fn: Callable[..., T], *args: object) -> tuple[T, int, int]:
+    """`fn(*args)` and when it started and ended (`time.perf_counter_ns()`, one clock for every
+    thread): run on the thread, the caller's times before and after say what the hand-off took."""
     start = time.perf_counter_ns()
-    return fn(*args), time.perf_counter_ns() - start
+    result = fn(*args)
+    return result, start, time.perf_counter_ns()

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -43,7 +44,7 @@ from llmserve.v1 import worker_pb2_grpc
 
 from worker_svc import convert
 from worker_svc.checkpoint_client import KvCheckpointClient
-from worker_svc.core.checkpoint import RestoredKv
+from worker_svc.core.checkpoint import BlockFormat, CheckpointWrite, RestoredKv
 from worker_svc.fit_watch import FitWatch
 from worker_svc.forward_thread import ForwardThread, timed
 from worker_svc.core.runner import StepRunner
@@ -53,11 +54,15 @@ from worker_svc.step_phases import observe_step, step_phases
 from worker_svc.step_trace import traced_step
 
 if TYPE_CHECKING:
-    from llmserve.v1 import worker_pb2
+    from llmserve.v1 import kvstore_pb2, worker_pb2
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+def _chunk_list(write: CheckpointWrite, fmt: BlockFormat, max_chunk_bytes: int) -> list[kvstore_pb2.KvChunk]:
+    return list(convert.checkpoint_chunks(write, fmt, max_chunk_bytes))
+
 
 def kv_failure_code(code: grpc.StatusCode) -> StepErrorCode:
     """Store errors that say it could not be reached (the step may succeed once it is back) are
@@ -205,9 +210,9 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             restored = await self._fetch_restores(delta.restores) if delta.restores else {}
             fetch_ns = time.perf_counter_ns() - fetch_start if delta.restores else 0
             try:
-                thread_start = time.perf_counter_ns()
-                output, thread_run_ns = await self._thread(lambda: timed(self.runner.finish_step, grants, restored))
-                thread_wait_ns = time.perf_counter_ns() - thread_start
+                submitted = time.perf_counter_ns()
+                output, began, ended = await self._thread(lambda: timed(self.runner.finish_step, grants, restored))
+                to_thread_ns, from_thread_ns = max(0, began - submitted), max(0, time.perf_counter_ns() - ended)
                 self._send_checkpoint_ops()
             except Exception as err:  # noqa: BLE001 - any failure fails the step, not the stream
                 dropped = self.runner.abort_step(kv_applied=True)
@@ -230,7 +235,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         if self.metrics is not None and (t := output.timing) is not None:
             self.metrics.observe_step_phases(self.description.worker_id, step_phases(
                 t, self.runner.last_phases, total_ns=total_ns, plan_decode_ns=plan_decode_ns, kv_ns=kv_ns,
-                thread_wait_ns=thread_wait_ns, thread_run_ns=thread_run_ns, encode_ns=encode_ns))
+                to_thread_ns=to_thread_ns, from_thread_ns=from_thread_ns, encode_ns=encode_ns))
         self._step_ns = (total_ns, encode_ns)
         return message
 
@@ -268,8 +273,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         for op in ops:
             if isinstance(op, str):
                 self.checkpoints.drop(op)
-            else:
-                self.checkpoints.write(op.request_id, list(convert.checkpoint_chunks(op, fmt, self._max_chunk_bytes)))
+            else:  # the messages are built when the sender takes the write, off the step's path
+                self.checkpoints.write(op.request_id, functools.partial(_chunk_list, op, fmt, self._max_chunk_bytes))
 
     async def _fetch_restores(self, specs: tuple[RestoreSpec, ...]) -> dict[str, RestoredKv | None]:
         """Fetches the checkpoints of resumed requests (None for one that cannot be had)."""
@@ -290,5 +295,5 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
     async def _thread(self, fn: Callable[[], T]) -> T:
         if self._forward_thread is None:
             return fn()
-        self._in_thread = asyncio.ensure_future(self._forward_thread.run(fn))
+        self._in_thread = self._forward_thread.submit(fn)  # on the thread's queue before this task yields
         return await asyncio.shield(self._in_thread)

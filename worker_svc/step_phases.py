@@ -6,6 +6,8 @@ A step's phases add up to its wall time (plan received to result built, `step_se
 - `kv`: its leases (from the blocks held ahead, plus any store RPC waited for);
 - `dispatch`: handing the step to the forward thread and its result back to the event loop
   (the thread's wake-up and the loop's turn; on a busy machine, waiting for a core or the GIL);
+  `to_thread` is its first part (submitted until the thread began), `from_thread` the second
+  (the thread done until the loop ran on);
 - `prepare`: on the forward thread before the forward (grants, restores, the chunks, the inputs;
   `inputs` is the input tensors' part of it, `restore` the checkpoint copies in);
 - `forward`, `sample`;
@@ -30,19 +32,20 @@ from worker_svc.core.types import FinishPhases
 
 # The phases whose sum is a step's wall time, and the ones between steps.
 STEP_PHASES = ("plan_decode", "kv", "dispatch", "prepare", "forward", "sample", "commit", "lazy_checkpoint", "other")
-DETAIL_PHASES = ("inputs", "restore")  # parts of `prepare`, not added to the sum
+DETAIL_PHASES = ("inputs", "restore", "to_thread", "from_thread")  # parts of `prepare`, `dispatch`: not in the sum
 BETWEEN_STEPS = ("encode", "report", "idle")
 
 
 def step_phases(timing: StepTiming, finish: FinishPhases, *, total_ns: int, plan_decode_ns: int, kv_ns: int,
-                thread_wait_ns: int, thread_run_ns: int, encode_ns: int) -> dict[str, int]:
-    """A successful step's time by phase, ns (`thread_wait_ns`: the loop's wait for the forward
-    thread, of which the call itself ran `thread_run_ns`)."""
-    phases = {"plan_decode": plan_decode_ns, "kv": kv_ns, "dispatch": max(0, thread_wait_ns - thread_run_ns),
+                to_thread_ns: int, from_thread_ns: int, encode_ns: int) -> dict[str, int]:
+    """A successful step's time by phase, ns (`to_thread_ns`, `from_thread_ns`: the loop's wait for
+    the forward thread before its call began and after it ended)."""
+    phases = {"plan_decode": plan_decode_ns, "kv": kv_ns, "dispatch": to_thread_ns + from_thread_ns,
               "prepare": finish.prepare_ns, "forward": timing.forward_ns, "sample": timing.sample_ns,
               "commit": finish.commit_ns, "lazy_checkpoint": finish.lazy_checkpoint_ns}
     phases["other"] = total_ns - sum(phases.values())
-    phases |= {"inputs": finish.inputs_ns, "restore": finish.restore_ns, "encode": encode_ns}
+    phases |= {"inputs": finish.inputs_ns, "restore": finish.restore_ns, "to_thread": to_thread_ns,
+               "from_thread": from_thread_ns, "encode": encode_ns}
     return phases
 
 

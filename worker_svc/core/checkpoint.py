@@ -77,7 +77,9 @@ def read_blocks(cache: KvCache, block_ids: Sequence[int]) -> tuple[bytes, ...]:
         return ()
     data = cache.data  # [L, 2, N, bs, H, D]
     index = torch.tensor(list(block_ids), dtype=torch.long, device=data.device)
-    blocks = data.index_select(2, index).permute(2, 0, 1, 3, 4, 5).contiguous().cpu()  # [n, L, 2, bs, H, D]
+    # The gather straight into the store's layout (index_select's result is contiguous): one copy,
+    # not a gather and then a permuted copy.
+    blocks = data.permute(2, 0, 1, 3, 4, 5).index_select(0, index).contiguous().cpu()  # [n, L, 2, bs, H, D]
     raw = blocks.view(torch.uint8).reshape(len(block_ids), -1).numpy()
     return tuple(raw[i].tobytes() for i in range(len(block_ids)))
 
@@ -176,18 +178,23 @@ class CheckpointTracker:
         lazy_blocks = self._lazy_blocks
         if not lazy_blocks:
             return []
-        writes = []
+        due: list[tuple[str, int, list[int]]] = []  # request, first block index, block ids
         for state in states:
             if state.service_class is ServiceClass.REAL_TIME:
                 continue
             full = state.num_computed // self.block_size
             first = self._saved.get(state.request_id, 0)
             if full - first >= lazy_blocks:
-                writes.append(CheckpointWrite(state.request_id, first,
-                                              read_blocks(self.cache, state.block_table[first:full])))
+                due.append((state.request_id, first, state.block_table[first:full]))
                 self._saved[state.request_id] = full
                 self._known.add(state.request_id)
                 self._open.add(state.request_id)
+        # One gather for the step's writes (a request's blocks are its slice of them).
+        blocks = read_blocks(self.cache, [b for _, _, ids in due for b in ids])
+        writes, at = [], 0
+        for request_id, first, ids in due:
+            writes.append(CheckpointWrite(request_id, first, blocks[at:at + len(ids)]))
+            at += len(ids)
         return writes
 
     def apply_restore(self, state: RequestState, spec: RestoreSpec, data: RestoredKv | None) -> bool:

@@ -54,7 +54,7 @@ def sample(
         # All-greedy batches (the common case) skip the row gather: a copy of [S, V] float32 logits
         # that cost as much as the argmax itself at 128 rows (measured 5.1 vs 3.4 ms).
         rows = logits if len(greedy) == num_rows else logits[greedy]
-        for r, t in zip(greedy, rows.argmax(dim=-1).tolist()):
+        for r, t in zip(greedy, argmax_rows(rows).tolist()):
             tokens[r] = t
     for rows, fn in ((plain, _sample_plain), (filtered, _sample_filtered)):
         if rows:
@@ -65,6 +65,31 @@ def sample(
             for r, t in zip(rows, fn(scaled, [params[r] for r in rows], u).tolist()):
                 tokens[r] = t
     return tokens
+
+
+# Columns per block of `argmax_rows`' first pass: 256 measured fastest of 64-1024 (float32, 2 threads).
+ARGMAX_BLOCK = 256
+
+
+def argmax_rows(logits: torch.Tensor, block: int = ARGMAX_BLOCK) -> torch.Tensor:
+    """`logits.argmax(dim=-1)` exactly (the first of tied maxima; a NaN counts as the maximum, as
+    there), in two passes that torch runs vectorized: the maximum of each block of `block`
+    columns (`amax`), then the argmax over the [R, V / block] block maxima picks the first block
+    holding the row's maximum, and an argmax over that block's `block` columns the first column
+    in it. torch's CPU argmax over the whole row is a scalar loop: over [32, 49,152] float32
+    logits 1.26 ms against 0.30 ms, over [128, 49,152] 5.0 against 0.80 ms (2 threads, AMX Xeon,
+    issue 10), 3-5% of a decode step of SmolLM2-135M."""
+    num_rows, vocab = logits.shape
+    if vocab <= 2 * block or num_rows == 0:
+        return logits.argmax(dim=-1)
+    full = vocab // block * block
+    maxima = logits.unfold(1, block, block).amax(dim=-1)  # [R, V // block] (a view: no copy)
+    if full < vocab:
+        maxima = torch.cat([maxima, logits[:, full:].amax(dim=-1, keepdim=True)], dim=1)
+    first = maxima.argmax(dim=-1) * block  # [R]: where the first block holding the maximum starts
+    # The block's columns; a tail block shorter than `block` repeats the last column, after it.
+    columns = (first[:, None] + torch.arange(block, device=logits.device)).clamp_(max=vocab - 1)
+    return first + logits.gather(1, columns).argmax(dim=-1)
 
 
 def _scale(logits: torch.Tensor, temps: torch.Tensor) -> torch.Tensor:

@@ -84,3 +84,16 @@ def test_restore_checks_format_and_length() -> None:
     # The tracker only copies; the plan book then counts the tokens computed (PlanBook.restore).
     assert tracker.apply_restore(state, spec, good) and state.num_computed == 0
     assert torch.equal(cache.data[:, :, 6], cache.data[:, :, 1]) and tracker.saved_blocks("x") == 2
+
+
+def test_lazy_writes_of_several_requests_in_one_step_carry_each_its_own_blocks() -> None:
+    """The step's lazy writes are read in one gather: each request's write holds its own blocks'
+    bytes, in its table's order, as reading them one request at a time gives."""
+    cache = _cache()
+    tracker = CheckpointTracker(cache, lazy_blocks=1)
+    states = [_state("a", [3, 1, 4], computed=9), _state("rt", [0, 2], computed=8, cls=ServiceClass.REAL_TIME),
+              _state("b", [6, 5], computed=8), _state("c", [7], computed=3)]  # c: no full block yet
+    writes = tracker.lazy(states)
+    assert [(w.request_id, w.first_block_index, len(w.blocks)) for w in writes] == [("a", 0, 2), ("b", 0, 2)]
+    assert writes[0].blocks == read_blocks(cache, [3, 1]) and writes[1].blocks == read_blocks(cache, [6, 5])
+    assert tracker.lazy(states) == []

@@ -90,3 +90,17 @@ def test_the_settings_module_loads_no_torch() -> None:
     env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == OPENMP_DEFAULTS["GOMP_SPINCOUNT"]
+
+
+async def test_submit_hands_the_call_to_the_thread_before_the_caller_yields() -> None:
+    """The worker's step hands its work over with `submit`: the thread starts on it while the event
+    loop is still busy with the caller (the loop would otherwise first run every ready callback, such
+    as gRPC's write of the previous result), and the returned future is awaited as `run`'s."""
+    thread = ForwardThread()
+    began = threading.Event()
+    try:
+        future = thread.submit(lambda: (began.set(), threading.get_ident())[1])
+        assert began.wait(timeout=10), "the call had not begun while the loop was still the caller's"
+        assert await future != threading.get_ident()
+    finally:
+        thread.close()

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from worker_svc.core.sampler import sample, uniform
+from worker_svc.core.sampler import argmax_rows, sample, uniform
 from llmserve.types import SamplingParams
 
 
@@ -141,3 +141,43 @@ def test_temperature_still_sharpens_and_flattens() -> None:
                  for i in range(n)]
         freq = torch.bincount(torch.tensor(drawn), minlength=16).float()[:3] / n
         assert torch.allclose(freq, expected / expected.sum(), atol=0.03), (temperature, freq)
+
+
+@pytest.mark.parametrize("vocab", [1, 7, 512, 513, 1000, 49_152, 49_153])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_argmax_rows_is_torch_argmax_exactly(vocab: int, dtype: torch.dtype) -> None:
+    """The blocked argmax of the greedy path gives torch.argmax's index on every row: random rows,
+    rows of bfloat16-rounded values with many ties (the first tied maximum), the maximum in the
+    tail block, at the ends, -inf and NaN entries, and a gathered (non-contiguous source) batch."""
+    gen = torch.Generator().manual_seed(vocab)
+    rows = [torch.randn(vocab, generator=gen),
+            torch.randint(0, 3, (vocab,), generator=gen).float(),  # ties everywhere
+            torch.full((vocab,), -float("inf")),
+            torch.zeros(vocab)]
+    for col in {0, vocab - 1, vocab // 2, max(0, vocab - 300)}:
+        row = torch.randn(vocab, generator=gen)
+        row[col] = 50.0
+        rows.append(row)
+        tie = torch.randn(vocab, generator=gen)
+        tie[col] = tie[min(vocab - 1, col + 256)] = tie[0] = 40.0
+        rows.append(tie)
+        nan = torch.randn(vocab, generator=gen)
+        nan[col] = float("nan")
+        nan[vocab - 1] = float("nan")
+        rows.append(nan)
+    logits = torch.stack(rows).to(dtype)
+    assert torch.equal(argmax_rows(logits), logits.argmax(dim=-1))
+    assert torch.equal(argmax_rows(logits.float()), logits.float().argmax(dim=-1))
+    picked = logits[[1, 0, 3]]
+    assert torch.equal(argmax_rows(picked), picked.argmax(dim=-1))
+    assert argmax_rows(logits[:0]).shape == (0,)
+
+
+def test_greedy_rows_of_a_mixed_batch_use_the_same_argmax() -> None:
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(6, 49_152, generator=gen).to(torch.bfloat16).float()  # bf16-rounded: ties occur
+    greedy, hot = SamplingParams(max_tokens=4, temperature=0.0), SamplingParams(max_tokens=4, temperature=0.8, seed=5)
+    params = [greedy, hot, greedy, greedy, hot, greedy]
+    tokens = sample(logits, params, list(range(6)))
+    expected = logits.argmax(dim=-1).tolist()
+    assert [tokens[r] for r in (0, 2, 3, 5)] == [expected[r] for r in (0, 2, 3, 5)]
