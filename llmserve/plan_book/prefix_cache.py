@@ -212,10 +212,8 @@ class WorkerPrefixCache:
             if index.insert(self._owner.get(rid, rid), block_hash, table[k]):
                 self.stats.inserted_blocks += 1
                 report[block_hash] = _DEVICE
-                if tier is not None and block_hash in tier:  # computed again (a stale claim, a restore)
-                    tier.take((block_hash,))
-                    tier.counts.promoted -= 1
-                    tier.counts.dropped += 1
+                if tier is not None and tier.discard(block_hash):  # computed again (a stale claim, a restore)
+                    self.stats.host_dropped_blocks += 1
         self._named[rid] = full
 
     # ---- the lease keeper --------------------------------------------------------------------

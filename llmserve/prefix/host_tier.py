@@ -22,6 +22,8 @@ from typing import Any
 
 from llmserve.prefix.block_hash import BlockHash
 
+_MISSING = object()
+
 
 @dataclass(slots=True)
 class HostTierCounts:
@@ -90,6 +92,13 @@ class HostPrefixTier:
         out = [blocks.pop(h) for h in hashes]
         self.counts.promoted += len(out)
         return out
+
+    def discard(self, block_hash: BlockHash) -> bool:
+        """Forgets a block the device holds again (computed anew); False if it was not here."""
+        if self._blocks.pop(block_hash, _MISSING) is _MISSING:
+            return False
+        self.counts.dropped += 1
+        return True
 
     def clear(self) -> list[BlockHash]:
         """Forgets everything; returns the hashes dropped."""
