@@ -14,6 +14,14 @@ earlier turns only. Per turn index: TTFT p50/p99 (the gateway's, arrival to firs
 response's `llmserve.ttft_ms`), prompt tokens, the cached ones (`usage.prompt_tokens_details`),
 and the prefill tokens the worker computed (its /metrics, over the whole run). The stack without
 caching runs first, then the one with it; the load average is recorded with each.
+
+The host tier (`--modes notier,on`): the cache on both sides, without and with the worker's host
+tier (`--prefix-host-tier-gb`), on a KV pool small enough (`--num-kv-blocks`) that the other
+conversations evict a conversation's blocks between its turns; the worker's host-tier hits
+(its /metrics) are reported too:
+
+    flock -x /tmp/cpu.lock .venv/bin/python benchmarks/bench_prefix_live.py --modes notier,on \
+        --num-kv-blocks 320 --out bench_out/prefix_live_tier
 """
 
 from __future__ import annotations
@@ -64,6 +72,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--traces", default=os.environ.get("LLMSERVE_TRACES_DIR", str(Path(__file__).resolve().parents[2]
                                                                                    / "shared" / "traces")))
     p.add_argument("--out", default="bench_out/prefix_live")
+    p.add_argument("--modes", default="off,on", help="two of: off (no cache), notier (the cache without a host "
+                                                      "tier), on (the cache with its host tier); the first is the base")
+    p.add_argument("--prefix-host-tier-gb", type=float, default=4.0, help="the worker's host tier in mode on")
     return p.parse_args()
 
 
@@ -102,41 +113,55 @@ async def converse(session: Any, base: str, model: str, c: int, lengths: list[in
 
 def worker_prefill_tokens(metrics_url: str) -> float:
     """Prefill tokens the worker computed since start (its tokens_per_step histogram's sum)."""
+    return worker_counts(metrics_url)["prefill"]
+
+
+def worker_counts(metrics_url: str) -> dict[str, float]:
+    """The worker's prefill tokens and prefix-cache block events since start (its /metrics)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     body = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
-    return sum(s.value for family in text_string_to_metric_families(body) for s in family.samples
-               if s.name.endswith("tokens_per_step_sum") and s.labels.get("phase") == "prefill")
+    out = {"prefill": 0.0}
+    for family in text_string_to_metric_families(body):
+        for s in family.samples:
+            if s.name.endswith("tokens_per_step_sum") and s.labels.get("phase") == "prefill":
+                out["prefill"] += s.value
+            elif s.name == "llmserve_prefix_cache_blocks_total":
+                out[s.labels["event"]] = out.get(s.labels["event"], 0.0) + s.value
+    return out
 
 
-async def run_mode(cache: bool, args: argparse.Namespace, lengths: list[list[int]]) -> dict[str, Any]:
+async def run_mode(mode: str, args: argparse.Namespace, lengths: list[list[int]]) -> dict[str, Any]:
     import aiohttp
 
     from bench_stack import _free_port_run  # noqa: PLC0415 - the benchmarks' own helper
     from llmserve_stack.launch import StackConfig, free_port, service_specs
     from llmserve_stack.supervisor import Stack
 
+    cache = mode != "off"
     metrics_base = _free_port_run(4)
     config = StackConfig(port=free_port(), http_port=free_port(), model=args.model, dtype=args.dtype,
                          num_kv_blocks=args.num_kv_blocks, metrics_port=metrics_base, prefix_cache=cache,
-                         log_format="text")
+                         prefix_host_tier_gb=args.prefix_host_tier_gb if mode == "on" else 0.0, log_format="text")
     specs = [dataclasses.replace(s, env={**s.env, "LLMSERVE_NUM_THREADS": str(args.threads)})
              if s.module == "worker_svc" else s for s in service_specs(config)]
     base = f"http://127.0.0.1:{config.http_port}"
     metrics_url = f"http://127.0.0.1:{metrics_base + 3}/metrics"
-    async with Stack(specs, log_dir=str(Path(args.out) / ("logs_on" if cache else "logs_off"))):
+    async with Stack(specs, log_dir=str(Path(args.out) / f"logs_{mode}")):
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{base}/v1/models") as response:
                 model = (await response.json())["data"][0]["id"]
-            before = worker_prefill_tokens(metrics_url)
+            before = worker_counts(metrics_url)
             load_before = os.getloadavg()[0]
             started = time.perf_counter()
             convs = await asyncio.gather(*(converse(session, base, model, c, lengths[c], args)
                                            for c in range(args.conversations)))
             wall = time.perf_counter() - started
-            computed = worker_prefill_tokens(metrics_url) - before
-    return {"prefix_cache": cache, "turns": [dataclasses.asdict(t) for conv in convs for t in conv], "wall_s": wall,
-            "worker_prefill_tokens": computed, "load1_before": load_before, "load1_after": os.getloadavg()[0]}
+            after = worker_counts(metrics_url)
+    events = {k: after[k] - before.get(k, 0.0) for k in after}
+    return {"mode": mode, "prefix_cache": cache, "turns": [dataclasses.asdict(t) for conv in convs for t in conv],
+            "wall_s": wall, "worker_prefill_tokens": events.pop("prefill"), "prefix_events": events,
+            "load1_before": load_before, "load1_after": os.getloadavg()[0]}
 
 
 def pct(values: list[float], q: float) -> float:
@@ -144,27 +169,31 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
 
 
-def table(modes: dict[bool, dict[str, Any]], turns: int) -> str:
-    lines = ["| turn | prompt tok (mean) | cached tok (mean, on) | TTFT p50 off ms | TTFT p50 on ms | p50 off/on "
-             "| TTFT p99 off ms | TTFT p99 on ms |", "|---|---|---|---|---|---|---|---|"]
+def table(modes: dict[str, dict[str, Any]], turns: int) -> str:
+    a, b = modes  # the base, then the one compared with it
+    lines = [f"| turn | prompt tok (mean) | cached tok (mean, {a}) | cached tok (mean, {b}) | TTFT p50 {a} ms | "
+             f"TTFT p50 {b} ms | p50 {a}/{b} | TTFT p99 {a} ms | TTFT p99 {b} ms |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for t in range(1, turns + 1):
-        row = {cache: [x for x in modes[cache]["turns"] if x["turn"] == t] for cache in (False, True)}
-        p50 = {c: pct([x["ttft_ms"] for x in row[c]], 50) for c in row}
-        p99 = {c: pct([x["ttft_ms"] for x in row[c]], 99) for c in row}
-        prompt = sum(x["prompt_tokens"] for x in row[True]) / len(row[True])
-        cached = sum(x["cached_tokens"] for x in row[True]) / len(row[True])
-        lines.append(f"| {t} | {prompt:.0f} | {cached:.0f} | {p50[False]:.0f} | {p50[True]:.0f} | "
-                     f"{p50[False] / p50[True]:.1f}x | {p99[False]:.0f} | {p99[True]:.0f} |")
-    lines += ["", "| cache | prompt tokens | cached (usage) | prefill computed (worker) | wall s | load1 before/after |",
-              "|---|---|---|---|---|---|"]
-    for cache in (False, True):
-        m = modes[cache]
+        row = {m: [x for x in modes[m]["turns"] if x["turn"] == t] for m in (a, b)}
+        p50 = {m: pct([x["ttft_ms"] for x in row[m]], 50) for m in row}
+        p99 = {m: pct([x["ttft_ms"] for x in row[m]], 99) for m in row}
+        prompt = sum(x["prompt_tokens"] for x in row[b]) / len(row[b])
+        cached = {m: sum(x["cached_tokens"] for x in row[m]) / len(row[m]) for m in row}
+        lines.append(f"| {t} | {prompt:.0f} | {cached[a]:.0f} | {cached[b]:.0f} | {p50[a]:.0f} | {p50[b]:.0f} | "
+                     f"{p50[a] / p50[b]:.1f}x | {p99[a]:.0f} | {p99[b]:.0f} |")
+    lines += ["", "| mode | prompt tokens | cached (usage) | prefill computed (worker) | host-tier hits / demoted "
+                  "blocks (worker) | wall s | load1 before/after |", "|---|---|---|---|---|---|---|"]
+    for name in (a, b):
+        m = modes[name]
         prompt = sum(x["prompt_tokens"] for x in m["turns"])
         cached = sum(x["cached_tokens"] for x in m["turns"])
-        lines.append(f"| {'on' if cache else 'off'} | {prompt} | {cached} | {m['worker_prefill_tokens']:.0f} | "
+        ev = m.get("prefix_events", {})
+        lines.append(f"| {name} | {prompt} | {cached} | {m['worker_prefill_tokens']:.0f} | "
+                     f"{ev.get('host_hit', 0):.0f} / {ev.get('demoted', 0):.0f} | "
                      f"{m['wall_s']:.1f} | {m['load1_before']:.2f} / {m['load1_after']:.2f} |")
-    same = sum(a["answer"] == b["answer"] for a, b in zip(modes[False]["turns"], modes[True]["turns"]))
-    lines += ["", f"answers identical on vs off: {same}/{len(modes[True]['turns'])} (bf16: chunked vs whole "
+    same = sum(x["answer"] == y["answer"] for x, y in zip(modes[a]["turns"], modes[b]["turns"]))
+    lines += ["", f"answers identical {a} vs {b}: {same}/{len(modes[b]['turns'])} (bf16: chunked vs whole "
                   "prefill may differ at near-ties; a differing answer changes the later turns' prompts)"]
     return "\n".join(lines)
 
@@ -174,12 +203,14 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     lengths = user_lengths(args)
-    modes = {cache: asyncio.run(run_mode(cache, args, lengths)) for cache in (False, True)}
+    names = args.modes.split(",")
+    if len(names) != 2 or not set(names) <= {"off", "notier", "on"}:
+        raise SystemExit("--modes: two of off, notier, on")
+    modes = {name: asyncio.run(run_mode(name, args, lengths)) for name in names}
     report = table(modes, args.turns)
     print(report)
     (out / "results.md").write_text(report + "\n")
-    (out / "results.json").write_text(json.dumps({"args": vars(args), "off": modes[False], "on": modes[True]},
-                                                 indent=1))
+    (out / "results.json").write_text(json.dumps({"args": vars(args), **modes}, indent=1))
     return 0
 
 

@@ -112,9 +112,11 @@ class StepResult:
     checkpoint_failed_request_ids: tuple[str, ...] = ()
     error_code: StepErrorCode = StepErrorCode.NONE
     # The worker's prefix cache since its previous result (llmserve/plan_book/prefix_cache.py):
-    # hashes of the blocks it cached and of those it evicted, so the scheduler mirrors it exactly.
+    # hashes of the blocks now cached on the device, now in neither tier, and now in its host
+    # tier (disjoint), so the scheduler mirrors it exactly.
     cached_block_hashes: tuple[int, ...] = ()
     evicted_block_hashes: tuple[int, ...] = ()
+    demoted_block_hashes: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,6 +76,7 @@ class StackConfig:
     max_num_seqs: int = exposed(WorkerConfig, "max_num_seqs")
     dtype: str = exposed(WorkerConfig, "dtype")
     device: str = exposed(WorkerConfig, "device")
+    prefix_host_tier_gb: float = exposed(WorkerConfig, "prefix_host_tier_gb")
     lease_ttl_s: float = exposed(KvStoreConfig, "lease_ttl_s")
     host_tier_bytes: int = exposed(KvStoreConfig, "host_tier_bytes")
 

@@ -155,6 +155,7 @@ def result_from_proto(message: worker_pb2.StepResult) -> StepResult:
         error_code=error_code,
         cached_block_hashes=tuple(message.cached_block_hashes),
         evicted_block_hashes=tuple(message.evicted_block_hashes),
+        demoted_block_hashes=tuple(message.demoted_block_hashes),
     )
 
 

@@ -11,6 +11,7 @@ from llmserve.model_source import resolve_model
 from llmserve.plan_book import auto_reserve_blocks
 from worker_svc.calibration import calibrate_once
 from worker_svc.config import AUTO, WorkerConfig
+from worker_svc.core.prefix_tier import build_prefix_cache
 from worker_svc.core.runner import RunnerLimits, StepRunner
 from worker_svc.core.types import WorkerDescription
 from worker_svc.kernels.backend import default_backend_name, make_backend
@@ -63,7 +64,8 @@ def build_runner(config: WorkerConfig, phases: StartPhases | None = None) -> tup
     num_blocks = config.num_kv_blocks or spec.num_blocks_for_memory(_kv_memory_gb(config, device))
     kv_cache = KvCache(spec, num_blocks, device)
     limits = resolve_step_limits(config, device)
-    runner = StepRunner(model, kv_cache, limits, lazy_checkpoint_blocks=config.checkpoint_lazy_blocks)
+    runner = StepRunner(model, kv_cache, limits, lazy_checkpoint_blocks=config.checkpoint_lazy_blocks,
+                        prefix=build_prefix_cache(kv_cache, config.prefix_host_tier_gb))
     phases.mark("model load")
     step_cost = None
     if config.warmup:

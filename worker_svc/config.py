@@ -60,6 +60,14 @@ class WorkerConfig(ModelSettings, ServiceSettings):
     kv_reserve_blocks: int = setting(-1, help="KV blocks the worker leases ahead at each end of its pool (-1: auto, "
                                               "one step's worth, cdiv(max_num_batched_tokens, block_size), at most a "
                                               "quarter of the pool; 0: none, a step that needs blocks asks the store)")
+    # The prefix cache's second tier (issue 13, worker_svc/core/prefix_tier.py): cached blocks the
+    # KV pool evicts are kept in the worker's host memory, up to this much, and copied back on a
+    # hit instead of prefilled. Memory is taken only as blocks are demoted. Size it as host memory
+    # the worker may use beyond its process: 4 GiB here; a GPU node, its share of host RAM (an
+    # 8-GPU node with 2 TiB: up to 256 GiB per worker).
+    prefix_host_tier_gb: float = setting(4.0, help="host memory for prefix-cache blocks evicted from the KV pool, "
+                                                   "GiB (a hit copies them back instead of prefilling them; "
+                                                   "0: no host tier)")
     kv_sync_interval_s: float = setting(1.0, help="longest time the KV store's record of the worker's leases lags "
                                                   "behind, seconds (also how long an idle worker keeps its reserve)")
 
@@ -75,6 +83,8 @@ class WorkerConfig(ModelSettings, ServiceSettings):
             raise ValueError("give --num-kv-blocks or --kv-cache-memory-gb, not both")
         if self.max_num_batched_tokens < 0 or self.max_num_seqs < 0:
             raise ValueError("--max-num-batched-tokens and --max-num-seqs must be >= 1 (or auto)")
+        if self.prefix_host_tier_gb < 0:
+            raise ValueError("--prefix-host-tier-gb must be >= 0")
         if self.num_threads < 0:
             raise ValueError("--num-threads must be >= 0")
         if self.checkpoint_lazy_blocks < 0:

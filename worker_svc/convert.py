@@ -81,11 +81,13 @@ def step_result(result: StepResult, checkpoint_failed: Sequence[str] = ()) -> wo
     )
 
 
-def set_prefix_report(message: worker_pb2.StepResult, report: tuple[Sequence[int], Sequence[int]]) -> None:
-    """Adds the prefix cache's report (hashes cached, hashes evicted) to any result."""
-    cached, evicted = report
+def set_prefix_report(message: worker_pb2.StepResult, report: Sequence[Sequence[int]]) -> None:
+    """Adds the prefix cache's report (hashes cached, evicted, demoted to the host tier) to any result."""
+    cached, evicted, *demoted = report
     message.cached_block_hashes.extend(cached)
     message.evicted_block_hashes.extend(evicted)
+    if demoted:
+        message.demoted_block_hashes.extend(demoted[0])
 
 
 def set_timing(message: worker_pb2.StepResult, result: StepResult, **shell: int) -> None:

@@ -262,7 +262,9 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             self.metrics.observe_prefix_cache(
                 self.description.worker_id, num_cached, hit=stats.hit_blocks - last.hit_blocks,
                 stale=stats.missed_blocks - last.missed_blocks, cached=stats.inserted_blocks - last.inserted_blocks,
-                evicted=stats.evicted_blocks - last.evicted_blocks)
+                evicted=stats.evicted_blocks - last.evicted_blocks, host_hit=stats.host_hit_blocks - last.host_hit_blocks,
+                demoted=stats.demoted_blocks - last.demoted_blocks,
+                host_dropped=stats.host_dropped_blocks - last.host_dropped_blocks)
 
     def _send_checkpoint_ops(self) -> None:
         """Hands the runner's checkpoint writes and drops to the background sender, in order."""

@@ -108,6 +108,8 @@ class PlanBook:
         lease_rows: list[tuple[str, int]] = []  # (request, blocks to lease)
         restores = {new.request_id: new.num_computed_tokens for new in plan.new_requests
                     if new.num_computed_tokens > 0 and not new.num_cached_tokens} if plan.new_requests else {}
+        if self.prefix is not None:
+            self.prefix.begin_step()
         hits = prefix_hits(self.prefix, plan.new_requests) if plan.new_requests else {}
         total = decode = resumed_tokens = kv_read = 0
         for rid, num_tokens, computed, sample in plan.scheduled:
@@ -122,7 +124,7 @@ class PlanBook:
                     raise PlanError(f"scheduled request {rid} is unknown to this worker (send it as a new request)",
                                     rid)
                 num_known, worker_computed = len(new.token_ids), new.num_computed_tokens
-                held = hits[rid][1] if rid in hits else 0  # cached blocks it starts with
+                held = hits[rid][1] if rid in hits else 0  # cached device blocks it starts with
                 num_prompt = new.num_prompt_tokens
             end = computed + num_tokens
             if computed != worker_computed or num_tokens < 1 or end > max_len or (
@@ -162,6 +164,8 @@ class PlanBook:
         for grant in grants:
             states[grant.request_id].block_table.extend(grant.block_ids)
         step.granted = True
+        if self.prefix is not None:  # before anything is written: demotions out, promotions in
+            self.prefix.after_grant(states)
 
     def restore(self, request_id: str, ok: bool) -> None:
         """Records whether a resumed request's checkpoint was copied into its first blocks. Not

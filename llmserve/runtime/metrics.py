@@ -18,7 +18,8 @@ Who records what (the labels in brackets):
              `checkpoint_bytes_total[direction]`, `restores_total`, `checkpoint_seconds[direction]`
              (device↔host copies; restores include the fetch), `recomputed_tokens_total[reason]`
              (`restore_failed`) through `observe_checkpoint_step()`; the prefix cache's
-             `prefix_cache_blocks_total[worker, event=hit|stale|cached|evicted]` and
+             `prefix_cache_blocks_total[worker, event=hit|stale|cached|evicted|host_hit|demoted|
+             host_dropped]` and
              `prefix_cache_blocks[worker]` through `observe_prefix_cache()`.
 - scheduler (bidirectional KV): `preemptions_total[service_class, kind=checkpoint|recompute]`,
              `recomputed_tokens_total[reason=preempted|restore_failed]`, `kv_pool_blocks[worker, state]`
@@ -141,13 +142,15 @@ class ServiceMetrics:
                                              ("worker", "phase")),
             prefix_cache_blocks_total=counter("prefix_cache_blocks", "Prefix cache blocks by event: hit (served "
                                               "to an admission), stale (claimed but evicted meanwhile: computed), "
-                                              "cached, evicted.", ("worker", "event")),
+                                              "cached, evicted (from the KV pool); host_hit (served from the host tier), "
+                                              "demoted (evicted into it), host_dropped (out of it).", ("worker", "event")),
             prefix_cache_blocks=gauge("prefix_cache_cached_blocks", "Blocks the worker's prefix cache holds.",
                                       ("worker",)),
         )
 
     def observe_prefix_cache(self, worker: str, num_cached: int, **events: int) -> None:
-        """A worker's prefix cache since the last call: `events` (hit, stale, cached, evicted) are
+        """A worker's prefix cache since the last call: `events` (hit, stale, cached, evicted, and
+        of its host tier host_hit, demoted, host_dropped) are
         block counts to add, `num_cached` the blocks it holds now."""
         for event, count in events.items():
             if count:

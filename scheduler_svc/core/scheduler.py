@@ -155,9 +155,11 @@ class Scheduler:
     def update(self, result: StepResult) -> list[RequestOutput]:
         """Applies one step's result (steps in order); returns the token events it produced,
         at most one per request, plus any pending CANCELLED events."""
-        if self._prefix is not None and (result.cached_block_hashes or result.evicted_block_hashes):
-            # A live worker's cache report (core/prefix_mirror.py); a simulated worker sends none.
-            self._prefix.observe(result.cached_block_hashes, result.evicted_block_hashes)  # type: ignore[attr-defined]
+        if self._prefix is not None and (result.cached_block_hashes or result.evicted_block_hashes
+                                         or result.demoted_block_hashes):
+            # The worker's cache report (core/prefix_mirror.py), the live one's and the simulated one's.
+            self._prefix.observe(result.cached_block_hashes, result.evicted_block_hashes,  # type: ignore[attr-defined]
+                                 result.demoted_block_hashes)
         return self._results.update(result)
 
     def fail_step(self, step_id: int, error: str) -> list[RequestOutput]:

@@ -65,7 +65,7 @@ class ClusterSimulation(Simulation):
                 node.plan_ahead(depth)
                 if node.inflight:
                     plan = node.inflight.popleft()
-                    result, dt = node.execute(plan, now, self._chains)
+                    result, dt = node.execute(plan, now)
                     self._backlog[k] = max(0, self._backlog[k] - result.timing.num_prefill_tokens) \
                         if result.timing is not None else self._backlog[k]
                     running[k] = (now + dt, plan, result)

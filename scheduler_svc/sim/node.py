@@ -1,8 +1,8 @@
 """One simulated worker and the scheduler core that plans for it: the unit the single-worker
 simulation (simulator.py) runs once and the cluster simulation (cluster.py) runs N times.
 
-It builds the core as the service does (policy, checkpoint book, the worker's prefix cache as the
-core's `PrefixCacheView`), registers the worker's pool with the kvstore core's `LeaseTable`, keeps
+It builds the core as the service does (policy, checkpoint book, a mirror of the worker's prefix
+cache as the core's `PrefixCacheView`, fed by the worker's step results), registers the worker's pool with the kvstore core's `LeaseTable`, keeps
 the plans in flight, and executes them on a `SimWorker` (worker.py). Time is the caller's: a
 node executes a plan at `now` and says how long the step takes; the caller advances the clock and
 hands the result back (`complete`).
@@ -14,16 +14,19 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 
 from kvstore_svc.core.lease_table import LeaseTable
-from llmserve.plan_book import PlanLimits
+from llmserve.plan_book import PlanLimits, WorkerPrefixCache
+from llmserve.plan_book.prefix_cache import CountingMover
+from llmserve.prefix.host_tier import HostPrefixTier
 from scheduler_svc.core import Scheduler
 from scheduler_svc.core.checkpoints import CheckpointBook
 from scheduler_svc.core.clock import ManualClock
 from scheduler_svc.core.config import SchedulerConfig
 from scheduler_svc.core.plan import BatchPlan, RequestOutput, StepResult
+from scheduler_svc.core.prefix_mirror import PrefixMirror
 from scheduler_svc.sim.cost_model import CostModel
 from scheduler_svc.sim.host_tier import SimHostTier
 from scheduler_svc.sim.policies import build_policy
-from scheduler_svc.sim.prefix import SimPrefixCache
+from scheduler_svc.sim.prefix import PrefixStats
 from scheduler_svc.sim.recompute import RecomputeCounter
 from scheduler_svc.sim.worker import SimWorker
 
@@ -34,9 +37,11 @@ class SimNode:
     """A worker, its core, its plans in flight and its busy-time counters."""
 
     def __init__(self, worker_id: str, policy: str, cost: CostModel, config, clock: ManualClock,  # noqa: ANN001
-                 true_lengths: Mapping[str, int], with_prefix_cache: bool,
+                 true_lengths: Mapping[str, int], chains: Mapping[str, tuple[int, ...]] | None,
                  host_tier: SimHostTier | None = None) -> None:
-        """`config`: the run's `SimConfig` (simulator.py); `host_tier`: as `Simulation`'s."""
+        """`config`: the run's `SimConfig` (simulator.py); `chains`: the requests' prompt chains
+        (from the traces' hash ids; None: no prefix cache); `host_tier`: as `Simulation`'s
+        (checkpoints; the prefix cache's own host tier is `config.prefix_host_tier_bytes`)."""
         self.worker_id = worker_id
         self.num_blocks = config.num_blocks
         core_config = SchedulerConfig(num_blocks=config.num_blocks, block_size=config.block_size,
@@ -45,7 +50,18 @@ class SimNode:
                                       eos_token_ids=(EOS_TOKEN_ID,), max_num_waiting=1 << 30,
                                       rt_admission_control=config.rt_admission_control)
         book = CheckpointBook() if config.checkpoint_preemption else None
-        self.prefix = SimPrefixCache(config.block_size) if with_prefix_cache else None
+        # The live worker's cache (and host tier), the live scheduler's mirror of it.
+        self.prefix: PrefixMirror | None = None
+        self.cache: WorkerPrefixCache | None = None
+        self.prefix_stats: PrefixStats | None = None
+        if chains is not None:
+            self.prefix = PrefixMirror(config.block_size)
+            tier = HostPrefixTier(config.prefix_host_tier_bytes // (config.block_size * config.kv_bytes_per_token))
+            get_chain = chains.get
+            self.cache = WorkerPrefixCache(config.block_size, tier, CountingMover(),
+                                           chain_of=lambda new: get_chain(new.request_id, ()))
+            self.prefix_stats = PrefixStats(config.block_size)
+            self.cache.on_admit = self.prefix_stats.on_admit
         self.core = Scheduler(core_config, build_policy(policy, cost, config.policy_options, config.cost_model_as_prior,
                                                         true_lengths), clock, checkpoints=book, prefix=self.prefix)
         self.leases = LeaseTable(ttl_s=1e12)  # the virtual clock jumps; nothing expires in a simulation
@@ -58,8 +74,10 @@ class SimNode:
             # As the service's book learns it from the store (capacity_watch.py): the tier's size.
             book.set_capacity(host_tier.capacity, host_tier.block_bytes, config.block_size)
         limits = PlanLimits(config.max_num_batched_tokens, config.max_num_seqs, config.max_model_len)
+        copy_s_per_block = config.block_size * config.kv_bytes_per_token / config.link_bytes_per_s
         self.worker = SimWorker(worker_id, self.leases, config.block_size, cost, true_lengths, EOS_TOKEN_ID,
-                                limits=limits, host_tier=host_tier)
+                                limits=limits, host_tier=host_tier, prefix=self.cache,
+                                prefix_copy_s_per_block=copy_s_per_block)
         self.recompute = RecomputeCounter()
         self.inflight: deque[BatchPlan] = deque()
         self.num_steps = 0
@@ -74,11 +92,9 @@ class SimNode:
                 return
             self.inflight.append(plan)
 
-    def execute(self, plan: BatchPlan, now: float, chains: Mapping[str, tuple[int, ...]]) -> tuple[StepResult, float]:
+    def execute(self, plan: BatchPlan, now: float) -> tuple[StepResult, float]:
         """Runs `plan` on the worker at `now`; returns its result and the step's duration (s)."""
         result, dt = self.worker.execute(plan, now)
-        if self.prefix is not None:
-            self.prefix.after_step(plan, self.worker.book.states, chains, self.num_blocks - self.worker.num_used_blocks)
         self.recompute.observe(plan, result)
         if dt > 0:
             # Blocks held by requests (the worker's, not the store's record, which also counts the
@@ -94,8 +110,8 @@ class SimNode:
 
     def check_invariants(self) -> None:
         self.worker.check_invariants()
-        if self.prefix is not None:
-            self.prefix.check()
+        if self.cache is not None:
+            self.cache.check()
 
     def checkpoint_counters(self) -> dict[str, float] | None:
         if self.host_tier is None:

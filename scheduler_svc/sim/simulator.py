@@ -47,6 +47,8 @@ DEFAULT_HOST_TIER_BYTES = 2 * 1024**3
 # KV bytes per token when the cost model JSON does not say (Llama-3-8B in bf16: 2 x 32 layers x 8
 # KV heads x 128 x 2 B); prices checkpoint copies and sizes the host tier in tokens.
 DEFAULT_KV_BYTES_PER_TOKEN = 131072
+# The worker's default (worker_svc.config.WorkerConfig.prefix_host_tier_gb).
+DEFAULT_PREFIX_HOST_TIER_BYTES = 4 * 1024**3
 StepObserver = Callable[[BatchPlan, StepResult, float, float], None]
 
 
@@ -81,6 +83,9 @@ class SimConfig:
     # Prefix caching (issue 13) where the workload carries hash ids (sim/prefix.py). On by default,
     # as the service's `--prefix-cache` (`llmserve bench --engine sim --prefix-cache off`: without).
     prefix_cache: bool = True
+    # The prefix cache's host tier per worker (the worker's --prefix-host-tier-gb; 0: none):
+    # evicted cached blocks kept in host memory, copied back on a hit at `link_bytes_per_s`.
+    prefix_host_tier_bytes: int = DEFAULT_PREFIX_HOST_TIER_BYTES
     policy_options: dict[str, object] = field(default_factory=dict)
 
     @staticmethod
@@ -127,11 +132,11 @@ class Simulation:
         self._chains = {r.id: workload_chain(r, config.block_size) for r in self._requests if r.hash_ids} \
             if config.prefix_cache else {}
         self.nodes = [SimNode(WORKER_ID if k == 0 else f"sim-worker-{k}", policy, cost, config, self.clock,
-                              true_lengths, bool(self._chains), host_tier if k == 0 else None)
+                              true_lengths, self._chains if self._chains else None, host_tier if k == 0 else None)
                       for k in range(num_workers)]
         node = self.nodes[0]
         self.core, self.worker, self.leases, self.host_tier = node.core, node.worker, node.leases, node.host_tier
-        self.prefix, self.recompute = node.prefix, node.recompute
+        self.prefix, self.cache, self.recompute = node.prefix, node.cache, node.recompute
         self._on_step = on_step
         self.records: dict[str, RequestRecord] = {}
         self._tracker = ReleaseTracker(self._requests)
@@ -242,14 +247,15 @@ class Simulation:
                          kv_util_mean=kv_block_s / (busy_s * self._config.num_blocks) if busy_s else 0.0,
                          recomputed_tokens={c.name.lower(): n for c, n in recompute.recomputed_tokens.items()},
                          checkpoint=merged_counters(node.checkpoint_counters() for node in self.nodes),
-                         prefix=prefix_counters(node.prefix for node in self.nodes))
+                         prefix=prefix_counters((node.prefix_stats, node.cache) if node.cache is not None else None
+                                                for node in self.nodes))
         records = [self.records.get(r.id) or RequestRecord(r, r.arrival_s) for r in self._requests]
         unfinished = sum(1 for r in records if r.finish_s is None)
         return SimResult(self._policy_name, records, stats, time.perf_counter() - wall0, unfinished,
                          sum(node.worker.num_failed_steps for node in self.nodes), recompute)
 
     def _step(self, node: SimNode, plan: BatchPlan) -> None:
-        result, dt = node.execute(plan, self.clock.now(), self._chains)
+        result, dt = node.execute(plan, self.clock.now())
         if self._on_step is not None:
             self._on_step(plan, result, dt, self.clock.now())
         self.clock.advance(dt)

@@ -10,6 +10,13 @@ reaches its true output length, a dummy id otherwise), and prices the step with 
 With a `host_tier` (host_tier.py) it also checkpoints preempted requests and restores resumed
 ones, and charges the copies.
 
+With a `prefix` cache (the live worker's WorkerPrefixCache, its host tier's copies counted by a
+`CountingMover`) it runs the live worker's caching lease keeper too: hits start block tables,
+cached blocks outlive their requests in the cache's lease, the store's shortfall is reclaimed
+from the cache (demoting to its host tier), and each result carries the cache's report, as the
+live worker's does; a promotion's and a demotion's copies are charged to the step as copies
+(`prefix_copy_s_per_block`), not as prefill.
+
 All the simulator adds to the book is its cost model and its host-tier model. The true output
 lengths are the simulated model's knowledge; nothing here is visible to the scheduler core beyond
 the sampled token ids, exactly as with a real model.
@@ -23,7 +30,8 @@ from collections.abc import Callable, Mapping, Sequence
 from kvstore_svc.core.errors import KvStoreError
 from kvstore_svc.core.lease_table import LeaseTable
 from llmserve.plan import BatchPlan, Grant, KvDelta, StepErrorCode, StepResult
-from llmserve.plan_book import LeaseKeeper, PlanBook, PlanError, PlanLimits, RequestState, auto_reserve_blocks
+from llmserve.plan_book import (CACHE_HOLDER, CachingLeaseKeeper, LeaseKeeper, PlanBook, PlanError, PlanLimits,
+                                RequestState, WorkerPrefixCache, auto_reserve_blocks)
 from scheduler_svc.sim.cost_model import CostModel
 from scheduler_svc.sim.host_tier import SimHostTier
 
@@ -36,17 +44,22 @@ class SimWorker:
     def __init__(self, worker_id: str, leases: LeaseTable, block_size: int, cost: CostModel,
                  true_output_tokens: Mapping[str, int], eos_token_id: int, dummy_token_id: int = 7, *,
                  limits: PlanLimits = _UNLIMITED, host_tier: SimHostTier | None = None,
-                 reserve_blocks: int | None = None, sync_interval_s: float = 1.0) -> None:
+                 reserve_blocks: int | None = None, sync_interval_s: float = 1.0,
+                 prefix: WorkerPrefixCache | None = None, prefix_copy_s_per_block: float = 0.0) -> None:
         """`reserve_blocks` per part of the blocks held ahead (None: the real worker's default for
         the pool and the step limit), `sync_interval_s` as the worker's setting (simulated time)."""
         if dummy_token_id == eos_token_id:
             raise ValueError("the dummy token id must differ from the EOS id")
         self.worker_id = worker_id
-        self.book = PlanBook(block_size, limits)
+        self.book = PlanBook(block_size, limits, prefix=prefix)
+        self.prefix = prefix
+        self._copy_s_per_block = prefix_copy_s_per_block
+        self._moved_blocks = 0  # the prefix mover's count at the last step
         num_blocks = leases.worker(worker_id).geometry.num_blocks
         if reserve_blocks is None:
             reserve_blocks = auto_reserve_blocks(limits.max_num_batched_tokens, block_size, num_blocks)
-        self.keeper = LeaseKeeper(num_blocks, reserve_blocks, sync_interval_s)
+        self.keeper = LeaseKeeper(num_blocks, reserve_blocks, sync_interval_s) if prefix is None else \
+            CachingLeaseKeeper(num_blocks, reserve_blocks, sync_interval_s, prefix=prefix)
         self.host_tier = host_tier
         self._leases = leases
         self._cost = cost
@@ -87,15 +100,25 @@ class SimWorker:
             if plan.scheduled else 0.0
         if tier is not None:
             dt += self._transfer_s(moved)
+        report = None
+        if self.prefix is not None:
+            mover = self.prefix.mover
+            if mover is not None:  # the host tier's demotions and promotions of this step: copies
+                total = mover.blocks_in + mover.blocks_out  # type: ignore[attr-defined]
+                dt += (total - self._moved_blocks) * self._copy_s_per_block
+                self._moved_blocks = total
+            report = self.prefix.take_report()
         ns = int(dt * 1e9)
         if self.keeper.wants_sync(now):
             sync_with_store(self.keeper, self._leases, self.worker_id, now)
         reports: tuple[str, ...] = ()
         if self._checkpoint_failed:
             reports, self._checkpoint_failed = tuple(self._checkpoint_failed), []
+        cached, evicted, demoted = report if report is not None else ((), (), ())
         return StepResult(plan.step_id, sampled, work.timing(forward_ns=ns, total_ns=ns),
                           restore_failed_request_ids=work.restore_failed_request_ids,
-                          checkpoint_failed_request_ids=reports), dt
+                          checkpoint_failed_request_ids=reports, cached_block_hashes=cached,
+                          evicted_block_hashes=evicted, demoted_block_hashes=demoted), dt
 
     def _checkpoint(self, plan: BatchPlan, preempted: Sequence[RequestState]) -> int:
         """Host-tier writes and drops of the plan's dropped requests; returns the bytes copied."""
@@ -132,8 +155,10 @@ class SimWorker:
 
     @property
     def num_used_blocks(self) -> int:
-        """Blocks held by requests (those gone included until their release with the next step)."""
-        return self.keeper.num_held
+        """Blocks held by requests (those gone included until their release with the next step),
+        a shared cached block once; not the unreferenced cached blocks (free space)."""
+        num_held = self.keeper.num_held
+        return num_held - self.prefix.num_reclaimable if self.prefix is not None else num_held
 
     def settle(self, now: float) -> None:
         """Tells the store everything now, as the real worker's background syncs do within its sync
@@ -167,6 +192,8 @@ def lease_ahead(keeper: LeaseKeeper, leases: LeaseTable, worker_id: str, delta: 
     """A step's releases and leases as the real worker's shell does them: from the blocks held
     ahead, syncing with the store first only for what those lack (KvStoreError: refused)."""
     keeper.release(delta.release_request_ids)
+    if isinstance(keeper, CachingLeaseKeeper):  # what the store cannot give: from the cache, locally
+        keeper.reclaim_cached(delta.leases)
     must = keeper.shortfall(delta.leases)
     if must != (0, 0):
         sync_with_store(keeper, leases, worker_id, now, *must)
@@ -180,12 +207,21 @@ def check_worker_leases(book: PlanBook, keeper: LeaseKeeper, leases: LeaseTable,
     store's record is exactly the keeper's copy of it, with the pool's counts adding up."""
     keeper.check()
     states = book.states
+    prefix = book.prefix
     for rid, state in states.items():
-        assert tuple(state.block_table) == keeper.blocks(rid), (
-            f"{rid}: worker table {state.block_table} != its blocks {keeper.blocks(rid)}")
+        if prefix is None:
+            assert tuple(state.block_table) == keeper.blocks(rid), (
+                f"{rid}: worker table {state.block_table} != its blocks {keeper.blocks(rid)}")
+            continue
+        # With a prefix cache a table starts with shared cached blocks that another lease holds.
+        own = keeper.blocks(rid)
+        assert set(own) <= set(state.block_table), f"{rid}: leased blocks outside its table"
+        assert all(prefix.is_cached_block(b) for b in state.block_table if b not in set(own)), (
+            f"{rid}: a block of its table is neither its own nor cached")
     unreleased = set(book.unreleased)
     for rid in keeper.request_ids:
-        assert rid in states or rid in unreleased or not keeper.blocks(rid), f"blocks of {rid} outlived its state"
+        assert rid in states or rid in unreleased or rid == CACHE_HOLDER or not keeper.blocks(rid), (
+            f"blocks of {rid} outlived its state")
     record = leases.worker(worker_id)
     store_leases = {rid: (lease.service_class, tuple(lease.block_ids)) for rid, lease in record.leases.items()}
     leased = [b for _, blocks in store_leases.values() for b in blocks]

@@ -60,3 +60,37 @@ async def test_smollm2_hits_give_the_cold_runs_greedy_tokens() -> None:
     finally:
         await worker.stop(0.5)
         await kvstore.stop(0.5)
+
+
+async def test_smollm2_host_tier_hits_give_the_cold_runs_greedy_tokens() -> None:
+    """A KV pool of 24 blocks: after other prompts evicted the shared system prompt's blocks, a
+    question sharing it is served from the worker's host tier (copied back, not prefilled) with
+    the cold run's greedy tokens."""
+    kvstore = await start_kvstore(KvStoreConfig(lease_ttl_s=10.0))
+    worker = await start_worker(WorkerConfig(
+        model="default", kvstore_addr=kvstore.address, worker_id="w0", device="cpu", dtype="float32",
+        num_kv_blocks=24, block_size=16, max_num_batched_tokens=256, max_num_seqs=4, warmup=False, calibrate=False,
+        kv_reserve_blocks=2, prefix_host_tier_gb=0.5))
+    prompts = [SYSTEM + q for q in QUESTIONS[:2]]
+    fillers = [[1000 + 400 * k + t for t in range(300)] for k in range(2)]
+    try:
+        cold_sched = await start_scheduler(SchedulerServiceConfig(
+            worker_addrs=(worker.address,), kvstore_addr=kvstore.address, prefix_cache=False))
+        try:
+            cold = await _outputs(cold_sched.address, [prompts[1]])
+        finally:
+            await cold_sched.stop(0.5)
+        scheduler = await start_scheduler(SchedulerServiceConfig(worker_addrs=(worker.address,),
+                                                                 kvstore_addr=kvstore.address))
+        try:
+            await _outputs(scheduler.address, [prompts[0], *fillers])
+            stats = worker.service.runner.book.prefix.stats
+            assert stats.demoted_blocks >= len(SYSTEM) // 16
+            warm = await _outputs(scheduler.address, [prompts[1]])
+        finally:
+            await scheduler.stop(0.5)
+        assert warm[0][0] == cold[0][0]
+        assert warm[0][1] == len(SYSTEM) // 16 * 16 and stats.host_hit_blocks == len(SYSTEM) // 16
+    finally:
+        await worker.stop(0.5)
+        await kvstore.stop(0.5)

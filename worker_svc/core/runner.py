@@ -53,9 +53,11 @@ class StepRunner:
         limits: RunnerLimits,
         clock_ns: Callable[[], int] = time.perf_counter_ns,
         lazy_checkpoint_blocks: int = 0,
+        prefix: WorkerPrefixCache | None = None,
     ) -> None:
         """`lazy_checkpoint_blocks`: send full blocks of running non-real-time requests to the host
-        tier this many at a time (0: only at preemption)."""
+        tier this many at a time (0: only at preemption). `prefix`: the prefix cache (default: one
+        without a host tier; worker_svc/core/prefix_tier.py builds one with)."""
         self.model = model
         self.kv_cache = kv_cache
         self.limits = limits
@@ -67,7 +69,7 @@ class StepRunner:
         self.book = PlanBook(self.block_size, PlanLimits(
             limits.max_num_batched_tokens, limits.max_num_seqs, model.config.max_model_len,
             vocab_size=model.config.vocab_size, num_blocks=kv_cache.num_blocks),
-            prefix=WorkerPrefixCache(self.block_size))
+            prefix=prefix if prefix is not None else WorkerPrefixCache(self.block_size))
         self.checkpoints = CheckpointTracker(kv_cache, lazy_checkpoint_blocks)
         self._checkpoint_ops: list[CheckpointWrite | str] = []  # for the store, in order (str: a drop)
         self._begin_checkpoint = (0, 0)  # bytes and ns of the open step's preemption checkpoints

@@ -10,7 +10,16 @@ block it references was freed, handed out or overwritten), every cached block st
 tokens its hash names, the index's counts are exact, no block is in two places on either side,
 and the store's record is the worker's; the store never refuses a step that the scheduler's
 ledger admitted (an unreferenced cached block is free space). Tenants with different salts never
-hit each other's blocks."""
+hit each other's blocks.
+
+With a host tier (a few blocks, or none): the cache's evictions demote blocks into it and hits run
+on into it (promotions into fresh blocks). The mover copies the modelled KV, and a block handed
+out holds garbage once its demotion (if any) has been copied out, so a promotion that copied
+nothing, or a demotion copied after its block was reused, reads wrong tokens. After every step:
+every host block holds exactly the tokens its hash names, no hash is in both tiers, the tier is
+within its capacity, and the mirror (cached, demoted, evicted reports) is exactly the two tiers.
+Requests resumed from a checkpoint (restored into private blocks) name their blocks too; a hash
+the host tier held is then dropped from it."""
 
 from __future__ import annotations
 
@@ -24,6 +33,7 @@ from kvstore_svc.core.lease_table import LeaseTable
 from llmserve.plan import BatchPlan, NewRequest, ScheduledRequest
 from llmserve.plan_book import CachingLeaseKeeper, PlanBook, PlanLimits, WorkerPrefixCache
 from llmserve.prefix import chain_from_tokens, max_cached_blocks, tenant_salt
+from llmserve.prefix.host_tier import HostPrefixTier
 from llmserve.types import SamplingParams, ServiceClass, cdiv
 
 BS = 4
@@ -38,10 +48,11 @@ def token_of(rid: str, index: int) -> int:
 
 
 class WorkerWithCache(RuleBasedStateMachine):
-    @initialize(num_blocks=st.integers(12, 40), reserve=st.integers(0, 4))
-    def start(self, num_blocks: int, reserve: int) -> None:
+    @initialize(num_blocks=st.integers(12, 40), reserve=st.integers(0, 4), host_blocks=st.integers(0, 8))
+    def start(self, num_blocks: int, reserve: int, host_blocks: int) -> None:
         self.num_blocks = num_blocks
         self.reserve = reserve
+        self.host_blocks = host_blocks
         self.store = LeaseTable(ttl_s=1e9)
         self.store.register_pool(W, num_blocks, BS, 1, 0.0)
         self._new_worker()
@@ -49,7 +60,9 @@ class WorkerWithCache(RuleBasedStateMachine):
         self.step_id = 0
 
     def _new_worker(self) -> None:
-        self.cache = WorkerPrefixCache(BS)
+        self.cache = WorkerPrefixCache(BS, HostPrefixTier(self.host_blocks), mover=self)
+        self.granted_now: set[int] = set()
+        self.host_named: dict[int, tuple[int, ...]] = {}  # hash -> the tokens of the host block it names
         self.book = PlanBook(BS, PlanLimits(64, 16, 64), prefix=self.cache)
         self.keeper = CachingLeaseKeeper(self.num_blocks, self.reserve, 0.0, prefix=self.cache)
         self.kv: dict[int, list[int | None]] = {}  # block -> its token slots (the modelled KV)
@@ -62,6 +75,20 @@ class WorkerWithCache(RuleBasedStateMachine):
         self.sampled: dict[str, int] = {}
 
     # ---- the scheduler's side -----------------------------------------------------------------
+    # ---- the KV mover (the modelled KV) -------------------------------------------------------
+    def copy_out(self, block_ids: list[int]) -> list[tuple[int | None, ...]]:
+        out = [tuple(self.kv.get(b, [None] * BS)) for b in block_ids]
+        for b in block_ids:  # copied out: a block handed out this step is garbage from now on
+            if b in self.granted_now:
+                self.kv[b] = [None] * BS
+        return out
+
+    def copy_in(self, block_ids: list[int], payloads: list[tuple[int | None, ...]]) -> None:
+        assert len(block_ids) == len(payloads)
+        for b, payload in zip(block_ids, payloads):
+            assert None not in payload, "a promotion of a block never copied out"
+            self.kv[b] = list(payload)
+
     def _claim(self, prompt: tuple[int, ...], salt: int) -> int:
         chain = chain_from_tokens(prompt, BS, salt)
         n = 0
@@ -133,6 +160,25 @@ class WorkerWithCache(RuleBasedStateMachine):
             out.append(ScheduledRequest(rid, num, state.num_computed, state.num_computed + num == known))
         return out
 
+    @rule(family=st.integers(0, 2), length=st.integers(5, 36), tenant=st.integers(0, 1), lag=st.integers(0, 3))
+    def resume(self, family: int, length: int, tenant: int, lag: int) -> None:
+        """A request re-admitted from its checkpoint: restored into private blocks (no hit), its
+        prompt then named where its hashes are not on the device (dropped from the host tier)."""
+        self.deliver(lag)
+        prompt = FAMILIES[family][:length]
+        computed = (len(prompt) - 1) // BS * BS
+        need = cdiv(len(prompt), BS)
+        if computed < BS or sum(self.want.values()) + need > self.num_blocks:
+            return
+        rid = f"c{self.serial}"
+        self.serial += 1
+        salt = SALTS[tenant]
+        new = NewRequest(rid, prompt, len(prompt), SamplingParams(max_tokens=8, seed=1), ServiceClass.BEST_EFFORT, 0,
+                         computed, prefix_salt=salt)
+        self.salts[rid] = salt
+        self.want[rid] = need
+        self._step(BatchPlan(self.step_id, (new,), (ScheduledRequest(rid, len(prompt) - computed, computed, True),)))
+
     @rule()
     def step(self) -> None:
         self._step(BatchPlan(self.step_id, (), tuple(self._continue())))
@@ -150,8 +196,8 @@ class WorkerWithCache(RuleBasedStateMachine):
     def deliver(self, lag: int) -> None:
         """The scheduler reads results: all but the last `lag` reports reach its mirror."""
         while len(self.reports) > lag:
-            cached, evicted = self.reports.popleft()
-            self.mirror |= set(cached)
+            cached, evicted, demoted = self.reports.popleft()
+            self.mirror |= set(cached) | set(demoted)
             self.mirror -= set(evicted)
 
     @rule()
@@ -165,6 +211,7 @@ class WorkerWithCache(RuleBasedStateMachine):
         pool = self.store.worker(W).pool
         assert pool.num_free == self.num_blocks, "blocks outlived the stream"
         assert self.cache.index.num_cached == 0 and self.keeper.num_held == 0
+        assert self.cache.host_tier is None or len(self.cache.host_tier) == 0, "the host tier outlived the stream"
         self._new_worker_state_after_reset()
 
     def _new_worker_state_after_reset(self) -> None:
@@ -174,6 +221,7 @@ class WorkerWithCache(RuleBasedStateMachine):
         self.reports.clear()
         self.kv.clear()
         self.named.clear()
+        self.host_named.clear()
 
     # ---- the worker's side --------------------------------------------------------------------
     def _sync(self, must_low: int = 0, must_high: int = 0) -> None:
@@ -192,21 +240,32 @@ class WorkerWithCache(RuleBasedStateMachine):
         if must != (0, 0):
             self._sync(*must)
         grants = keeper.take(delta.leases)
-        for grant in grants:  # a block handed out holds whatever it held before: unknown
-            for block in grant.block_ids:
-                self.kv[block] = [None] * BS
+        self.granted_now = {b for grant in grants for b in grant.block_ids}
+        demoting = {b for _, b in self.cache._demotions}  # noqa: SLF001 - copied out at grant, then garbage
+        for block in self.granted_now - demoting:  # a block handed out holds whatever it held before: unknown
+            self.kv[block] = [None] * BS
         book.grant(grants)
+        self.granted_now = set()
+        for rid, num_tokens in book.pending_restores().items():  # the checkpoint's KV copied in
+            state = book.state(rid)
+            for pos in range(num_tokens):
+                self.kv[state.block_table[pos // BS]][pos % BS] = state.token_ids[pos]
+            book.restore(rid, True)
         for chunk in book.chunks():  # the forward pass writes the chunk's KV
             table = chunk.state.block_table
             for pos in range(chunk.start, chunk.end):
                 self.kv.setdefault(table[pos // BS], [None] * BS)[pos % BS] = chunk.state.token_ids[pos]
         book.commit(lambda state: token_of(state.request_id, state.next_draw))
-        cached, evicted = self.cache.take_report()
+        cached, evicted, demoted = self.cache.take_report()
         for block_hash in cached:
             self.named[block_hash] = self._tokens_of_hash(block_hash)
+            self.host_named.pop(block_hash, None)
         for block_hash in evicted:
             self.named.pop(block_hash, None)
-        self.reports.append((cached, evicted))
+            self.host_named.pop(block_hash, None)
+        for block_hash in demoted:
+            self.host_named[block_hash] = self.named.pop(block_hash)
+        self.reports.append((cached, evicted, demoted))
         if keeper.wants_sync(float(self.step_id)):
             self._sync()
 
@@ -239,6 +298,21 @@ class WorkerWithCache(RuleBasedStateMachine):
             assert entry is not None, "a reported block is not cached"
             assert tuple(self.kv[entry.block_id]) == tokens, "a cached block was overwritten"
         assert set(self.named) == set(index._entries), "the reports do not add up to the cache"  # noqa: SLF001
+
+    @invariant()
+    def host_blocks_hold_what_their_hash_names(self) -> None:
+        if not hasattr(self, "book"):
+            return
+        tier = self.cache.host_tier
+        held = dict(tier._blocks) if tier is not None else {}  # noqa: SLF001 - the test reads the tier's table
+        assert set(held) == set(self.host_named), "the reports do not add up to the host tier"
+        for block_hash, payload in held.items():
+            assert payload == self.host_named[block_hash], "a host block does not hold what its hash names"
+        assert not self.cache._demotions and not self.cache._promotions, "a copy left for later"  # noqa: SLF001
+        self.cache.check()
+        # every report delivered: the mirror is exactly the two tiers
+        if not self.reports:
+            assert self.mirror == set(self.named) | set(self.host_named)
 
     @invariant()
     def accounting_is_exact(self) -> None:

@@ -36,7 +36,7 @@ def warm() -> tuple[PlanBook, Blocks, WorkerPrefixCache, list[int]]:
 
 def test_a_hit_starts_with_the_cached_blocks_and_leases_only_the_rest() -> None:
     book, blocks, cache, table = warm()
-    cached, evicted = cache.take_report()
+    cached, evicted, _ = cache.take_report()
     assert cached == cache.chain(cached_new("x")) and evicted == ()  # a's four blocks, reported once
     delta = begin(book, BatchPlan(2, (cached_new("b", 16),), (sched("b", 2, 16),)))
     assert [lease.num_blocks for lease in delta.leases] == [1] and delta.restores == ()
@@ -75,10 +75,74 @@ def test_without_a_salt_nothing_is_cached_and_a_report_nets_out() -> None:
     cache = WorkerPrefixCache(4)
     book, blocks = PlanBook(4, LIMITS, prefix=cache), Blocks()
     run(book, blocks, BatchPlan(0, (cached_new("a", salt=0),), (sched("a", 18, 0),)))
-    assert cache.index.num_cached == 0 and cache.take_report() == ((), ())
+    assert cache.index.num_cached == 0 and cache.take_report() == ((), (), ())
     run(book, blocks, BatchPlan(1, (cached_new("b"),), (sched("b", 18, 0),)))
-    cached, evicted = cache.take_report()
+    cached, evicted, _ = cache.take_report()
     assert len(cached) == 4 and evicted == ()
     cache.release("b")
     gone = cache.evict(1)
-    assert len(gone) == 1 and cache.take_report() == ((), (cached[-1],))  # the tail goes first
+    assert len(gone) == 1 and cache.take_report() == ((), (cached[-1],), ())  # the tail goes first
+
+
+def test_a_readmission_keeps_its_references_when_the_earlier_admission_is_released() -> None:
+    """A preempted request re-admitted before its release reached the keeper (the same step's
+    releases): releasing the earlier admission must not drop the new one's references."""
+    book, blocks, cache, table = warm()
+    chain = cache.chain(cached_new("x"))
+    cache.admit("b", chain, 4, 0, 4)
+    cache.admit("b", chain, 4, 0, 4)  # re-admitted; the first admission's release is queued
+    cache.release("b")  # the queued release: the first admission's
+    assert cache.index.refs(chain[0]) == 1 and cache.index.num_reclaimable == 0
+    cache.release("b")
+    assert cache.index.refs(chain[0]) == 0 and cache.index.num_reclaimable == 4
+    cache.check()
+
+
+def test_an_evicted_block_is_demoted_then_promoted_into_a_fresh_block_with_its_kv() -> None:
+    """With a host tier: evicted blocks are copied out at the next grant (before any write), a
+    later hit takes them back into fresh blocks (copied in), and they are cached again once
+    named; the report says demoted, then cached."""
+    from llmserve.prefix.host_tier import HostPrefixTier
+
+    class Mover:
+        def __init__(self) -> None:
+            self.kv: dict[int, str] = {}
+            self.out: list[int] = []
+            self.into: list[tuple[int, str]] = []
+
+        def copy_out(self, ids):  # noqa: ANN001, ANN202
+            self.out += ids
+            return [self.kv.get(b, f"kv{b}") for b in ids]
+
+        def copy_in(self, ids, payloads):  # noqa: ANN001, ANN202
+            self.into += list(zip(ids, payloads))
+
+    mover = Mover()
+    cache = WorkerPrefixCache(4, HostPrefixTier(8), mover)
+    book, blocks = PlanBook(4, LIMITS, prefix=cache), Blocks()
+    run(book, blocks, BatchPlan(0, (cached_new("a"),), (sched("a", 18, 0),)))
+    table = list(book.state("a").block_table)
+    begin(book, BatchPlan(1, finished_request_ids=("a",)))
+    cache.release("a")
+    book.grant(())
+    book.commit(())
+    chain = cache.chain(cached_new("x"))
+    cached, _, _ = cache.take_report()
+    assert cached == chain
+    assert cache.evict(2) == [table[3], table[2]]  # the tail first, demoted (copied at the next grant)
+    assert cache.take_report() == ((), (), (chain[3], chain[2])) and mover.out == []
+    delta = begin(book, BatchPlan(2, (cached_new("b", 16),), (sched("b", 2, 16),)))
+    assert book.state("b").block_table == table[:2] and book.state("b").num_computed == 16  # 2 device + 2 host
+    assert [lease.num_blocks for lease in delta.leases] == [3]  # the two promoted blocks and the last
+    grants = blocks.apply(delta)
+    book.grant(grants)
+    assert sorted(mover.out) == sorted([table[2], table[3]])  # copied out at the grant, before the forward
+    fresh = list(grants[0].block_ids[:2])
+    assert mover.into == [(fresh[0], f"kv{table[2]}"), (fresh[1], f"kv{table[3]}")]
+    assert (book.work().num_prefill_tokens, book.work().num_recomputed_tokens) == (2, 0)
+    book.commit(lambda state: 7)
+    assert cache.index.match(chain) == 4 and len(cache.host_tier) == 0  # type: ignore[arg-type]
+    cached, evicted, demoted = cache.take_report()
+    assert set(cached) == {chain[2], chain[3]} and demoted == ()
+    assert cache.stats.host_hit_blocks == 2 and cache.stats.hit_blocks == 4 and cache.stats.demoted_blocks == 2
+    cache.check()
