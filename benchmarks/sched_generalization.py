@@ -24,6 +24,7 @@ same configuration (fcfs, priority, edf and dedicated do not change when only br
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import sys
@@ -77,6 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--slack-bank-tpots", type=float, default=0.0,
                    help="bros and tempo (tempo-oracle, +admission): the scheduler's opt-in --slack-bank-tpots "
                         "(default 0: off; with --reuse, rerun bros and tempo)")
+    p.add_argument("--policy-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="bros and tempo (tempo-oracle, +admission): a policy option, e.g. take_seats=False "
+                        "(repeatable; with --reuse, rerun bros and tempo)")
     p.add_argument("--prefix-cache", choices=("on", "off"), default="off",
                    help="prefix caching on the agentic workloads' hash ids (default off: the suite's results "
                         "stay comparable with those taken before `llmserve up` cached prefixes, issue 13 phase B)")
@@ -103,6 +107,18 @@ def _config(args: argparse.Namespace) -> dict:
     return config
 
 
+def _slo_policy_options(args: argparse.Namespace) -> tuple[tuple[str, object], ...]:
+    """The options bros and tempo (tempo-oracle, +admission) run with: the bank, and any
+    `--policy-option KEY=VALUE` (a Python literal), as (hashable, picklable) pairs."""
+    options = [("slack_bank_tpots", args.slack_bank_tpots)] if args.slack_bank_tpots else []
+    for item in args.policy_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--policy-option {item!r}: expected KEY=VALUE")
+        options.append((key, ast.literal_eval(value)))
+    return tuple(options)
+
+
 def _load_reuse(args: argparse.Namespace) -> dict[str, dict]:
     if not args.reuse:
         return {}
@@ -125,9 +141,10 @@ def main(argv: list[str] | None = None) -> int:
               for name, seeds in _halves(args.half).items()}
     runs = _load_reuse(args)
     overrides = (("prefix_cache", args.prefix_cache == "on"),)
-    banked = (*overrides, ("policy_options", (("slack_bank_tpots", args.slack_bank_tpots),)))
+    options = _slo_policy_options(args)
+    banked = (*overrides, ("policy_options", options))
     jobs = [Job(spec, load, policy, args.duration, args.cost_model,
-                banked if args.slack_bank_tpots and split_policy(policy)[0] in BANKED_POLICIES else overrides)
+                banked if options and split_policy(policy)[0] in BANKED_POLICIES else overrides)
             for specs in halves.values() for spec in specs for load in args.loads
             for policy in _policies(args)]
     todo = [j for j in jobs if j.key not in runs]
@@ -144,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"suite": {**_config(args), "policies": list(_policies(args)), "tuning_seeds": list(TUNING_SEEDS),
                      "held_out_seeds": list(HELD_OUT_SEEDS), "fresh_seeds": list(FRESH_SEEDS),
                      "unseen_seeds": list(UNSEEN_SEEDS),
-                     "slack_bank_tpots": args.slack_bank_tpots, "wall_s": round(wall_s, 1), "simulated_runs": len(todo), "reused_runs": len(jobs) - len(todo)},
+                     "slack_bank_tpots": args.slack_bank_tpots, "policy_options": args.policy_option, "wall_s": round(wall_s, 1), "simulated_runs": len(todo), "reused_runs": len(jobs) - len(todo)},
            "halves": {}}
     text = [f"# Scheduling generalization suite ({args.cost_model}, {args.duration:g} s per workload at x1, "
             f"loads {', '.join(f'x{x:g}' for x in args.loads)}; {len(todo)} runs simulated in {wall_s:.0f} s)"]
