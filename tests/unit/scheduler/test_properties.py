@@ -5,7 +5,8 @@ lease table. Invariants: no block is held twice and the book's tables are exactl
 leases, the store's record is exactly what the worker told it, the core's ledger mirrors what the
 worker's requests hold (no leak, no double allocation), the worker never sees an inconsistent
 plan, every request ends exactly once with exactly the tokens an uninterrupted run would produce,
-and at the end every lease is released and the reserve given back."""
+and at the end every lease is released and the reserve given back. With a checkpoint book (and so
+bros's and tempo's seat-taking) or without one; the roster's RT counts equal a recount."""
 
 from __future__ import annotations
 
@@ -13,14 +14,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scheduler_svc.core import POLICY_NAMES, FinishReason, ServiceClass
+from scheduler_svc.core.checkpoints import CheckpointBook
 from tests.factories import EOS, default_token, make_driver, make_request, make_scheduler
 
 _CLASSES = [c for c in ServiceClass if c is not ServiceClass.UNSPECIFIED]
+RT = ServiceClass.REAL_TIME
+
+
+def _options(policy: str, aging_s: float = 0.2) -> dict[str, object]:
+    """Short aging by default; for bros and tempo no victim hold (seats are taken in a short run)."""
+    return {"aging_s": aging_s, **({"victim_hold_s": 0.0} if policy in ("bros", "tempo") else {})}
 _POLICIES = list(POLICY_NAMES)
 
 
 @st.composite
-def scenarios(draw):
+def scenarios(draw, policies=tuple(_POLICIES), max_seqs=8, tier=st.one_of(st.none(), st.integers(0, 40))):
     block_size = draw(st.sampled_from([2, 4, 8]))
     num_blocks = draw(st.integers(6, 40))
     requests = []
@@ -38,14 +46,17 @@ def scenarios(draw):
             deadline_ms=draw(st.sampled_from([50.0, 500.0, 5000.0])),
         ))
     return dict(
-        policy=draw(st.sampled_from(_POLICIES)),
+        policy=draw(st.sampled_from(policies)),
         block_size=block_size,
         num_blocks=num_blocks,
         budget=draw(st.integers(1, 40)),
-        max_num_seqs=draw(st.integers(1, 8)),
+        max_num_seqs=draw(st.integers(1, max_seqs)),
         max_inflight=draw(st.sampled_from([1, 2])),
         fail_steps=draw(st.sets(st.integers(0, 60), max_size=3)),
         reserve_blocks=draw(st.integers(0, 4)),
+        # The checkpoint book's host tier, in blocks (None: no book, preemption recomputes); the
+        # fake worker has no tier, so every checkpoint fails and its request is recomputed.
+        tier_blocks=draw(tier),
         sync_interval_s=draw(st.sampled_from([0.0, 0.05, 1.0])),
         requests=requests,
     )
@@ -54,9 +65,27 @@ def scenarios(draw):
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_random_interleavings_keep_every_invariant(sc):
+    _run(sc)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios(policies=("bros", "tempo"), max_seqs=3, tier=st.integers(0, 40)))
+def test_seats_taken_for_rt_keep_every_invariant(sc):
+    # Few seats and a checkpoint book: bros's and tempo's seat-taking (step_builder._take_seat)
+    # preempts and drains victims at max_num_seqs, and every invariant above still holds (aging
+    # long enough that best-effort work is not exempt from it).
+    _run(sc, aging_s=30.0)
+
+
+def _run(sc, aging_s: float = 0.2):
+    book = None
+    if sc["tier_blocks"] is not None:
+        book = CheckpointBook()
+        book.set_capacity(sc["tier_blocks"] * 64, 64, sc["block_size"])
     sched = make_scheduler(sc["policy"], num_blocks=sc["num_blocks"], block_size=sc["block_size"],
                            max_num_batched_tokens=sc["budget"], max_num_seqs=sc["max_num_seqs"],
-                           policy_options={"aging_s": 0.2})
+                           policy_options=_options(sc["policy"], aging_s), checkpoints=book)
+    roster = sched._roster
     eos_at = {r["request_id"]: r["eos_at"] for r in sc["requests"] if r["eos_at"] is not None}
     driver = make_driver(sched, eos_at=eos_at, fail_steps=set(sc["fail_steps"]), reserve_blocks=sc["reserve_blocks"],
                          sync_interval_s=sc["sync_interval_s"])
@@ -67,6 +96,10 @@ def test_random_interleavings_keep_every_invariant(sc):
     def check_mirror(plan):
         failures_seen.extend(s for s in worker.fail_steps if s == plan.step_id)
         sched.ledger.check()
+        # The RT counts the seat rule reads (roster.py) equal a recount.
+        assert roster.num_running_rt == sum(t.req.service_class is RT for t in roster.running.values())
+        assert roster.num_rt == sum(t.req.service_class is RT and not t.req.is_finished
+                                    for t in roster.requests.values())
         worker.check_invariants()
         assert not worker.violations, worker.violations
         for rid, state in worker.requests.items():
@@ -115,3 +148,4 @@ def test_random_interleavings_keep_every_invariant(sc):
     worker.check_invariants()
     assert worker.num_leases == 0 and worker.num_store_blocks_used == 0
     assert sched.stats().num_running == 0 and sched.stats().num_waiting == 0
+    assert roster.num_rt == 0 and roster.num_running_rt == 0
