@@ -42,12 +42,15 @@ What the paper's visible material fixes (papers.md §1) and how it is realised h
   nor an aged one. Victims are preempted by CHECKPOINT (their KV goes to the KV store's host tier
   and is restored on resume; core/checkpoints.py); RT victims (of a running RT stream short of KV)
   by recompute. BE admissions leave `rt_reserve_blocks` free as headroom.
-- Seats: at `max_num_seqs` a waiting on-time RT request takes the seat of best-effort work or a
-  lost deadline request (`take_seats`, default on; `slo_step.may_take_seat_of`): not aged, not
+- Seats (opt-in, `take_seats`; `slo_step.may_take_seat_of`): at `max_num_seqs` a waiting on-time
+  RT request takes the seat of best-effort work or a lost deadline request: not aged, not
   re-admitted within `victim_hold_s`, whose KV is no larger than the RT prompt and whose
   checkpoint fits the host tier without evicting another (the step builder picks the fewest
   blocks; one seat per waiting RT request). Near saturation the seats, not the token budget,
-  were what RT lacked (docs/scheduling.md, phases F and G).
+  were what RT lacked in the simulator (docs/scheduling.md, phases F and G: +1 to +2 RT cells per
+  seed, no recompute); off by default because live on the CPU stack at x8 it cut best-effort
+  throughput 2-3x (bros `rt_be_short` x8: 82.1 -> 36.1 tok/s) without an RT gain, which the
+  simulator does not predict.
 - Anti-starvation bound (the core's promotion is off: `aging_s` is this policy's own): a
   non-RT request, or a lost RT one, unscheduled for `aging_s` is aged from the next key
   refresh (running keys every step, waiting keys every `waiting_key_ttl` = 20 steps), and from
@@ -107,7 +110,7 @@ class BrosPolicy(Policy):
         stream_reserve_tpots: float = 1.0,
         slack_bank_tpots: float = 0.0,
         bank_fill_pace: float = 0.5,
-        take_seats: bool = True,
+        take_seats: bool = False,
     ) -> None:
         # The core's promotion would rank a starved BE request above on-time RT: aging is ours.
         super().__init__(aging_s=None)

@@ -88,9 +88,10 @@ multi-thousand-token KV its growth checkpointed, and the host tier evicted, so i
 recomputed; bros's arrival order among best-effort work never did that); a best-effort or deadline victim is preempted by CHECKPOINT (its KV goes to the KV store's host
 tier and comes back on resume), an RT victim by recompute. A waiting request below on-time work
 is admitted only when no such request is mid-prompt and the free KV holds its whole prompt
-(`slo_step.py`). Seats, as bros: at `max_num_seqs` a waiting on-time RT request takes the seat of
-best-effort work or a lost deadline request whose KV is no larger than its prompt and whose
-checkpoint fits the host tier (`take_seats`, `victim_hold_s`; `slo_step.may_take_seat_of`).
+(`slo_step.py`). Seats, as bros (opt-in, `take_seats`, off by default for the reason bros's
+docstring gives): at `max_num_seqs` a waiting on-time RT request takes the seat of best-effort
+work or a lost deadline request whose KV is no larger than its prompt and whose checkpoint fits
+the host tier (`victim_hold_s`; `slo_step.may_take_seat_of`).
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ class TempoPolicy(Policy):
         slack_bank_tpots: float = 0.0,
         bank_fill_pace: float = 0.5,
         lengths: OutputLengths | None = None,
-        take_seats: bool = True,
+        take_seats: bool = False,
         victim_hold_s: float = 1.0,
     ) -> None:
         """`lengths`: where output lengths come from; None (always, in the service: `make_policy`

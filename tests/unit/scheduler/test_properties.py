@@ -22,8 +22,10 @@ RT = ServiceClass.REAL_TIME
 
 
 def _options(policy: str, aging_s: float = 0.2) -> dict[str, object]:
-    """Short aging by default; for bros and tempo no victim hold (seats are taken in a short run)."""
-    return {"aging_s": aging_s, **({"victim_hold_s": 0.0} if policy in ("bros", "tempo") else {})}
+    """Short aging by default; bros and tempo take seats (opt-in) with no victim hold, so that
+    seats are taken within a short run."""
+    extra = {"victim_hold_s": 0.0, "take_seats": True} if policy in ("bros", "tempo") else {}
+    return {"aging_s": aging_s, **extra}
 _POLICIES = list(POLICY_NAMES)
 
 

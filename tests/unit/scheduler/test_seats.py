@@ -15,7 +15,10 @@ COST = LinearCostModel(a_s=0.010, b_s_per_prefill_token=0.001, c_s_per_decode_se
 
 
 def _options(policy: str, **extra: object) -> dict[str, object]:
-    return {"cost_model": COST, "min_prefill_chunk": 4, **extra} if policy in ("bros", "tempo") else dict(extra)
+    """bros and tempo with seat-taking on (it is opt-in), unless `extra` says otherwise."""
+    if policy not in ("bros", "tempo"):
+        return dict(extra)
+    return {"cost_model": COST, "min_prefill_chunk": 4, "take_seats": True, **extra}
 
 
 def _book(tier_blocks: int | None = 64) -> CheckpointBook:
@@ -82,8 +85,15 @@ def test_a_seat_is_never_taken_from_a_request_just_readmitted_nor_from_rt(policy
 
 
 @pytest.mark.parametrize("policy", ["bros", "tempo"])
-def test_seat_taking_can_be_turned_off(policy):
-    sched = _seats_full_of_be(policy, (2, 2), take_seats=False)
+def test_seat_taking_is_off_by_default(policy):
+    sched = make_scheduler(policy, max_num_seqs=2, num_blocks=64, checkpoints=_book(),
+                           policy_options={"cost_model": COST, "min_prefill_chunk": 4})
+    now = sched.clock.now()
+    for i in range(2):
+        sched.add_request(make_request(f"be{i}", prompt_len=2, max_tokens=32, service_class=BE, arrival_s=now + i))
+    p0 = sched.schedule()
+    sched.update(StepResult(p0.step_id, (("be0", 5), ("be1", 5))))
+    sched.clock.advance(1.5)
     _add_rt(sched)
     assert sched.schedule().preempted_request_ids == ()
 
