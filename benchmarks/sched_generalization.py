@@ -51,7 +51,7 @@ FRESH_SEEDS = (3,)
 UNSEEN_SEEDS = (4,)
 HALVES = {"tuning": TUNING_SEEDS, "held_out": HELD_OUT_SEEDS, "fresh": FRESH_SEEDS, "unseen": UNSEEN_SEEDS}
 POLICIES = ("fcfs", "priority", "edf", "bros", "tempo", "tempo-oracle")
-BANKED_POLICIES = ("bros", "tempo", "tempo-oracle")  # the ones --slack-bank-tpots applies to
+OPTION_POLICIES = ("bros", "tempo", "tempo-oracle")  # the ones --slack-bank-tpots and --policy-option apply to
 LOADS = (0.5, 1.0, 2.0, 4.0)
 
 
@@ -142,9 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     runs = _load_reuse(args)
     overrides = (("prefix_cache", args.prefix_cache == "on"),)
     options = _slo_policy_options(args)
-    banked = (*overrides, ("policy_options", options))
+    with_options = (*overrides, ("policy_options", options))
     jobs = [Job(spec, load, policy, args.duration, args.cost_model,
-                banked if options and split_policy(policy)[0] in BANKED_POLICIES else overrides)
+                with_options if options and split_policy(policy)[0] in OPTION_POLICIES else overrides)
             for specs in halves.values() for spec in specs for load in args.loads
             for policy in _policies(args)]
     todo = [j for j in jobs if j.key not in runs]

@@ -33,7 +33,7 @@ _RT = ServiceClass.REAL_TIME
 
 class Roster:
     __slots__ = ("requests", "running", "waiting", "ledger", "notes", "inflight", "next_step_id",
-                 "outstanding", "num_preemptions", "num_rt", "num_running_rt", "_next_seq", "_config", "_policy", "_clock", "_checkpoints")
+                 "outstanding", "num_preemptions", "num_rt", "_next_seq", "_config", "_policy", "_clock", "_checkpoints")
 
     def __init__(self, config: SchedulerConfig, policy: Policy, clock: Clock, checkpoints: CheckpointBook | None) -> None:
         self._config = config
@@ -49,10 +49,9 @@ class Roster:
         self.next_step_id = 0  # the step being (or next to be) planned
         self.outstanding = 0  # routing load: prompt + output tokens still allowed, over unfinished requests
         self.num_preemptions = 0
-        # RT requests not finished, and those of them running: the step builder's seat-taking
+        # RT requests not finished (waiting or running): the step builder's seat-taking
         # (`StepBuilder._take_seat`) drains a seat for each RT request waiting, no more.
         self.num_rt = 0
-        self.num_running_rt = 0
         self._next_seq = 0
 
     # ---- keys ----------------------------------------------------------------------------------
@@ -68,11 +67,6 @@ class Roster:
     def promoted_key(t: Ticket, now: float) -> tuple:
         """Band 0: ahead of every non-promoted request, promoted ones in promotion order."""
         return (0, t.promoted_at, t.seq)
-
-    @property
-    def num_waiting_rt(self) -> int:
-        """RT requests waiting for admission (queued or preempted)."""
-        return self.num_rt - self.num_running_rt
 
     # ---- moves ---------------------------------------------------------------------------------
     def add(self, req: Request, now: float) -> None:
@@ -100,8 +94,6 @@ class Roster:
         self.waiting.remove(t)
         t.req.status = RequestStatus.RUNNING
         self.running[t.req.request_id] = t
-        if t.req.service_class is _RT:
-            self.num_running_rt += 1
 
     def finish(self, t: Ticket, reason: FinishReason, now: float) -> None:
         req = t.req
@@ -114,8 +106,6 @@ class Roster:
         if self._checkpoints is not None and self._checkpoints.forget(rid):
             self.notes.note_drop(rid)
         if self.running.pop(rid, None) is not None:
-            if req.service_class is _RT:
-                self.num_running_rt -= 1
             self.notes.note_finished(t)  # the worker holds state: list it in the next plan
         else:
             self.waiting.remove(t)
@@ -151,8 +141,7 @@ class Roster:
             else:
                 book.on_recompute(rid, req.num_computed_tokens)
         self.ledger.free(rid)
-        if self.running.pop(rid, None) is not None and req.service_class is _RT:
-            self.num_running_rt -= 1
+        self.running.pop(rid, None)
         t.reset_for_queue()
         req.status = RequestStatus.PREEMPTED
         if counted:
@@ -186,7 +175,7 @@ class Roster:
             req.status = RequestStatus.PREEMPTED if req.output_token_ids else RequestStatus.WAITING
         self.requests.clear()
         self.running.clear()
-        self.num_rt = self.num_running_rt = 0
+        self.num_rt = 0
         self.waiting = WaitingQueue(track_starvation=policy.aging_s is not None)
         self.inflight.clear()
         self.ledger = BlockLedger(self._config.num_blocks)

@@ -28,12 +28,13 @@ from scheduler_svc.core.checkpoints import CheckpointBook
 from scheduler_svc.core.plan import NewRequestData, ScheduledRequest
 from scheduler_svc.core.policy.base import Policy
 from scheduler_svc.core.prefix_view import PrefixCacheView
-from scheduler_svc.core.request import RequestStatus
+from scheduler_svc.core.request import RequestStatus, ServiceClass
 from scheduler_svc.core.roster import Entry, Roster
 from scheduler_svc.core.step_draft import StepDraft
 from scheduler_svc.core.ticket import Ticket
 
 _RUNNING = RequestStatus.RUNNING
+_RT = ServiceClass.REAL_TIME
 
 
 class StepBuilder:
@@ -264,8 +265,12 @@ class StepBuilder:
                 continue
             if policy.seat_may_preempt(req, victim.req):
                 candidates.append((ledger.held(victim.req.request_id), j, victim))
-        wanted = self._roster.num_waiting_rt - on_the_way
-        if not candidates or wanted <= 0:
+        if not candidates:
+            return False
+        roster = self._roster  # RT requests waiting: those not finished less those running
+        rt_running = sum(1 for t in roster.running.values() if t.req.service_class is _RT)
+        wanted = roster.num_rt - rt_running - on_the_way
+        if wanted <= 0:
             return False
         candidates.sort(key=lambda c: (c[0], -c[1]))  # fewest blocks, then the lowest ranked
         # Not `preempted_any`: that would close admission to the beneficiary too, and the seats

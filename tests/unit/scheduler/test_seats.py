@@ -30,11 +30,15 @@ def _book(tier_blocks: int | None = 64) -> CheckpointBook:
 
 
 def _seats_full_of_be(policy: str, be_prompts: tuple[int, ...], wait_s: float = 1.5,
-                      book: CheckpointBook | None = None, **extra: object):
+                      book: CheckpointBook | None = None, no_book: bool = False,
+                      options: dict[str, object] | None = None, **extra: object):
     """BE requests with these prompt lengths take every seat (max_num_seqs = their number) and
-    decode; `wait_s` later an RT request with an 8-token prompt arrives."""
-    sched = make_scheduler(policy, max_num_seqs=len(be_prompts), num_blocks=64, policy_options=_options(policy, **extra),
-                           checkpoints=book if book is not None else _book())
+    decode; `wait_s` later an RT request with an 8-token prompt arrives. `book`: the checkpoint
+    book (default a 64-block tier; `no_book`: none); `options`: the policy's, instead of
+    `_options(policy, **extra)` (seat-taking on)."""
+    sched = make_scheduler(policy, max_num_seqs=len(be_prompts), num_blocks=64,
+                           policy_options=options if options is not None else _options(policy, **extra),
+                           checkpoints=None if no_book else book if book is not None else _book())
     now = sched.clock.now()
     for i, n in enumerate(be_prompts):
         sched.add_request(make_request(f"be{i}", prompt_len=n, max_tokens=32, service_class=BE, arrival_s=now + i))
@@ -86,14 +90,7 @@ def test_a_seat_is_never_taken_from_a_request_just_readmitted_nor_from_rt(policy
 
 @pytest.mark.parametrize("policy", ["bros", "tempo"])
 def test_seat_taking_is_off_by_default(policy):
-    sched = make_scheduler(policy, max_num_seqs=2, num_blocks=64, checkpoints=_book(),
-                           policy_options={"cost_model": COST, "min_prefill_chunk": 4})
-    now = sched.clock.now()
-    for i in range(2):
-        sched.add_request(make_request(f"be{i}", prompt_len=2, max_tokens=32, service_class=BE, arrival_s=now + i))
-    p0 = sched.schedule()
-    sched.update(StepResult(p0.step_id, (("be0", 5), ("be1", 5))))
-    sched.clock.advance(1.5)
+    sched = _seats_full_of_be(policy, (2, 2), options={"cost_model": COST, "min_prefill_chunk": 4})
     _add_rt(sched)
     assert sched.schedule().preempted_request_ids == ()
 
@@ -155,13 +152,7 @@ def test_the_book_counts_the_tier_in_blocks_exactly():
 
 
 def test_without_a_checkpoint_book_no_seat_is_taken():
-    sched = make_scheduler("bros", max_num_seqs=2, num_blocks=64, policy_options=_options("bros"))
-    now = sched.clock.now()
-    for i in range(2):
-        sched.add_request(make_request(f"be{i}", prompt_len=2, max_tokens=32, service_class=BE, arrival_s=now + i))
-    p0 = sched.schedule()
-    sched.update(StepResult(p0.step_id, (("be0", 5), ("be1", 5))))
-    sched.clock.advance(1.5)
+    sched = _seats_full_of_be("bros", (2, 2), no_book=True)
     _add_rt(sched)
     assert sched.schedule().preempted_request_ids == ()
 
