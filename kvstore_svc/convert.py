@@ -122,8 +122,8 @@ def chunk_from_pb(chunk: kvstore_pb2.KvChunk) -> KvChunk:
 def checkpoint_to_pb_chunks(data: CheckpointData, max_chunk_bytes: int) -> Iterator[kvstore_pb2.KvChunk]:
     """The checkpoint as chunks of at most `max_chunk_bytes` of data, block by block in order;
     the last chunk sets `final` and `num_tokens`."""
-    last_block = len(data.blocks) - 1
-    for index, block in enumerate(data.blocks):
+    last_block = data.first_block + len(data.blocks) - 1
+    for index, block in enumerate(data.blocks, start=data.first_block):
         view = memoryview(block)
         for offset in range(0, data.block_bytes, max_chunk_bytes):
             end = min(offset + max_chunk_bytes, data.block_bytes)
@@ -179,9 +179,11 @@ def checkpoint_response_to_pb(num_blocks: int, bytes_stored: int) -> kvstore_pb2
     return kvstore_pb2.CheckpointResponse(num_blocks=num_blocks, bytes_stored=bytes_stored)
 
 
-def restore_from_pb(request: kvstore_pb2.RestoreRequest) -> tuple[str, str, tuple[int, ...]]:
-    """The request id (InvalidRequestError when empty), and the dtype and shape the restorer expects."""
-    return require_id(request.request_id, "request_id"), request.dtype, tuple(request.shape)
+def restore_from_pb(request: kvstore_pb2.RestoreRequest) -> tuple[str, str, tuple[int, ...], int]:
+    """The request id (InvalidRequestError when empty), the dtype and shape the restorer expects,
+    and the first block it wants."""
+    return (require_id(request.request_id, "request_id"), request.dtype, tuple(request.shape),
+            request.first_block_index)
 
 
 def drop_checkpoint_from_pb(request: kvstore_pb2.DropCheckpointRequest) -> str:

@@ -149,8 +149,8 @@ class KvStoreServicer(kvstore_pb2_grpc.KvStoreServicer):
     async def Restore(
         self, request: kvstore_pb2.RestoreRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[kvstore_pb2.KvChunk]:
-        request_id, dtype, shape = convert.restore_from_pb(request)
-        data = self._store.restore(request_id, dtype, shape)
+        request_id, dtype, shape, first_block = convert.restore_from_pb(request)
+        data = self._store.restore(request_id, dtype, shape, first_block)
         # `data` is an immutable snapshot: a drop or eviction while streaming cannot tear it.
         for chunk in convert.checkpoint_to_pb_chunks(data, self._config.max_chunk_bytes):
             yield chunk

@@ -38,9 +38,12 @@ class NewRequest:
     num_computed_tokens: int = 0
     # The request's trace context, so the worker's spans join its trace (set by the shell).
     trace_context: TraceContext = ()
-    # > 0 (and then equal to num_computed_tokens): those leading prompt tokens are a prefix-cache
-    # hit, their KV already in the worker's cache (shared blocks), so they are neither restored nor
-    # computed (a worker that no longer holds all of them recomputes the rest within the step).
+    # > 0: those leading prompt tokens are a prefix-cache hit, their KV already in the worker's
+    # cache (shared blocks), so they are neither restored nor computed. Equal to
+    # num_computed_tokens for a fresh admission (a worker that no longer holds all of them
+    # recomputes the rest within the step); below it for a resume past its cached prefix: the
+    # checkpoint supplies only the blocks after those the cache still holds (issue 13: a restore
+    # re-acquires the shared prefix instead of writing private copies of it).
     num_cached_tokens: int = 0
     # The root of the prompt's block-hash chain (llmserve.prefix.tenant_salt): the worker names
     # the full prompt blocks it computes on this chain and keeps them cached. 0: not cached.
@@ -139,10 +142,13 @@ class Grant:
 
 @dataclass(frozen=True, slots=True)
 class RestoreSpec:
-    """A resumed request whose first `num_tokens` tokens' KV come from its checkpoint."""
+    """A resumed request whose first `num_tokens` tokens' KV come from its checkpoint, but for its
+    first `first_block` blocks, which its prefix-cache hit already put in place (neither fetched
+    nor copied)."""
 
     request_id: str
     num_tokens: int
+    first_block: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -123,7 +123,7 @@ def plan_to_proto(plan: BatchPlan, trace_contexts: Mapping[str, Mapping[str, str
             service_class=int(new.service_class),
             num_output_tokens=new.num_output_tokens,
             trace_context=dict(new.trace_context) or contexts.get(new.request_id, {}),
-            restore_from_checkpoint=new.num_computed_tokens > 0 and not new.num_cached_tokens,
+            restore_from_checkpoint=new.num_computed_tokens > new.num_cached_tokens,
             num_computed_tokens=new.num_computed_tokens,
             num_cached_tokens=new.num_cached_tokens,
             prefix_salt=new.prefix_salt,

@@ -23,6 +23,7 @@ from scheduler_svc.core import (
     make_policy,
 )
 from scheduler_svc.core.checkpoints import CheckpointBook
+from scheduler_svc.core.prefix_view import PrefixCacheView
 from tests.fake_worker import EOS, FakeWorker, default_token
 
 __all__ = ["EOS", "Driver", "FakeWorker", "default_token", "make_config", "make_driver", "make_request",
@@ -75,10 +76,10 @@ def make_config(**overrides: object) -> SchedulerConfig:
 
 def make_scheduler(policy: str = "fcfs", *, clock: ManualClock | None = None,
                    policy_options: dict[str, object] | None = None, checkpoints: CheckpointBook | None = None,
-                   **config_overrides: object) -> Scheduler:
+                   prefix: PrefixCacheView | None = None, **config_overrides: object) -> Scheduler:
     """A scheduler on a ManualClock (reach it as `scheduler.clock`) with a small pool (64 blocks of 4)."""
     return Scheduler(make_config(**config_overrides), make_policy(policy, **(policy_options or {})),
-                     clock or ManualClock(1.0), checkpoints=checkpoints)
+                     clock or ManualClock(1.0), checkpoints=checkpoints, prefix=prefix)
 
 
 @dataclass

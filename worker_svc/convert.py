@@ -65,7 +65,7 @@ def _new_request(new: worker_pb2.NewRequest) -> NewRequest:
         num_output_tokens=new.num_output_tokens,
         num_computed_tokens=new.num_computed_tokens if new.restore_from_checkpoint else new.num_cached_tokens,
         trace_context=tuple(sorted(new.trace_context.items())),
-        num_cached_tokens=0 if new.restore_from_checkpoint else new.num_cached_tokens,
+        num_cached_tokens=new.num_cached_tokens,
         prefix_salt=new.prefix_salt,
     )
 
@@ -198,24 +198,26 @@ def checkpoint_chunks(write: CheckpointWrite, fmt: BlockFormat, max_chunk_bytes:
                                   num_tokens=write.num_tokens, final=True)
 
 
-def restore_request(request_id: str, fmt: BlockFormat) -> kvstore_pb2.RestoreRequest:
-    """Asks for a checkpoint in this worker's cache format (the store refuses another)."""
-    return kvstore_pb2.RestoreRequest(request_id=request_id, dtype=fmt.dtype, shape=list(fmt.shape))
+def restore_request(request_id: str, fmt: BlockFormat, first_block: int = 0) -> kvstore_pb2.RestoreRequest:
+    """Asks for a checkpoint in this worker's cache format (the store refuses another), from
+    block `first_block` on (those before it are the request's prefix hit)."""
+    return kvstore_pb2.RestoreRequest(request_id=request_id, dtype=fmt.dtype, shape=list(fmt.shape),
+                                      first_block_index=first_block)
 
 
-def restored_from_chunks(chunks: Sequence[kvstore_pb2.KvChunk]) -> RestoredKv:
-    """Reassembles a Restore stream (blocks in order, each in offset order). Raises ValueError for
-    a stream that is empty, out of order or unfinished."""
+def restored_from_chunks(chunks: Sequence[kvstore_pb2.KvChunk], first_block: int = 0) -> RestoredKv:
+    """Reassembles a Restore stream asked from block `first_block` (blocks in order, each in
+    offset order). Raises ValueError for a stream that is empty, out of order or unfinished."""
     if not chunks:
         raise ValueError("the Restore stream carried no chunk")
     blocks: list[bytearray] = []
     for chunk in chunks:
-        if chunk.block_index == len(blocks) and chunk.offset == 0:
+        if chunk.block_index == first_block + len(blocks) and chunk.offset == 0:
             blocks.append(bytearray())
-        if chunk.block_index != len(blocks) - 1 or chunk.offset != len(blocks[-1]):
+        if chunk.block_index != first_block + len(blocks) - 1 or chunk.offset != len(blocks[-1]):
             raise ValueError(f"Restore chunk of block {chunk.block_index} at offset {chunk.offset} is out of order")
         blocks[-1] += chunk.data
     last = chunks[-1]
     if not last.final:
         raise ValueError("the Restore stream ended without its final chunk")
-    return RestoredKv(last.dtype, tuple(last.shape), last.num_tokens, tuple(bytes(b) for b in blocks))
+    return RestoredKv(last.dtype, tuple(last.shape), last.num_tokens, tuple(bytes(b) for b in blocks), first_block)

@@ -283,12 +283,12 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
         if self.checkpoints is None:
             return {}
         fmt = self.runner.checkpoints.format
-        replies = await asyncio.gather(*(self.checkpoints.restore(convert.restore_request(s.request_id, fmt))
-                                         for s in specs))
+        replies = await asyncio.gather(*(
+            self.checkpoints.restore(convert.restore_request(s.request_id, fmt, s.first_block)) for s in specs))
         restored: dict[str, RestoredKv | None] = {}
         for spec, chunks in zip(specs, replies):
             try:
-                restored[spec.request_id] = convert.restored_from_chunks(chunks) if chunks else None
+                restored[spec.request_id] = convert.restored_from_chunks(chunks, spec.first_block) if chunks else None
             except ValueError as err:
                 logger.warning("restore of %s unusable (%s): recomputing it", spec.request_id, err)
                 restored[spec.request_id] = None

@@ -44,7 +44,8 @@ class KvChunk:
 
 @dataclass(frozen=True, slots=True)
 class CheckpointData:
-    """A complete checkpoint, blocks in block-table order."""
+    """A complete checkpoint, blocks in block-table order from `first_block` (a restorer that
+    holds the blocks before it, its cached prefix, is not sent them)."""
 
     request_id: str
     dtype: str
@@ -52,6 +53,7 @@ class CheckpointData:
     block_bytes: int
     num_tokens: int
     blocks: tuple[bytes, ...]
+    first_block: int = 0
 
 
 @dataclass(slots=True)
@@ -138,8 +140,11 @@ class HostTier:
             self._finish(chunk, checkpoint)
         return len(chunk.data)
 
-    def restore(self, request_id: str, expected_dtype: str = "", expected_shape: tuple[int, ...] = ()) -> CheckpointData:
-        """The complete checkpoint of a request, blocks in order.
+    def restore(self, request_id: str, expected_dtype: str = "", expected_shape: tuple[int, ...] = (),
+                first_block: int = 0) -> CheckpointData:
+        """The complete checkpoint of a request, blocks in order from `first_block` (the
+        restorer's prefix-cache hit holds those before it; one at or past the checkpoint's end
+        raises `InvalidSpecError`).
 
         `expected_dtype` / `expected_shape`, when given, are what the restoring worker's cache
         holds: a checkpoint of another dtype or shape raises `CheckpointMismatchError`.
@@ -162,12 +167,18 @@ class HostTier:
                 f"checkpoint of request {request_id} holds blocks of shape {list(checkpoint.shape)}, "
                 f"the worker expects {list(expected_shape)}"
             )
+        if not 0 <= first_block < len(checkpoint.blocks):
+            raise InvalidSpecError(
+                f"first_block_index {first_block} is not below the {len(checkpoint.blocks)} blocks of the checkpoint "
+                f"of request {request_id}"
+            )
         self._complete_lru.move_to_end(request_id)
         self.num_restores += 1
-        blocks = tuple(bytes(checkpoint.blocks[index].data) for index in range(len(checkpoint.blocks)))
+        blocks = tuple(bytes(checkpoint.blocks[index].data) for index in range(first_block, len(checkpoint.blocks)))
         self.bytes_restored_total += len(blocks) * checkpoint.block_bytes
         return CheckpointData(
-            request_id, checkpoint.dtype, checkpoint.shape, checkpoint.block_bytes, checkpoint.num_tokens, blocks
+            request_id, checkpoint.dtype, checkpoint.shape, checkpoint.block_bytes, checkpoint.num_tokens, blocks,
+            first_block,
         )
 
     def drop(self, request_id: str) -> bool:

@@ -113,9 +113,10 @@ class KvStore:
         """A writer for the chunks of one Checkpoint call."""
         return CheckpointWriter(self.host_tier)
 
-    def restore(self, request_id: str, expected_dtype: str = "", expected_shape: tuple[int, ...] = ()) -> CheckpointData:
+    def restore(self, request_id: str, expected_dtype: str = "", expected_shape: tuple[int, ...] = (),
+                first_block: int = 0) -> CheckpointData:
         """See `HostTier.restore`."""
-        return self.host_tier.restore(request_id, expected_dtype, expected_shape)
+        return self.host_tier.restore(request_id, expected_dtype, expected_shape, first_block)
 
     def drop_checkpoint(self, request_id: str) -> bool:
         """See `HostTier.drop`."""

@@ -106,8 +106,9 @@ class PlanBook:
         block_size = self.block_size
         max_len = self.limits.max_model_len
         lease_rows: list[tuple[str, int]] = []  # (request, blocks to lease)
+        # Resumed requests: their checkpoint covers num_computed_tokens, past any cached prefix.
         restores = {new.request_id: new.num_computed_tokens for new in plan.new_requests
-                    if new.num_computed_tokens > 0 and not new.num_cached_tokens} if plan.new_requests else {}
+                    if new.num_computed_tokens > new.num_cached_tokens} if plan.new_requests else {}
         if self.prefix is not None:
             self.prefix.begin_step()
         hits = prefix_hits(self.prefix, plan.new_requests) if plan.new_requests else {}
@@ -141,7 +142,8 @@ class PlanBook:
         if total > self.limits.max_num_batched_tokens:
             limit = self.limits.max_num_batched_tokens
             raise PlanError(f"{total} scheduled tokens exceed max_num_batched_tokens {limit}")
-        recomputed = admit_new(states, plan.new_requests, hits, self.prefix, block_size) if plan.new_requests else 0
+        recomputed = admit_new(states, plan.new_requests, hits, self.prefix, block_size, restores) \
+            if plan.new_requests else 0
         leases = []
         for rid, extra in lease_rows:
             state = states[rid]
@@ -150,7 +152,10 @@ class PlanBook:
         work = StepWork(total - decode - resumed_tokens + recomputed, decode, kv_read, recomputed)
         step = _OpenStep(plan, tuple(leases), released, work, restores, settled=not restores)
         self._open = step
-        return KvDelta(released, step.leases, tuple(RestoreSpec(r, k) for r, k in restores.items()) if restores else ())
+        # A restore starts after the blocks its prefix hit put in place (admit_new: a whole number).
+        specs = tuple(RestoreSpec(r, k, states[r].num_computed // block_size) for r, k in restores.items()) \
+            if restores else ()
+        return KvDelta(released, step.leases, specs)
 
     # ---- phase 2: grants, restores, the step's work, commit ----------------------------------------
     def grant(self, grants: Sequence[Grant]) -> None:
@@ -168,8 +173,9 @@ class PlanBook:
             self.prefix.after_grant(states)
 
     def restore(self, request_id: str, ok: bool) -> None:
-        """Records whether a resumed request's checkpoint was copied into its first blocks. Not
-        called, or `ok` false: the step recomputes those tokens (its chunk starts at 0)."""
+        """Records whether a resumed request's checkpoint was copied into its first blocks (after
+        those of its prefix hit). Not called, or `ok` false: the step recomputes those tokens (its
+        chunk starts after its prefix hit, or at 0)."""
         step = self._require_open()
         num_tokens = step.restores.get(request_id)
         if num_tokens is None:
@@ -181,10 +187,13 @@ class PlanBook:
             self._states[request_id].num_computed = num_tokens
             step.restored.add(request_id)
 
-    def pending_restores(self) -> dict[str, int]:
-        """Resumed requests of the open step not yet restored -> tokens their checkpoint covers."""
+    def pending_restores(self) -> tuple[RestoreSpec, ...]:
+        """The open step's resumed requests not yet restored: the tokens their checkpoint covers,
+        and the blocks their prefix hit put in place (the restore copies the rest)."""
         step = self._require_open()
-        return {rid: k for rid, k in step.restores.items() if rid not in step.restored}
+        states, block_size = self._states, self.block_size
+        return tuple(RestoreSpec(rid, k, states[rid].num_computed // block_size)
+                     for rid, k in step.restores.items() if rid not in step.restored)
 
     def work(self) -> StepWork:
         """The step's token accounting, final once its grants and restores are in."""
@@ -194,7 +203,8 @@ class PlanBook:
             return work
         if step.leases and not step.granted:
             raise PlanError(f"step {step.plan.step_id}: its leases were never granted")
-        # A resumed request's chunk starts where its restore left it: at the checkpoint, or at 0.
+        # A resumed request's chunk starts where its restore left it: at the checkpoint, or after
+        # its prefix hit (0 without one).
         states = self._states
         failed = []
         for rid, num_tokens, computed, _ in step.plan.scheduled:
@@ -209,7 +219,7 @@ class PlanBook:
         for rid, num_tokens in step.restores.items():
             if rid not in step.restored:
                 failed.append(rid)
-                work.num_recomputed_tokens += num_tokens
+                work.num_recomputed_tokens += num_tokens - states[rid].num_computed
         work.restore_failed_request_ids = tuple(failed)
         step.settled = True
         return work

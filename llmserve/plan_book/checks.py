@@ -92,9 +92,11 @@ def _check_new(new: NewRequest, new_by_id: Mapping[str, NewRequest], states: Map
     if not 0 <= new.num_computed_tokens < len(tokens):
         raise PlanError(f"new request {rid}: num_computed_tokens {new.num_computed_tokens} to restore must be "
                         f"below its {len(tokens)} known tokens", rid)
-    if new.num_cached_tokens and not new.num_cached_tokens == new.num_computed_tokens < new.num_prompt_tokens:
-        raise PlanError(f"new request {rid}: num_cached_tokens {new.num_cached_tokens} must equal num_computed_tokens "
-                        f"{new.num_computed_tokens} and leave a prompt token to compute", rid)
+    if new.num_cached_tokens and not new.num_cached_tokens <= new.num_computed_tokens or (
+            new.num_cached_tokens >= new.num_prompt_tokens):
+        raise PlanError(f"new request {rid}: num_cached_tokens {new.num_cached_tokens} must be at most "
+                        f"num_computed_tokens {new.num_computed_tokens} (equal, or less to restore the rest) and "
+                        f"leave a prompt token to compute", rid)
 
 
 _request_id_of = operator.itemgetter(0)  # of a ScheduledRequest

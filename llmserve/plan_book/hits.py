@@ -9,7 +9,7 @@ block, its cached prefix included."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from llmserve.plan import NewRequest
 from llmserve.plan_book.prefix_cache import WorkerPrefixCache
@@ -32,10 +32,12 @@ def prefix_hits(prefix: WorkerPrefixCache | None, new_requests: Sequence[NewRequ
 
 
 def admit_new(states: dict[str, RequestState], new_requests: Sequence[NewRequest], hits: Hits,
-              prefix: WorkerPrefixCache | None, block_size: int) -> int:
+              prefix: WorkerPrefixCache | None, block_size: int, restores: Mapping[str, int]) -> int:
     """Creates the new requests' states, a hit's block table starting with its cached device
     blocks (referenced from now on; its host blocks follow once granted and copied); returns the
-    claimed tokens no longer cached, computed this step."""
+    claimed tokens no longer cached, computed this step. A resumed request (in `restores`) starts
+    at what its hit still holds; its checkpoint covers the rest of the claim, so nothing of it is
+    recomputed unless the restore fails (`PlanBook.work` counts that)."""
     recomputed = 0
     for new in new_requests:
         state = states[new.request_id] = RequestState.admit(new)
@@ -51,5 +53,6 @@ def admit_new(states: dict[str, RequestState], new_requests: Sequence[NewRequest
         available = device + host
         if available * block_size < new.num_cached_tokens:  # evicted meanwhile (or a partial block claimed)
             state.num_computed = available * block_size
-            recomputed += new.num_cached_tokens - state.num_computed
+            if new.request_id not in restores:
+                recomputed += new.num_cached_tokens - state.num_computed
     return recomputed

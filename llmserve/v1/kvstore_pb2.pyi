@@ -214,14 +214,16 @@ class CheckpointResponse(_message.Message):
     def __init__(self, num_blocks: _Optional[int] = ..., bytes_stored: _Optional[int] = ...) -> None: ...
 
 class RestoreRequest(_message.Message):
-    __slots__ = ("request_id", "dtype", "shape")
+    __slots__ = ("request_id", "dtype", "shape", "first_block_index")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
+    FIRST_BLOCK_INDEX_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     dtype: str
     shape: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, request_id: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
+    first_block_index: int
+    def __init__(self, request_id: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., first_block_index: _Optional[int] = ...) -> None: ...
 
 class DropCheckpointRequest(_message.Message):
     __slots__ = ("request_id",)

@@ -99,10 +99,14 @@ class StepBuilder:
         # Resume from a host-tier checkpoint when the book has one: its tokens are not recomputed.
         book = self._checkpoints
         resume = book.resume_point(req.request_id, req.num_tokens) if book else 0
-        # Otherwise past its cached prefix, as the worker's cache holds it now (claimed below).
+        # Past its cached prefix, as the worker's cache holds it now (claimed below): a resumed
+        # request re-acquires the shared blocks and restores only the rest (issue 13); a
+        # checkpoint no longer than the hit is not needed at all.
         cached = 0
-        if not resume and self._prefix is not None:
+        if self._prefix is not None:
             cached = req.num_cached_tokens = self._prefix.cached_tokens(req)
+            if resume <= cached:
+                resume = 0
         first = resume or cached
         req.num_computed_tokens = first  # policies price the step from here
         num_tokens = min(req.num_tokens - first, self.draft.token_budget)
@@ -123,7 +127,7 @@ class StepBuilder:
             req.num_output_tokens, first, num_cached_tokens=cached, prefix_salt=req.prefix_salt))
         if resume:
             book.on_restore(req.request_id, resume)  # type: ignore[union-attr]
-        elif cached:
+        if cached:
             self._prefix.claim(req)  # type: ignore[union-attr]
         self._commit(t, num_tokens, decode, need)
         return True

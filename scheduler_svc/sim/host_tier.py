@@ -6,7 +6,7 @@ says the store and the real worker do:
   `capacity_bytes` and, like the store's, evicts complete checkpoints least recently used first,
   or refuses (the worker then reports the request in `checkpoint_failed_request_ids`: recompute);
 - a resumed request is restored when the tier holds enough of its tokens (else the plan book has
-  the step recompute its prefix);
+  the step recompute its prefix); only its blocks past its prefix-cache hit are copied in;
 - copies cost `bytes / link_bytes_per_s` (device <-> host), added to the step. With lazy
   checkpointing the full blocks of running best-effort requests were copied in the background
   while they ran, so a preemption is charged only its tail block (`lazy=True`).
@@ -73,15 +73,16 @@ class SimHostTier:
         if held is not None:
             self.used_bytes -= self._bytes(held)
 
-    def restore(self, request_id: str, num_tokens: int) -> int | None:
-        """Restores a resumed request's first `num_tokens` tokens; returns the bytes copied
-        (None: the tier does not hold them, the step recomputes them)."""
+    def restore(self, request_id: str, num_tokens: int, first_block: int = 0) -> int | None:
+        """Restores a resumed request's first `num_tokens` tokens but for its first `first_block`
+        blocks (its prefix hit holds them); returns the bytes copied (None: the tier does not hold
+        them, the step recomputes those past the hit)."""
         if self.tier.get(request_id, 0) < num_tokens:
             self.stats.num_failed_restores += 1
-            self.stats.recomputed_tokens += num_tokens
+            self.stats.recomputed_tokens += num_tokens - first_block * self.block_size
             return None
         self.tier.move_to_end(request_id)
-        nbytes = self._bytes(num_tokens)
+        nbytes = self._bytes(num_tokens) - first_block * self.block_bytes
         self.stats.num_restores += 1
         self.stats.bytes_restored += nbytes
         return nbytes

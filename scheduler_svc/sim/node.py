@@ -120,6 +120,7 @@ class SimNode:
         return {"host_tier_checkpoints": tier.num_checkpoints, "host_tier_restores": tier.num_restores,
                 "host_tier_refusals": tier.num_refusals, "host_tier_evictions": tier.num_evictions,
                 "host_tier_failed_restores": tier.num_failed_restores,
+                "host_tier_restored_bytes": tier.bytes_restored,
                 "host_tier_transfer_s": round(tier.transfer_s, 6)}
 
 

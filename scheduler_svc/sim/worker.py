@@ -91,7 +91,7 @@ class SimWorker:
             return self._fail(plan, StepErrorCode.KV_REFUSED, f"KV lease refused: {err}"), self._transfer_s(moved)
         book.grant(grants)
         for spec in delta.restores:
-            copied = tier.restore(spec.request_id, spec.num_tokens) if tier is not None else None
+            copied = tier.restore(spec.request_id, spec.num_tokens, spec.first_block) if tier is not None else None
             book.restore(spec.request_id, copied is not None)
             moved += copied or 0
         work = book.work()

@@ -63,12 +63,14 @@ class CheckpointWrite:
 
 @dataclass(frozen=True)
 class RestoredKv:
-    """A checkpoint fetched from the store."""
+    """A checkpoint fetched from the store: its blocks from `first_block` on (those before it are
+    the request's cached prefix, not fetched)."""
 
     dtype: str
     shape: tuple[int, ...]
     num_tokens: int
     blocks: tuple[bytes, ...]
+    first_block: int = 0
 
 
 def read_blocks(cache: KvCache, block_ids: Sequence[int]) -> tuple[bytes, ...]:
@@ -198,15 +200,18 @@ class CheckpointTracker:
         return writes
 
     def apply_restore(self, state: RequestState, spec: RestoreSpec, data: RestoredKv | None) -> bool:
-        """Copies a fetched checkpoint into the request's first blocks (the plan book then counts
-        those tokens computed). False (nothing copied) when it is missing, of another format, or
+        """Copies a fetched checkpoint into the request's blocks `spec.first_block ..` (the ones
+        before are its prefix hit, shared with the cache, never written); the plan book then counts
+        those tokens computed. False (nothing copied) when it is missing, of another format, or
         too short: the step then recomputes those tokens."""
         fmt = self.format
-        need = cdiv(spec.num_tokens, self.block_size)
-        if (data is None or data.dtype != fmt.dtype or tuple(data.shape) != fmt.shape
-                or data.num_tokens < spec.num_tokens or len(data.blocks) < need
-                or any(len(b) != fmt.nbytes for b in data.blocks[:need]) or len(state.block_table) < need):
+        first, need = spec.first_block, cdiv(spec.num_tokens, self.block_size)
+        skip = first - data.first_block if data is not None else 0  # fetched blocks before `first`
+        if (data is None or data.dtype != fmt.dtype or tuple(data.shape) != fmt.shape or skip < 0
+                or data.num_tokens < spec.num_tokens or len(data.blocks) < need - data.first_block
+                or any(len(b) != fmt.nbytes for b in data.blocks[skip:need - data.first_block])
+                or len(state.block_table) < need):
             return False
-        write_blocks(self.cache, state.block_table[:need], data.blocks[:need])
+        write_blocks(self.cache, state.block_table[first:need], data.blocks[skip:need - data.first_block])
         self.restored(state.request_id, spec.num_tokens)
         return True

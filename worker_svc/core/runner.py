@@ -162,7 +162,7 @@ class StepRunner:
     def _restore(self, restored: Mapping[str, RestoredKv | None]) -> tuple[int, int]:
         """Copies the fetched checkpoints in; returns the bytes copied and the wall time."""
         book = self.book
-        specs = [RestoreSpec(rid, k) for rid, k in book.pending_restores().items()]
+        specs = book.pending_restores()
         if not specs:
             return 0, 0
         start = self._clock_ns()
@@ -171,7 +171,7 @@ class StepRunner:
             ok = self.checkpoints.apply_restore(book.state(spec.request_id), spec, restored.get(spec.request_id))
             book.restore(spec.request_id, ok)
             if ok:
-                nbytes += cdiv(spec.num_tokens, self.block_size) * self.kv_cache.spec.bytes_per_block
+                nbytes += (cdiv(spec.num_tokens, self.block_size) - spec.first_block) * self.kv_cache.spec.bytes_per_block
         return nbytes, self._clock_ns() - start
 
     def _forward(self, chunks: Sequence[Chunk]) -> tuple[list[int], int, int, int]:

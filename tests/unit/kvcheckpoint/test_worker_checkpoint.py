@@ -86,6 +86,27 @@ def test_restore_checks_format_and_length() -> None:
     assert torch.equal(cache.data[:, :, 6], cache.data[:, :, 1]) and tracker.saved_blocks("x") == 2
 
 
+def test_a_restore_past_a_prefix_hit_writes_only_the_blocks_after_it() -> None:
+    """Blocks before `first_block` are the request's shared prefix: never written, and a fetch
+    from `first_block` (or from earlier) fills exactly the rest."""
+    cache = _cache()
+    tracker = CheckpointTracker(cache, lazy_blocks=0)
+    fmt = tracker.format
+    before = cache.data.clone()
+    spec = RestoreSpec("x", 9, first_block=1)
+    fetched = RestoredKv(fmt.dtype, fmt.shape, 10, read_blocks(cache, [2, 3]), first_block=1)
+    state = _state("x", [0, 6, 7], computed=4)  # block 0: the hit's
+    assert tracker.apply_restore(state, spec, fetched)
+    assert torch.equal(cache.data[:, :, 0], before[:, :, 0])  # the shared block is untouched
+    assert torch.equal(cache.data[:, :, 6], before[:, :, 2]) and torch.equal(cache.data[:, :, 7], before[:, :, 3])
+    whole = RestoredKv(fmt.dtype, fmt.shape, 10, read_blocks(cache, [1, 2, 3]))
+    state = _state("y", [0, 4, 5], computed=4)
+    assert tracker.apply_restore(state, spec, whole)  # a whole checkpoint: its first block is skipped
+    assert torch.equal(cache.data[:, :, 4], before[:, :, 2]) and torch.equal(cache.data[:, :, 0], before[:, :, 0])
+    late = RestoredKv(fmt.dtype, fmt.shape, 10, read_blocks(cache, [3]), first_block=2)
+    assert not tracker.apply_restore(_state("z", [0, 4, 5], computed=4), spec, late)  # lacks block 1
+
+
 def test_lazy_writes_of_several_requests_in_one_step_carry_each_its_own_blocks() -> None:
     """The step's lazy writes are read in one gather: each request's write holds its own blocks'
     bytes, in its table's order, as reading them one request at a time gives."""

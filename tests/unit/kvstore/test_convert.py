@@ -26,6 +26,14 @@ def test_restore_chunks_cover_each_block_in_order_under_the_limit() -> None:
     assert (back.request_id, back.block_index, back.offset, back.shape, back.final, back.num_tokens) == ("r", 1, 32, (10,), True, 9)
 
 
+def test_restore_chunks_from_a_first_block_keep_the_checkpoints_block_indices() -> None:
+    data = CheckpointData("r", "float32", (10,), 40, num_tokens=19, blocks=(bytes(40), bytes(40)), first_block=3)
+    chunks = list(convert.checkpoint_to_pb_chunks(data, max_chunk_bytes=40))
+    assert [(c.block_index, c.final) for c in chunks] == [(3, False), (4, True)]
+    request = kvstore_pb2.RestoreRequest(request_id="r", dtype="float32", first_block_index=3)
+    assert convert.restore_from_pb(request) == ("r", "float32", (), 3)
+
+
 def test_lease_specs_need_a_service_class() -> None:
     request = kvstore_pb2.ApplyRequest(
         worker_id="w",

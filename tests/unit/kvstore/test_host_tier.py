@@ -52,6 +52,16 @@ def test_lazy_checkpoint_over_several_writes_restores_in_order() -> None:
     assert tier.bytes_stored_total == 3 * BLOCK
 
 
+def test_a_restore_from_a_first_block_sends_only_the_blocks_after_it() -> None:
+    tier = HostTier(10 * BLOCK)
+    store_full(tier, "r", 3, num_tokens=11)
+    data = tier.restore("r", "float32", SHAPE, first_block=2)
+    assert (data.first_block, data.blocks, data.num_tokens) == (2, (block_data("r", 2),), 11)
+    assert tier.bytes_restored_total == BLOCK
+    with pytest.raises(InvalidSpecError, match="first_block_index 3 is not below the 3 blocks"):
+        tier.restore("r", first_block=3)
+
+
 def test_restore_checks_dtype_and_shape() -> None:
     tier = HostTier(10 * BLOCK)
     store_full(tier, "r", 1)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmserve.plan import BatchPlan, Grant, KvDelta, NewRequest, ScheduledRequest
+from llmserve.plan import BatchPlan, Grant, KvDelta, NewRequest, RestoreSpec, ScheduledRequest
 from llmserve.plan_book import PlanBook, PlanError, PlanLimits
 from llmserve.types import SamplingParams, ServiceClass, derive_seed
 
@@ -196,7 +196,7 @@ def test_a_restored_request_starts_at_its_checkpoint_and_a_failed_restore_recomp
     assert [(r.request_id, r.num_tokens) for r in delta.restores] == [("ok", 8), ("lost", 8)]
     assert [s.num_blocks for s in delta.leases] == [3, 3]  # the restored prefix needs blocks too
     book.grant(blocks.apply(delta))
-    assert book.pending_restores() == {"ok": 8, "lost": 8}
+    assert book.pending_restores() == (RestoreSpec("ok", 8), RestoreSpec("lost", 8))
     book.restore("ok", True)
     book.restore("lost", False)
     work = book.work()

@@ -18,8 +18,9 @@ out holds garbage once its demotion (if any) has been copied out, so a promotion
 nothing, or a demotion copied after its block was reused, reads wrong tokens. After every step:
 every host block holds exactly the tokens its hash names, no hash is in both tiers, the tier is
 within its capacity, and the mirror (cached, demoted, evicted reports) is exactly the two tiers.
-Requests resumed from a checkpoint (restored into private blocks) name their blocks too; a hash
-the host tier held is then dropped from it."""
+Requests resumed from a checkpoint (restored into private blocks, past a claimed hit when there is
+one: the hit's shared blocks are never written) name their blocks too; a hash the host tier held
+is then dropped from it."""
 
 from __future__ import annotations
 
@@ -160,10 +161,13 @@ class WorkerWithCache(RuleBasedStateMachine):
             out.append(ScheduledRequest(rid, num, state.num_computed, state.num_computed + num == known))
         return out
 
-    @rule(family=st.integers(0, 2), length=st.integers(5, 36), tenant=st.integers(0, 1), lag=st.integers(0, 3))
-    def resume(self, family: int, length: int, tenant: int, lag: int) -> None:
-        """A request re-admitted from its checkpoint: restored into private blocks (no hit), its
-        prompt then named where its hashes are not on the device (dropped from the host tier)."""
+    @rule(family=st.integers(0, 2), length=st.integers(5, 36), tenant=st.integers(0, 1), lag=st.integers(0, 3),
+          hit=st.booleans())
+    def resume(self, family: int, length: int, tenant: int, lag: int, hit: bool) -> None:
+        """A request re-admitted from its checkpoint: restored into private blocks, its prompt
+        then named where its hashes are not on the device (dropped from the host tier); with
+        `hit`, past the prefix the mirror says is cached (shared, not written; a stale claim's
+        lost blocks come from the checkpoint)."""
         self.deliver(lag)
         prompt = FAMILIES[family][:length]
         computed = (len(prompt) - 1) // BS * BS
@@ -173,8 +177,9 @@ class WorkerWithCache(RuleBasedStateMachine):
         rid = f"c{self.serial}"
         self.serial += 1
         salt = SALTS[tenant]
+        cached = min(self._claim(prompt, salt), computed - BS) if hit else 0
         new = NewRequest(rid, prompt, len(prompt), SamplingParams(max_tokens=8, seed=1), ServiceClass.BEST_EFFORT, 0,
-                         computed, prefix_salt=salt)
+                         computed, num_cached_tokens=cached, prefix_salt=salt)
         self.salts[rid] = salt
         self.want[rid] = need
         self._step(BatchPlan(self.step_id, (new,), (ScheduledRequest(rid, len(prompt) - computed, computed, True),)))
@@ -246,11 +251,12 @@ class WorkerWithCache(RuleBasedStateMachine):
             self.kv[block] = [None] * BS
         book.grant(grants)
         self.granted_now = set()
-        for rid, num_tokens in book.pending_restores().items():  # the checkpoint's KV copied in
-            state = book.state(rid)
-            for pos in range(num_tokens):
+        for spec in book.pending_restores():  # the checkpoint's KV copied in, past the hit's blocks
+            state = book.state(spec.request_id)
+            assert spec.first_block * BS == state.num_computed  # what the hit put in place
+            for pos in range(spec.first_block * BS, spec.num_tokens):
                 self.kv[state.block_table[pos // BS]][pos % BS] = state.token_ids[pos]
-            book.restore(rid, True)
+            book.restore(spec.request_id, True)
         for chunk in book.chunks():  # the forward pass writes the chunk's KV
             table = chunk.state.block_table
             for pos in range(chunk.start, chunk.end):

@@ -2,12 +2,16 @@
 on its own: a hit starts the block table with the cached blocks and leases only the rest; a
 claim the cache no longer covers (evicted since the scheduler heard, or not a whole number of
 blocks) is computed in the same step and counted as recomputed; a request without a salt caches
-nothing; the report nets blocks cached and evicted between two results."""
+nothing; the report nets blocks cached and evicted between two results. A request resumed from its
+checkpoint past a hit shares the hit's blocks and restores only the rest (a stale part of the
+claim comes from the checkpoint too; a failed restore recomputes only past the hit)."""
 
 from __future__ import annotations
 
-from llmserve.plan import BatchPlan, NewRequest
-from llmserve.plan_book import PlanBook, WorkerPrefixCache
+import pytest
+
+from llmserve.plan import BatchPlan, NewRequest, RestoreSpec
+from llmserve.plan_book import PlanBook, PlanError, WorkerPrefixCache
 from llmserve.prefix import tenant_salt
 from llmserve.types import SamplingParams
 from tests.unit.plan_book.test_book import BE, LIMITS, Blocks, begin, run, sched
@@ -146,3 +150,50 @@ def test_an_evicted_block_is_demoted_then_promoted_into_a_fresh_block_with_its_k
     assert set(cached) == {chain[2], chain[3]} and demoted == ()
     assert cache.stats.host_hit_blocks == 2 and cache.stats.hit_blocks == 4 and cache.stats.demoted_blocks == 2
     cache.check()
+
+
+def resumed_new(rid: str, cached: int, computed: int) -> NewRequest:
+    """A request back from its checkpoint (PROMPT and 3 outputs, `computed` tokens saved) whose
+    admission claims `cached` tokens of it from the prefix cache."""
+    tokens = PROMPT + (50, 51, 52)
+    return NewRequest(rid, tokens, len(PROMPT), SamplingParams(max_tokens=8, seed=1), BE, 3, computed,
+                      num_cached_tokens=cached, prefix_salt=SALT)
+
+
+def test_a_resume_past_a_hit_shares_the_prefix_and_restores_only_the_rest() -> None:
+    book, blocks, cache, table = warm()
+    delta = begin(book, BatchPlan(2, (resumed_new("b", 16, 20),), (sched("b", 1, 20),)))
+    assert delta.restores == (RestoreSpec("b", 20, first_block=4),)  # blocks 0-3 are the hit's
+    assert [lease.num_blocks for lease in delta.leases] == [2]  # blocks 4 and 5 only
+    assert book.state("b").block_table == table[:4]
+    book.grant(blocks.apply(delta))
+    book.restore("b", True)
+    work = book.work()
+    assert (work.num_decode_seqs, work.num_prefill_tokens, work.num_recomputed_tokens) == (1, 0, 0)
+    book.commit(lambda state: 7)
+    assert cache.stats.hit_blocks == 4 and cache.index.refs(cache.index.held("b")[0]) == 1
+
+
+def test_a_stale_hit_under_a_resume_is_restored_and_a_failed_restore_recomputes_after_the_hit() -> None:
+    book, blocks, cache, table = warm()
+    cache.evict(2)  # blocks 2 and 3 of the claim are gone: the checkpoint has them
+    delta = begin(book, BatchPlan(2, (resumed_new("b", 16, 20),), (sched("b", 1, 20),)))
+    assert delta.restores == (RestoreSpec("b", 20, first_block=2),)
+    book.grant(blocks.apply(delta))
+    book.restore("b", True)
+    assert book.work().num_recomputed_tokens == 0
+    book.commit(lambda state: 7)
+
+    book, blocks, cache, table = warm()
+    delta = begin(book, BatchPlan(2, (resumed_new("b", 16, 20),), (sched("b", 1, 20),)))
+    book.grant(blocks.apply(delta))
+    book.restore("b", False)  # the checkpoint is gone: only what the hit does not cover is computed
+    work = book.work()
+    assert (work.num_prefill_tokens, work.num_recomputed_tokens, work.restore_failed_request_ids) == (5, 4, ("b",))
+    assert [(c.start, c.end) for c in book.chunks()] == [(16, 21)]
+
+
+def test_a_resume_may_not_claim_more_than_its_checkpoint() -> None:
+    book, blocks, cache, table = warm()
+    with pytest.raises(PlanError, match="num_cached_tokens 16 must be at most num_computed_tokens 12"):
+        begin(book, BatchPlan(2, (resumed_new("b", 16, 12),), (sched("b", 9, 12),)))

@@ -59,6 +59,21 @@ def test_unknown_service_class_is_a_plan_error() -> None:
         convert.plan_from_proto(plan)
 
 
+def test_a_resume_past_a_hit_keeps_both_counts_and_its_restore_stream_starts_at_the_hit() -> None:
+    new = worker_pb2.NewRequest(request_id="r", token_ids=list(range(1, 22)), num_prompt_tokens=18,
+                                service_class=common_pb2.SERVICE_CLASS_BEST_EFFORT, restore_from_checkpoint=True,
+                                num_computed_tokens=20, num_cached_tokens=16)
+    [domain] = convert.plan_from_proto(worker_pb2.BatchPlan(new_requests=[new])).new_requests
+    assert (domain.num_computed_tokens, domain.num_cached_tokens) == (20, 16)
+    chunks = [kvstore_pb2.KvChunk(block_index=4, data=b"ab", offset=0, dtype="float32", shape=[1]),
+              kvstore_pb2.KvChunk(block_index=5, data=b"cd", offset=0, final=True, num_tokens=20, dtype="float32",
+                                  shape=[1])]
+    restored = convert.restored_from_chunks(chunks, first_block=4)
+    assert (restored.first_block, restored.blocks, restored.num_tokens) == (4, (b"ab", b"cd"), 20)
+    with pytest.raises(ValueError, match="out of order"):
+        convert.restored_from_chunks(chunks)  # asked from block 0, the stream starts at 4
+
+
 def test_sync_register_and_step_result() -> None:
     sync = LeaseSync(4, ("old",), (Holding("r", ServiceClass.BEST_EFFORT, (9, 4), (("traceparent", "t"),)),),
                      (3,), reserve_low=2, reserve_high=1)
