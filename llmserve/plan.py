@@ -120,6 +120,8 @@ class StepResult:
     cached_block_hashes: tuple[int, ...] = ()
     evicted_block_hashes: tuple[int, ...] = ()
     demoted_block_hashes: tuple[int, ...] = ()
+    # INVALID_PLAN: the request the worker's checks found at fault ("" when none was named).
+    rejected_request_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,7 +87,8 @@ class InProcessEngine:
         core = Scheduler(
             SchedulerConfig(num_blocks=num_kv_blocks, block_size=block_size,
                             max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs,
-                            max_model_len=net.config.max_model_len, eos_token_ids=net.config.eos_token_ids),
+                            max_model_len=net.config.max_model_len, eos_token_ids=net.config.eos_token_ids,
+                            vocab_size=net.config.vocab_size),
             make_policy(policy),
             WallClock(),
         )

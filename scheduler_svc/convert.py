@@ -36,6 +36,7 @@ def core_config_from_worker(info: worker_pb2.WorkerInfo, max_num_waiting: int,
         max_num_seqs=info.max_num_seqs,
         max_model_len=info.max_model_len,
         eos_token_ids=tuple(info.eos_token_ids),
+        vocab_size=info.vocab_size,
         max_num_waiting=max_num_waiting,
         rt_admission_control=rt_admission_control,
     )
@@ -156,6 +157,7 @@ def result_from_proto(message: worker_pb2.StepResult) -> StepResult:
         cached_block_hashes=tuple(message.cached_block_hashes),
         evicted_block_hashes=tuple(message.evicted_block_hashes),
         demoted_block_hashes=tuple(message.demoted_block_hashes),
+        rejected_request_id=message.rejected_request_id,
     )
 
 

@@ -155,7 +155,8 @@ class FakeWorker:
             self.violations.append(str(err))
         self.num_unattempted_restores += sum(1 for new in plan.new_requests if new.num_computed_tokens > 0)
         return StepResult(plan.step_id, error=str(err), error_code=StepErrorCode.INVALID_PLAN,
-                          checkpoint_failed_request_ids=self.take_checkpoint_failures())
+                          checkpoint_failed_request_ids=self.take_checkpoint_failures(),
+                          rejected_request_id=err.request_id)
 
     def _abort(self, plan: BatchPlan, restores: Sequence[RestoreSpec], error: str,
                kv_applied: bool = False) -> StepResult:

@@ -100,10 +100,12 @@ def set_timing(message: worker_pb2.StepResult, result: StepResult, **shell: int)
 
 
 def error_result(step_id: int, code: StepErrorCode, message: str, kv_ns: int = 0,
-                 total_ns: int = 0) -> worker_pb2.StepResult:
-    """A failed step: its code, the message saying what went wrong, and the times it took."""
+                 total_ns: int = 0, rejected_request_id: str = "") -> worker_pb2.StepResult:
+    """A failed step: its code, the message saying what went wrong, the request at fault when
+    the plan's checks named one, and the times it took."""
     return worker_pb2.StepResult(step_id=step_id, error=message, error_code=int(code),
-                                 timing=worker_pb2.StepTiming(kv_ns=kv_ns, total_ns=total_ns))
+                                 timing=worker_pb2.StepTiming(kv_ns=kv_ns, total_ns=total_ns),
+                                 rejected_request_id=rejected_request_id)
 
 
 def worker_info(d: WorkerDescription) -> worker_pb2.WorkerInfo:

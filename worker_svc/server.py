@@ -197,7 +197,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServicer):
             self._send_checkpoint_ops()  # the plan's drops stand, and with them their checkpoints
             logger.warning("step %d rejected: %s", step_id, err)
             return convert.error_result(step_id, StepErrorCode.INVALID_PLAN, f"invalid plan: {err}",
-                                        total_ns=time.perf_counter_ns() - start)
+                                        total_ns=time.perf_counter_ns() - start, rejected_request_id=err.request_id)
         plan_decode_ns = time.perf_counter_ns() - start - self.runner.begin_checkpoint_ns
         with traced_step(self.runner, self.description.worker_id, plan):
             kv_start = time.perf_counter_ns()

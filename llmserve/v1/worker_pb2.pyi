@@ -181,7 +181,7 @@ class StepTiming(_message.Message):
     def __init__(self, forward_ns: _Optional[int] = ..., sample_ns: _Optional[int] = ..., kv_ns: _Optional[int] = ..., total_ns: _Optional[int] = ..., num_prefill_tokens: _Optional[int] = ..., num_decode_seqs: _Optional[int] = ..., num_kv_tokens_read: _Optional[int] = ..., checkpoint_bytes: _Optional[int] = ..., restore_bytes: _Optional[int] = ..., checkpoint_ns: _Optional[int] = ..., restore_ns: _Optional[int] = ..., num_recomputed_tokens: _Optional[int] = ..., plan_decode_ns: _Optional[int] = ..., encode_ns: _Optional[int] = ..., kv_rpcs: _Optional[int] = ...) -> None: ...
 
 class StepResult(_message.Message):
-    __slots__ = ("step_id", "sampled", "timing", "error", "restore_failed_request_ids", "checkpoint_failed_request_ids", "error_code", "cached_block_hashes", "evicted_block_hashes", "demoted_block_hashes")
+    __slots__ = ("step_id", "sampled", "timing", "error", "restore_failed_request_ids", "checkpoint_failed_request_ids", "error_code", "cached_block_hashes", "evicted_block_hashes", "demoted_block_hashes", "rejected_request_id")
     STEP_ID_FIELD_NUMBER: _ClassVar[int]
     SAMPLED_FIELD_NUMBER: _ClassVar[int]
     TIMING_FIELD_NUMBER: _ClassVar[int]
@@ -192,6 +192,7 @@ class StepResult(_message.Message):
     CACHED_BLOCK_HASHES_FIELD_NUMBER: _ClassVar[int]
     EVICTED_BLOCK_HASHES_FIELD_NUMBER: _ClassVar[int]
     DEMOTED_BLOCK_HASHES_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     step_id: int
     sampled: _containers.RepeatedCompositeFieldContainer[SampledToken]
     timing: StepTiming
@@ -202,4 +203,5 @@ class StepResult(_message.Message):
     cached_block_hashes: _containers.RepeatedScalarFieldContainer[int]
     evicted_block_hashes: _containers.RepeatedScalarFieldContainer[int]
     demoted_block_hashes: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, step_id: _Optional[int] = ..., sampled: _Optional[_Iterable[_Union[SampledToken, _Mapping]]] = ..., timing: _Optional[_Union[StepTiming, _Mapping]] = ..., error: _Optional[str] = ..., restore_failed_request_ids: _Optional[_Iterable[str]] = ..., checkpoint_failed_request_ids: _Optional[_Iterable[str]] = ..., error_code: _Optional[_Union[StepErrorCode, str]] = ..., cached_block_hashes: _Optional[_Iterable[int]] = ..., evicted_block_hashes: _Optional[_Iterable[int]] = ..., demoted_block_hashes: _Optional[_Iterable[int]] = ...) -> None: ...
+    rejected_request_id: str
+    def __init__(self, step_id: _Optional[int] = ..., sampled: _Optional[_Iterable[_Union[SampledToken, _Mapping]]] = ..., timing: _Optional[_Union[StepTiming, _Mapping]] = ..., error: _Optional[str] = ..., restore_failed_request_ids: _Optional[_Iterable[str]] = ..., checkpoint_failed_request_ids: _Optional[_Iterable[str]] = ..., error_code: _Optional[_Union[StepErrorCode, str]] = ..., cached_block_hashes: _Optional[_Iterable[int]] = ..., evicted_block_hashes: _Optional[_Iterable[int]] = ..., demoted_block_hashes: _Optional[_Iterable[int]] = ..., rejected_request_id: _Optional[str] = ...) -> None: ...

@@ -21,6 +21,9 @@ class SchedulerConfig:
     # Longest sequence (prompt + output) the model accepts.
     max_model_len: int = 2048
     eos_token_ids: tuple[int, ...] = ()
+    # The model's vocabulary: add_request refuses a token id at or past it (the worker would
+    # refuse every plan that carries it). 0: unknown (a simulated model), not checked.
+    vocab_size: int = 0
     # Requests waiting for admission before add_request raises CapacityError.
     max_num_waiting: int = 4096
     # Reject, at add_request, a new real-time request whose predicted TTFT (the policy's cost
@@ -33,6 +36,8 @@ class SchedulerConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"SchedulerConfig.{name} must be an integer >= 1 (got {value!r})")
+        if not isinstance(self.vocab_size, int) or self.vocab_size < 0:
+            raise ValueError(f"SchedulerConfig.vocab_size must be an integer >= 0 (got {self.vocab_size!r})")
         object.__setattr__(self, "eos_token_ids", tuple(int(t) for t in self.eos_token_ids))
 
     @property

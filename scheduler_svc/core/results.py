@@ -17,6 +17,10 @@ from scheduler_svc.core.request import FinishReason, Request
 from scheduler_svc.core.roster import Entry, Roster
 from scheduler_svc.core.ticket import Ticket
 
+# Invalid plans a request may be named in (each after it was planned afresh) before it ends with
+# an error: one is a slip the recompute repairs, two is the request itself.
+MAX_PLAN_REJECTIONS = 2
+
 
 def final_output(req: Request, tokens: tuple[int, ...]) -> RequestOutput:
     """The last event of a finished request (its finish reason set)."""
@@ -48,7 +52,7 @@ class ResultHandler:
             for rid in result.restore_failed_request_ids:
                 book.on_restore_failed(rid, book.tokens(rid))
         if result.error:
-            return self.fail_step(result.step_id, result.error)
+            return self.fail_step(result.step_id, result.error, result.rejected_request_id)
         entries = self._pop_inflight(result.step_id)
         now = self._clock.now()
         sampled = dict(result.sampled)
@@ -80,10 +84,12 @@ class ResultHandler:
                 outputs.append(RequestOutput(rid, tuple(tokens)))
         return outputs
 
-    def fail_step(self, step_id: int, error: str) -> list[RequestOutput]:
+    def fail_step(self, step_id: int, error: str, rejected_request_id: str = "") -> list[RequestOutput]:
         """See `Scheduler.fail_step`."""
         entries = self._pop_inflight(step_id)
         self.num_failed_steps += 1
+        if rejected_request_id:
+            self._count_rejection(entries, rejected_request_id, error)
         # A later step in flight that shares a request with this one is doomed (the worker's count
         # check will fail it), and so is everything in it: stop scheduling all of those requests
         # now, or every new plan would again mix healthy requests into a doomed step.
@@ -104,6 +110,26 @@ class ResultHandler:
             if t.num_inflight_steps == 0:
                 roster.on_drained(t)
         return roster.notes.take_outputs()
+
+    def _count_rejection(self, entries: list[Entry], request_id: str, error: str) -> None:
+        """The worker refused the step's plan because of this request. A first refusal may be the
+        planner's slip (recomputing the request repairs it); one that comes back after the request
+        was planned afresh will come back every time (a token the model cannot take, say), failing
+        every step it shares with others: end it with the worker's reason. Steps already doomed by
+        its first failure (planned before it was known) are not counted."""
+        t = next((t for t, _ in entries if t.req.request_id == request_id), None)
+        if t is None or t.discard_inflight or t.req.is_finished:
+            return
+        t.num_rejections += 1
+        if t.num_rejections < MAX_PLAN_REJECTIONS:
+            return
+        req = t.req
+        roster = self._roster
+        roster.finish(t, FinishReason.ERROR, self._clock.now())
+        roster.notes.note_output(RequestOutput(
+            request_id, (), FinishReason.ERROR, req.num_prompt_tokens, req.num_preemptions,
+            error_message=f"the worker refused {t.num_rejections} plans because of this request: {error}",
+            num_cached_tokens=req.num_cached_tokens))
 
     def _pop_inflight(self, step_id: int) -> list[Entry]:
         entries = self._roster.inflight.pop(step_id, None)

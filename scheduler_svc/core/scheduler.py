@@ -106,6 +106,13 @@ class Scheduler:
             raise InvalidRequestError(f"request_id {req.request_id!r} is already queued on this worker")
         if not req.prompt_token_ids:
             raise InvalidRequestError("prompt_token_ids is empty: send at least one token")
+        vocab = cfg.vocab_size
+        if vocab:
+            for field, ids in (("prompt_token_ids", req.prompt_token_ids), ("output_token_ids", req.output_token_ids)):
+                if ids and (max(ids) >= vocab or min(ids) < 0):  # C-speed scans; the loop names the first
+                    bad = next(t for t in ids if not 0 <= t < vocab)
+                    raise InvalidRequestError(f"{field} holds token id {bad}, outside the model's vocabulary "
+                                              f"[0, {vocab}): send ids the model's tokenizer gives")
         if req.is_finished:
             raise InvalidRequestError(f"request {req.request_id!r} is already finished")
         max_tokens = req.sampling.max_tokens
@@ -162,11 +169,13 @@ class Scheduler:
                                  result.demoted_block_hashes)
         return self._results.update(result)
 
-    def fail_step(self, step_id: int, error: str) -> list[RequestOutput]:
+    def fail_step(self, step_id: int, error: str, rejected_request_id: str = "") -> list[RequestOutput]:
         """The worker failed this step (e.g. the KV store refused its leases): its requests lose
         their KV and go back to waiting with every known token (recompute); none is lost. Tokens
-        of their later steps already in flight are discarded."""
-        return self._results.fail_step(step_id, error)
+        of their later steps already in flight are discarded. `rejected_request_id`: the request
+        the worker found at fault in an invalid plan; one named in `MAX_PLAN_REJECTIONS` such
+        failures ends with an error (results.py) instead of failing more steps."""
+        return self._results.fail_step(step_id, error, rejected_request_id)
 
     def take_outputs(self) -> list[RequestOutput]:
         """Events produced outside update() (CANCELLED after an abort), for a caller with no

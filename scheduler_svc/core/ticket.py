@@ -17,7 +17,7 @@ class Ticket:
     """One request's scheduler-private state (slots: read on the per-step hot path)."""
 
     __slots__ = ("req", "seq", "sched_key", "key_step", "queue_gen", "last_progress_s", "promoted_at",
-                 "preempt_when_drained", "discard_inflight", "num_inflight_steps")
+                 "preempt_when_drained", "discard_inflight", "num_inflight_steps", "num_rejections")
 
     def __init__(self, req: Request, seq: int, now: float) -> None:
         self.req = req
@@ -30,6 +30,7 @@ class Ticket:
         self.preempt_when_drained = False  # chosen as a victim (or its step failed) while in flight
         self.discard_inflight = False  # its in-flight steps failed: their tokens must not be used
         self.num_inflight_steps = 0  # planned steps whose results have not arrived
+        self.num_rejections = 0  # invalid plans the worker named it in (results.py: MAX_PLAN_REJECTIONS)
 
     def reset_for_queue(self) -> None:
         """Forget everything the worker held: the request restarts from its known tokens."""

@@ -106,7 +106,7 @@ class SimNode:
 
     def complete(self, plan: BatchPlan, result: StepResult) -> list[RequestOutput]:
         """Hands a step's result to the core, at the step's end (the caller's clock)."""
-        return self.core.fail_step(plan.step_id, result.error) if result.error else self.core.update(result)
+        return self.core.update(result)  # a failed one too (its error set): Scheduler.update
 
     def check_invariants(self) -> None:
         self.worker.check_invariants()

@@ -83,7 +83,8 @@ class SimWorker:
         try:
             delta = book.admit(plan)
         except PlanError as err:
-            return self._fail(plan, StepErrorCode.INVALID_PLAN, f"invalid plan: {err}"), self._transfer_s(moved)
+            return self._fail(plan, StepErrorCode.INVALID_PLAN, f"invalid plan: {err}", err.request_id), \
+                self._transfer_s(moved)
         try:
             grants = lease_ahead(self.keeper, self._leases, self.worker_id, delta, now)
         except KvStoreError as err:
@@ -143,11 +144,11 @@ class SimWorker:
     def _transfer_s(self, nbytes: int) -> float:
         return self.host_tier.transfer_s(nbytes) if self.host_tier is not None else 0.0
 
-    def _fail(self, plan: BatchPlan, code: StepErrorCode, message: str) -> StepResult:
+    def _fail(self, plan: BatchPlan, code: StepErrorCode, message: str, rejected_request_id: str = "") -> StepResult:
         # The scheduler re-queues the step's requests (recompute) and releases their leases in a
         # later plan; the book releases what it dropped with the next apply.
         self.num_failed_steps += 1
-        return StepResult(plan.step_id, (), None, message, error_code=code)
+        return StepResult(plan.step_id, (), None, message, error_code=code, rejected_request_id=rejected_request_id)
 
     @property
     def num_requests(self) -> int:
