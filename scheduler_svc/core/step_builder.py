@@ -156,7 +156,10 @@ class StepBuilder:
         held = ledger.held(req.request_id)
         need = cdiv(computed + num_tokens, block_size) - held
         if need > 0 and not ledger.can_allocate(need):
-            if not self._make_room(t, need, 0, start, admission=False):
+            # A wait needs a step in flight: its result re-plans with less slack (else an idle core
+            # whose running requests all wait for blocks would never plan again).
+            if (self._roster.inflight and self._policy.growth_may_wait(req)) or not self._make_room(
+                    t, need, 0, start, admission=False):
                 if t.preempt_when_drained or req.status is not _RUNNING:
                     return  # it yielded its blocks (`growth_may_preempt`)
                 # Take what the free blocks hold rather than nothing (a shorter prefill chunk).

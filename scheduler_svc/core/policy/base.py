@@ -23,6 +23,9 @@ so adding a policy never adds a branch to `Scheduler.schedule()`:
   best-effort work that arrived after it); a beneficiary refused a victim that cannot get its
   blocks otherwise yields its own (it is preempted), so the request it spared can grow and the
   two never wait for each other's blocks.
+- `growth_may_wait(beneficiary)`: whether that running request waits a step for free blocks
+  instead of preempting anyone (default: never; bros and tempo: an on-time RT stream with slack
+  to spare, `slo_step.growth_may_wait`).
 - `preemption_mode(victim)`: RECOMPUTE (the default) or CHECKPOINT (the victim's KV is saved to
   the store's host tier and restored on re-admission, when the core has a checkpoint book; issue 4).
 - `kv_reserve(req)`: blocks a waiting request must leave free when admitted (headroom for RT).
@@ -120,6 +123,11 @@ class Policy(ABC):
 
     def growth_may_preempt(self, beneficiary: Request, victim: Request) -> bool:
         return True
+
+    def growth_may_wait(self, beneficiary: Request) -> bool:
+        """Whether a running request short of KV for its chunk waits for free blocks this step
+        instead of preempting anyone (it gets what the free blocks hold, or nothing)."""
+        return False
 
     def preemption_mode(self, victim: Request) -> PreemptionMode:
         return PreemptionMode.RECOMPUTE

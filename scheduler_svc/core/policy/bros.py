@@ -72,7 +72,7 @@ from scheduler_svc.core.cost_model import CostModel
 from scheduler_svc.core.plan import StepTiming
 from scheduler_svc.core.policy.base import Policy, PreemptionMode, TicketView
 from scheduler_svc.core.policy.pacing import OtherWork, StepTimes, decode_may_yield
-from scheduler_svc.core.policy.slo_step import SloStep, may_take_seat_of, on_time
+from scheduler_svc.core.policy.slo_step import SloStep, growth_may_wait, may_take_seat_of, on_time
 from scheduler_svc.core.policy.slo_watch import SloWatch, is_aged, is_lost
 from scheduler_svc.core.policy.step_guard import StepGuard, make_cost_model
 from scheduler_svc.core.request import Request, ServiceClass
@@ -219,6 +219,9 @@ class BrosPolicy(Policy):
         remaining = max(0, beneficiary.num_tokens - beneficiary.num_computed_tokens)
         slack = beneficiary.next_token_deadline_s() - self.guard.start_s - self.guard.prefill_s(remaining)
         return slack < self.preempt_horizon_steps * self.guard.mean_step_s
+
+    def growth_may_wait(self, beneficiary: Request) -> bool:
+        return growth_may_wait(beneficiary, self._watch(beneficiary), self.guard, self.preempt_horizon_steps)
 
     def kv_reserve(self, req: Request) -> int:
         reserve = self.step.kv_reserve(req, self._watch(req))  # whole prompts below on-time work

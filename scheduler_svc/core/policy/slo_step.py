@@ -66,6 +66,19 @@ def may_take_seat_of(beneficiary: Request, victim: Request, victim_watch: SloWat
     return now - victim_watch.admitted_at >= hold_s
 
 
+def growth_may_wait(req: Request, watch: SloWatch, guard: StepGuard, horizon_steps: float) -> bool:
+    """Whether an on-time RT request short of KV for its next chunk should wait for blocks
+    (requests finishing, victims draining) instead of preempting: while its next token keeps
+    `horizon_steps` mean steps of slack after this step, a step's wait costs it nothing, and a
+    victim taken now costs a checkpoint and a restore, or a recompute once the host tier is full.
+    When the slack runs short it preempts as before."""
+    if req.service_class is not _RT or watch.lost:
+        return False
+    remaining = max(0, req.num_tokens - req.num_computed_tokens)
+    slack = req.next_token_deadline_s() - guard.start_s - guard.prefill_s(remaining)
+    return slack >= horizon_steps * guard.mean_step_s
+
+
 def on_time(req: Request, watch: SloWatch) -> bool:
     """RT or deadline work that can still meet its SLO (as last ranked)."""
     return req.service_class is not ServiceClass.BEST_EFFORT and not watch.lost

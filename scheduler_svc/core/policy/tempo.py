@@ -103,7 +103,7 @@ from scheduler_svc.core.cost_model import CostModel
 from scheduler_svc.core.output_lengths import OnlineLengths, OutputLengths
 from scheduler_svc.core.plan import StepTiming
 from scheduler_svc.core.policy.base import Policy, PreemptionMode, TicketView
-from scheduler_svc.core.policy.slo_step import SloStep, may_take_seat_of, on_time
+from scheduler_svc.core.policy.slo_step import SloStep, growth_may_wait, may_take_seat_of, on_time
 from scheduler_svc.core.policy.slo_watch import is_aged, is_lost
 from scheduler_svc.core.policy.step_guard import StepGuard, make_cost_model
 from scheduler_svc.core.policy.tempo_reward import TempoPricing, TempoState
@@ -146,6 +146,7 @@ class TempoPolicy(Policy):
         lengths: OutputLengths | None = None,
         take_seats: bool = False,
         victim_hold_s: float = 1.0,
+        preempt_horizon_steps: float = 2.0,
     ) -> None:
         """`lengths`: where output lengths come from; None (always, in the service: `make_policy`
         refuses this option) learns them online from finished requests (`OnlineLengths`). The
@@ -172,8 +173,10 @@ class TempoPolicy(Policy):
                                     workflows=self.workflows)
         self._members: dict[str, dict[str, Request]] = {}
         self._collective: dict[str, tuple[float, tuple]] = {}  # workflow_id -> (now, shared key)
-        if victim_hold_s < 0:
-            raise ValueError(f"tempo: victim_hold_s must be >= 0 (got {victim_hold_s})")
+        if victim_hold_s < 0 or preempt_horizon_steps < 0:
+            raise ValueError(f"tempo: victim_hold_s and preempt_horizon_steps must be >= 0 (got {victim_hold_s}, "
+                             f"{preempt_horizon_steps})")
+        self.preempt_horizon_steps = preempt_horizon_steps
         self.take_seats = take_seats
         self.victim_hold_s = victim_hold_s
         self._now = 0.0
@@ -230,6 +233,9 @@ class TempoPolicy(Policy):
         if beneficiary.service_class is _BE and victim.service_class is _BE:
             return (victim.arrival_s, victim.request_id) > (beneficiary.arrival_s, beneficiary.request_id)
         return True
+
+    def growth_may_wait(self, beneficiary: Request) -> bool:
+        return growth_may_wait(beneficiary, self._state(beneficiary).watch, self.guard, self.preempt_horizon_steps)
 
     def may_take_seats(self, beneficiary: Request) -> bool:
         return (self.take_seats and beneficiary.service_class is _RT
