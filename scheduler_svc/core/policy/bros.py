@@ -41,7 +41,9 @@ What the paper's visible material fixes (papers.md §1) and how it is realised h
   less than `victim_hold_s` ago (a restored victim preempted again wastes its restore and thrashes),
   nor an aged one. Victims are preempted by CHECKPOINT (their KV goes to the KV store's host tier
   and is restored on resume; core/checkpoints.py); RT victims (of a running RT stream short of KV)
-  by recompute. BE admissions leave `rt_reserve_blocks` free as headroom.
+  by recompute. A running on-time RT stream short of KV likewise waits for free blocks while its
+  next token keeps `preempt_horizon_steps` steps of slack and a step is in flight
+  (`slo_step.growth_may_wait`). BE admissions leave `rt_reserve_blocks` free as headroom.
 - Seats (opt-in, `take_seats`; `slo_step.may_take_seat_of`): at `max_num_seqs` a waiting on-time
   RT request takes the seat of best-effort work or a lost deadline request: not aged, not
   re-admitted within `victim_hold_s`, whose KV is no larger than the RT prompt and whose

@@ -85,8 +85,13 @@ KV: preemption only on KV shortage (running beneficiaries; victims are the lowes
 best-effort work takes blocks only from best-effort work that arrived after it, else yields its
 own: density ranked a newly admitted short request above a long one already running, whose
 multi-thousand-token KV its growth checkpointed, and the host tier evicted, so it was
-recomputed; bros's arrival order among best-effort work never did that); a best-effort or deadline victim is preempted by CHECKPOINT (its KV goes to the KV store's host
-tier and comes back on resume), an RT victim by recompute. A waiting request below on-time work
+recomputed; bros's arrival order among best-effort work never did that); a running on-time RT
+stream short of KV waits for free blocks while its next token keeps `preempt_horizon_steps` steps
+of slack and a step is in flight, as bros's (`slo_step.growth_may_wait`: on the suite's tuning
+half its growth had taken best-effort blocks that a step's wait would have freed, and 2 GiB of
+host tier could not hold those checkpoints); a best-effort or deadline victim is preempted by
+CHECKPOINT (its KV goes to the KV store's host tier and comes back on resume), an RT victim by
+recompute. A waiting request below on-time work
 is admitted only when no such request is mid-prompt and the free KV holds its whole prompt
 (`slo_step.py`). Seats, as bros (opt-in, `take_seats`, off by default for the reason bros's
 docstring gives): at `max_num_seqs` a waiting on-time RT request takes the seat of best-effort
