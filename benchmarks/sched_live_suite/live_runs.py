@@ -5,7 +5,9 @@ through the public Gateway API (`llmserve_stack.live.replay`), the dedicated run
 A stack serves its cells one after another (its policy keeps what it learnt online: cost model,
 tempo's lengths, as a server that runs for a while would), and each stack's worker calibrated
 itself at start: its `Worker.Describe` step-time model is recorded for the simulator's prediction.
-Each run also records the preemptions the scheduler made during it (its GetStats, before and after).
+Each run also records the preemptions the scheduler made during it and the steps its worker ran
+(its GetStats, before and after): `num_steps` and `end_s` give the live step cadence, which the
+simulator's own `num_steps` over its `end_s` is compared with.
 """
 
 from __future__ import annotations
@@ -61,25 +63,27 @@ async def run_policy(policy: str, runs: list[tuple[Cell, str]], out: Path,
             window = max(r.arrival_s for r in requests)
             live = LiveConfig(gateway, max_tokens=MAX_OUTPUT, run_timeout_s=window + DRAIN_S)
             wall0 = time.perf_counter()
-            preempted = await _preemptions(scheduler)
+            preempted, stepped = await _counters(scheduler)
             records, stats = await replay(requests, live)
             metrics = summarize(records, stats, service_gain)
-            metrics["preemptions"] = await _preemptions(scheduler) - preempted
+            preempted_after, stepped_after = await _counters(scheduler)
+            metrics["preemptions"] = preempted_after - preempted
+            metrics["num_steps"] = stepped_after - stepped
             metrics["live_wall_s"] = round(time.perf_counter() - wall0, 2)
             metrics["num_unfinished"] = sum(1 for r in records if r.finish_s is None)
             metrics["num_requests"] = len(requests)
             on_result(cell, label, metrics)
             print(f"live {cell.name:<20} {label:<9} RT {_pct(metrics['rt_slo_attainment'])} "
                   f"BE job {_num(metrics['be_throughput_run_tok_s'])} tok/s  preempt {metrics['preemptions']}  "
-                  f"{metrics['live_wall_s']:.0f}s", file=sys.stderr)
+                  f"steps {metrics['num_steps']}  {metrics['live_wall_s']:.0f}s", file=sys.stderr)
     return info
 
 
-async def _preemptions(scheduler: str) -> int:
-    """Preemptions the scheduler has made since it started (its GetStats)."""
+async def _counters(scheduler: str) -> tuple[int, int]:
+    """Preemptions the scheduler has made and steps its workers ran since it started (GetStats)."""
     async with open_channel(scheduler) as channel:
         stats = await scheduler_pb2_grpc.SchedulerStub(channel).GetStats(scheduler_pb2.GetStatsRequest(), timeout=10.0)
-    return int(stats.num_preemptions)
+    return int(stats.num_preemptions), int(stats.num_steps)
 
 
 def run_live(cells: list[Cell], policies: tuple[str, ...], out: Path,

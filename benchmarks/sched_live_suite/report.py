@@ -67,15 +67,30 @@ def targets_table(live: dict[str, dict], v: dict) -> str:
 
 
 def prediction_table(live: dict[str, dict], sim: dict[str, dict], v: dict) -> str:
-    lines = ["| cell | run | RT live | RT sim | RT ±0.05 | BE live tok/s | BE sim tok/s | BE ±15% |", "|" + "---|" * 8]
+    lines = ["| cell | run | RT live | RT sim | RT ±0.05 | BE live tok/s | BE sim tok/s | BE ±15% "
+             "| steps live / sim | ms a step live / sim |", "|" + "---|" * 10]
     for cell, runs in live.items():
         for run in RUNS:
             if run not in runs:
                 continue
             lm, sm = runs[run], sim.get(cell, {}).get(run)
             lines.append(f"| {cell} | {run} | {_f(_rt(lm))} | {_f(_rt(sm))} | {_mark(v[cell][f'{run} RT pred'])} | "
-                         f"{_f(_be(lm), '{:.1f}')} | {_f(_be(sm), '{:.1f}')} | {_mark(v[cell][f'{run} BE pred'])} |")
+                         f"{_f(_be(lm), '{:.1f}')} | {_f(_be(sm), '{:.1f}')} | {_mark(v[cell][f'{run} BE pred'])} | "
+                         f"{_steps(lm)} / {_steps(sm)} | {_f(_step_ms(lm), '{:.0f}')} / {_f(_step_ms(sm), '{:.0f}')} |")
     return "\n".join(lines)
+
+
+def _steps(m: dict | None) -> str:
+    """The run's steps (a live run's from the scheduler's GetStats; none recorded before: -)."""
+    return str(m["num_steps"]) if m and m.get("num_steps") else "-"
+
+
+def _step_ms(m: dict | None) -> float | None:
+    """Mean time a step, first arrival to the run's end over its steps: the cadence the
+    simulator must match for its predictions to hold (step time and the gaps between steps)."""
+    if not m or not m.get("num_steps") or m.get("end_s") is None:
+        return None
+    return 1000.0 * m["end_s"] / m["num_steps"]
 
 
 def summary_table(v: dict) -> str:
