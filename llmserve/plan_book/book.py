@@ -152,10 +152,7 @@ class PlanBook:
         work = StepWork(total - decode - resumed_tokens + recomputed, decode, kv_read, recomputed)
         step = _OpenStep(plan, tuple(leases), released, work, restores, settled=not restores)
         self._open = step
-        # A restore starts after the blocks its prefix hit put in place (admit_new: a whole number).
-        specs = tuple(RestoreSpec(r, k, states[r].num_computed // block_size) for r, k in restores.items()) \
-            if restores else ()
-        return KvDelta(released, step.leases, specs)
+        return KvDelta(released, step.leases, self.pending_restores() if restores else ())
 
     # ---- phase 2: grants, restores, the step's work, commit ----------------------------------------
     def grant(self, grants: Sequence[Grant]) -> None:
@@ -192,6 +189,7 @@ class PlanBook:
         and the blocks their prefix hit put in place (the restore copies the rest)."""
         step = self._require_open()
         states, block_size = self._states, self.block_size
+        # Until restored, a resumed request's count is what its hit put in place (admit_new: whole blocks).
         return tuple(RestoreSpec(rid, k, states[rid].num_computed // block_size)
                      for rid, k in step.restores.items() if rid not in step.restored)
 

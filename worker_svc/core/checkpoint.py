@@ -204,14 +204,16 @@ class CheckpointTracker:
         before are its prefix hit, shared with the cache, never written); the plan book then counts
         those tokens computed. False (nothing copied) when it is missing, of another format, or
         too short: the step then recomputes those tokens."""
+        if data is None:
+            return False
         fmt = self.format
         first, need = spec.first_block, cdiv(spec.num_tokens, self.block_size)
-        skip = first - data.first_block if data is not None else 0  # fetched blocks before `first`
-        if (data is None or data.dtype != fmt.dtype or tuple(data.shape) != fmt.shape or skip < 0
-                or data.num_tokens < spec.num_tokens or len(data.blocks) < need - data.first_block
-                or any(len(b) != fmt.nbytes for b in data.blocks[skip:need - data.first_block])
-                or len(state.block_table) < need):
+        # Blocks first..need of the request, as indices into what was fetched (from data.first_block).
+        wanted = data.blocks[first - data.first_block:need - data.first_block]
+        if (data.dtype != fmt.dtype or tuple(data.shape) != fmt.shape or first < data.first_block
+                or data.num_tokens < spec.num_tokens or len(wanted) < need - first
+                or any(len(b) != fmt.nbytes for b in wanted) or len(state.block_table) < need):
             return False
-        write_blocks(self.cache, state.block_table[first:need], data.blocks[skip:need - data.first_block])
+        write_blocks(self.cache, state.block_table[first:need], wanted)
         self.restored(state.request_id, spec.num_tokens)
         return True
